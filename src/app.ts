@@ -1,0 +1,46 @@
+/**
+ * createApp: mounts the route groups on one Hono app with the request log and the one error
+ * mapping. Pure wiring: it opens nothing, so tests build it over temp dirs and a fake hub.
+ */
+import type { HttpBindings } from '@hono/node-server';
+import { Hono } from 'hono';
+import type { Logger } from 'pino';
+import { isMirrorError } from './errors.js';
+import type { FileResolver } from './hub/file-resolver.js';
+import { errorResponse } from './http/hub-errors.js';
+import { requestLog, type RequestLogFields } from './http/request-log.js';
+import { filesRoutes } from './http/routes/files.js';
+import { healthRoutes } from './http/routes/health.js';
+import type { Mirror } from './mirror/mirror.js';
+import type { CacheIndex } from './storage/cache-index.js';
+
+export interface AppDeps {
+  log: Logger;
+  index: CacheIndex;
+  resolver: FileResolver;
+  mirror: Mirror;
+  dataDir: string;
+  fillStartWaitMs: number;
+}
+
+export function createApp(deps: AppDeps): Hono<{ Bindings: HttpBindings; Variables: RequestLogFields }> {
+  const app = new Hono<{ Bindings: HttpBindings; Variables: RequestLogFields }>();
+  app.use(requestLog(deps.log));
+  app.route('/', healthRoutes({ index: deps.index, dataDir: deps.dataDir }));
+  app.route('/', filesRoutes({ resolver: deps.resolver, mirror: deps.mirror, fillStartWaitMs: deps.fillStartWaitMs }));
+
+  app.notFound(() => notFound());
+  app.onError((err) => {
+    if (!isMirrorError(err)) deps.log.error({ err: { message: err.message, stack: err.stack } }, 'unhandled error');
+    else if (err.status >= 500) deps.log.warn({ code: err.code, message: err.message }, 'request failed');
+    return errorResponse(err);
+  });
+  return app;
+}
+
+function notFound(): Response {
+  return new Response(JSON.stringify({ error: 'Not found' }), {
+    status: 404,
+    headers: { 'content-type': 'application/json; charset=utf-8', 'x-error-message': 'Not found' },
+  });
+}

@@ -1,0 +1,135 @@
+/**
+ * Configuration: one table of options (name, type, default, description). Everything else is
+ * derived from it: defaults, validation, the `HUBCACHE_*` environment names, the CLI flags and the
+ * documentation. `validateConfig` is pure and reports every problem at once.
+ */
+
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+
+export interface Config {
+  host: string;
+  port: number;
+  dataDir: string;
+  upstream: string;
+  refsTtlSeconds: number;
+  authTtlSeconds: number;
+  connectTimeoutSeconds: number;
+  upstreamHeadersTimeoutSeconds: number;
+  upstreamIdleTimeoutSeconds: number;
+  fillStartWaitMs: number;
+  maxResumes: number;
+  logLevel: LogLevel;
+}
+
+type OptionType =
+  | { kind: 'string' }
+  | { kind: 'url' }
+  | { kind: 'integer'; min: number; max: number }
+  | { kind: 'number'; min: number; max: number }
+  | { kind: 'enum'; values: readonly string[] };
+
+export interface OptionSpec {
+  key: keyof Config;
+  type: OptionType;
+  default: Config[keyof Config];
+  description: string;
+}
+
+export const OPTIONS: readonly OptionSpec[] = [
+  { key: 'host', type: { kind: 'string' }, default: '0.0.0.0', description: 'Address to listen on.' },
+  { key: 'port', type: { kind: 'integer', min: 0, max: 65535 }, default: 8080, description: 'TCP port to listen on (0 picks a free port).' },
+  { key: 'dataDir', type: { kind: 'string' }, default: './data', description: 'Cache directory: blobs, staging files and the SQLite index. Must be on a local filesystem.' },
+  { key: 'upstream', type: { kind: 'url' }, default: 'https://huggingface.co', description: 'The Hub to mirror.' },
+  { key: 'refsTtlSeconds', type: { kind: 'number', min: 0, max: 31_536_000 }, default: 60, description: 'How long a branch or tag → commit answer is reused before asking upstream again. Within it every answer names the same commit.' },
+  { key: 'authTtlSeconds', type: { kind: 'number', min: 0, max: 86_400 }, default: 60, description: "How long upstream's grant of a file to one token is reused; revocation upstream takes effect within it." },
+  { key: 'connectTimeoutSeconds', type: { kind: 'number', min: 0.1, max: 600 }, default: 10, description: 'Upstream TCP/TLS connect timeout.' },
+  { key: 'upstreamHeadersTimeoutSeconds', type: { kind: 'number', min: 0.1, max: 600 }, default: 30, description: 'Longest wait for upstream response headers.' },
+  { key: 'upstreamIdleTimeoutSeconds', type: { kind: 'number', min: 0.1, max: 3600 }, default: 60, description: 'Longest silence inside an upstream body before the connection is dropped and resumed.' },
+  { key: 'fillStartWaitMs', type: { kind: 'integer', min: 0, max: 9000 }, default: 2000, description: 'On a miss, how long to wait for upstream to start sending before answering the client anyway (clients time out after 10 s).' },
+  { key: 'maxResumes', type: { kind: 'integer', min: 0, max: 100 }, default: 5, description: 'How many times a dropped upstream download is resumed (Range + If-Range) before it fails.' },
+  { key: 'logLevel', type: { kind: 'enum', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] }, default: 'info', description: 'Log level.' },
+];
+
+export const DEFAULT_CONFIG: Config = Object.fromEntries(OPTIONS.map((o) => [o.key, o.default])) as unknown as Config;
+
+/** `refsTtlSeconds` → `HUBCACHE_REFS_TTL_SECONDS`. */
+export function envName(key: string): string {
+  return `HUBCACHE_${key.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase()}`;
+}
+
+/** `refsTtlSeconds` → `--refs-ttl-seconds`. */
+export function flagName(key: string): string {
+  return `--${key.replace(/([a-z0-9])([A-Z])/g, '$1-$2').toLowerCase()}`;
+}
+
+/** A value with where it came from, for error messages. */
+export interface SourcedValue {
+  value: unknown;
+  source: string;
+}
+
+function coerce(spec: OptionSpec, { value, source }: SourcedValue, errors: string[]): unknown {
+  const where = `${spec.key} (from ${source})`;
+  const t = spec.type;
+  switch (t.kind) {
+    case 'string': {
+      if (typeof value !== 'string' || value.length === 0) errors.push(`${where}: expected a non-empty string`);
+      return value;
+    }
+    case 'url': {
+      if (typeof value !== 'string') {
+        errors.push(`${where}: expected a URL string`);
+        return value;
+      }
+      try {
+        const u = new URL(value);
+        if (u.protocol !== 'http:' && u.protocol !== 'https:') errors.push(`${where}: must be an http:// or https:// URL, got ${JSON.stringify(value)}`);
+        else if (u.search || u.hash || u.username || u.password) errors.push(`${where}: must not carry a query, fragment or credentials`);
+        return value.replace(/\/+$/, '');
+      } catch {
+        errors.push(`${where}: not a valid URL: ${JSON.stringify(value)}`);
+        return value;
+      }
+    }
+    case 'integer':
+    case 'number': {
+      const n = typeof value === 'number' ? value : typeof value === 'string' && value.trim() !== '' ? Number(value) : NaN;
+      if (!Number.isFinite(n) || (t.kind === 'integer' && !Number.isInteger(n))) {
+        errors.push(`${where}: expected ${t.kind === 'integer' ? 'an integer' : 'a number'}, got ${JSON.stringify(value)}`);
+      } else if (n < t.min || n > t.max) {
+        errors.push(`${where}: must be between ${t.min} and ${t.max}, got ${n}`);
+      }
+      return n;
+    }
+    case 'enum': {
+      if (typeof value !== 'string' || !t.values.includes(value)) errors.push(`${where}: must be one of ${t.values.join(', ')}, got ${JSON.stringify(value)}`);
+      return value;
+    }
+  }
+}
+
+/**
+ * Merges layers (later wins) over the defaults and validates. Unknown keys in a layer are errors.
+ * Returns every problem found, or the config.
+ */
+export function validateConfig(layers: ReadonlyArray<{ source: string; values: Record<string, unknown> }>): { ok: true; config: Config } | { ok: false; errors: string[] } {
+  const errors: string[] = [];
+  const known = new Set(OPTIONS.map((o) => o.key as string));
+  const chosen = new Map<string, SourcedValue>();
+  for (const layer of layers) {
+    for (const [key, value] of Object.entries(layer.values)) {
+      if (value === undefined) continue;
+      if (!known.has(key)) {
+        errors.push(`unknown option ${JSON.stringify(key)} (from ${layer.source})`);
+        continue;
+      }
+      chosen.set(key, { value, source: layer.source });
+    }
+  }
+  const config: Record<string, unknown> = { ...DEFAULT_CONFIG };
+  for (const spec of OPTIONS) {
+    const v = chosen.get(spec.key);
+    if (v) config[spec.key] = coerce(spec, v, errors);
+  }
+  return errors.length > 0 ? { ok: false, errors } : { ok: true, config: config as unknown as Config };
+}

@@ -1,0 +1,88 @@
+/**
+ * The one error type that crosses layers. Every failure a client can see has a stable `code`;
+ * `ERROR_TABLE` (the only place that knows HTTP) maps it to a status and to the Hub's
+ * `X-Error-Code`, so huggingface_hub and @huggingface/hub raise the same exception they would
+ * raise against huggingface.co.
+ */
+export type ErrorCode =
+  | 'InvalidRepoId'
+  | 'InvalidRevision'
+  | 'InvalidPath'
+  | 'InvalidRequest'
+  | 'RepoNotFound'
+  | 'RepoUnauthenticated'
+  | 'RevisionNotFound'
+  | 'EntryNotFound'
+  | 'GatedRepoUnauthenticated'
+  | 'GatedRepoForbidden'
+  | 'Forbidden'
+  | 'RangeNotSatisfiable'
+  | 'RateLimited'
+  | 'UpstreamRejected'
+  | 'UpstreamError'
+  | 'UpstreamUnavailable'
+  | 'UpstreamTimeout'
+  | 'IntegrityError'
+  | 'NotSupported'
+  | 'Internal';
+
+interface ErrorSpec {
+  /** HTTP status sent to the client. */
+  status: number;
+  /** Value of `X-Error-Code`, when the Hub has one for this case (clients branch on it). */
+  hubCode?: string;
+}
+
+/** code → HTTP. The single mapping table (design rule 7). */
+export const ERROR_TABLE: Record<ErrorCode, ErrorSpec> = {
+  InvalidRepoId: { status: 400, hubCode: 'InvalidRepoId' },
+  InvalidRevision: { status: 400, hubCode: 'InvalidRevision' },
+  InvalidPath: { status: 400, hubCode: 'InvalidPath' },
+  InvalidRequest: { status: 400, hubCode: 'BadRequest' },
+  RepoNotFound: { status: 404, hubCode: 'RepoNotFound' },
+  // The Hub answers an anonymous request for a missing or private repo with a bare 401. Python's
+  // huggingface_hub only recognises that as "repo not found" on https:// URLs, so an http://
+  // mirror must name the code explicitly (hf-protocol §5.1 item 6).
+  RepoUnauthenticated: { status: 401, hubCode: 'RepoNotFound' },
+  RevisionNotFound: { status: 404, hubCode: 'RevisionNotFound' },
+  EntryNotFound: { status: 404, hubCode: 'EntryNotFound' },
+  GatedRepoUnauthenticated: { status: 401, hubCode: 'GatedRepo' },
+  GatedRepoForbidden: { status: 403, hubCode: 'GatedRepo' },
+  Forbidden: { status: 403 },
+  RangeNotSatisfiable: { status: 416 },
+  RateLimited: { status: 429 },
+  // Any other 4xx upstream gave: passed through with upstream's status (never turned into 5xx).
+  UpstreamRejected: { status: 400 },
+  UpstreamError: { status: 502, hubCode: 'UpstreamError' },
+  UpstreamUnavailable: { status: 503, hubCode: 'UpstreamUnavailable' },
+  UpstreamTimeout: { status: 504, hubCode: 'UpstreamTimeout' },
+  IntegrityError: { status: 502, hubCode: 'IntegrityError' },
+  NotSupported: { status: 501, hubCode: 'NotSupported' },
+  Internal: { status: 500, hubCode: 'InternalError' },
+};
+
+export interface MirrorErrorOptions {
+  /** Extra response headers that belong to this error (e.g. `X-Repo-Commit` on EntryNotFound, `Retry-After`). */
+  headers?: Record<string, string>;
+  /** Overrides the table's status; only for `UpstreamRejected`, which mirrors upstream's own 4xx. */
+  status?: number;
+  cause?: unknown;
+}
+
+export class MirrorError extends Error {
+  readonly code: ErrorCode;
+  readonly headers: Readonly<Record<string, string>>;
+  readonly status: number;
+
+  constructor(code: ErrorCode, message: string, options: MirrorErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'MirrorError';
+    this.code = code;
+    this.headers = options.headers ?? {};
+    this.status = options.status ?? ERROR_TABLE[code].status;
+  }
+}
+
+export function isMirrorError(err: unknown): err is MirrorError {
+  return err instanceof MirrorError;
+}

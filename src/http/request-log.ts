@@ -1,0 +1,42 @@
+/**
+ * One canonical log line per request (openstatus style): id, method, path (no query), status,
+ * cache status, bytes, duration. Never the Authorization header, never a query string (signed
+ * URLs and cursors stay out of logs).
+ */
+import type { HttpBindings } from '@hono/node-server';
+import type { MiddlewareHandler } from 'hono';
+import type { Logger } from 'pino';
+import { randomUUID } from 'node:crypto';
+
+export interface RequestLogFields {
+  cacheStatus: string;
+  bytesSent: number;
+  completed: boolean;
+}
+
+export function requestLog(log: Logger): MiddlewareHandler<{ Bindings: HttpBindings; Variables: RequestLogFields }> {
+  return async (c, next) => {
+    const started = performance.now();
+    const id = randomUUID();
+    const outgoing = c.env.outgoing;
+    // On the Node response itself: blob responses are written there directly, not through Hono.
+    outgoing.setHeader('x-request-id', id);
+    outgoing.once('close', () => {
+      const path = new URL(c.req.url).pathname;
+      log.info(
+        {
+          reqId: id,
+          method: c.req.method,
+          path: path.length > 300 ? `${path.slice(0, 300)}…` : path,
+          status: outgoing.statusCode,
+          cache: c.get('cacheStatus'),
+          bytes: c.get('bytesSent'),
+          completed: c.get('completed') ?? outgoing.writableFinished,
+          ms: Math.round(performance.now() - started),
+        },
+        'request',
+      );
+    });
+    await next();
+  };
+}

@@ -1,0 +1,64 @@
+/**
+ * File downloads: `GET|HEAD /{datasets/|spaces/}{repo}/{resolve|raw}/{revision}/{path}`.
+ *
+ * HEAD answers from metadata only (index or one upstream HEAD) and never starts a download:
+ * clients give up on a HEAD after 10 s. GET opens the blob through the Mirror and streams it.
+ */
+import { setTimeout as delay } from 'node:timers/promises';
+import type { HttpBindings } from '@hono/node-server';
+import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
+import { Hono } from 'hono';
+import type { FileResolver } from '../../hub/file-resolver.js';
+import { parseFileUrl } from '../../hub/repo-ref.js';
+import type { Mirror } from '../../mirror/mirror.js';
+import { planBlobResponse, writeBlobResponse } from '../send-blob.js';
+import type { RequestLogFields } from '../request-log.js';
+
+export interface FilesRoutesDeps {
+  resolver: FileResolver;
+  mirror: Mirror;
+  /** Longest wait for upstream to start a fill before response headers are sent anyway. */
+  fillStartWaitMs: number;
+}
+
+export function filesRoutes(deps: FilesRoutesDeps): Hono<{ Bindings: HttpBindings; Variables: RequestLogFields }> {
+  const app = new Hono<{ Bindings: HttpBindings; Variables: RequestLogFields }>();
+
+  app.on(['GET', 'HEAD'], '*', async (c, next) => {
+    const rawPath = new URL(c.req.url).pathname;
+    const fileReq = parseFileUrl(rawPath);
+    if (!fileReq) return next();
+    const auth = c.req.header('authorization');
+    const entry = await deps.resolver.resolve(fileReq, auth);
+    const conditional = {
+      range: c.req.header('range'),
+      ifRange: c.req.header('if-range'),
+      ifNoneMatch: c.req.header('if-none-match'),
+    };
+    const { incoming, outgoing } = c.env;
+
+    if (c.req.method === 'HEAD') {
+      const cacheStatus = deps.mirror.isCached(entry.blobKey) ? 'hit' : 'miss';
+      c.set('cacheStatus', cacheStatus);
+      await writeBlobResponse(incoming, outgoing, planBlobResponse(entry, conditional, cacheStatus), null);
+      return RESPONSE_ALREADY_SENT;
+    }
+
+    const answerWithoutBody = planBlobResponse(entry, conditional, 'none');
+    if (answerWithoutBody.status === 304 || answerWithoutBody.status === 416) {
+      await writeBlobResponse(incoming, outgoing, answerWithoutBody, null);
+      return RESPONSE_ALREADY_SENT;
+    }
+    const source = await deps.mirror.open(entry, auth);
+    c.set('cacheStatus', source.cacheStatus);
+    // Give upstream a moment to answer so an immediate failure becomes a proper error response;
+    // past that, send headers anyway (the size is known) and stream as bytes land.
+    await Promise.race([source.ready, delay(deps.fillStartWaitMs, undefined, { ref: false })]);
+    const result = await writeBlobResponse(incoming, outgoing, planBlobResponse(entry, conditional, source.cacheStatus), source);
+    c.set('bytesSent', result.bytes);
+    c.set('completed', result.completed);
+    return RESPONSE_ALREADY_SENT;
+  });
+
+  return app;
+}

@@ -1,0 +1,178 @@
+/**
+ * FileResolver: (repo, revision, view, path) + the caller's credentials → FileEntry, the facts
+ * needed to serve a file: commit, blob key, size, etag.
+ *
+ * Order of answers:
+ * 1. Anonymous caller, revision known as a commit (given, or a branch resolved within `refsTtlMs`),
+ *    and a file row that upstream once granted anonymously → answered from the index, no upstream.
+ * 2. Caller with a token: a memo of upstream's recent answer to that same token (`authTtlMs`),
+ *    keyed by a keyed hash of the token (the token itself is never kept).
+ * 3. Otherwise one upstream HEAD with the caller's own credentials; identical concurrent
+ *    questions share it. A successful anonymous answer is recorded in the index.
+ * When upstream cannot be reached, an anonymous caller is answered from the last known ref and row
+ * (offline fallback); a caller with a token fails closed.
+ */
+import { createHmac, randomBytes } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
+import { MirrorError } from '../errors.js';
+import { blobKey, type BlobKey } from '../storage/blob-layout.js';
+import type { CacheIndex, FileRow } from '../storage/cache-index.js';
+import type { HubClient, UpstreamFileMeta } from '../upstream/hub-client.js';
+import { isUnreachable } from '../upstream/upstream-errors.js';
+import { PromiseFlights } from '../mirror/flights.js';
+import { isCommitSha, repoKey, type FileRequest } from './repo-ref.js';
+
+export interface FileEntry {
+  request: FileRequest;
+  commit: string;
+  blobKey: BlobKey;
+  size: number;
+  /** Unquoted etag as the Hub gives it: git sha1 for regular files, sha256 for LFS files. */
+  etag: string;
+  isLfs: boolean;
+  contentType: string;
+  /** Where the answer came from: the index, the token memo, upstream, or a stale index row (offline). */
+  source: 'index' | 'memo' | 'upstream' | 'stale';
+}
+
+export interface FileResolverOptions {
+  index: CacheIndex;
+  hub: HubClient;
+  /** How long a branch or tag → commit answer is trusted. */
+  refsTtlMs: number;
+  /** How long upstream's grant to one token for one file is trusted. */
+  authTtlMs: number;
+  now?: () => number;
+  onStale?: (req: FileRequest) => void;
+}
+
+export class FileResolver {
+  readonly #index: CacheIndex;
+  readonly #hub: HubClient;
+  readonly #refsTtlMs: number;
+  readonly #now: () => number;
+  readonly #probes = new PromiseFlights<FileEntry>();
+  readonly #grants: LRUCache<string, FileEntry>;
+  /** Per-process key for hashing tokens: memo keys are useless outside this process. */
+  readonly #tokenKey = randomBytes(32);
+  readonly #onStale: ((req: FileRequest) => void) | undefined;
+
+  constructor(opts: FileResolverOptions) {
+    this.#index = opts.index;
+    this.#hub = opts.hub;
+    this.#refsTtlMs = opts.refsTtlMs;
+    this.#now = opts.now ?? Date.now;
+    this.#onStale = opts.onStale;
+    this.#grants = new LRUCache<string, FileEntry>({ max: 50_000, ttl: Math.max(1, opts.authTtlMs), ttlAutopurge: false });
+  }
+
+  async resolve(req: FileRequest, auth: string | undefined): Promise<FileEntry> {
+    const identity = auth ? createHmac('sha256', this.#tokenKey).update(auth).digest('base64url') : 'anonymous';
+    const commit = this.#knownCommit(req);
+
+    if (!auth && commit) {
+      const row = this.#index.getFile(req.repo, commit, req.view, req.path);
+      if (row?.anonymousOk) return fromRow(req, row, 'index');
+    }
+    const questionKey = `${identity}|${repoKey(req.repo)}|${req.view}|${commit ?? req.revision}|${req.path}`;
+    if (auth) {
+      const granted = this.#grants.get(questionKey);
+      if (granted) return { ...granted, request: req, source: 'memo' };
+    }
+
+    try {
+      const entry = await this.#probes.run(questionKey, () => this.#probe(req, commit, auth));
+      if (auth) this.#grants.set(questionKey, entry);
+      return { ...entry, request: req };
+    } catch (err) {
+      if (!auth && isUnreachable(err)) {
+        const stale = this.#staleEntry(req);
+        if (stale) {
+          this.#onStale?.(req);
+          return stale;
+        }
+      }
+      throw err;
+    }
+  }
+
+  /** The commit a revision stands for without asking upstream, if known and fresh. */
+  #knownCommit(req: FileRequest): string | undefined {
+    if (isCommitSha(req.revision)) return req.revision;
+    const ref = this.#index.getRef(req.repo, req.revision);
+    if (ref && this.#now() - ref.checkedAt < this.#refsTtlMs) return ref.commit;
+    return undefined;
+  }
+
+  #staleEntry(req: FileRequest): FileEntry | undefined {
+    const commit = isCommitSha(req.revision) ? req.revision : this.#index.getRef(req.repo, req.revision)?.commit;
+    if (!commit) return undefined;
+    const row = this.#index.getFile(req.repo, commit, req.view, req.path);
+    return row?.anonymousOk ? fromRow(req, row, 'stale') : undefined;
+  }
+
+  async #probe(req: FileRequest, commit: string | undefined, auth: string | undefined): Promise<FileEntry> {
+    // Ask about the pinned commit when we have one, so every answer inside the refs TTL names the
+    // same commit even if upstream moves the branch meanwhile.
+    const meta = await this.#hub.headFile(commit ? { ...req, revision: commit } : req, auth);
+    const entry = toEntry(req, meta);
+    const row: FileRow = {
+      repo: req.repo,
+      commit: entry.commit,
+      view: req.view,
+      path: req.path,
+      blobKey: entry.blobKey,
+      size: entry.size,
+      etag: entry.etag,
+      isLfs: entry.isLfs,
+      contentType: entry.contentType,
+      anonymousOk: !auth,
+      checkedAt: this.#now(),
+    };
+    // Refs learnt with a token are not recorded: they may describe a private repo.
+    const ref = !auth && !isCommitSha(req.revision) && !commit ? { repo: req.repo, revision: req.revision, commit: entry.commit } : null;
+    this.#index.recordResolution(ref, row);
+    return entry;
+  }
+}
+
+function fromRow(req: FileRequest, row: FileRow, source: FileEntry['source']): FileEntry {
+  return {
+    request: req,
+    commit: row.commit,
+    blobKey: row.blobKey,
+    size: row.size,
+    etag: row.etag,
+    isLfs: row.isLfs,
+    contentType: row.contentType,
+    source,
+  };
+}
+
+/**
+ * Upstream metadata → entry. The blob key must be a digest we can verify, else we refuse to cache.
+ * A redirect (the Hub's LFS answer) is keyed by its `X-Linked-Etag` sha256 and `X-Linked-Size`; a
+ * direct 200 (regular files, and `/raw/` of an LFS pointer) by its git blob id and `Content-Length`.
+ */
+function toEntry(req: FileRequest, meta: UpstreamFileMeta): FileEntry {
+  const lfsKey = meta.linkedEtag ? blobKey('sha256', meta.linkedEtag) : null;
+  const gitKey = meta.etag ? blobKey('gitsha1', meta.etag) : null;
+  const useLfs = meta.redirected ? lfsKey !== null : gitKey === null && lfsKey !== null;
+  const key = useLfs ? lfsKey : gitKey;
+  const size = useLfs ? (meta.linkedSize ?? meta.contentLength) : (meta.contentLength ?? meta.linkedSize);
+  if (!key) {
+    throw new MirrorError('UpstreamError', `Upstream gave no verifiable digest for ${req.path} (etag ${JSON.stringify(meta.etag ?? null)})`);
+  }
+  if (size === undefined) throw new MirrorError('UpstreamError', `Upstream gave no size for ${req.path}`);
+  const hex = key.slice(key.indexOf(':') + 1);
+  return {
+    request: req,
+    commit: meta.commit,
+    blobKey: key,
+    size,
+    etag: hex,
+    isLfs: useLfs,
+    contentType: useLfs || !meta.contentType ? 'application/octet-stream' : meta.contentType,
+    source: 'upstream',
+  };
+}

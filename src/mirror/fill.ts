@@ -1,0 +1,206 @@
+/**
+ * Fill: the one upstream download of a blob, shared by every client that wants it.
+ *
+ * Lifecycle: filling → committed | failed. The fill streams the upstream body into a BlobWriter
+ * (staging file) and notifies readers after each chunk lands. It belongs to no client: it has its
+ * own AbortController and the upstream idle timeout, and it runs to the end even when every reader
+ * has gone, so the next request is a hit.
+ *
+ * Invariants:
+ * - Readers may read only bytes already written, and never the last byte before the digest is
+ *   verified: a full-body reader cannot complete on wrong bytes (it is cut short instead).
+ * - A dropped upstream connection is resumed from the current offset with `Range` and a strong
+ *   `If-Range`; any answer that is not the continuation of the same bytes fails the fill (never a
+ *   splice of two versions). The digest check at the end covers the whole blob anyway.
+ * - On failure the staging file is removed and nothing reaches the index.
+ */
+import type { Readable } from 'node:stream';
+import { MirrorError, isMirrorError } from '../errors.js';
+import type { BlobKey } from '../storage/blob-layout.js';
+import type { BlobWriter, FsBlobStore } from '../storage/blob-store.js';
+import type { CacheIndex } from '../storage/cache-index.js';
+import type { HubClient } from '../upstream/hub-client.js';
+import { fromNetworkError, fromUpstreamStatus, headerValue } from '../upstream/upstream-errors.js';
+import type { GrowingSource } from './growing-file-reader.js';
+
+export type FillState = 'filling' | 'committed' | 'failed';
+
+export interface FillRequest {
+  key: BlobKey;
+  size: number;
+  /** Upstream path (below the upstream base) of the file, pinned to a commit. */
+  upstreamPath: string;
+  /** Credentials of the client that started the fill (upstream origin only). */
+  auth: string | undefined;
+}
+
+export interface FillDeps {
+  store: FsBlobStore;
+  index: CacheIndex;
+  hub: HubClient;
+  /** How many times a dropped upstream body is resumed before the fill fails. */
+  maxResumes: number;
+  onEvent?: (event: 'committed' | 'failed' | 'resumed', fill: Fill, error?: MirrorError) => void;
+}
+
+export class Fill implements GrowingSource {
+  readonly key: BlobKey;
+  readonly size: number;
+  #state: FillState = 'filling';
+  #failure: MirrorError | undefined;
+  #writer: BlobWriter | null = null;
+  #finalPath: string;
+  #listeners = new Set<() => void>();
+  readonly #abort = new AbortController();
+  /** Resolves when upstream has answered with the body (2xx); rejects if the fill fails first. */
+  readonly started: Promise<void>;
+  #done: Promise<void> = Promise.resolve();
+  #resolveStarted!: () => void;
+  #rejectStarted!: (err: MirrorError) => void;
+
+  private constructor(req: FillRequest, finalPath: string) {
+    this.key = req.key;
+    this.size = req.size;
+    this.#finalPath = finalPath;
+    this.started = new Promise<void>((resolve, reject) => {
+      this.#resolveStarted = resolve;
+      this.#rejectStarted = reject;
+    });
+    // Callers may never look at these; keep unhandled-rejection noise away.
+    this.started.catch(() => undefined);
+  }
+
+  /** Starts a fill; it runs on its own until committed or failed. */
+  static start(req: FillRequest, deps: FillDeps): Fill {
+    const fill = new Fill(req, deps.store.pathOf(req.key));
+    fill.#done = fill.#run(req, deps);
+    fill.#done.catch(() => undefined);
+    return fill;
+  }
+
+  /** Settles when the fill is committed (resolves) or failed (rejects). */
+  get done(): Promise<void> {
+    return this.#done;
+  }
+
+  get state(): FillState {
+    return this.#state;
+  }
+
+  get failure(): MirrorError | undefined {
+    return this.#failure;
+  }
+
+  get bytesWritten(): number {
+    return this.#writer?.bytesWritten ?? 0;
+  }
+
+  readableLimit(): number {
+    if (this.#state === 'committed') return this.size;
+    if (this.#state === 'failed') return 0;
+    // Hold back the last byte until the digest is verified.
+    return Math.min(this.bytesWritten, this.size - 1);
+  }
+
+  paths(): { current: string; fallback: string } {
+    const staging = this.#writer?.stagingPath;
+    return this.#state === 'filling' && staging ? { current: staging, fallback: this.#finalPath } : { current: this.#finalPath, fallback: this.#finalPath };
+  }
+
+  onChange(listener: () => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /** Stops the fill (shutdown); readers get the error. */
+  cancel(reason = 'mirror shutting down'): void {
+    this.#abort.abort(new MirrorError('UpstreamUnavailable', reason));
+  }
+
+  #notify(): void {
+    const listeners = [...this.#listeners];
+    this.#listeners.clear();
+    for (const l of listeners) l();
+  }
+
+  async #run(req: FillRequest, deps: FillDeps): Promise<void> {
+    try {
+      this.#writer = await deps.store.createWriter(req.key, req.size);
+      await this.#download(req, deps);
+      await this.#writer.commit();
+      deps.index.recordBlob(req.key, req.size);
+      this.#state = 'committed';
+      this.#resolveStarted();
+      deps.onEvent?.('committed', this);
+      this.#notify();
+    } catch (err) {
+      const failure = isMirrorError(err) ? err : fromNetworkError(err, `blob ${req.key}`);
+      this.#failure = failure;
+      this.#state = 'failed';
+      await this.#writer?.abort();
+      this.#rejectStarted(failure);
+      deps.onEvent?.('failed', this, failure);
+      this.#notify();
+      throw failure;
+    }
+  }
+
+  async #download(req: FillRequest, deps: FillDeps): Promise<void> {
+    const writer = this.#writer;
+    if (!writer) throw new Error('no writer');
+    let validator: string | undefined;
+    let resumes = 0;
+    for (;;) {
+      const offset = writer.bytesWritten;
+      const extra: Record<string, string> = {};
+      if (offset > 0) {
+        if (!validator) throw new MirrorError('UpstreamError', 'Upstream connection dropped and the body has no strong ETag to resume with');
+        extra.range = `bytes=${offset}-`;
+        extra['if-range'] = validator;
+      }
+      const res = await deps.hub.openBody(req.upstreamPath, req.auth, extra, this.#abort.signal);
+      try {
+        if (offset === 0) {
+          if (res.statusCode !== 200) throw fromUpstreamStatus(res.statusCode, res.headers, `blob ${req.key}`);
+          const length = headerValue(res.headers, 'content-length');
+          if (length !== undefined && Number(length) !== req.size) {
+            throw new MirrorError('IntegrityError', `Upstream body length ${length} differs from the expected ${req.size}`);
+          }
+          const etag = headerValue(res.headers, 'etag');
+          validator = etag && /^"[^"]*"$/.test(etag) ? etag : undefined;
+          this.#resolveStarted();
+        } else {
+          checkContinuation(res.statusCode, headerValue(res.headers, 'content-range'), offset, req.size);
+          deps.onEvent?.('resumed', this);
+        }
+        await this.#drain(res.body, writer);
+        return;
+      } catch (err) {
+        res.body.destroy();
+        const retryable = !isMirrorError(err) && !this.#abort.signal.aborted && writer.bytesWritten > 0 && validator !== undefined;
+        if (!retryable || resumes >= deps.maxResumes) throw err;
+        resumes++;
+      }
+    }
+  }
+
+  async #drain(body: Readable, writer: BlobWriter): Promise<void> {
+    for await (const chunk of body) {
+      await writer.write(chunk as Buffer);
+      this.#notify();
+    }
+    if (writer.bytesWritten < writer.size) {
+      const err = new Error(`upstream body ended at ${writer.bytesWritten} of ${writer.size} bytes`);
+      (err as NodeJS.ErrnoException).code = 'UPSTREAM_SHORT_BODY';
+      throw err;
+    }
+  }
+}
+
+/** A resumed answer must be a 206 that starts exactly at `offset` of a file of the same size. */
+function checkContinuation(status: number, contentRange: string | undefined, offset: number, size: number): void {
+  const m = contentRange ? /^bytes (\d+)-(\d+)\/(\d+)$/.exec(contentRange) : null;
+  if (status !== 206 || !m || Number(m[1]) !== offset || Number(m[3]) !== size) {
+    throw new MirrorError('UpstreamError', `Upstream file changed while resuming (status ${status}); fill abandoned`);
+  }
+}

@@ -1,0 +1,100 @@
+/**
+ * startServer: opens the stores for a Config, builds the app and listens. Used by `hubcache serve`
+ * and by the integration tests (same code path, temp dirs, port 0). `close()` drains: stops
+ * accepting, cancels fills, closes the upstream pool and the index.
+ */
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { createAdaptorServer } from '@hono/node-server';
+import type { Logger } from 'pino';
+import { createApp } from './app.js';
+import type { Config } from './config/config.js';
+import { FileResolver } from './hub/file-resolver.js';
+import { Mirror } from './mirror/mirror.js';
+import { BlobLayout } from './storage/blob-layout.js';
+import { FsBlobStore } from './storage/blob-store.js';
+import { CacheIndex } from './storage/cache-index.js';
+import { HubClient } from './upstream/hub-client.js';
+import fsp from 'node:fs/promises';
+
+export interface RunningServer {
+  /** `http://host:port` as reachable from this machine. */
+  url: string;
+  port: number;
+  close(): Promise<void>;
+}
+
+export const VERSION = '0.1.0';
+
+export async function startServer(config: Config, log: Logger): Promise<RunningServer> {
+  const layout = new BlobLayout(config.dataDir);
+  await fsp.mkdir(layout.root, { recursive: true });
+  const store = new FsBlobStore(layout);
+  await store.init();
+  const index = CacheIndex.open(layout.indexPath);
+  const hub = new HubClient({
+    upstream: config.upstream,
+    connectTimeoutMs: config.connectTimeoutSeconds * 1000,
+    headersTimeoutMs: config.upstreamHeadersTimeoutSeconds * 1000,
+    bodyIdleTimeoutMs: config.upstreamIdleTimeoutSeconds * 1000,
+    userAgent: `hubcache/${VERSION}`,
+  });
+  const resolver = new FileResolver({
+    index,
+    hub,
+    refsTtlMs: config.refsTtlSeconds * 1000,
+    authTtlMs: config.authTtlSeconds * 1000,
+    onStale: (req) => log.warn({ repo: req.repo.id, revision: req.revision }, 'upstream unreachable: answered from the index'),
+  });
+  const mirror = new Mirror({
+    store,
+    index,
+    hub,
+    maxResumes: config.maxResumes,
+    onFillEvent: (event, key, error) => {
+      if (event === 'failed') log.warn({ blob: key, code: error?.code, message: error?.message }, 'fill failed');
+      else log.info({ blob: key }, `fill ${event}`);
+    },
+  });
+  const app = createApp({ log, index, resolver, mirror, dataDir: layout.root, fillStartWaitMs: config.fillStartWaitMs });
+
+  const server = createAdaptorServer({ fetch: app.fetch, createServer }) as Server;
+  // Slowloris guard without cutting long downloads: headers must arrive in 30 s, bodies are unbounded.
+  server.headersTimeout = 30_000;
+  server.requestTimeout = 0;
+  server.keepAliveTimeout = 65_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(config.port, config.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const port = (server.address() as AddressInfo).port;
+  const shownHost = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
+  const url = `http://${shownHost.includes(':') ? `[${shownHost}]` : shownHost}:${port}`;
+  const flushTimer = setInterval(() => index.flushTouches(), 5_000);
+  flushTimer.unref();
+  log.info({ url, dataDir: layout.root, upstream: config.upstream }, 'hubcache listening');
+
+  let closing: Promise<void> | null = null;
+  return {
+    url,
+    port,
+    close: () => {
+      closing ??= (async () => {
+        clearInterval(flushTimer);
+        const serverClosed = new Promise<void>((resolve) => server.close(() => resolve()));
+        server.closeIdleConnections();
+        await mirror.close();
+        // Open responses end when their readers fail or finish; give them a moment, then cut.
+        const timer = setTimeout(() => server.closeAllConnections(), 2_000);
+        await serverClosed;
+        clearTimeout(timer);
+        await hub.close();
+        index.close();
+      })();
+      return closing;
+    },
+  };
+}

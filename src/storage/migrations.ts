@@ -1,0 +1,41 @@
+/**
+ * Ordered schema steps for the cache index, applied inside one transaction each and recorded in
+ * `PRAGMA user_version`. Never edit a shipped step: append a new one.
+ */
+export const MIGRATIONS: readonly string[] = [
+  // 1: refs, files, blobs.
+  `
+  CREATE TABLE refs (
+    repo_type   TEXT NOT NULL,
+    repo_id     TEXT NOT NULL,
+    revision    TEXT NOT NULL,
+    commit_sha  TEXT NOT NULL,
+    checked_at  INTEGER NOT NULL,            -- ms since epoch of the upstream answer
+    PRIMARY KEY (repo_type, repo_id, revision)
+  ) WITHOUT ROWID;
+
+  CREATE TABLE files (
+    repo_type    TEXT NOT NULL,
+    repo_id      TEXT NOT NULL,
+    commit_sha   TEXT NOT NULL,
+    view         TEXT NOT NULL,              -- 'resolve' | 'raw'
+    path         TEXT NOT NULL,
+    blob_key     TEXT NOT NULL,
+    size         INTEGER NOT NULL,
+    etag         TEXT NOT NULL,              -- unquoted: git sha1 or sha256
+    is_lfs       INTEGER NOT NULL,
+    content_type TEXT NOT NULL,
+    anonymous_ok INTEGER NOT NULL,           -- 1 when upstream answered this file to an anonymous request
+    checked_at   INTEGER NOT NULL,
+    PRIMARY KEY (repo_type, repo_id, commit_sha, view, path)
+  ) WITHOUT ROWID;
+  CREATE INDEX files_by_blob ON files (blob_key);
+
+  CREATE TABLE blobs (
+    blob_key         TEXT PRIMARY KEY,
+    size             INTEGER NOT NULL,
+    stored_at        INTEGER NOT NULL,
+    last_accessed_at INTEGER NOT NULL
+  ) WITHOUT ROWID;
+  `,
+];

@@ -1,0 +1,47 @@
+/**
+ * Starts the real mirror (the same `startServer` as `hubcache serve`) on 127.0.0.1 port 0 over a
+ * fresh temp data dir, pointed at a fake hub. Logs are captured in memory so tests can grep them
+ * (e.g. for leaked tokens).
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import { DEFAULT_CONFIG, type Config } from '../../src/config/config.js';
+import { createLogger } from '../../src/observability/logger.js';
+import { startServer } from '../../src/server.js';
+
+export interface TestMirror {
+  url: string;
+  dataDir: string;
+  config: Config;
+  /** Every log line so far. */
+  logs: string[];
+  close(): Promise<void>;
+  /** Closes and removes the data dir. */
+  destroy(): Promise<void>;
+}
+
+export async function startMirror(upstream: string, overrides: Partial<Config> = {}): Promise<TestMirror> {
+  const dataDir = overrides.dataDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'hubcache-test-'));
+  const config: Config = { ...DEFAULT_CONFIG, host: '127.0.0.1', port: 0, logLevel: 'info', ...overrides, upstream, dataDir };
+  const logs: string[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      logs.push(...chunk.toString('utf8').split('\n').filter(Boolean));
+      cb();
+    },
+  });
+  const running = await startServer(config, createLogger(config.logLevel, sink));
+  return {
+    url: running.url,
+    dataDir,
+    config,
+    logs,
+    close: () => running.close(),
+    destroy: async () => {
+      await running.close();
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}

@@ -16,6 +16,5 @@ export function errorResponse(err: unknown): Response {
 
 /** Header values must be latin1 without control characters; messages may quote user input. */
 function headerSafe(text: string): string {
-  // eslint-disable-next-line no-control-regex
   return text.replace(/[^\x20-\x7e]/g, '?').slice(0, 1000);
 }

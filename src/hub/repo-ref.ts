@@ -59,6 +59,7 @@ export function validateRepoId(id: string): string {
 }
 
 // Git ref-name rules that matter here, plus no control characters. `refs/pr/1` is allowed.
+// eslint-disable-next-line no-control-regex
 const BAD_REVISION_RE = /[\x00-\x20\x7f~^:?*[\\]|\.\.|@\{|\/\/|^\/|\/$|\.lock$|^\.|\/\./;
 
 export function validateRevision(revision: string): string {

@@ -8,10 +8,15 @@ import type { MiddlewareHandler } from 'hono';
 import type { Logger } from 'pino';
 import { randomUUID } from 'node:crypto';
 
+/** Progress of a body the route streams itself; read when the response closes. */
+export interface TransferStats {
+  bytes: number;
+  completed: boolean;
+}
+
 export interface RequestLogFields {
   cacheStatus: string;
-  bytesSent: number;
-  completed: boolean;
+  transfer: TransferStats;
 }
 
 export function requestLog(log: Logger): MiddlewareHandler<{ Bindings: HttpBindings; Variables: RequestLogFields }> {
@@ -30,8 +35,8 @@ export function requestLog(log: Logger): MiddlewareHandler<{ Bindings: HttpBindi
           path: path.length > 300 ? `${path.slice(0, 300)}…` : path,
           status: outgoing.statusCode,
           cache: c.get('cacheStatus'),
-          bytes: c.get('bytesSent'),
-          completed: c.get('completed') ?? outgoing.writableFinished,
+          bytes: c.get('transfer')?.bytes,
+          completed: outgoing.writableFinished,
           ms: Math.round(performance.now() - started),
         },
         'request',

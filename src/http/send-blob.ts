@@ -9,6 +9,7 @@ import { pipeline } from 'node:stream/promises';
 import type { FileEntry } from '../hub/file-resolver.js';
 import type { BlobSource, CacheStatus } from '../mirror/mirror.js';
 import { parseRange, resolveRange, type ByteSpan } from './byte-range.js';
+import type { TransferStats } from './request-log.js';
 
 export interface ConditionalHeaders {
   range: string | undefined;
@@ -89,22 +90,24 @@ export async function writeBlobResponse(
   res: ServerResponse,
   plan: ResponsePlan,
   source: BlobSource | null,
-): Promise<{ bytes: number; completed: boolean }> {
+  stats: TransferStats = { bytes: 0, completed: false },
+): Promise<TransferStats> {
   res.writeHead(plan.status, plan.headers);
   if (req.method === 'HEAD' || !plan.span || !source) {
     res.end();
-    return { bytes: 0, completed: true };
+    stats.completed = true;
+    return stats;
   }
   const reader = source.createReader(plan.span.start, plan.span.end);
-  let bytes = 0;
   reader.on('data', (chunk: Buffer) => {
-    bytes += chunk.length;
+    stats.bytes += chunk.length;
   });
   try {
     await pipeline(reader, res);
-    return { bytes, completed: true };
+    stats.completed = true;
   } catch {
     // Client gone, or the fill failed: pipeline destroyed both ends; the socket is closed short.
-    return { bytes, completed: false };
+    stats.completed = false;
   }
+  return stats;
 }

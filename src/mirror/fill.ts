@@ -135,9 +135,10 @@ export class Fill implements GrowingSource {
       this.#notify();
     } catch (err) {
       const failure = isMirrorError(err) ? err : fromNetworkError(err, `blob ${req.key}`);
+      // Remove the staging file before anyone can observe the failure.
+      await this.#writer?.abort();
       this.#failure = failure;
       this.#state = 'failed';
-      await this.#writer?.abort();
       this.#rejectStarted(failure);
       deps.onEvent?.('failed', this, failure);
       this.#notify();
@@ -176,7 +177,7 @@ export class Fill implements GrowingSource {
         await this.#drain(res.body, writer);
         return;
       } catch (err) {
-        res.body.destroy();
+        discard(res.body);
         const retryable = !isMirrorError(err) && !this.#abort.signal.aborted && writer.bytesWritten > 0 && validator !== undefined;
         if (!retryable || resumes >= deps.maxResumes) throw err;
         resumes++;
@@ -195,6 +196,12 @@ export class Fill implements GrowingSource {
       throw err;
     }
   }
+}
+
+/** Drops an upstream body we no longer want, without an unhandled 'error' event. */
+function discard(body: Readable): void {
+  body.on('error', () => undefined);
+  body.destroy();
 }
 
 /** A resumed answer must be a 206 that starts exactly at `offset` of a file of the same size. */

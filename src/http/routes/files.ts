@@ -25,8 +25,7 @@ export function filesRoutes(deps: FilesRoutesDeps): Hono<{ Bindings: HttpBinding
   const app = new Hono<{ Bindings: HttpBindings; Variables: RequestLogFields }>();
 
   app.on(['GET', 'HEAD'], '*', async (c, next) => {
-    const rawPath = new URL(c.req.url).pathname;
-    const fileReq = parseFileUrl(rawPath);
+    const fileReq = parseFileUrl(rawRequestPath(c.env.incoming.url ?? '/'));
     if (!fileReq) return next();
     const auth = c.req.header('authorization');
     const entry = await deps.resolver.resolve(fileReq, auth);
@@ -54,11 +53,23 @@ export function filesRoutes(deps: FilesRoutesDeps): Hono<{ Bindings: HttpBinding
     // Give upstream a moment to answer so an immediate failure becomes a proper error response;
     // past that, send headers anyway (the size is known) and stream as bytes land.
     await Promise.race([source.ready, delay(deps.fillStartWaitMs, undefined, { ref: false })]);
-    const result = await writeBlobResponse(incoming, outgoing, planBlobResponse(entry, conditional, source.cacheStatus), source);
-    c.set('bytesSent', result.bytes);
-    c.set('completed', result.completed);
+    const transfer = { bytes: 0, completed: false };
+    c.set('transfer', transfer);
+    await writeBlobResponse(incoming, outgoing, planBlobResponse(entry, conditional, source.cacheStatus), source, transfer);
     return RESPONSE_ALREADY_SENT;
   });
 
   return app;
+}
+
+/**
+ * The request target's path exactly as sent (still percent-encoded, dot segments kept), so `..`
+ * is rejected by validation instead of being silently resolved by URL parsing. Absolute-form
+ * targets (`GET http://host/path`) only contribute their path: the host never matters.
+ */
+export function rawRequestPath(target: string): string {
+  const path = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*/i.test(target) ? target.replace(/^[a-z][a-z0-9+.-]*:\/\/[^/?#]*/i, '') : target;
+  const end = path.search(/[?#]/);
+  const p = end === -1 ? path : path.slice(0, end);
+  return p.startsWith('/') ? p : `/${p}`;
 }

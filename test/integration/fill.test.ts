@@ -1,0 +1,291 @@
+/**
+ * One fill, every waiter: the cold-miss walk-through of design.md §2.3, asserted on the fake
+ * hub's counters. Each test uses its own file so counters never mix.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { makeContent, sha256Hex } from '../support/content.js';
+import { download, header } from '../support/download.js';
+import { curlSha256 } from '../support/external-client.js';
+import { startFakeHub, type FakeHub } from '../support/fake-hub.js';
+import { startMirror, type TestMirror } from '../support/start-mirror.js';
+
+const MiB = 1024 * 1024;
+let hub: FakeHub;
+let mirror: TestMirror;
+let seed = 100;
+
+beforeAll(async () => {
+  hub = await startFakeHub();
+  mirror = await startMirror(hub.url);
+});
+afterAll(async () => {
+  await mirror?.destroy();
+  await hub?.stop();
+});
+
+/** A fresh repo with one LFS file; returns its URL on the mirror and what upstream holds. */
+function lfsFile(size: number, name = 'model.safetensors') {
+  const id = `org/fill-${seed}`;
+  const content = makeContent(size, seed++);
+  hub.addRepo({ id, files: { [name]: content, 'config.json': Buffer.from(`{"seed": ${seed}}\n`) } });
+  const info = hub.fileInfo({ id }, name);
+  return { id, content, sha256: info.sha256, url: `${mirror.url}/${id}/resolve/main/${name}`, cdnFilter: { server: 'cdn' as const, method: 'GET', pathIncludes: info.sha256 } };
+}
+
+function blobFiles(dataDir: string): string[] {
+  const root = path.join(dataDir, 'blobs-v1');
+  if (!fs.existsSync(root)) return [];
+  return fs.readdirSync(root, { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).map((e) => e.name);
+}
+const stagingFiles = (dataDir: string) => fs.readdirSync(path.join(dataDir, 'staging'));
+
+describe('one fill, every waiter', () => {
+  it('11 concurrent cold GETs cost one upstream HEAD and one body GET, and all get the right bytes', async () => {
+    const f = lfsFile(64 * MiB);
+    const results = await Promise.all(Array.from({ length: 11 }, () => download(f.url, { keepBody: false })));
+    for (const r of results) {
+      expect(r.status).toBe(200);
+      expect(r.complete).toBe(true);
+      expect(r.sha256).toBe(f.sha256);
+    }
+    expect(hub.count(f.cdnFilter)).toBe(1);
+    expect(hub.count({ server: 'hub', method: 'HEAD', pathIncludes: `${f.id}/resolve/` })).toBe(1);
+    const statuses = results.map((r) => header(r, 'x-mirror-cache')).sort();
+    expect(statuses).toEqual(['joined', ...Array(9).fill('joined'), 'miss'].sort());
+    // The 12th is a hit: no upstream at all (the branch was resolved a moment ago).
+    const before = hub.requests.length;
+    const hit = await download(f.url, { keepBody: false });
+    expect(header(hit, 'x-mirror-cache')).toBe('hit');
+    expect(hit.sha256).toBe(f.sha256);
+    expect(hub.requests.length).toBe(before);
+  });
+
+  it('the herd finishes within 1.15x of a single client when upstream is the bottleneck (256 MiB at 50 MB/s)', async () => {
+    const single = lfsFile(256 * MiB, 'single.safetensors');
+    const herd = lfsFile(256 * MiB, 'herd.safetensors');
+    const throttle = hub.setFault({ server: 'cdn' }, { kind: 'throttle', bytesPerSecond: 50e6 });
+    try {
+      // Clients are curl processes: their parsing and hashing must not share the mirror's event loop.
+      const one = await curlSha256(single.url);
+      expect(one.sha256).toBe(single.sha256);
+      const t0 = performance.now();
+      const all = await Promise.all(Array.from({ length: 11 }, () => curlSha256(herd.url)));
+      const herdMs = performance.now() - t0;
+      for (const r of all) expect(r.sha256).toBe(herd.sha256);
+      expect(hub.count(herd.cdnFilter)).toBe(1);
+      expect(hub.bytesSent(herd.cdnFilter)).toBe(256 * MiB);
+      expect(herdMs / one.ms).toBeLessThan(1.15);
+    } finally {
+      throttle.remove();
+    }
+  });
+
+  it('serves a Range of a file still filling as soon as its bytes are on disk', async () => {
+    const f = lfsFile(16 * MiB);
+    const barrier = hub.setFault({ server: 'cdn', pathIncludes: f.sha256 }, { kind: 'barrier', atBytes: 8 * MiB });
+    try {
+      const full = download(f.url, { keepBody: false });
+      await barrier.reached;
+      // Upstream is held at 8 MiB: a range below it answers now, a full-body reader has its first bytes.
+      const early = await download(f.url, { headers: { range: 'bytes=1048576-2097151' } });
+      expect(early.status).toBe(206);
+      expect(early.complete).toBe(true);
+      expect(header(early, 'content-range')).toBe(`bytes 1048576-2097151/${16 * MiB}`);
+      expect(early.body.equals(f.content.subarray(MiB, 2 * MiB))).toBe(true);
+      expect(header(early, 'x-mirror-cache')).toBe('joined');
+      // A range past the barrier gets its headers at once but its bytes only after the release.
+      let tailBytes = 0;
+      const tail = download(f.url, { headers: { range: 'bytes=-1024' }, onProgress: (n) => (tailBytes = n) });
+      await new Promise((r) => setTimeout(r, 300));
+      expect(tailBytes).toBe(0);
+      barrier.release();
+      const [t, all] = await Promise.all([tail, full]);
+      expect(t.status).toBe(206);
+      expect(t.body.equals(f.content.subarray(16 * MiB - 1024))).toBe(true);
+      expect(all.sha256).toBe(f.sha256);
+      expect(hub.count(f.cdnFilter)).toBe(1);
+    } finally {
+      barrier.release();
+      barrier.remove();
+    }
+  });
+
+  it('a client that aborts at 10 % cancels only itself; the others complete on the same upstream GET', async () => {
+    const f = lfsFile(32 * MiB);
+    const barrier = hub.setFault({ server: 'cdn', pathIncludes: f.sha256 }, { kind: 'barrier', atBytes: 16 * MiB });
+    try {
+      const abort = new AbortController();
+      const first = download(f.url, {
+        keepBody: false,
+        signal: abort.signal,
+        onProgress: (n) => {
+          if (n >= 3.2 * MiB) abort.abort();
+        },
+      });
+      const others = Array.from({ length: 3 }, () => download(f.url, { keepBody: false }));
+      await barrier.reached;
+      await first.then(
+        (r) => expect(r.complete).toBe(false),
+        () => undefined,
+      );
+      barrier.release();
+      for (const r of await Promise.all(others)) {
+        expect(r.complete).toBe(true);
+        expect(r.sha256).toBe(f.sha256);
+      }
+      expect(hub.count(f.cdnFilter)).toBe(1);
+    } finally {
+      barrier.release();
+      barrier.remove();
+    }
+  });
+
+  it('the fill outlives its clients: when every client aborts, it still completes and the next request is a hit', async () => {
+    const f = lfsFile(8 * MiB);
+    const abort = new AbortController();
+    const throttle = hub.setFault({ server: 'cdn', pathIncludes: f.sha256 }, { kind: 'throttle', bytesPerSecond: 40e6 });
+    try {
+      const clients = Array.from({ length: 2 }, () =>
+        download(f.url, { keepBody: false, signal: abort.signal, onProgress: (n) => n > MiB && abort.abort() }).catch(() => null),
+      );
+      await Promise.all(clients);
+      // Wait for the fill to land (upstream sends the whole body once).
+      for (let i = 0; i < 100 && hub.bytesSent(f.cdnFilter) < 8 * MiB; i++) await new Promise((r) => setTimeout(r, 50));
+      await new Promise((r) => setTimeout(r, 200));
+      const again = await download(f.url, { keepBody: false });
+      expect(header(again, 'x-mirror-cache')).toBe('hit');
+      expect(again.sha256).toBe(f.sha256);
+      expect(hub.count(f.cdnFilter)).toBe(1);
+      expect(stagingFiles(mirror.dataDir)).toEqual([]);
+    } finally {
+      throttle.remove();
+    }
+  });
+
+  it('a slow reader does not slow the fill or a fast reader', async () => {
+    const f = lfsFile(32 * MiB);
+    const res = await fetch(f.url); // never read: a client that stalls completely
+    expect(res.status).toBe(200);
+    const fast = await download(f.url, { keepBody: false });
+    expect(fast.sha256).toBe(f.sha256);
+    expect(hub.bytesSent(f.cdnFilter)).toBe(32 * MiB);
+    // The stalled client can still read everything afterwards, from the disk.
+    const body = Buffer.from(await res.arrayBuffer());
+    expect(sha256Hex(body)).toBe(f.sha256);
+  });
+
+  it('HEAD answers from metadata and never starts a download, even when upstream is slow', async () => {
+    const f = lfsFile(4 * MiB);
+    const slow = hub.setFault({ server: 'cdn', pathIncludes: f.sha256 }, { kind: 'headerDelay', ms: 5000 });
+    try {
+      const t0 = performance.now();
+      const head = await download(f.url, { method: 'HEAD' });
+      expect(performance.now() - t0).toBeLessThan(1000);
+      expect(head.status).toBe(200);
+      expect(header(head, 'content-length')).toBe(String(4 * MiB));
+      expect(header(head, 'x-mirror-cache')).toBe('miss');
+      expect(hub.count({ server: 'cdn', pathIncludes: f.sha256 })).toBe(0);
+    } finally {
+      slow.remove();
+    }
+  });
+});
+
+describe('upstream sends the wrong bytes', () => {
+  it('wrong bytes of the right size: nothing stored, no client gets a complete 200, the next request fills correctly', async () => {
+    const f = lfsFile(4 * MiB);
+    const fault = hub.setFault({ server: 'cdn', pathIncludes: f.sha256 }, { kind: 'wrongBytes', times: 1 });
+    const bad = await Promise.all(Array.from({ length: 3 }, () => download(f.url, { keepBody: false })));
+    for (const r of bad) expect(r.status === 200 && r.complete).toBe(false);
+    expect(blobFiles(mirror.dataDir)).not.toContain(f.sha256);
+    expect(stagingFiles(mirror.dataDir)).toEqual([]);
+    fault.remove();
+    const good = await download(f.url, { keepBody: false });
+    expect(good.complete).toBe(true);
+    expect(good.sha256).toBe(f.sha256);
+    expect(header(good, 'x-mirror-cache')).toBe('miss');
+    expect(hub.count(f.cdnFilter)).toBe(2);
+    expect(blobFiles(mirror.dataDir)).toContain(f.sha256);
+  });
+
+  it('wrong bytes in a regular (git sha1) file are refused the same way', async () => {
+    const id = `org/small-${seed++}`;
+    const content = Buffer.from('{"hidden_size": 768, "num_layers": 12}\n');
+    hub.addRepo({ id, files: { 'config.json': content } });
+    const url = `${mirror.url}/${id}/resolve/main/config.json`;
+    const fault = hub.setFault({ server: 'hub', method: 'GET', pathIncludes: `${id}/resolve/` }, { kind: 'wrongBytes', times: 1 });
+    const bad = await download(url);
+    expect(bad.status === 200 && bad.complete).toBe(false);
+    fault.remove();
+    const good = await download(url);
+    expect(good.complete).toBe(true);
+    expect(good.body.equals(content)).toBe(true);
+  });
+
+  it('a short body with no resume left fails cleanly and is not stored', async () => {
+    const strict = await startMirror(hub.url, { maxResumes: 0 });
+    try {
+      const id = `org/short-${seed}`;
+      const content = makeContent(4 * MiB, seed++);
+      hub.addRepo({ id, files: { 'w.safetensors': content } });
+      const url = `${strict.url}/${id}/resolve/main/w.safetensors`;
+      const fault = hub.setFault({ server: 'cdn', pathIncludes: sha256Hex(content) }, { kind: 'short', bytes: MiB, times: 1 });
+      const bad = await download(url, { keepBody: false });
+      expect(bad.status === 200 && bad.complete).toBe(false);
+      expect(blobFiles(strict.dataDir)).toEqual([]);
+      expect(stagingFiles(strict.dataDir)).toEqual([]);
+      fault.remove();
+      const good = await download(url, { keepBody: false });
+      expect(good.sha256).toBe(sha256Hex(content));
+    } finally {
+      await strict.destroy();
+    }
+  });
+
+  it('a dropped upstream connection is resumed with Range and a strong If-Range; waiters notice nothing', async () => {
+    const f = lfsFile(16 * MiB);
+    hub.setFault({ server: 'cdn', pathIncludes: f.sha256 }, { kind: 'drop', afterBytes: Math.floor(6.4 * MiB), times: 1 });
+    const results = await Promise.all(Array.from({ length: 3 }, () => download(f.url, { keepBody: false })));
+    for (const r of results) {
+      expect(r.complete).toBe(true);
+      expect(r.sha256).toBe(f.sha256);
+    }
+    const gets = hub.requests.filter((r) => r.server === 'cdn' && r.method === 'GET' && r.path.includes(f.sha256));
+    expect(gets).toHaveLength(2);
+    const resume = gets[1]!;
+    expect(resume.headers.range).toMatch(/^bytes=\d+-$/);
+    expect(Number(/\d+/.exec(String(resume.headers.range))![0])).toBeGreaterThan(0);
+    expect(resume.headers['if-range']).toBe(`"${f.sha256}"`);
+    expect(resume.hasAuthorization).toBe(false);
+  });
+
+  it('an upstream error on the body GET becomes a clean error response, and is not remembered', async () => {
+    const f = lfsFile(MiB);
+    const fault = hub.setFault({ server: 'cdn', pathIncludes: f.sha256 }, { kind: 'status', status: 500, times: 1 });
+    const bad = await download(f.url);
+    expect(bad.status).toBe(502);
+    expect(header(bad, 'x-error-code')).toBeDefined();
+    fault.remove();
+    const good = await download(f.url, { keepBody: false });
+    expect(good.status).toBe(200);
+    expect(good.sha256).toBe(f.sha256);
+  });
+});
+
+describe('restart', () => {
+  it('a blob committed by one process is served by the next with no upstream request', async () => {
+    const f = lfsFile(2 * MiB);
+    const first = await download(f.url, { keepBody: false });
+    const commit = header(first, 'x-repo-commit')!;
+    const dataDir = mirror.dataDir;
+    await mirror.close();
+    mirror = await startMirror(hub.url, { dataDir });
+    const before = hub.requests.length;
+    const again = await download(`${mirror.url}/${f.id}/resolve/${commit}/model.safetensors`, { keepBody: false });
+    expect(again.sha256).toBe(f.sha256);
+    expect(header(again, 'x-mirror-cache')).toBe('hit');
+    expect(hub.requests.length).toBe(before);
+  });
+});

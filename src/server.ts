@@ -35,6 +35,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   const hub = new HubClient({
     upstream: config.upstream,
     connectTimeoutMs: config.connectTimeoutSeconds * 1000,
+    metadataTimeoutMs: config.metadataTimeoutSeconds * 1000,
     headersTimeoutMs: config.upstreamHeadersTimeoutSeconds * 1000,
     bodyIdleTimeoutMs: config.upstreamIdleTimeoutSeconds * 1000,
     userAgent: `hubcache/${VERSION}`,

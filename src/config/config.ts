@@ -14,6 +14,7 @@ export interface Config {
   refsTtlSeconds: number;
   authTtlSeconds: number;
   connectTimeoutSeconds: number;
+  metadataTimeoutSeconds: number;
   upstreamHeadersTimeoutSeconds: number;
   upstreamIdleTimeoutSeconds: number;
   fillStartWaitMs: number;
@@ -42,7 +43,8 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'upstream', type: { kind: 'url' }, default: 'https://huggingface.co', description: 'The Hub to mirror.' },
   { key: 'refsTtlSeconds', type: { kind: 'number', min: 0, max: 31_536_000 }, default: 60, description: 'How long a branch or tag → commit answer is reused before asking upstream again. Within it every answer names the same commit.' },
   { key: 'authTtlSeconds', type: { kind: 'number', min: 0, max: 86_400 }, default: 60, description: "How long upstream's grant of a file to one token is reused; revocation upstream takes effect within it." },
-  { key: 'connectTimeoutSeconds', type: { kind: 'number', min: 0.1, max: 600 }, default: 10, description: 'Upstream TCP/TLS connect timeout.' },
+  { key: 'connectTimeoutSeconds', type: { kind: 'number', min: 0.1, max: 600 }, default: 5, description: 'Upstream TCP/TLS connect timeout.' },
+  { key: 'metadataTimeoutSeconds', type: { kind: 'number', min: 0.1, max: 600 }, default: 8, description: "Longest wait for an upstream metadata answer (file HEAD): below the clients' own 10 s, so they get a clear error or the offline answer instead of a timeout." },
   { key: 'upstreamHeadersTimeoutSeconds', type: { kind: 'number', min: 0.1, max: 600 }, default: 30, description: 'Longest wait for upstream response headers.' },
   { key: 'upstreamIdleTimeoutSeconds', type: { kind: 'number', min: 0.1, max: 3600 }, default: 60, description: 'Longest silence inside an upstream body before the connection is dropped and resumed.' },
   { key: 'fillStartWaitMs', type: { kind: 'integer', min: 0, max: 9000 }, default: 2000, description: 'On a miss, how long to wait for upstream to start sending before answering the client anyway (clients time out after 10 s).' },

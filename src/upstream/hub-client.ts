@@ -19,6 +19,8 @@ export interface HubClientOptions {
   /** Upstream base URL, e.g. `https://huggingface.co`. */
   upstream: string;
   connectTimeoutMs: number;
+  /** Whole-request budget of a metadata HEAD (redirect hops included). */
+  metadataTimeoutMs: number;
   /** Time allowed for upstream response headers. */
   headersTimeoutMs: number;
   /** Longest silence allowed inside an upstream body. */
@@ -57,8 +59,10 @@ export class HubClient {
   readonly #base: URL;
   readonly #basePath: string;
   readonly #userAgent: string;
+  readonly #metadataTimeoutMs: number;
 
   constructor(opts: HubClientOptions) {
+    this.#metadataTimeoutMs = opts.metadataTimeoutMs;
     this.#base = new URL(opts.upstream);
     this.#basePath = this.#base.pathname.replace(/\/+$/, '');
     this.#userAgent = opts.userAgent;
@@ -104,8 +108,9 @@ export class HubClient {
   /** HEAD of a file URL; throws the Hub's error (with X-Repo-Commit on EntryNotFound). */
   async headFile(req: FileRequest, auth: string | undefined): Promise<UpstreamFileMeta> {
     let url = this.url(fileUrlPath(req));
+    const signal = AbortSignal.timeout(this.#metadataTimeoutMs);
     for (let hop = 0; ; hop++) {
-      const res = await this.#send('HEAD', url, this.#headers(auth));
+      const res = await this.#send('HEAD', url, this.#headers(auth), signal);
       res.body.resume();
       const location = headerValue(res.headers, 'location');
       const isRedirect = res.statusCode >= 300 && res.statusCode < 400 && location !== undefined;

@@ -50,7 +50,9 @@ export function fromUpstreamStatus(status: number, headers: Headers, what: strin
 /** A thrown network error (connect refused, DNS, timeout, reset) → 503/504. */
 export function fromNetworkError(err: unknown, what: string): MirrorError {
   if (err instanceof MirrorError) return err;
+  const name = (err as { name?: string } | null)?.name;
   if (
+    name === 'TimeoutError' ||
     err instanceof undiciErrors.ConnectTimeoutError ||
     err instanceof undiciErrors.HeadersTimeoutError ||
     err instanceof undiciErrors.BodyTimeoutError

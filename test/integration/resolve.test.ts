@@ -352,4 +352,19 @@ describe('upstream down', () => {
       await m.destroy();
     }
   });
+
+  it('a metadata answer that takes too long becomes a 504 before the client would give up', async () => {
+    const m = await startMirror(hub.url, { metadataTimeoutSeconds: 0.5 });
+    const fault = hub.setFault({ server: 'hub', method: 'HEAD', pathIncludes: 'org/model/resolve/main/slow.txt' }, { kind: 'headerDelay', ms: 3000 });
+    try {
+      const t0 = performance.now();
+      const d = await download(`${m.url}/org/model/resolve/main/slow.txt`);
+      expect(performance.now() - t0).toBeLessThan(1500);
+      expect(d.status).toBe(504);
+      expect(header(d, 'x-error-code')).toBe('UpstreamTimeout');
+    } finally {
+      fault.remove();
+      await m.destroy();
+    }
+  });
 });

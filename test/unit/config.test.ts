@@ -54,4 +54,11 @@ describe('config', () => {
     const result = loadConfig({ configFile: new URL('../../config/hubcache.example.json', import.meta.url).pathname, env: {}, flags: {} });
     expect(result).toEqual({ ok: true, config: DEFAULT_CONFIG });
   });
+
+  it('documents every option in the README configuration table', () => {
+    const readme = fs.readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+    for (const o of OPTIONS) {
+      expect(readme).toContain(`| \`${o.key}\` | \`${flagName(o.key)}\` | \`${envName(o.key)}\` | \`${JSON.stringify(o.default)}\` |`);
+    }
+  });
 });

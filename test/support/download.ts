@@ -37,12 +37,20 @@ export function header(d: Pick<Download, 'headers'>, name: string): string | und
 
 export async function download(url: string, opts: DownloadOptions = {}): Promise<Download> {
   const t0 = performance.now();
-  const res = await request(url, {
-    method: opts.method ?? 'GET',
-    headers: opts.headers,
-    signal: opts.signal,
-    dispatcher: opts.dispatcher,
-  });
+  let res: Dispatcher.ResponseData;
+  try {
+    res = await request(url, {
+      method: opts.method ?? 'GET',
+      headers: opts.headers,
+      signal: opts.signal,
+      dispatcher: opts.dispatcher,
+    });
+  } catch (err) {
+    // The connection closed before any response: what a client sees, not a test failure.
+    if (opts.signal?.aborted) throw err;
+    const ms = performance.now() - t0;
+    return { status: 0, headers: {}, body: Buffer.alloc(0), sha256: '', complete: false, error: (err as Error).message, headersMs: ms, totalMs: ms };
+  }
   const headersMs = performance.now() - t0;
   const hash = createHash('sha256');
   const chunks: Buffer[] = [];

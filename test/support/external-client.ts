@@ -25,3 +25,18 @@ export function curlSha256(url: string): Promise<ExternalDownload> {
     child.on('close', (code) => resolve({ sha256: out.split(/\s/)[0] ?? '', ms: performance.now() - t0, exitCode: code, stderr: err }));
   });
 }
+
+/**
+ * `curl` writing the body to `file` (use a tmpfs such as /dev/shm for big files): measures the
+ * transfer alone; hash the file afterwards, outside the timed window.
+ */
+export function curlToFile(url: string, file: string): Promise<ExternalDownload> {
+  const t0 = performance.now();
+  return new Promise((resolve, reject) => {
+    const child = spawn('curl', ['-sS', '-f', '-o', file, url], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    child.stderr.on('data', (c: Buffer) => (err += c.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ sha256: '', ms: performance.now() - t0, exitCode: code, stderr: err }));
+  });
+}

@@ -48,11 +48,12 @@ export function filesRoutes(deps: FilesRoutesDeps): Hono<{ Bindings: HttpBinding
       await writeBlobResponse(incoming, outgoing, answerWithoutBody, null);
       return RESPONSE_ALREADY_SENT;
     }
-    const source = await deps.mirror.open(entry, auth);
+    const source = await deps.mirror.open(entry, auth, answerWithoutBody.status === 206 ? (answerWithoutBody.span ?? undefined) : undefined);
     c.set('cacheStatus', source.cacheStatus);
     // Give upstream a moment to answer so an immediate failure becomes a proper error response;
     // past that, send headers anyway (the size is known) and stream as bytes land.
     await Promise.race([source.ready, delay(deps.fillStartWaitMs, undefined, { ref: false })]);
+    if (source.cacheStatus === 'bypass') await source.ready; // small: answer with the right status
     const transfer = { bytes: 0, completed: false };
     c.set('transfer', transfer);
     await writeBlobResponse(incoming, outgoing, planBlobResponse(entry, conditional, source.cacheStatus), source, transfer);

@@ -23,8 +23,11 @@ export interface BlobWriter {
   readonly stagingPath: string;
   /** Bytes appended so far. */
   readonly bytesWritten: number;
-  /** Appends one chunk; resolves when the bytes are in the file (readable by other fds). */
-  write(chunk: Uint8Array): Promise<void>;
+  /**
+   * Appends chunks, in order, with one vectored write; resolves when the bytes are in the file
+   * (readable by other fds). Calls must not overlap.
+   */
+  write(chunks: readonly Uint8Array[]): Promise<void>;
   /** Verifies size and digest, fsyncs, renames into place. Returns the final path. */
   commit(): Promise<string>;
   /** Discards the staging file. Idempotent. */
@@ -106,18 +109,21 @@ class FsBlobWriter implements BlobWriter {
     return this.#written;
   }
 
-  async write(chunk: Uint8Array): Promise<void> {
+  async write(chunks: readonly Uint8Array[]): Promise<void> {
     if (!this.#handle || this.#settled) throw new Error('write after commit/abort');
-    if (this.#written + chunk.byteLength > this.size) {
+    const total = chunks.reduce((n, c) => n + c.byteLength, 0);
+    if (this.#written + total > this.size) {
       throw new MirrorError('IntegrityError', `upstream sent more than the expected ${this.size} bytes`);
     }
-    let off = 0;
-    while (off < chunk.byteLength) {
-      const { bytesWritten } = await this.#handle.write(chunk, off, chunk.byteLength - off, this.#written + off);
-      off += bytesWritten;
+    let done = 0;
+    let rest = chunks;
+    while (done < total) {
+      const { bytesWritten } = await this.#handle.writev(rest as Uint8Array[], this.#written + done);
+      done += bytesWritten;
+      if (done < total) rest = remainder(chunks, done); // short write (rare on regular files)
     }
-    this.#hasher.update(chunk);
-    this.#written += chunk.byteLength;
+    for (const c of chunks) this.#hasher.update(c);
+    this.#written += total;
   }
 
   async commit(): Promise<string> {
@@ -153,6 +159,20 @@ class FsBlobWriter implements BlobWriter {
     await handle?.close().catch(() => undefined);
     await fsp.rm(this.stagingPath, { force: true });
   }
+}
+
+/** The part of `chunks` after the first `skip` bytes. */
+function remainder(chunks: readonly Uint8Array[], skip: number): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  let left = skip;
+  for (const c of chunks) {
+    if (left >= c.byteLength) left -= c.byteLength;
+    else {
+      out.push(left > 0 ? c.subarray(left) : c);
+      left = 0;
+    }
+  }
+  return out;
 }
 
 async function fsyncDir(dir: string): Promise<void> {

@@ -25,9 +25,9 @@ describe('FsBlobStore', () => {
     const data = Buffer.from('hello world, this is an LFS file');
     const key = sha256Key(data);
     const w = await store.createWriter(key, data.length);
-    await w.write(data.subarray(0, 5));
+    await w.write([data.subarray(0, 5)]);
     expect(await store.stat(key)).toBeNull(); // nothing visible before commit
-    await w.write(data.subarray(5));
+    await w.write([data.subarray(5)]);
     const final = await w.commit();
     expect(final).toBe(path.join(dir, 'blobs-v1', 'sha256', key.slice(7, 9), key.slice(9, 11), key.slice(7)));
     expect(fs.readFileSync(final)).toEqual(data);
@@ -39,7 +39,7 @@ describe('FsBlobStore', () => {
     const data = Buffer.from('{"model_type": "gpt2"}\n');
     const key = gitKey(data);
     const w = await store.createWriter(key, data.length);
-    await w.write(data);
+    await w.write([data]);
     await w.commit();
     expect(await store.stat(key)).toEqual({ size: data.length });
   });
@@ -48,7 +48,7 @@ describe('FsBlobStore', () => {
     const data = Buffer.from('the real content');
     const key = sha256Key(data);
     const w = await store.createWriter(key, data.length);
-    await w.write(Buffer.from('the fake content'));
+    await w.write([Buffer.from('the fake content')]);
     await expect(w.commit()).rejects.toMatchObject({ code: 'IntegrityError' });
     expect(await store.stat(key)).toBeNull();
     expect(stagingFiles()).toEqual([]);
@@ -58,11 +58,11 @@ describe('FsBlobStore', () => {
     const data = Buffer.from('0123456789');
     const key = sha256Key(data);
     const short = await store.createWriter(key, data.length);
-    await short.write(data.subarray(0, 9));
+    await short.write([data.subarray(0, 9)]);
     await expect(short.commit()).rejects.toMatchObject({ code: 'IntegrityError' });
     const long = await store.createWriter(key, data.length);
-    await long.write(data);
-    await expect(long.write(Buffer.from('x'))).rejects.toMatchObject({ code: 'IntegrityError' });
+    await long.write([data]);
+    await expect(long.write([Buffer.from('x')])).rejects.toMatchObject({ code: 'IntegrityError' });
     await long.abort();
     expect(await store.stat(key)).toBeNull();
     expect(stagingFiles()).toEqual([]);
@@ -78,7 +78,7 @@ describe('FsBlobStore', () => {
     const data = Buffer.from('abcdefghij');
     const key = sha256Key(data);
     const w = await store.createWriter(key, data.length);
-    await w.write(data);
+    await w.write([data]);
     await w.commit();
     const chunks: Buffer[] = [];
     for await (const c of store.openRead(key, 2, 5)) chunks.push(c as Buffer);

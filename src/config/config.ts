@@ -20,12 +20,15 @@ export interface Config {
   fillStartWaitMs: number;
   maxResumes: number;
   rangeBypassMaxBytes: number;
+  offline: boolean;
+  publicUrl: string;
   logLevel: LogLevel;
 }
 
 type OptionType =
   | { kind: 'string' }
-  | { kind: 'url' }
+  | { kind: 'url'; optional?: boolean }
+  | { kind: 'boolean' }
   | { kind: 'integer'; min: number; max: number }
   | { kind: 'number'; min: number; max: number }
   | { kind: 'enum'; values: readonly string[] };
@@ -51,6 +54,8 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'fillStartWaitMs', type: { kind: 'integer', min: 0, max: 9000 }, default: 2000, description: 'On a miss, how long to wait for upstream to start sending before answering the client anyway (clients time out after 10 s).' },
   { key: 'maxResumes', type: { kind: 'integer', min: 0, max: 100 }, default: 5, description: 'How many times a dropped upstream download is resumed (Range + If-Range) before it fails.' },
   { key: 'rangeBypassMaxBytes', type: { kind: 'integer', min: 0, max: 1024 * 1024 * 1024 }, default: 1024 * 1024, description: 'A Range request of at most this many bytes on a file that is neither cached nor downloading is fetched upstream as that range only, not by downloading the whole file (size probes, safetensors header reads). 0: every request fills the whole file.' },
+  { key: 'offline', type: { kind: 'boolean' }, default: false, description: 'Never contact upstream: answer only from the cache (files, metadata, last known branch → commit), everything else fails at once with 503. Logged at startup.' },
+  { key: 'publicUrl', type: { kind: 'url', optional: true }, default: '', description: "The mirror's own base URL as clients reach it (e.g. `https://hf-mirror.internal`), used in pagination `Link` headers. Empty: `http://` + the request's Host header when it is a plain host[:port], else the listen address." },
   { key: 'logLevel', type: { kind: 'enum', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] }, default: 'info', description: 'Log level.' },
 ];
 
@@ -80,7 +85,15 @@ function coerce(spec: OptionSpec, { value, source }: SourcedValue, errors: strin
       if (typeof value !== 'string' || value.length === 0) errors.push(`${where}: expected a non-empty string`);
       return value;
     }
+    case 'boolean': {
+      if (typeof value === 'boolean') return value;
+      if (value === 'true' || value === '1') return true;
+      if (value === 'false' || value === '0') return false;
+      errors.push(`${where}: expected true, false, 1 or 0, got ${JSON.stringify(value)}`);
+      return value;
+    }
     case 'url': {
+      if (t.optional && value === '') return value;
       if (typeof value !== 'string') {
         errors.push(`${where}: expected a URL string`);
         return value;

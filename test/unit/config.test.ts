@@ -43,6 +43,20 @@ describe('config', () => {
     expect(result.errors.join('\n')).toMatch(/refsTtlSeconds .* between 0/);
   });
 
+  it('reads booleans as true/false/1/0 and an optional URL as empty or a URL', () => {
+    for (const [value, expected] of [['true', true], ['1', true], ['false', false], ['0', false], [true, true]] as const) {
+      const r = validateConfig([{ source: 'environment', values: { offline: value } }]);
+      expect(r.ok && r.config.offline, String(value)).toBe(expected);
+    }
+    const bad = validateConfig([{ source: 'environment', values: { offline: 'yes', publicUrl: 'ftp://x' } }]);
+    expect(bad.ok).toBe(false);
+    if (!bad.ok) expect(bad.errors).toHaveLength(2);
+    const url = validateConfig([{ source: 'file', values: { publicUrl: 'https://mirror.example/hf/' } }]);
+    expect(url.ok && url.config.publicUrl).toBe('https://mirror.example/hf');
+    const empty = loadConfig({ env: { HUBCACHE_OFFLINE: '1', HUBCACHE_PUBLIC_URL: '' }, flags: {} });
+    expect(empty.ok && [empty.config.offline, empty.config.publicUrl]).toEqual([true, '']);
+  });
+
   it('reports an unreadable config file', () => {
     const result = loadConfig({ configFile: '/nonexistent/hubcache.json', env: {}, flags: {} });
     expect(result.ok).toBe(false);

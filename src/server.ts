@@ -10,6 +10,7 @@ import type { Logger } from 'pino';
 import { createApp } from './app.js';
 import type { Config } from './config/config.js';
 import { FileResolver } from './hub/file-resolver.js';
+import { RefPins } from './hub/ref-pins.js';
 import { Mirror } from './mirror/mirror.js';
 import { BlobLayout } from './storage/blob-layout.js';
 import { FsBlobStore } from './storage/blob-store.js';
@@ -39,11 +40,15 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     headersTimeoutMs: config.upstreamHeadersTimeoutSeconds * 1000,
     bodyIdleTimeoutMs: config.upstreamIdleTimeoutSeconds * 1000,
     userAgent: `hubcache/${VERSION}`,
+    offline: config.offline,
   });
+  if (config.offline) log.warn('offline mode (offline: true): upstream is never contacted; only cached files and metadata are served');
+  // One branch → commit pin per revision for files and metadata alike.
+  const pins = new RefPins(index, config.refsTtlSeconds * 1000);
   const resolver = new FileResolver({
     index,
     hub,
-    refsTtlMs: config.refsTtlSeconds * 1000,
+    pins,
     authTtlMs: config.authTtlSeconds * 1000,
     onStale: (req) => log.warn({ repo: req.repo.id, revision: req.revision }, 'upstream unreachable: answered from the index'),
   });

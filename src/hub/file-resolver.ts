@@ -20,6 +20,7 @@ import type { CacheIndex, FileRow } from '../storage/cache-index.js';
 import type { HubClient, UpstreamFileMeta } from '../upstream/hub-client.js';
 import { isUnreachable } from '../upstream/upstream-errors.js';
 import { PromiseFlights } from '../mirror/flights.js';
+import type { RefPins } from './ref-pins.js';
 import { isCommitSha, repoKey, type FileRequest } from './repo-ref.js';
 
 export interface FileEntry {
@@ -38,8 +39,8 @@ export interface FileEntry {
 export interface FileResolverOptions {
   index: CacheIndex;
   hub: HubClient;
-  /** How long a branch or tag → commit answer is trusted. */
-  refsTtlMs: number;
+  /** Branch or tag → commit, shared with the metadata API (one pin per revision within the refs TTL). */
+  pins: RefPins;
   /** How long upstream's grant to one token for one file is trusted. */
   authTtlMs: number;
   now?: () => number;
@@ -49,7 +50,7 @@ export interface FileResolverOptions {
 export class FileResolver {
   readonly #index: CacheIndex;
   readonly #hub: HubClient;
-  readonly #refsTtlMs: number;
+  readonly #pins: RefPins;
   readonly #now: () => number;
   readonly #probes = new PromiseFlights<FileEntry>();
   readonly #grants: LRUCache<string, FileEntry>;
@@ -60,7 +61,7 @@ export class FileResolver {
   constructor(opts: FileResolverOptions) {
     this.#index = opts.index;
     this.#hub = opts.hub;
-    this.#refsTtlMs = opts.refsTtlMs;
+    this.#pins = opts.pins;
     this.#now = opts.now ?? Date.now;
     this.#onStale = opts.onStale;
     this.#grants = new LRUCache<string, FileEntry>({ max: 50_000, ttl: Math.max(1, opts.authTtlMs), ttlAutopurge: false });
@@ -98,14 +99,11 @@ export class FileResolver {
 
   /** The commit a revision stands for without asking upstream, if known and fresh. */
   #knownCommit(req: FileRequest): string | undefined {
-    if (isCommitSha(req.revision)) return req.revision;
-    const ref = this.#index.getRef(req.repo, req.revision);
-    if (ref && this.#now() - ref.checkedAt < this.#refsTtlMs) return ref.commit;
-    return undefined;
+    return isCommitSha(req.revision) ? req.revision : this.#pins.fresh(req.repo, req.revision);
   }
 
   #staleEntry(req: FileRequest): FileEntry | undefined {
-    const commit = isCommitSha(req.revision) ? req.revision : this.#index.getRef(req.repo, req.revision)?.commit;
+    const commit = isCommitSha(req.revision) ? req.revision : this.#pins.last(req.repo, req.revision);
     if (!commit) return undefined;
     const row = this.#index.getFile(req.repo, commit, req.view, req.path);
     return row?.anonymousOk ? fromRow(req, row, 'stale') : undefined;

@@ -5,6 +5,8 @@
  * - `files`: (repo, commit, view, path) → blob key, size, etag, and whether anonymous access was
  *   granted by upstream. Immutable once a commit is known.
  * - `blobs`: what is verified and on disk, with access times (flushed in batches, not per hit).
+ * - `api_responses`: JSON answers of the Hub API for a commit (repo info, tree pages, paths-info),
+ *   stored only when obtained anonymously; immutable like the commit they describe.
  *
  * All statements are prepared once. Writes happen on this one connection; better-sqlite3 is
  * synchronous, so every call here is short and the busy timeout is kept low.
@@ -38,6 +40,17 @@ export interface BlobRow {
   size: number;
   storedAt: number;
   lastAccessedAt: number;
+}
+
+/** One stored API answer: what to send back, except the mirror's own origin (built per request). */
+export interface ApiResponseRow {
+  status: number;
+  /** The few headers kept (lower-case names). */
+  headers: Record<string, string>;
+  /** `rel="next"` page as an upstream path + query (below the upstream base), if any. */
+  nextPage: string | undefined;
+  body: Buffer;
+  storedAt: number;
 }
 
 interface FileDbRow {
@@ -87,6 +100,17 @@ export class CacheIndex {
       ),
       touchBlob: db.prepare('UPDATE blobs SET last_accessed_at = max(last_accessed_at, ?) WHERE blob_key = ?'),
       deleteBlob: db.prepare('DELETE FROM blobs WHERE blob_key = ?'),
+      getApi: db.prepare<[string, string, string, string], { status: number; headers: string; next_page: string | null; body: Buffer; stored_at: number }>(
+        `SELECT status, headers, next_page, body, stored_at FROM api_responses
+         WHERE repo_type = ? AND repo_id = ? AND commit_sha = ? AND request_key = ?`,
+      ),
+      putApi: db.prepare(
+        `INSERT INTO api_responses (repo_type, repo_id, commit_sha, request_key, status, headers, next_page, body, stored_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (repo_type, repo_id, commit_sha, request_key) DO UPDATE SET
+           status = excluded.status, headers = excluded.headers, next_page = excluded.next_page,
+           body = excluded.body, stored_at = excluded.stored_at`,
+      ),
       ping: db.prepare('SELECT 1 AS ok'),
     };
   }
@@ -153,6 +177,23 @@ export class CacheIndex {
       if (ref) this.putRef(ref.repo, ref.revision, ref.commit, file.checkedAt);
       this.putFile(file);
     })();
+  }
+
+  /** A stored API answer for `commit`, keyed by endpoint + canonical query (see hub/api-request.ts). */
+  getApiResponse(repo: RepoRef, commit: string, requestKey: string): ApiResponseRow | undefined {
+    const row = this.#stmts.getApi.get(repo.type, repo.id, commit, requestKey);
+    if (!row) return undefined;
+    return {
+      status: row.status,
+      headers: JSON.parse(row.headers) as Record<string, string>,
+      nextPage: row.next_page ?? undefined,
+      body: row.body,
+      storedAt: row.stored_at,
+    };
+  }
+
+  putApiResponse(repo: RepoRef, commit: string, requestKey: string, row: ApiResponseRow): void {
+    this.#stmts.putApi.run(repo.type, repo.id, commit, requestKey, row.status, JSON.stringify(row.headers), row.nextPage ?? null, row.body, row.storedAt);
   }
 
   getBlob(key: BlobKey): BlobRow | undefined {

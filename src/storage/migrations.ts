@@ -38,4 +38,19 @@ export const MIGRATIONS: readonly string[] = [
     last_accessed_at INTEGER NOT NULL
   ) WITHOUT ROWID;
   `,
+  // 2: API answers (repo info, tree pages, paths-info) of immutable commits, anonymous only.
+  `
+  CREATE TABLE api_responses (
+    repo_type    TEXT NOT NULL,
+    repo_id      TEXT NOT NULL,
+    commit_sha   TEXT NOT NULL,
+    request_key  TEXT NOT NULL,              -- endpoint + canonical query (+ body digest for paths-info)
+    status       INTEGER NOT NULL,
+    headers      TEXT NOT NULL,              -- JSON object of the few headers kept (content type, error code/message)
+    next_page    TEXT,                       -- rel="next" as an upstream path + query (no origin: built per request)
+    body         BLOB NOT NULL,
+    stored_at    INTEGER NOT NULL
+  );
+  CREATE UNIQUE INDEX api_responses_by_key ON api_responses (repo_type, repo_id, commit_sha, request_key);
+  `,
 ];

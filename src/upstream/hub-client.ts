@@ -6,11 +6,16 @@
  *   renamed repos) are followed like huggingface_hub does.
  * - `openBody` GETs a body and follows redirects itself, hop by hop: the client's Authorization is
  *   sent to the upstream origin only and dropped for good once a hop leaves it (signed CDN URLs).
+ * - `requestApi` sends one Hub API request (no redirects followed) and buffers the answer within
+ *   the metadata timeout.
  * - The client's `Accept` is never forwarded (a Xet file-info answer would send clients off the
  *   mirror): upstream always sees `Accept: *\/*` and `Accept-Encoding: identity`.
+ * - With `offline`, nothing is sent: every call fails at once with UpstreamUnavailable, so the
+ *   callers' offline fallbacks answer from the cache.
  */
 import type { Readable } from 'node:stream';
-import { Agent } from 'undici';
+import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
+import { Agent, type Dispatcher } from 'undici';
 import { MirrorError } from '../errors.js';
 import { fileUrlPath, type FileRequest } from '../hub/repo-ref.js';
 import { fromNetworkError, fromUpstreamStatus, headerValue, type Headers } from './upstream-errors.js';
@@ -28,6 +33,8 @@ export interface HubClientOptions {
   userAgent: string;
   /** Upper bound of connections per upstream origin. */
   connectionsPerOrigin?: number;
+  /** Never contact upstream (config `offline`). */
+  offline?: boolean;
 }
 
 /** What the Hub's HEAD on `/resolve` or `/raw` tells about a file (hf-protocol §4.1). */
@@ -46,6 +53,22 @@ export interface UpstreamFileMeta {
   contentType: string | undefined;
 }
 
+/** A buffered Hub API answer, whatever its status. `Content-Encoding` is already undone. */
+export interface UpstreamApiAnswer {
+  statusCode: number;
+  headers: Headers;
+  body: Buffer;
+  /** The URL asked (to resolve a relative `Location` or `Link` against). */
+  url: URL;
+}
+
+export interface ApiRequestOptions {
+  body?: Buffer;
+  contentType?: string;
+  /** Largest answer body accepted (default 32 MiB); a bigger one is an UpstreamError. */
+  maxBytes?: number;
+}
+
 export interface UpstreamBody {
   statusCode: number;
   headers: Headers;
@@ -53,6 +76,7 @@ export interface UpstreamBody {
 }
 
 const MAX_REDIRECTS = 5;
+const MAX_API_BODY = 32 * 1024 * 1024;
 
 export class HubClient {
   readonly #agent: Agent;
@@ -60,9 +84,11 @@ export class HubClient {
   readonly #basePath: string;
   readonly #userAgent: string;
   readonly #metadataTimeoutMs: number;
+  readonly #offline: boolean;
 
   constructor(opts: HubClientOptions) {
     this.#metadataTimeoutMs = opts.metadataTimeoutMs;
+    this.#offline = opts.offline ?? false;
     this.#base = new URL(opts.upstream);
     this.#basePath = this.#base.pathname.replace(/\/+$/, '');
     this.#userAgent = opts.userAgent;
@@ -91,7 +117,27 @@ export class HubClient {
     return h;
   }
 
-  async #send(method: 'HEAD' | 'GET', url: URL, headers: Record<string, string>, signal?: AbortSignal) {
+  /**
+   * The path + query of `url` below the upstream base (`/api/...`), or undefined when it points
+   * elsewhere (another origin, or outside the base path). `url` may be relative to `from`.
+   */
+  upstreamPathOf(url: string, from: URL = this.#base): string | undefined {
+    let u: URL;
+    try {
+      u = new URL(url, from);
+    } catch {
+      return undefined;
+    }
+    if (u.origin !== this.#base.origin || (u.protocol !== 'http:' && u.protocol !== 'https:')) return undefined;
+    if (this.#basePath && !(u.pathname === this.#basePath || u.pathname.startsWith(`${this.#basePath}/`))) return undefined;
+    const path = u.pathname.slice(this.#basePath.length) || '/';
+    return path + u.search;
+  }
+
+  async #send(method: Dispatcher.HttpMethod, url: URL, headers: Record<string, string>, signal?: AbortSignal, body?: Buffer) {
+    if (this.#offline) {
+      throw new MirrorError('UpstreamUnavailable', `Offline mode (offline: true): upstream is never contacted, and ${describe(url)} is not in the cache`);
+    }
     try {
       return await this.#agent.request({
         origin: url.origin,
@@ -99,6 +145,7 @@ export class HubClient {
         method,
         headers,
         signal,
+        ...(body === undefined ? {} : { body }),
       });
     } catch (err) {
       throw fromNetworkError(err, describe(url));
@@ -146,6 +193,41 @@ export class HubClient {
     }
   }
 
+  /**
+   * One Hub API request (`pathAndQuery` below the upstream base), redirects not followed, answer
+   * buffered. The whole exchange is bounded by the metadata timeout. Throws only for network
+   * failures and timeouts (503/504); any HTTP status is returned for the caller to judge.
+   */
+  async requestApi(method: Dispatcher.HttpMethod, pathAndQuery: string, auth: string | undefined, opts: ApiRequestOptions = {}): Promise<UpstreamApiAnswer> {
+    const url = this.url(pathAndQuery);
+    const signal = AbortSignal.timeout(this.#metadataTimeoutMs);
+    const extra: Record<string, string> = opts.contentType ? { 'content-type': opts.contentType } : {};
+    const res = await this.#send(method, url, this.#headers(auth, extra), signal, opts.body);
+    const max = opts.maxBytes ?? MAX_API_BODY;
+    const chunks: Buffer[] = [];
+    let total = 0;
+    try {
+      for await (const chunk of res.body) {
+        total += (chunk as Buffer).length;
+        if (total > max) {
+          res.body.destroy();
+          throw new MirrorError('UpstreamError', `Upstream answer for ${describe(url)} is larger than ${max} bytes`);
+        }
+        chunks.push(chunk as Buffer);
+      }
+    } catch (err) {
+      throw fromNetworkError(err, describe(url));
+    }
+    const headers: Headers = { ...res.headers };
+    let body: Buffer = Buffer.concat(chunks);
+    const encoding = headerValue(headers, 'content-encoding')?.trim().toLowerCase();
+    if (encoding && encoding !== 'identity') {
+      body = decodeBody(body, encoding, describe(url));
+      delete headers['content-encoding'];
+    }
+    return { statusCode: res.statusCode, headers, body, url };
+  }
+
   /** The next hop of a redirect: http(s) only. */
   #redirectTarget(location: string, from: URL): URL {
     let next: URL;
@@ -163,6 +245,18 @@ export class HubClient {
   async close(): Promise<void> {
     await this.#agent.close();
   }
+}
+
+/** Undoes a `Content-Encoding` upstream applied although it was asked for `identity`. */
+function decodeBody(body: Buffer, encoding: string, what: string): Buffer {
+  try {
+    if (encoding === 'gzip' || encoding === 'x-gzip') return gunzipSync(body);
+    if (encoding === 'deflate') return inflateSync(body);
+    if (encoding === 'br') return brotliDecompressSync(body);
+  } catch (err) {
+    throw new MirrorError('UpstreamError', `Upstream answer for ${what} has a corrupt ${encoding} body`, { cause: err });
+  }
+  throw new MirrorError('UpstreamError', `Upstream answer for ${what} uses an unsupported Content-Encoding: ${encoding}`);
 }
 
 function isRelativeLocation(location: string): boolean {

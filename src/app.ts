@@ -7,26 +7,37 @@ import { Hono } from 'hono';
 import type { Logger } from 'pino';
 import { isMirrorError } from './errors.js';
 import type { FileResolver } from './hub/file-resolver.js';
+import type { MetadataCache } from './hub/metadata-cache.js';
 import { errorResponse } from './http/hub-errors.js';
 import { requestLog, type RequestLogFields } from './http/request-log.js';
+import { apiRoutes } from './http/routes/api.js';
 import { filesRoutes } from './http/routes/files.js';
 import { healthRoutes } from './http/routes/health.js';
 import type { Mirror } from './mirror/mirror.js';
 import type { CacheIndex } from './storage/cache-index.js';
+import type { HubClient } from './upstream/hub-client.js';
 
 export interface AppDeps {
   log: Logger;
   index: CacheIndex;
   resolver: FileResolver;
   mirror: Mirror;
+  metadata: MetadataCache;
+  hub: HubClient;
   dataDir: string;
   fillStartWaitMs: number;
+  /** Config `publicUrl` ('' when unset): the mirror's origin in the URLs it writes. */
+  publicUrl: string;
+  /** The listen address, once known. */
+  listenUrl: () => string;
 }
 
 export function createApp(deps: AppDeps): Hono<{ Bindings: HttpBindings; Variables: RequestLogFields }> {
   const app = new Hono<{ Bindings: HttpBindings; Variables: RequestLogFields }>();
   app.use(requestLog(deps.log));
   app.route('/', healthRoutes({ index: deps.index, dataDir: deps.dataDir }));
+  // Before the file routes: `/api/...` is never a file URL.
+  app.route('/', apiRoutes({ metadata: deps.metadata, hub: deps.hub, log: deps.log, publicUrl: deps.publicUrl, listenUrl: deps.listenUrl }));
   app.route('/', filesRoutes({ resolver: deps.resolver, mirror: deps.mirror, fillStartWaitMs: deps.fillStartWaitMs }));
 
   app.notFound(() => notFound());

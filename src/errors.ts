@@ -9,6 +9,7 @@ export type ErrorCode =
   | 'InvalidRevision'
   | 'InvalidPath'
   | 'InvalidRequest'
+  | 'PayloadTooLarge'
   | 'RepoNotFound'
   | 'RepoUnauthenticated'
   | 'RevisionNotFound'
@@ -39,6 +40,7 @@ export const ERROR_TABLE: Record<ErrorCode, ErrorSpec> = {
   InvalidRevision: { status: 400, hubCode: 'InvalidRevision' },
   InvalidPath: { status: 400, hubCode: 'InvalidPath' },
   InvalidRequest: { status: 400, hubCode: 'BadRequest' },
+  PayloadTooLarge: { status: 413 },
   RepoNotFound: { status: 404, hubCode: 'RepoNotFound' },
   // The Hub answers an anonymous request for a missing or private repo with a bare 401. Python's
   // huggingface_hub only recognises that as "repo not found" on https:// URLs, so an http://

@@ -10,6 +10,7 @@ import type { Logger } from 'pino';
 import { createApp } from './app.js';
 import type { Config } from './config/config.js';
 import { FileResolver } from './hub/file-resolver.js';
+import { MetadataCache } from './hub/metadata-cache.js';
 import { RefPins } from './hub/ref-pins.js';
 import { Mirror } from './mirror/mirror.js';
 import { BlobLayout } from './storage/blob-layout.js';
@@ -63,7 +64,25 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       else log.info({ blob: key }, `fill ${event}`);
     },
   });
-  const app = createApp({ log, index, resolver, mirror, dataDir: layout.root, fillStartWaitMs: config.fillStartWaitMs });
+  const metadata = new MetadataCache({
+    index,
+    hub,
+    pins,
+    onStale: (repo, revision) => log.warn({ repo: repo.id, type: repo.type, revision }, 'upstream unreachable: API answered from the index'),
+  });
+  let url = '';
+  const app = createApp({
+    log,
+    index,
+    resolver,
+    mirror,
+    metadata,
+    hub,
+    dataDir: layout.root,
+    fillStartWaitMs: config.fillStartWaitMs,
+    publicUrl: config.publicUrl,
+    listenUrl: () => url,
+  });
 
   const server = createAdaptorServer({ fetch: app.fetch, createServer }) as Server;
   // Slowloris guard without cutting long downloads: headers must arrive in 30 s, bodies are unbounded.
@@ -79,7 +98,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   });
   const port = (server.address() as AddressInfo).port;
   const shownHost = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
-  const url = `http://${shownHost.includes(':') ? `[${shownHost}]` : shownHost}:${port}`;
+  url = `http://${shownHost.includes(':') ? `[${shownHost}]` : shownHost}:${port}`;
   const flushTimer = setInterval(() => index.flushTouches(), 5_000);
   flushTimer.unref();
   log.info({ url, dataDir: layout.root, upstream: config.upstream }, 'hubcache listening');

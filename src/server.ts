@@ -18,6 +18,8 @@ import { FsBlobStore } from './storage/blob-store.js';
 import { CacheIndex } from './storage/cache-index.js';
 import { HubClient } from './upstream/hub-client.js';
 import fsp from 'node:fs/promises';
+import { DataDirLock } from './storage/data-dir-lock.js';
+import { reconcile } from './storage/reconcile.js';
 
 export interface RunningServer {
   /** `http://host:port` as reachable from this machine. */
@@ -28,12 +30,38 @@ export interface RunningServer {
 
 export const VERSION = '0.1.0';
 
-export async function startServer(config: Config, log: Logger): Promise<RunningServer> {
-  const layout = new BlobLayout(config.dataDir);
+export interface OpenDataDir {
+  layout: BlobLayout;
+  store: FsBlobStore;
+  index: CacheIndex;
+  lock: DataDirLock;
+}
+
+/**
+ * Takes the data dir's process lock, opens the index and reconciles it with the disk (a crash
+ * may have left staging files, lost index rows, or rows whose files are gone).
+ */
+export async function openDataDir(dataDir: string, log: Logger): Promise<OpenDataDir> {
+  const layout = new BlobLayout(dataDir);
   await fsp.mkdir(layout.root, { recursive: true });
-  const store = new FsBlobStore(layout);
-  await store.init();
-  const index = CacheIndex.open(layout.indexPath);
+  const lock = DataDirLock.acquire(layout.lockPath, layout.root);
+  try {
+    const store = new FsBlobStore(layout);
+    await store.init();
+    const index = CacheIndex.open(layout.indexPath);
+    const report = await reconcile(store, index);
+    if (report.forgotten.length + report.adopted.length + report.removed.length > 0) {
+      log.warn({ checked: report.checked, forgotten: report.forgotten.length, adopted: report.adopted.length, removed: report.removed.length }, 'reconciled the index with the disk');
+    }
+    return { layout, store, index, lock };
+  } catch (err) {
+    lock.release();
+    throw err;
+  }
+}
+
+export async function startServer(config: Config, log: Logger): Promise<RunningServer> {
+  const { layout, store, index, lock } = await openDataDir(config.dataDir, log);
   const hub = new HubClient({
     upstream: config.upstream,
     connectTimeoutMs: config.connectTimeoutSeconds * 1000,
@@ -119,6 +147,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
         clearTimeout(timer);
         await hub.close();
         index.close();
+        lock.release();
       })();
       return closing;
     },

@@ -18,6 +18,7 @@ import type { Readable } from 'node:stream';
 import { MirrorError, isMirrorError } from '../errors.js';
 import type { BlobKey } from '../storage/blob-layout.js';
 import type { BlobWriter, FsBlobStore } from '../storage/blob-store.js';
+import { crashPoint } from '../storage/crash-points.js';
 import type { CacheIndex } from '../storage/cache-index.js';
 import type { HubClient } from '../upstream/hub-client.js';
 import { fromNetworkError, fromUpstreamStatus, headerValue } from '../upstream/upstream-errors.js';
@@ -153,6 +154,7 @@ export class Fill implements GrowingSource {
       await this.#download(req, deps);
       await this.#writer.commit();
       deps.index.recordBlob(req.key, req.size);
+      crashPoint('after-index-commit');
       this.#state = 'committed';
       this.#resolveStarted();
       deps.onEvent?.('committed', this);
@@ -218,7 +220,8 @@ export class Fill implements GrowingSource {
     let queue: Buffer[] = [];
     let queued = 0;
     let flushing: Promise<void> | null = null;
-    let writeError: unknown = null;
+    // An object, not a `let`: written inside `flush`, which TypeScript's narrowing cannot see.
+    const failed: { error: Error | null } = { error: null };
     const flush = async (): Promise<void> => {
       try {
         while (queue.length > 0) {
@@ -229,14 +232,14 @@ export class Fill implements GrowingSource {
           this.#progress();
         }
       } catch (err) {
-        writeError = err;
+        failed.error = err instanceof Error ? err : new Error(String(err));
       } finally {
         flushing = null;
       }
     };
     try {
       for await (const chunk of body) {
-        if (writeError) throw writeError;
+        if (failed.error) throw failed.error;
         const buf = chunk as Buffer;
         queue.push(buf);
         queued += buf.length;
@@ -247,9 +250,9 @@ export class Fill implements GrowingSource {
       // Whatever arrived before the body ended or broke is good data: land it, so a resume
       // starts exactly at bytesWritten and never overlaps a write still in flight.
       while (flushing) await flushing;
-      if (queue.length > 0 && !writeError) await flush();
+      if (queue.length > 0 && !failed.error) await flush();
     }
-    if (writeError) throw writeError;
+    if (failed.error) throw failed.error;
     if (writer.bytesWritten < writer.size) {
       const err = new Error(`upstream body ended at ${writer.bytesWritten} of ${writer.size} bytes`);
       (err as NodeJS.ErrnoException).code = 'UPSTREAM_SHORT_BODY';

@@ -8,6 +8,8 @@
  *     sha256/ab/cd/<64 hex>      LFS files, by the sha256 of their content
  *     gitsha1/ab/cd/<40 hex>     regular files, by their git blob id: sha1("blob <size>\0" + content)
  *   staging/                fills in progress: <random>.part, never read as a finished blob
+ *   quarantine/             blobs `hubcache verify` found corrupt: <algorithm>-<hex>-<time>, never served
+ *   lock.sqlite             held exclusively by the running process (one process per data dir)
  * ```
  *
  * A file exists under `blobs-v1/` only after its size and digest were verified and it was fsynced
@@ -61,6 +63,14 @@ export class BlobLayout {
   blobPath(key: BlobKey): string {
     const { algorithm, hex } = parseBlobKey(key);
     return path.join(this.blobsDir, algorithm, hex.slice(0, 2), hex.slice(2, 4), hex);
+  }
+
+  get quarantineDir(): string {
+    return path.join(this.root, 'quarantine');
+  }
+
+  get lockPath(): string {
+    return path.join(this.root, 'lock.sqlite');
   }
 
   stagingPath(name: string): string {

@@ -15,6 +15,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { MirrorError } from '../errors.js';
 import { BlobLayout, parseBlobKey, type BlobKey } from './blob-layout.js';
+import { crashPoint } from './crash-points.js';
 
 export interface BlobWriter {
   readonly key: BlobKey;
@@ -140,9 +141,11 @@ class FsBlobWriter implements BlobWriter {
       await this.#handle.sync();
       await this.#handle.close();
       this.#handle = null;
+      crashPoint('after-staging-fsync');
       await fsp.mkdir(path.dirname(this.#finalPath), { recursive: true });
       await fsp.rename(this.stagingPath, this.#finalPath);
       await fsyncDir(path.dirname(this.#finalPath));
+      crashPoint('after-rename');
       this.#settled = true;
       return this.#finalPath;
     } catch (err) {

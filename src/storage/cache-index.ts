@@ -201,6 +201,15 @@ export class CacheIndex {
     return row ? { blobKey: key, size: row.size, storedAt: row.stored_at, lastAccessedAt: row.last_accessed_at } : undefined;
   }
 
+  /** Every recorded blob (reconcile and verify walk them; ordered for stable progress output). */
+  *allBlobs(): IterableIterator<BlobRow> {
+    for (const row of this.#db
+      .prepare<[], { blob_key: string; size: number; stored_at: number; last_accessed_at: number }>('SELECT blob_key, size, stored_at, last_accessed_at FROM blobs ORDER BY blob_key')
+      .all()) {
+      yield { blobKey: row.blob_key as BlobKey, size: row.size, storedAt: row.stored_at, lastAccessedAt: row.last_accessed_at };
+    }
+  }
+
   /** Called after the blob file is committed (renamed and its directory fsynced). */
   recordBlob(key: BlobKey, size: number, now = Date.now()): void {
     this.#stmts.putBlob.run(key, size, now, now);

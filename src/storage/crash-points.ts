@@ -1,0 +1,12 @@
+/**
+ * Fault injection for the crash-safety tests (test-plan F6/T13): when the environment variable
+ * HUBCACHE_TEST_CRASH_AT names a point, the process kills itself with SIGKILL there, exactly
+ * like a power cut at that instruction. Unset in production; the check is a string comparison.
+ */
+export type CrashPoint = 'after-staging-fsync' | 'after-rename' | 'after-index-commit';
+
+const armed = process.env.HUBCACHE_TEST_CRASH_AT;
+
+export function crashPoint(point: CrashPoint): void {
+  if (armed === point) process.kill(process.pid, 'SIGKILL');
+}

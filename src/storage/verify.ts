@@ -1,0 +1,55 @@
+/**
+ * `hubcache verify`: re-hashes every stored blob. A blob whose bytes no longer match its key (disk
+ * corruption, tampering) is moved to `quarantine/` and forgotten by the index, so it is never
+ * served again and the next request refetches it; a missing one is forgotten.
+ */
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import type { BlobKey } from './blob-layout.js';
+import type { FsBlobStore } from './blob-store.js';
+import type { CacheIndex } from './cache-index.js';
+import { digestOf } from './reconcile.js';
+
+export interface VerifyReport {
+  verified: number;
+  bytes: number;
+  corrupt: Array<{ key: BlobKey; quarantinedAs: string }>;
+  missing: BlobKey[];
+}
+
+export interface VerifyProgress {
+  done: number;
+  total: number;
+  bytesDone: number;
+  bytesTotal: number;
+}
+
+export async function verifyBlobs(store: FsBlobStore, index: CacheIndex, onProgress?: (p: VerifyProgress) => void): Promise<VerifyReport> {
+  const rows = [...index.allBlobs()];
+  const bytesTotal = rows.reduce((n, r) => n + r.size, 0);
+  const report: VerifyReport = { verified: 0, bytes: 0, corrupt: [], missing: [] };
+  await fsp.mkdir(store.layout.quarantineDir, { recursive: true });
+  let done = 0;
+  for (const row of rows) {
+    const file = store.pathOf(row.blobKey);
+    const st = await store.stat(row.blobKey);
+    if (!st) {
+      index.forgetBlob(row.blobKey);
+      report.missing.push(row.blobKey);
+    } else {
+      const digest = await digestOf(file, row.blobKey, st.size);
+      if (st.size !== row.size || digest !== row.blobKey.slice(row.blobKey.indexOf(':') + 1)) {
+        const target = path.join(store.layout.quarantineDir, `${row.blobKey.replace(':', '-')}-${Date.now()}`);
+        index.forgetBlob(row.blobKey);
+        await fsp.rename(file, target);
+        report.corrupt.push({ key: row.blobKey, quarantinedAs: target });
+      } else {
+        report.verified++;
+        report.bytes += st.size;
+      }
+    }
+    done++;
+    onProgress?.({ done, total: rows.length, bytesDone: report.bytes, bytesTotal });
+  }
+  return report;
+}

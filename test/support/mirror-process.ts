@@ -1,0 +1,64 @@
+/**
+ * The mirror as a child process (`hubcache serve` from the TypeScript sources via tsx), so a test
+ * can SIGKILL it mid-fill and start another one on the same data dir.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+export interface MirrorProcess {
+  url: string;
+  child: ChildProcess;
+  /** stdout and stderr lines so far. */
+  output: string[];
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  kill(signal?: NodeJS.Signals): Promise<void>;
+}
+
+export function runCli(args: string[], env: Record<string, string> = {}): { child: ChildProcess; output: string[]; exited: MirrorProcess['exited'] } {
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src/main.ts'), ...args], {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const output: string[] = [];
+  const collect = (c: Buffer) => output.push(...c.toString().split('\n').filter(Boolean));
+  child.stdout?.on('data', collect);
+  child.stderr?.on('data', collect);
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+  return { child, output, exited };
+}
+
+export async function startMirrorProcess(upstream: string, dataDir: string, env: Record<string, string> = {}): Promise<MirrorProcess> {
+  const { child, output, exited } = runCli(['serve', '--host', '127.0.0.1', '--port', '0', '--data-dir', dataDir, '--upstream', upstream, '--log-level', 'info'], env);
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`mirror did not start:\n${output.join('\n')}`)), 30_000);
+    const check = () => {
+      for (const line of output) {
+        const m = /"url":"(http:\/\/[^"]+)".*hubcache listening/.exec(line);
+        if (m?.[1]) {
+          clearTimeout(timer);
+          resolve(m[1]);
+          return;
+        }
+      }
+    };
+    child.stdout?.on('data', check);
+    void exited.then(({ code, signal }) => {
+      clearTimeout(timer);
+      reject(new Error(`mirror exited (${code ?? signal}) before listening:\n${output.join('\n')}`));
+    });
+  });
+  return {
+    url,
+    child,
+    output,
+    exited,
+    kill: async (signal = 'SIGKILL') => {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      await exited;
+    },
+  };
+}

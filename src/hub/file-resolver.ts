@@ -127,9 +127,13 @@ export class FileResolver {
       anonymousOk: !auth,
       checkedAt: this.#now(),
     };
-    // Refs learnt with a token are not recorded: they may describe a private repo.
-    const ref = !auth && !isCommitSha(req.revision) && !commit ? { repo: req.repo, revision: req.revision, commit: entry.commit } : null;
-    this.#index.recordResolution(ref, row);
+    this.#index.recordResolution(null, row);
+    // Refs learnt with a token are not recorded: they may describe a private repo. A pin that
+    // someone else (e.g. a metadata request) set meanwhile wins: ask again about its commit.
+    if (!auth && !isCommitSha(req.revision) && !commit) {
+      const pinned = this.#pins.pin(req.repo, req.revision, entry.commit);
+      if (pinned !== entry.commit) return this.#probe(req, pinned, auth);
+    }
     return entry;
   }
 }

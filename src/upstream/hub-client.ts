@@ -18,6 +18,7 @@ import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
 import { Agent, type Dispatcher } from 'undici';
 import { MirrorError } from '../errors.js';
 import { fileUrlPath, type FileRequest } from '../hub/repo-ref.js';
+import { KeepAliveHead, type HeadResponse } from './keep-alive-head.js';
 import { fromNetworkError, fromUpstreamStatus, headerValue, type Headers } from './upstream-errors.js';
 
 export interface HubClientOptions {
@@ -86,12 +87,16 @@ export class HubClient {
   readonly #metadataTimeoutMs: number;
   readonly #offline: boolean;
 
+  /** HEADs go over Node's http client: undici closes the connection after every HEAD. */
+  readonly #heads: KeepAliveHead;
+
   constructor(opts: HubClientOptions) {
     this.#metadataTimeoutMs = opts.metadataTimeoutMs;
     this.#offline = opts.offline ?? false;
     this.#base = new URL(opts.upstream);
     this.#basePath = this.#base.pathname.replace(/\/+$/, '');
     this.#userAgent = opts.userAgent;
+    this.#heads = new KeepAliveHead({ maxSockets: opts.connectionsPerOrigin ?? 128, connectTimeoutMs: opts.connectTimeoutMs });
     this.#agent = new Agent({
       connect: { timeout: opts.connectTimeoutMs },
       headersTimeout: opts.headersTimeoutMs,
@@ -152,13 +157,23 @@ export class HubClient {
     }
   }
 
+  async #head(url: URL, headers: Record<string, string>, signal: AbortSignal): Promise<HeadResponse> {
+    if (this.#offline) {
+      throw new MirrorError('UpstreamUnavailable', `Offline mode (offline: true): upstream is never contacted, and ${describe(url)} is not in the cache`);
+    }
+    try {
+      return await this.#heads.head(url, headers, signal);
+    } catch (err) {
+      throw fromNetworkError(err, describe(url));
+    }
+  }
+
   /** HEAD of a file URL; throws the Hub's error (with X-Repo-Commit on EntryNotFound). */
   async headFile(req: FileRequest, auth: string | undefined): Promise<UpstreamFileMeta> {
     let url = this.url(fileUrlPath(req));
     const signal = AbortSignal.timeout(this.#metadataTimeoutMs);
     for (let hop = 0; ; hop++) {
-      const res = await this.#send('HEAD', url, this.#headers(auth), signal);
-      res.body.resume();
+      const res = await this.#head(url, this.#headers(auth), signal);
       const location = headerValue(res.headers, 'location');
       const isRedirect = res.statusCode >= 300 && res.statusCode < 400 && location !== undefined;
       if (isRedirect && isRelativeLocation(location) && hop < MAX_REDIRECTS) {
@@ -243,6 +258,7 @@ export class HubClient {
   }
 
   async close(): Promise<void> {
+    this.#heads.close();
     await this.#agent.close();
   }
 }

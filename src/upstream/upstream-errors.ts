@@ -51,8 +51,11 @@ export function fromUpstreamStatus(status: number, headers: Headers, what: strin
 export function fromNetworkError(err: unknown, what: string): MirrorError {
   if (err instanceof MirrorError) return err;
   const name = (err as { name?: string } | null)?.name;
+  // An aborted request reports the abort's reason as its cause (AbortSignal.timeout → TimeoutError).
+  const causeName = (err as { cause?: { name?: string } } | null)?.cause?.name;
   if (
     name === 'TimeoutError' ||
+    causeName === 'TimeoutError' ||
     err instanceof undiciErrors.ConnectTimeoutError ||
     err instanceof undiciErrors.HeadersTimeoutError ||
     err instanceof undiciErrors.BodyTimeoutError

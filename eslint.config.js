@@ -10,7 +10,7 @@ import js from '@eslint/js';
 import { defineConfig, globalIgnores } from 'eslint/config';
 import tseslint from 'typescript-eslint';
 
-const TS_FILES = ['src/**/*.ts', 'test/**/*.ts', 'bench/**/*.ts', 'vitest.config.ts'];
+const TS_FILES = ['src/**/*.ts', 'test/**/*.ts', 'bench/**/*.ts', 'scripts/**/*.ts', 'vitest.config.ts'];
 const JS_FILES = ['**/*.js', '**/*.mjs', '**/*.cjs'];
 
 // Node globals for plain .js files (TypeScript files rely on the compiler instead:

@@ -22,11 +22,17 @@ export interface Config {
   rangeBypassMaxBytes: number;
   offline: boolean;
   publicUrl: string;
+  hfToken: string;
+  accessKeys: string[];
+  allowRepos: string[];
+  denyRepos: string[];
   logLevel: LogLevel;
 }
 
 type OptionType =
-  | { kind: 'string' }
+  | { kind: 'string'; optional?: boolean }
+  /** A list of strings: a JSON array in the config file, comma-separated in env and flags. */
+  | { kind: 'list' }
   | { kind: 'url'; optional?: boolean }
   | { kind: 'boolean' }
   | { kind: 'integer'; min: number; max: number }
@@ -56,6 +62,10 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'rangeBypassMaxBytes', type: { kind: 'integer', min: 0, max: 1024 * 1024 * 1024 }, default: 1024 * 1024, description: 'A Range request of at most this many bytes on a file that is neither cached nor downloading is fetched upstream as that range only, not by downloading the whole file (size probes, safetensors header reads). 0: every request fills the whole file.' },
   { key: 'offline', type: { kind: 'boolean' }, default: false, description: 'Never contact upstream: answer only from the cache (files, metadata, last known branch → commit), everything else fails at once with 503. Logged at startup.' },
   { key: 'publicUrl', type: { kind: 'url', optional: true }, default: '', description: "The mirror's own base URL as clients reach it (e.g. `https://hf-mirror.internal`), used in pagination `Link` headers. Empty: `http://` + the request's Host header when it is a plain host[:port], else the listen address." },
+  { key: 'hfToken', type: { kind: 'string', optional: true }, default: '', description: 'Service token sent upstream for clients that send none (e.g. transformers.js, which never sends one to a mirror). Risk: everyone who can reach the mirror can read what this token can read; combine with accessKeys. Never logged.' },
+  { key: 'accessKeys', type: { kind: 'list' }, default: [], description: 'If set, every client must send `Authorization: Bearer <key>` with one of these keys (clients set HF_TOKEN to it); the key is not forwarded, upstream is asked with hfToken or anonymously. Empty: the mirror is open and forwards client tokens.' },
+  { key: 'allowRepos', type: { kind: 'list' }, default: [], description: 'If set, only repos matching one of these globs are served, matched against `models/<id>`, `datasets/<id>`, `spaces/<id>` (`*` within a segment, `**` across). E.g. `models/meta-llama/*,datasets/**`.' },
+  { key: 'denyRepos', type: { kind: 'list' }, default: [], description: 'Repos matching one of these globs (same syntax as allowRepos) are refused with 403, even if allowed.' },
   { key: 'logLevel', type: { kind: 'enum', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] }, default: 'info', description: 'Log level.' },
 ];
 
@@ -82,7 +92,13 @@ function coerce(spec: OptionSpec, { value, source }: SourcedValue, errors: strin
   const t = spec.type;
   switch (t.kind) {
     case 'string': {
-      if (typeof value !== 'string' || value.length === 0) errors.push(`${where}: expected a non-empty string`);
+      if (typeof value !== 'string' || (value.length === 0 && !t.optional)) errors.push(`${where}: expected a non-empty string`);
+      return value;
+    }
+    case 'list': {
+      if (typeof value === 'string') return value.split(',').map((v) => v.trim()).filter(Boolean);
+      if (Array.isArray(value) && value.every((v) => typeof v === 'string' && v.length > 0)) return value;
+      errors.push(`${where}: expected a list of strings (a JSON array, or comma-separated)`);
       return value;
     }
     case 'boolean': {

@@ -2,14 +2,16 @@
  * createApp: mounts the route groups on one Hono app with the request log and the one error
  * mapping. Pure wiring: it opens nothing, so tests build it over temp dirs and a fake hub.
  */
-import type { HttpBindings } from '@hono/node-server';
 import { Hono } from 'hono';
 import type { Logger } from 'pino';
 import { isMirrorError } from './errors.js';
 import type { FileResolver } from './hub/file-resolver.js';
 import type { MetadataCache } from './hub/metadata-cache.js';
 import { errorResponse } from './http/hub-errors.js';
-import { requestLog, type RequestLogFields } from './http/request-log.js';
+import { accessControl } from './http/access.js';
+import type { AppEnv } from './http/app-env.js';
+import { requestLog } from './http/request-log.js';
+import type { RepoPolicy } from './hub/repo-policy.js';
 import { apiRoutes } from './http/routes/api.js';
 import { filesRoutes } from './http/routes/files.js';
 import { healthRoutes } from './http/routes/health.js';
@@ -30,15 +32,21 @@ export interface AppDeps {
   publicUrl: string;
   /** The listen address, once known. */
   listenUrl: () => string;
+  /** Operator policy: which repos are served. */
+  policy: RepoPolicy;
+  /** Client access keys (empty: open mirror) and the service token ('' when unset). */
+  accessKeys: readonly string[];
+  hfToken: string;
 }
 
-export function createApp(deps: AppDeps): Hono<{ Bindings: HttpBindings; Variables: RequestLogFields }> {
-  const app = new Hono<{ Bindings: HttpBindings; Variables: RequestLogFields }>();
+export function createApp(deps: AppDeps): Hono<AppEnv> {
+  const app = new Hono<AppEnv>();
   app.use(requestLog(deps.log));
+  app.use(accessControl({ accessKeys: deps.accessKeys, hfToken: deps.hfToken }));
   app.route('/', healthRoutes({ index: deps.index, dataDir: deps.dataDir }));
   // Before the file routes: `/api/...` is never a file URL.
-  app.route('/', apiRoutes({ metadata: deps.metadata, hub: deps.hub, log: deps.log, publicUrl: deps.publicUrl, listenUrl: deps.listenUrl }));
-  app.route('/', filesRoutes({ resolver: deps.resolver, mirror: deps.mirror, fillStartWaitMs: deps.fillStartWaitMs }));
+  app.route('/', apiRoutes({ metadata: deps.metadata, hub: deps.hub, log: deps.log, publicUrl: deps.publicUrl, listenUrl: deps.listenUrl, policy: deps.policy }));
+  app.route('/', filesRoutes({ resolver: deps.resolver, mirror: deps.mirror, fillStartWaitMs: deps.fillStartWaitMs, policy: deps.policy }));
 
   app.notFound(() => notFound());
   app.onError((err) => {

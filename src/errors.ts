@@ -17,6 +17,8 @@ export type ErrorCode =
   | 'GatedRepoUnauthenticated'
   | 'GatedRepoForbidden'
   | 'Forbidden'
+  | 'RepoNotAllowed'
+  | 'AccessKeyRequired'
   | 'RangeNotSatisfiable'
   | 'RateLimited'
   | 'UpstreamRejected'
@@ -24,6 +26,8 @@ export type ErrorCode =
   | 'UpstreamUnavailable'
   | 'UpstreamTimeout'
   | 'IntegrityError'
+  | 'InsufficientStorage'
+  | 'Overloaded'
   | 'NotSupported'
   | 'Internal';
 
@@ -51,6 +55,10 @@ export const ERROR_TABLE: Record<ErrorCode, ErrorSpec> = {
   GatedRepoUnauthenticated: { status: 401, hubCode: 'GatedRepo' },
   GatedRepoForbidden: { status: 403, hubCode: 'GatedRepo' },
   Forbidden: { status: 403 },
+  // The operator's allowRepos/denyRepos policy refuses this repo (not an upstream answer).
+  RepoNotAllowed: { status: 403, hubCode: 'RepoNotAllowed' },
+  // accessKeys is set and the request carries none of them. No Hub code: it is not about a repo.
+  AccessKeyRequired: { status: 401 },
   RangeNotSatisfiable: { status: 416 },
   RateLimited: { status: 429 },
   // Any other 4xx upstream gave: passed through with upstream's status (never turned into 5xx).
@@ -59,6 +67,12 @@ export const ERROR_TABLE: Record<ErrorCode, ErrorSpec> = {
   UpstreamUnavailable: { status: 503, hubCode: 'UpstreamUnavailable' },
   UpstreamTimeout: { status: 504, hubCode: 'UpstreamTimeout' },
   IntegrityError: { status: 502, hubCode: 'IntegrityError' },
+  // The cache disk cannot take this file (free space, less `minFreeBytes` and the bytes promised to
+  // fills in progress), or filled up during the download.
+  InsufficientStorage: { status: 507, hubCode: 'InsufficientStorage' },
+  // Every fill slot is busy and the queue is full (`maxConcurrentFills`, `maxQueuedFills`); the
+  // error carries a Retry-After.
+  Overloaded: { status: 503, hubCode: 'Overloaded' },
   NotSupported: { status: 501, hubCode: 'NotSupported' },
   Internal: { status: 500, hubCode: 'InternalError' },
 };

@@ -12,6 +12,7 @@ import type { Config } from './config/config.js';
 import { FileResolver } from './hub/file-resolver.js';
 import { MetadataCache } from './hub/metadata-cache.js';
 import { RefPins } from './hub/ref-pins.js';
+import { RepoPolicy } from './hub/repo-policy.js';
 import { Mirror } from './mirror/mirror.js';
 import { BlobLayout } from './storage/blob-layout.js';
 import { FsBlobStore } from './storage/blob-store.js';
@@ -71,6 +72,9 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     userAgent: `hubcache/${VERSION}`,
     offline: config.offline,
   });
+  if (config.hfToken) log.warn('service token (hfToken) configured: clients without a token read upstream with it');
+  if (config.accessKeys.length > 0) log.info({ keys: config.accessKeys.length }, 'access keys required: clients must send one as their bearer token');
+  if (config.allowRepos.length + config.denyRepos.length > 0) log.info({ allowRepos: config.allowRepos, denyRepos: config.denyRepos }, 'repo policy');
   if (config.offline) log.warn('offline mode (offline: true): upstream is never contacted; only cached files and metadata are served');
   // One branch → commit pin per revision for files and metadata alike.
   const pins = new RefPins(index, config.refsTtlSeconds * 1000);
@@ -110,6 +114,9 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     fillStartWaitMs: config.fillStartWaitMs,
     publicUrl: config.publicUrl,
     listenUrl: () => url,
+    policy: new RepoPolicy(config.allowRepos, config.denyRepos),
+    accessKeys: config.accessKeys,
+    hfToken: config.hfToken,
   });
 
   const server = createAdaptorServer({ fetch: app.fetch, createServer }) as Server;

@@ -3,10 +3,11 @@
  * needed to serve a file: commit, blob key, size, etag.
  *
  * Order of answers:
- * 1. Anonymous caller, revision known as a commit (given, or a branch resolved within `refsTtlMs`),
- *    and a file row that upstream once granted anonymously → answered from the index, no upstream.
- * 2. Caller with a token: a memo of upstream's recent answer to that same token (`authTtlMs`),
- *    keyed by a keyed hash of the token (the token itself is never kept).
+ * 1. Upstream's recent answer to this same question for this same identity (a token, by a keyed
+ *    hash; or anonymous), memoized for `authTtlMs` (revocation takes effect within it).
+ * 2. Anonymous caller, revision known as a commit (given, or a branch pinned within the refs TTL),
+ *    and a file row upstream once granted anonymously, while the repo is still public (checked
+ *    once per repo and auth TTL) → answered from the index, no file request upstream.
  * 3. Otherwise one upstream HEAD with the caller's own credentials; identical concurrent
  *    questions share it. A successful anonymous answer is recorded in the index.
  * When upstream cannot be reached, an anonymous caller is answered from the last known ref and row
@@ -21,7 +22,9 @@ import type { HubClient, UpstreamFileMeta } from '../upstream/hub-client.js';
 import { isUnreachable } from '../upstream/upstream-errors.js';
 import { PromiseFlights } from '../mirror/flights.js';
 import type { RefPins } from './ref-pins.js';
-import { isCommitSha, repoKey, type FileRequest } from './repo-ref.js';
+import { apiTypeSegment, isCommitSha, repoKey, type FileRequest, type RepoRef } from './repo-ref.js';
+
+type RepoAccess = 'public' | 'restricted' | 'unknown';
 
 export interface FileEntry {
   request: FileRequest;
@@ -54,6 +57,9 @@ export class FileResolver {
   readonly #now: () => number;
   readonly #probes = new PromiseFlights<FileEntry>();
   readonly #grants: LRUCache<string, FileEntry>;
+  readonly #repoAccessMemo: LRUCache<string, 'public' | 'restricted'>;
+  readonly #authTtlMs: number;
+  readonly #repoAccessFlights = new PromiseFlights<RepoAccess>();
   /** Per-process key for hashing tokens: memo keys are useless outside this process. */
   readonly #tokenKey = randomBytes(32);
   readonly #onStale: ((req: FileRequest) => void) | undefined;
@@ -62,28 +68,34 @@ export class FileResolver {
     this.#index = opts.index;
     this.#hub = opts.hub;
     this.#pins = opts.pins;
+    this.#authTtlMs = opts.authTtlMs;
     this.#now = opts.now ?? Date.now;
     this.#onStale = opts.onStale;
     this.#grants = new LRUCache<string, FileEntry>({ max: 50_000, ttl: Math.max(1, opts.authTtlMs), ttlAutopurge: false });
+    this.#repoAccessMemo = new LRUCache<string, 'public' | 'restricted'>({ max: 10_000, ttl: Math.max(1, opts.authTtlMs), ttlAutopurge: false });
   }
 
   async resolve(req: FileRequest, auth: string | undefined): Promise<FileEntry> {
     const identity = auth ? createHmac('sha256', this.#tokenKey).update(auth).digest('base64url') : 'anonymous';
     const commit = this.#knownCommit(req);
+    const questionKey = `${identity}|${repoKey(req.repo)}|${req.view}|${commit ?? req.revision}|${req.path}`;
 
+    // Upstream granted this very question to this identity (or anonymously) within the TTL.
+    const granted = this.#grants.get(questionKey);
+    if (granted) return { ...granted, request: req, source: 'memo' };
+
+    // An anonymous question about a file upstream once served anonymously: answered from the
+    // index while the repo is still public (decided once per repo and TTL, see #repoAccess).
     if (!auth && commit) {
       const row = this.#index.getFile(req.repo, commit, req.view, req.path);
-      if (row?.anonymousOk) return fromRow(req, row, 'index');
-    }
-    const questionKey = `${identity}|${repoKey(req.repo)}|${req.view}|${commit ?? req.revision}|${req.path}`;
-    if (auth) {
-      const granted = this.#grants.get(questionKey);
-      if (granted) return { ...granted, request: req, source: 'memo' };
+      if (row?.anonymousOk && (await this.#repoAccess(req.repo)) !== 'restricted') return fromRow(req, row, 'index');
     }
 
     try {
       const entry = await this.#probes.run(questionKey, () => this.#probe(req, commit, auth));
-      if (auth) this.#grants.set(questionKey, entry);
+      // A question asked by branch name must not outlive the branch's pin.
+      const pinned = commit !== undefined;
+      this.#grants.set(questionKey, entry, { ttl: Math.max(1, pinned ? this.#authTtlMs : Math.min(this.#authTtlMs, this.#pins.ttlMs)) });
       return { ...entry, request: req };
     } catch (err) {
       if (!auth && isUnreachable(err)) {
@@ -95,6 +107,33 @@ export class FileResolver {
       }
       throw err;
     }
+  }
+
+  /**
+   * Whether anonymous access to a repo still stands: its info is public (`private: false` and not
+   * gated), asked anonymously once per repo and auth TTL. `unknown` when upstream cannot be asked:
+   * files upstream served anonymously are public content, which the offline fallback may serve.
+   * A repo that became private or gated answers `restricted`, and every anonymous request then
+   * goes through a file-level probe (which upstream refuses for gated files).
+   */
+  async #repoAccess(repo: RepoRef): Promise<RepoAccess> {
+    const key = repoKey(repo);
+    const known = this.#repoAccessMemo.get(key);
+    if (known) return known;
+    const decided = await this.#repoAccessFlights.run(key, async () => {
+      try {
+        const res = await this.#hub.requestApi('GET', `/api/${apiTypeSegment(repo.type)}/${repo.id}`, undefined);
+        if (res.statusCode >= 500) return 'unknown';
+        if (res.statusCode !== 200) return 'restricted';
+        const info = JSON.parse(res.body.toString('utf8')) as { private?: unknown; gated?: unknown };
+        return info.private === false && (info.gated === false || info.gated === undefined) ? 'public' : 'restricted';
+      } catch (err) {
+        if (isUnreachable(err)) return 'unknown';
+        throw err;
+      }
+    });
+    if (decided !== 'unknown') this.#repoAccessMemo.set(key, decided);
+    return decided;
   }
 
   /** The commit a revision stands for without asking upstream, if known and fresh. */

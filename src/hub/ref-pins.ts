@@ -5,25 +5,56 @@
  * A pin is trusted for `ttlMs` after upstream named it; within that window every answer is
  * computed for the pinned commit, so a snapshot never mixes two commits even when upstream moves
  * the branch meanwhile (test-plan T15). Past it, the last pin is still the offline answer.
+ *
+ * Freshness is measured on the monotonic clock (test-plan F10/T31): the stored `checked_at` is
+ * wall-clock time, for the record and for the next process; a pin this process set or has judged
+ * once is then aged monotonically, so a wall clock stepped back a day does not keep it alive for a
+ * day and one stepped forward does not drop it early. A stored time in the future is not trusted.
  */
+import { LRUCache } from 'lru-cache';
+import { systemClock, type Clock } from '../clock.js';
 import type { CacheIndex } from '../storage/cache-index.js';
-import type { RepoRef } from './repo-ref.js';
+import { repoKey, type RepoRef } from './repo-ref.js';
+
+/** A pin as this process knows it: the row it stands for, and its monotonic birth time. */
+interface SeenPin {
+  commit: string;
+  checkedAt: number;
+  at: number;
+}
 
 export class RefPins {
   readonly #index: CacheIndex;
   readonly #ttlMs: number;
-  readonly #now: () => number;
+  readonly #clock: Clock;
+  readonly #seen = new LRUCache<string, SeenPin>({ max: 10_000 });
 
-  constructor(index: CacheIndex, ttlMs: number, now: () => number = Date.now) {
+  constructor(index: CacheIndex, ttlMs: number, clock: Clock = systemClock) {
     this.#index = index;
     this.#ttlMs = ttlMs;
-    this.#now = now;
+    this.#clock = clock;
+  }
+
+  /** How long a pin stays fresh. */
+  get ttlMs(): number {
+    return this.#ttlMs;
   }
 
   /** The pinned commit of `revision` if upstream named it less than the TTL ago. */
   fresh(repo: RepoRef, revision: string): string | undefined {
     const ref = this.#index.getRef(repo, revision);
-    return ref && this.#now() - ref.checkedAt < this.#ttlMs ? ref.commit : undefined;
+    if (!ref) return undefined;
+    const key = `${repoKey(repo)}|${revision}`;
+    let seen = this.#seen.get(key);
+    if (!seen || seen.commit !== ref.commit || seen.checkedAt !== ref.checkedAt) {
+      // A row this process has not judged yet (written by an earlier run): its wall-clock age,
+      // once. In the future means the clock was ahead when it was written: stale.
+      const age = this.#clock.now() - ref.checkedAt;
+      if (age < 0 || age >= this.#ttlMs) return undefined;
+      seen = { commit: ref.commit, checkedAt: ref.checkedAt, at: this.#clock.monotonic() - age };
+      this.#seen.set(key, seen);
+    }
+    return this.#clock.monotonic() - seen.at < this.#ttlMs ? ref.commit : undefined;
   }
 
   /** The last commit upstream named for `revision`, however old (the offline answer). */
@@ -39,7 +70,9 @@ export class RefPins {
   pin(repo: RepoRef, revision: string, commit: string): string {
     const current = this.fresh(repo, revision);
     if (current) return current;
-    this.#index.putRef(repo, revision, commit, this.#now());
+    const checkedAt = this.#clock.now();
+    this.#index.putRef(repo, revision, commit, checkedAt);
+    this.#seen.set(`${repoKey(repo)}|${revision}`, { commit, checkedAt, at: this.#clock.monotonic() });
     return commit;
   }
 }

@@ -28,6 +28,10 @@ export interface FileRequest {
 const URL_PREFIX: Record<RepoType, string> = { model: '', dataset: 'datasets/', space: 'spaces/' };
 const PREFIX_TYPE: Record<string, RepoType> = { datasets: 'dataset', spaces: 'space' };
 
+export function isRepoType(text: string): text is RepoType {
+  return text === 'model' || text === 'dataset' || text === 'space';
+}
+
 /** URL prefix of a repo type in file URLs: `''`, `'datasets/'` or `'spaces/'`. */
 export function urlPrefix(type: RepoType): string {
   return URL_PREFIX[type];

@@ -11,7 +11,6 @@
  * Every answer gets the same hygiene (no xetHash, no X-Xet-*, no Xet Link relations) and its
  * upstream URLs (pagination `Link`, `Location`) rebased on the mirror's own origin.
  */
-import type { HttpBindings } from '@hono/node-server';
 import { Hono, type Context } from 'hono';
 import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
@@ -21,7 +20,9 @@ import { canonicalQuery, parseApiPath, parsePathsInfoBody, type ApiTarget } from
 import type { MetadataCache, MetadataRequest } from '../../hub/metadata-cache.js';
 import type { HubClient } from '../../upstream/hub-client.js';
 import { publicOrigin } from '../public-origin.js';
-import type { RequestLogFields } from '../request-log.js';
+import type { RepoPolicy } from '../../hub/repo-policy.js';
+import { isRepoType, type RepoRef } from '../../hub/repo-ref.js';
+import type { AppEnv } from '../app-env.js';
 import { rawRequestPath } from './files.js';
 
 export interface ApiRoutesDeps {
@@ -32,9 +33,10 @@ export interface ApiRoutesDeps {
   publicUrl: string;
   /** The listen address, once known (last resort for the mirror's origin). */
   listenUrl: () => string;
+  policy: RepoPolicy;
 }
 
-type Env = { Bindings: HttpBindings; Variables: RequestLogFields };
+type Env = AppEnv;
 
 /** Largest request body accepted (paths-info lists, passed-through API calls). */
 const MAX_REQUEST_BODY = 10 * 1024 * 1024;
@@ -50,8 +52,9 @@ export function apiRoutes(deps: ApiRoutesDeps): Hono<Env> {
     const rawPath = rawRequestPath(target);
     const rawQuery = rawRequestQuery(target);
     const method = c.req.method;
-    const auth = c.req.header('authorization');
+    const auth = c.get('upstreamAuth');
     const parsed = parseApiPath(rawPath);
+    for (const repo of reposNamedBy(parsed, rawPath)) deps.policy.check(repo);
     if (parsed.kind === 'xet-token') throw new MirrorError('NotSupported', XET_REFUSAL);
     if (/[\\]/.test(rawPath)) throw new MirrorError('InvalidPath', 'Invalid API path');
 
@@ -155,4 +158,28 @@ async function readBody(c: Context<Env>): Promise<Buffer> {
     chunks.push(value);
   }
   return Buffer.concat(chunks);
+}
+
+/**
+ * The repos an API path is about, for the operator policy: the parsed repo, or for passed-through
+ * paths (`/api/models/{id}/refs`, ...) both readings of the id (with and without an org).
+ */
+function reposNamedBy(parsed: ApiTarget, rawPath: string): RepoRef[] {
+  if ('repo' in parsed) return [parsed.repo];
+  const segs = rawPath.split('/').slice(2).map((s) => safeDecode(s));
+  const plural = segs[0] ?? '';
+  const type = plural.endsWith('s') ? plural.slice(0, -1) : '';
+  if (!isRepoType(type) || segs.length < 2) return [];
+  const one = segs[1] ?? '';
+  const candidates: RepoRef[] = [{ type, id: one }];
+  if (segs[2] !== undefined) candidates.push({ type, id: `${one}/${segs[2]}` });
+  return candidates;
+}
+
+function safeDecode(s: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return s;
+  }
 }

@@ -5,29 +5,31 @@
  * clients give up on a HEAD after 10 s. GET opens the blob through the Mirror and streams it.
  */
 import { setTimeout as delay } from 'node:timers/promises';
-import type { HttpBindings } from '@hono/node-server';
 import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
 import { Hono } from 'hono';
 import type { FileResolver } from '../../hub/file-resolver.js';
 import { parseFileUrl } from '../../hub/repo-ref.js';
 import type { Mirror } from '../../mirror/mirror.js';
 import { planBlobResponse, writeBlobResponse } from '../send-blob.js';
-import type { RequestLogFields } from '../request-log.js';
+import type { RepoPolicy } from '../../hub/repo-policy.js';
+import type { AppEnv } from '../app-env.js';
 
 export interface FilesRoutesDeps {
   resolver: FileResolver;
   mirror: Mirror;
   /** Longest wait for upstream to start a fill before response headers are sent anyway. */
   fillStartWaitMs: number;
+  policy: RepoPolicy;
 }
 
-export function filesRoutes(deps: FilesRoutesDeps): Hono<{ Bindings: HttpBindings; Variables: RequestLogFields }> {
-  const app = new Hono<{ Bindings: HttpBindings; Variables: RequestLogFields }>();
+export function filesRoutes(deps: FilesRoutesDeps): Hono<AppEnv> {
+  const app = new Hono<AppEnv>();
 
   app.on(['GET', 'HEAD'], '*', async (c, next) => {
     const fileReq = parseFileUrl(rawRequestPath(c.env.incoming.url ?? '/'));
     if (!fileReq) return next();
-    const auth = c.req.header('authorization');
+    deps.policy.check(fileReq.repo);
+    const auth = c.get('upstreamAuth');
     const entry = await deps.resolver.resolve(fileReq, auth);
     const conditional = {
       range: c.req.header('range'),

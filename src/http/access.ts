@@ -1,0 +1,42 @@
+/**
+ * Who the mirror asks upstream as, per request (set as the `upstreamAuth` context variable):
+ * - open mirror (no accessKeys): the client's own `Authorization`, else the service token
+ *   (`hfToken`) if configured, else anonymous;
+ * - with accessKeys: the client must send `Authorization: Bearer <key>` with one of the keys
+ *   (else 401). The key never goes upstream: upstream is asked with the service token or
+ *   anonymously, so every admitted client shares the service identity (documented risk).
+ * `/healthz` is always open (container health checks).
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { MiddlewareHandler } from 'hono';
+import { MirrorError } from '../errors.js';
+import type { AppEnv } from './app-env.js';
+
+export interface AccessOptions {
+  accessKeys: readonly string[];
+  hfToken: string;
+}
+
+const digest = (text: string): Buffer => createHash('sha256').update(text).digest();
+
+export function accessControl(opts: AccessOptions): MiddlewareHandler<AppEnv> {
+  const keys = opts.accessKeys.map(digest);
+  const service = opts.hfToken ? `Bearer ${opts.hfToken}` : undefined;
+  return async (c, next) => {
+    const header = c.req.header('authorization');
+    if (c.req.path === '/healthz') {
+      c.set('upstreamAuth', undefined);
+    } else if (keys.length > 0) {
+      const presented = /^Bearer\s+(\S+)\s*$/i.exec(header ?? '')?.[1];
+      // Compare digests in constant time: no early exit on the first differing byte.
+      const ok = presented !== undefined && keys.some((k) => timingSafeEqual(k, digest(presented)));
+      if (!ok) {
+        throw new MirrorError('AccessKeyRequired', 'This mirror requires an access key: set HF_TOKEN (or send Authorization: Bearer <key>) to a key the mirror operator gave you');
+      }
+      c.set('upstreamAuth', service);
+    } else {
+      c.set('upstreamAuth', header ?? service);
+    }
+    await next();
+  };
+}

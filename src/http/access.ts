@@ -8,7 +8,7 @@
  * `/healthz` is always open (container health checks).
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
-import type { MiddlewareHandler } from 'hono';
+import type { Context, MiddlewareHandler } from 'hono';
 import { MirrorError } from '../errors.js';
 import type { AppEnv } from './app-env.js';
 
@@ -23,7 +23,7 @@ export function accessControl(opts: AccessOptions): MiddlewareHandler<AppEnv> {
   const keys = opts.accessKeys.map(digest);
   const service = opts.hfToken ? `Bearer ${opts.hfToken}` : undefined;
   return async (c, next) => {
-    const header = c.req.header('authorization');
+    const header = authorizationOf(c);
     if (c.req.path === '/healthz') {
       c.set('upstreamAuth', undefined);
     } else if (keys.length > 0) {
@@ -39,4 +39,14 @@ export function accessControl(opts: AccessOptions): MiddlewareHandler<AppEnv> {
     }
     await next();
   };
+}
+
+/**
+ * The request's `Authorization`, first line only when a client sent several: Node keeps the first
+ * (`message.headers`), while Fetch-style headers would join them into one `a, b` credential that
+ * would be forwarded upstream and used as the memo identity. One value, authorized and forwarded.
+ */
+function authorizationOf(c: Context<AppEnv>): string | undefined {
+  const incoming = (c.env as Partial<AppEnv['Bindings']> | undefined)?.incoming;
+  return incoming ? incoming.headers.authorization : c.req.header('authorization');
 }

@@ -59,19 +59,24 @@ function decode(raw: string, code: 'InvalidRevision' | 'InvalidPath' | 'InvalidR
 
 /**
  * Classifies a raw (still percent-encoded) request path below `/api/`. Throws a 400 MirrorError
- * when a recognised endpoint has an invalid repo id, revision or path, or when the path has dot
- * segments (which URL resolution would silently apply upstream).
+ * when a recognised endpoint has an invalid repo id, revision or path, when the path has dot
+ * segments (which URL resolution would silently apply upstream), malformed percent-encoding, or
+ * does not literally start with `/api/`: the router matched a normalised form of it
+ * (`/x/../api/...`, `/%61pi/...`), and passing that through would skip the checks made here.
  */
 export function parseApiPath(rawPath: string): ApiTarget {
   const segs = rawPath.split('/').slice(1);
-  if (segs[0] !== 'api') return { kind: 'other' };
+  const invalid = () => new MirrorError('InvalidPath', `Invalid API path: ${printable(rawPath)}`);
   for (const s of segs) {
     const d = safeDecode(s);
-    if (d.split(/[/\\]/).some((part) => part === '.' || part === '..')) throw new MirrorError('InvalidPath', `Invalid API path: ${printable(rawPath)}`);
-    if (/^xet-[a-z-]*token$/i.test(d)) return { kind: 'xet-token' };
+    if (d.split(/[/\\]/).some((part) => part === '.' || part === '..')) throw invalid();
+  }
+  if (segs[0] !== 'api') throw invalid();
+  for (const s of segs) {
+    if (/^xet-[a-z-]*token$/i.test(safeDecode(s))) return { kind: 'xet-token' };
   }
   const type = segs[1] === undefined ? undefined : TYPE_OF_PLURAL[segs[1]];
-  if (!type) return { kind: 'other' };
+  if (!type) return other(segs, invalid);
   const rest = segs.slice(2);
 
   for (const n of [2, 1]) {
@@ -92,6 +97,18 @@ export function parseApiPath(rawPath: string): ApiTarget {
   const bare = rest.length === 1 || (rest.length === 2 && !OTHER_MARKERS.has(rest[1] ?? '') && !CACHED_MARKERS.has(rest[1] ?? ''));
   if (bare && rest.every((s) => s !== '')) {
     return { kind: 'info', repo: { type, id: validateRepoId(rest.map((s) => decode(s, 'InvalidRepoId')).join('/')) } };
+  }
+  return other(segs, invalid);
+}
+
+/** A passed-through path: sent upstream as is, so it must at least be validly percent-encoded. */
+function other(segs: string[], invalid: () => MirrorError): ApiTarget {
+  for (const s of segs) {
+    try {
+      decodeURIComponent(s);
+    } catch {
+      throw invalid();
+    }
   }
   return { kind: 'other' };
 }

@@ -52,6 +52,15 @@ describe('parseApiPath', () => {
     expect(code(() => parseApiPath('/api/models/org/name/refs/..%2F..%2Fx'))).toBe('InvalidPath');
     expect(code(() => parseApiPath('/api/models/org/name/revision/%E0%A4%A'))).toBe('InvalidRevision');
   });
+
+  it('refuses paths the router only matched once normalised, and malformed pass-through paths', () => {
+    // `/x/../api/...` and `/%61pi/...` reach the API routes after URL normalisation: passing them
+    // through as sent would skip the Xet refusal and every check on the parsed form.
+    for (const p of ['/x/../api/models/org/name/xet-read-token/main', '/x/%2e%2e/api/models/org/name/refs', '/%61pi/models/org/name/xet-read-token/main', '/api/models/org/name/refs/%zz', '/api/whoami-v2%']) {
+      expect(code(() => parseApiPath(p)), p).toBe('InvalidPath');
+    }
+    expect(parseApiPath('/api/models/org/name/refs/%00')).toEqual({ kind: 'other' });
+  });
 });
 
 describe('queries', () => {

@@ -148,7 +148,14 @@ async function readBody(c: Context<Env>): Promise<Buffer> {
   const chunks: Uint8Array[] = [];
   let total = 0;
   for (;;) {
-    const { done, value } = await reader.read();
+    let chunk: Awaited<ReturnType<typeof reader.read>>;
+    try {
+      chunk = await reader.read();
+    } catch {
+      // The client went away mid-body (or sent a broken one): its problem, not an unhandled error.
+      throw new MirrorError('InvalidRequest', 'The request body ended early');
+    }
+    const { done, value } = chunk;
     if (done) break;
     total += value.length;
     if (total > MAX_REQUEST_BODY) {

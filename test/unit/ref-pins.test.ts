@@ -24,7 +24,7 @@ describe('RefPins', () => {
   it('a pin is fresh for the TTL, the first pin wins within it, and the last pin stays the offline answer', () => {
     const index = openIndex();
     let now = 1_000;
-    const pins = new RefPins(index, 60_000, () => now);
+    const pins = new RefPins(index, 60_000, { now: () => now, monotonic: () => now });
     expect(pins.fresh(repo, 'main')).toBeUndefined();
     expect(pins.pin(repo, 'main', C1)).toBe(C1);
     now += 30_000;
@@ -35,6 +35,44 @@ describe('RefPins', () => {
     expect(pins.last(repo, 'main')).toBe(C1);
     expect(pins.pin(repo, 'main', C2)).toBe(C2);
     expect(pins.fresh({ type: 'dataset', id: 'org/name' }, 'main')).toBeUndefined();
+    index.close();
+  });
+
+  it('ages pins on the monotonic clock: a wall clock stepped back or forward a day changes nothing', () => {
+    const index = openIndex();
+    let wall = Date.UTC(2025, 5, 1);
+    let mono = 5_000;
+    const pins = new RefPins(index, 60_000, { now: () => wall, monotonic: () => mono });
+    expect(pins.pin(repo, 'main', C1)).toBe(C1);
+    wall -= 86_400_000; // stepped back a day: with wall-clock ages the pin would live for a day
+    mono += 30_000;
+    expect(pins.fresh(repo, 'main')).toBe(C1);
+    mono += 30_001;
+    expect(pins.fresh(repo, 'main')).toBeUndefined();
+    expect(pins.pin(repo, 'main', C2)).toBe(C2);
+    wall += 2 * 86_400_000; // stepped forward a day: still fresh, the snapshot stays on C2
+    mono += 1_000;
+    expect(pins.fresh(repo, 'main')).toBe(C2);
+    expect(pins.pin(repo, 'main', C1)).toBe(C2);
+    index.close();
+  });
+
+  it('judges a pin written by an earlier process by its wall-clock age once; a time in the future is stale', () => {
+    const index = openIndex();
+    const wall = Date.UTC(2025, 5, 1);
+    index.putRef(repo, 'recent', C1, wall - 10_000);
+    index.putRef(repo, 'future', C1, wall + 86_400_000);
+    index.putRef(repo, 'old', C1, wall - 60_000);
+    let mono = 0;
+    const pins = new RefPins(index, 60_000, { now: () => wall, monotonic: () => mono });
+    expect(pins.fresh(repo, 'recent')).toBe(C1);
+    expect(pins.fresh(repo, 'future')).toBeUndefined();
+    expect(pins.fresh(repo, 'old')).toBeUndefined();
+    mono += 49_999; // 10 s old when first seen: 50 s left, counted monotonically
+    expect(pins.fresh(repo, 'recent')).toBe(C1);
+    mono += 1;
+    expect(pins.fresh(repo, 'recent')).toBeUndefined();
+    expect(pins.pin(repo, 'future', C2)).toBe(C2);
     index.close();
   });
 

@@ -142,6 +142,15 @@ export interface StatusFault {
   kind: 'status';
   status: number;
   retryAfter?: number;
+  /** More response headers (e.g. the Hub's `RateLimit`). */
+  headers?: Record<string, string>;
+  times?: number;
+}
+/** Answer `status` (default 302) with this `Location` instead of the real answer (e.g. a resolve GET sent somewhere else). */
+export interface RedirectFault {
+  kind: 'redirect';
+  location: string;
+  status?: number;
   times?: number;
 }
 /** Pause the body at `atBytes` until the handle's `release()` is called. */
@@ -160,7 +169,8 @@ export interface HeaderDelayFault {
 /**
  * A scripted misbehaviour. `times` limits it to the first N matching requests (default: all).
  *
- * `status` and `headerDelay` apply to any matching request. The body faults (`throttle`,
+ * `status`, `redirect` and `headerDelay` apply to any matching request (give `redirect` a
+ * `method: 'GET'` match to keep HEADs answering the file's metadata). The body faults (`throttle`,
  * `stall`, `drop`, `wrongBytes`, `short`, `barrier`) apply only to file-content bodies: a CDN
  * download, or the direct `200`/`206` body of a regular file (`/resolve/`, `/raw/`,
  * `/api/resolve-cache/`); they are counted against `times` only when such a body is sent.
@@ -174,6 +184,7 @@ export type Fault =
   | WrongBytesFault
   | ShortFault
   | StatusFault
+  | RedirectFault
   | BarrierFault
   | HeaderDelayFault;
 
@@ -906,7 +917,15 @@ class FakeHubImpl implements FakeHub {
       const f = statusFault.fault;
       const headers: Record<string, string> = { 'X-Error-Message': `Injected fault: status ${f.status}` };
       if (f.retryAfter !== undefined) headers['Retry-After'] = String(f.retryAfter);
+      Object.assign(headers, f.headers);
       this.sendJson(ctx, f.status, { error: `Injected fault: status ${f.status}` }, headers);
+      return;
+    }
+
+    const [redirectFault] = this.takeFaults(ctx, new Set(['redirect']), 1);
+    if (redirectFault && redirectFault.fault.kind === 'redirect') {
+      const { location, status = 302 } = redirectFault.fault;
+      this.sendText(ctx, status, `Found. Redirecting to ${location}`, { Location: location });
       return;
     }
 

@@ -71,7 +71,17 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     bodyIdleTimeoutMs: config.upstreamIdleTimeoutSeconds * 1000,
     userAgent: `hubcache/${VERSION}`,
     offline: config.offline,
+    retries: config.upstreamRetries,
+    retryMaxWaitMs: config.upstreamRetryMaxWaitSeconds * 1000,
+    minBodyBytesPerSecond: config.upstreamMinBytesPerSecond,
+    allowedRedirectHosts: config.allowedRedirectHosts,
+    allowPrivateRedirects: config.allowPrivateRedirects,
+    onRetry: (e) => {
+      if (e.waitMs !== undefined) log.warn({ upstream: e.what, status: e.status, attempt: e.attempt + 1, waitMs: e.waitMs }, 'upstream busy: retrying');
+      else log.warn({ upstream: e.what, status: e.status, retries: e.attempt, reason: e.gaveUp }, 'upstream busy: giving up, the client gets the error');
+    },
   });
+  if (config.allowPrivateRedirects) log.warn('allowPrivateRedirects: upstream redirects may lead to loopback, private and link-local addresses');
   if (config.hfToken) log.warn('service token (hfToken) configured: clients without a token read upstream with it');
   if (config.accessKeys.length > 0) log.info({ keys: config.accessKeys.length }, 'access keys required: clients must send one as their bearer token');
   if (config.allowRepos.length + config.denyRepos.length > 0) log.info({ allowRepos: config.allowRepos, denyRepos: config.denyRepos }, 'repo policy');

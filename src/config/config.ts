@@ -19,6 +19,11 @@ export interface Config {
   upstreamIdleTimeoutSeconds: number;
   fillStartWaitMs: number;
   maxResumes: number;
+  upstreamRetries: number;
+  upstreamRetryMaxWaitSeconds: number;
+  upstreamMinBytesPerSecond: number;
+  allowedRedirectHosts: string[];
+  allowPrivateRedirects: boolean;
   rangeBypassMaxBytes: number;
   offline: boolean;
   publicUrl: string;
@@ -59,6 +64,11 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'upstreamIdleTimeoutSeconds', type: { kind: 'number', min: 0.1, max: 3600 }, default: 60, description: 'Longest silence inside an upstream body before the connection is dropped and resumed.' },
   { key: 'fillStartWaitMs', type: { kind: 'integer', min: 0, max: 9000 }, default: 2000, description: 'On a miss, how long to wait for upstream to start sending before answering the client anyway (clients time out after 10 s).' },
   { key: 'maxResumes', type: { kind: 'integer', min: 0, max: 100 }, default: 5, description: 'How many times a dropped upstream download is resumed (Range + If-Range) before it fails.' },
+  { key: 'upstreamRetries', type: { kind: 'integer', min: 0, max: 10 }, default: 3, description: "How many times an upstream 429 or 5xx (500, 502, 503, 504) is retried, once per file or metadata question however many clients wait. Upstream's `Retry-After` (or the Hub's `RateLimit` reset) is honoured, else exponential backoff with jitter (0.25, 0.5, 1 s…). Metadata retries stay inside metadataTimeoutSeconds." },
+  { key: 'upstreamRetryMaxWaitSeconds', type: { kind: 'number', min: 0, max: 3600 }, default: 30, description: 'Longest `Retry-After` the mirror waits out; if upstream asks for longer, the 429/503 goes to the client at once, with its Retry-After.' },
+  { key: 'upstreamMinBytesPerSecond', type: { kind: 'integer', min: 0, max: 1024 * 1024 * 1024 }, default: 1024, description: 'An upstream body slower than this, averaged over upstreamIdleTimeoutSeconds, counts as stalled (a trickle): the connection is dropped and resumed like any other (maxResumes). 0 disables it.' },
+  { key: 'allowedRedirectHosts', type: { kind: 'list' }, default: ['huggingface.co', '*.huggingface.co', 'hf.co', '*.hf.co', '*.xethub.hf.co'], description: "Hosts an upstream redirect may lead to (the LFS/Xet CDNs), besides the upstream's own host: `host`, `*.domain` (any depth below it), optionally `:port`. A redirect anywhere else is refused with a 502 (no SSRF)." },
+  { key: 'allowPrivateRedirects', type: { kind: 'boolean' }, default: false, description: 'Allow redirects to loopback, private, link-local, unique-local, multicast or reserved addresses (checked on IP literals and on every address a name resolves to, in the connection\'s own DNS lookup). Only for an upstream whose CDN is on a private network (and for tests).' },
   { key: 'rangeBypassMaxBytes', type: { kind: 'integer', min: 0, max: 1024 * 1024 * 1024 }, default: 1024 * 1024, description: 'A Range request of at most this many bytes on a file that is neither cached nor downloading is fetched upstream as that range only, not by downloading the whole file (size probes, safetensors header reads). 0: every request fills the whole file.' },
   { key: 'offline', type: { kind: 'boolean' }, default: false, description: 'Never contact upstream: answer only from the cache (files, metadata, last known branch → commit), everything else fails at once with 503. Logged at startup.' },
   { key: 'publicUrl', type: { kind: 'url', optional: true }, default: '', description: "The mirror's own base URL as clients reach it (e.g. `https://hf-mirror.internal`), used in pagination `Link` headers. Empty: `http://` + the request's Host header when it is a plain host[:port], else the listen address." },

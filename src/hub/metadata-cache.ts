@@ -151,7 +151,8 @@ export class MetadataCache {
   async #ask(req: MetadataRequest, revision: string | undefined, auth: string | undefined): Promise<ApiAnswer> {
     const q = req.question;
     const method: Dispatcher.HttpMethod = q.kind === 'paths-info' ? 'POST' : 'GET';
-    const options = q.kind === 'paths-info' ? { body: pathsInfoBody(q.body), contentType: 'application/json' } : {};
+    // paths-info is a POST that only reads: a 429/5xx may be retried like the GETs.
+    const options = q.kind === 'paths-info' ? { body: pathsInfoBody(q.body), contentType: 'application/json', idempotent: true } : {};
     const raw: UpstreamApiAnswer = await this.#hub.requestApi(method, upstreamApiPath(req.repo, q, revision), auth, options);
     if (raw.statusCode >= 500) throw fromUpstreamStatus(raw.statusCode, raw.headers, describe(raw.url));
     return toApiAnswer(raw, (u) => this.#hub.upstreamPathOf(u, raw.url), { repoScoped: true });

@@ -11,16 +11,21 @@
  *   verified: a full-body reader cannot complete on wrong bytes (it is cut short instead).
  * - A dropped upstream connection is resumed from the current offset with `Range` and a strong
  *   `If-Range`; any answer that is not the continuation of the same bytes fails the fill (never a
- *   splice of two versions). The digest check at the end covers the whole blob anyway.
+ *   splice of two versions). The digest check at the end covers the whole blob anyway. A stalled
+ *   body (no byte for the idle timeout) or a trickle (below `upstreamMinBytesPerSecond` over that
+ *   window) counts as a drop. At most `maxResumes` resumes, then the fill fails cleanly.
+ * - 429/5xx answers are retried by the HubClient (Retry-After, backoff with jitter), once for
+ *   the blob however many readers wait.
  * - On failure the staging file is removed and nothing reaches the index.
  */
 import type { Readable } from 'node:stream';
+import { setTimeout as delay } from 'node:timers/promises';
 import { MirrorError, isMirrorError } from '../errors.js';
 import type { BlobKey } from '../storage/blob-layout.js';
 import type { BlobWriter, FsBlobStore } from '../storage/blob-store.js';
 import { crashPoint } from '../storage/crash-points.js';
 import type { CacheIndex } from '../storage/cache-index.js';
-import type { HubClient } from '../upstream/hub-client.js';
+import type { BodySpeedFloor, HubClient, UpstreamBody } from '../upstream/hub-client.js';
 import { fromNetworkError, fromUpstreamStatus, headerValue } from '../upstream/upstream-errors.js';
 import type { GrowingSource } from './growing-file-reader.js';
 
@@ -185,7 +190,19 @@ export class Fill implements GrowingSource {
         extra.range = `bytes=${offset}-`;
         extra['if-range'] = validator;
       }
-      const res = await deps.hub.openBody(req.upstreamPath, req.auth, extra, this.#abort.signal);
+      // 429/5xx answers are retried inside openBody (Retry-After, backoff); what comes out is final.
+      let res: UpstreamBody;
+      try {
+        res = await deps.hub.openBody(req.upstreamPath, req.auth, extra, this.#abort.signal);
+      } catch (err) {
+        // A resume that cannot connect, or whose headers never come, is one more resume attempt.
+        // The first request's failures are final: nothing was received, the client gets a clean error.
+        if (offset === 0 || !isNetworkFailure(err) || this.#abort.signal.aborted || resumes >= deps.maxResumes) throw err;
+        resumes++;
+        await this.#pause(resumes);
+        continue;
+      }
+      let bodyStarted = false;
       try {
         if (offset === 0) {
           if (res.statusCode !== 200) throw fromUpstreamStatus(res.statusCode, res.headers, `blob ${req.key}`);
@@ -200,14 +217,29 @@ export class Fill implements GrowingSource {
           checkContinuation(res.statusCode, headerValue(res.headers, 'content-range'), offset, req.size);
           deps.onEvent?.('resumed', this);
         }
-        await this.#drain(res.body, writer);
+        bodyStarted = true;
+        await this.#drain(res.body, writer, deps.hub.bodySpeedFloor);
         return;
       } catch (err) {
         discard(res.body);
-        const retryable = !isMirrorError(err) && !this.#abort.signal.aborted && writer.bytesWritten > 0 && validator !== undefined;
+        // A body that broke, stalled or trickled: resume where it stopped (Range + If-Range), or
+        // start over when nothing had landed yet. Anything upstream *said* (a MirrorError) stands.
+        const resumable = writer.bytesWritten > 0 ? validator !== undefined : bodyStarted;
+        const retryable = !isMirrorError(err) && !this.#abort.signal.aborted && resumable;
         if (!retryable || resumes >= deps.maxResumes) throw err;
         resumes++;
       }
+    }
+  }
+
+  /** Backoff before asking again after a resume request failed to connect (0.25 s, 0.5 s, … ≤ 5 s). */
+  async #pause(attempt: number): Promise<void> {
+    const ms = Math.min(5_000, 250 * 2 ** (attempt - 1));
+    try {
+      await delay(ms * (0.5 + 0.5 * Math.random()), undefined, { signal: this.#abort.signal });
+    } catch {
+      const reason: unknown = this.#abort.signal.reason;
+      throw reason instanceof MirrorError ? reason : new MirrorError('UpstreamUnavailable', 'fill cancelled');
     }
   }
 
@@ -216,7 +248,7 @@ export class Fill implements GrowingSource {
    * queued and written together by the next (vectored) write: few syscalls when upstream is fast,
    * no added latency when it is slow. Past MAX_QUEUED_BYTES the body is paused (backpressure).
    */
-  async #drain(body: Readable, writer: BlobWriter): Promise<void> {
+  async #drain(body: Readable, writer: BlobWriter, floor: BodySpeedFloor | undefined): Promise<void> {
     let queue: Buffer[] = [];
     let queued = 0;
     let flushing: Promise<void> | null = null;
@@ -237,16 +269,42 @@ export class Fill implements GrowingSource {
         flushing = null;
       }
     };
+    // A trickle never trips the idle timeout: check the rate once per window and drop the
+    // connection (resumed like any other drop) when fewer bytes came than the floor asks for.
+    // A window in which we held the body back ourselves (disk slower than upstream) is not judged.
+    let windowBytes = 0;
+    let heldBack = false;
+    let heldBackInWindow = false;
+    const speedCheck = floor
+      ? setInterval(() => {
+          const minimum = (floor.bytesPerSecond * floor.windowMs) / 1000;
+          if (windowBytes < minimum && !heldBackInWindow) {
+            const err = new Error(`upstream body too slow: ${windowBytes} bytes in ${floor.windowMs} ms (minimum ${floor.bytesPerSecond} B/s)`);
+            (err as NodeJS.ErrnoException).code = 'UPSTREAM_TOO_SLOW';
+            err.name = 'TimeoutError'; // a failed fill reports it as UpstreamTimeout (504)
+            body.destroy(err);
+          }
+          windowBytes = 0;
+          heldBackInWindow = heldBack;
+        }, floor.windowMs)
+      : undefined;
+    speedCheck?.unref();
     try {
       for await (const chunk of body) {
         if (failed.error) throw failed.error;
         const buf = chunk as Buffer;
+        windowBytes += buf.length;
         queue.push(buf);
         queued += buf.length;
         flushing ??= flush();
-        if (queued >= MAX_QUEUED_BYTES) await flushing;
+        if (queued >= MAX_QUEUED_BYTES) {
+          heldBack = heldBackInWindow = true;
+          await flushing;
+          heldBack = false;
+        }
       }
     } finally {
+      if (speedCheck) clearInterval(speedCheck);
       // Whatever arrived before the body ended or broke is good data: land it, so a resume
       // starts exactly at bytesWritten and never overlaps a write still in flight.
       while (flushing) await flushing;
@@ -259,6 +317,11 @@ export class Fill implements GrowingSource {
       throw err;
     }
   }
+}
+
+/** A failure to reach upstream (refused, reset, timed out) rather than something upstream said. */
+function isNetworkFailure(err: unknown): boolean {
+  return isMirrorError(err) && (err.code === 'UpstreamUnavailable' || err.code === 'UpstreamTimeout') && err.cause !== undefined;
 }
 
 /** Drops an upstream body we no longer want, without an unhandled 'error' event. */

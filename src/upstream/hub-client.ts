@@ -12,13 +12,25 @@
  *   mirror): upstream always sees `Accept: *\/*` and `Accept-Encoding: identity`.
  * - With `offline`, nothing is sent: every call fails at once with UpstreamUnavailable, so the
  *   callers' offline fallbacks answer from the cache.
+ * - 429 and 5xx answers are retried (RetryPolicy: upstream's Retry-After / RateLimit hint, else
+ *   backoff with jitter, `retries` at most). `headFile` and `requestApi` retry only inside the
+ *   metadata timeout, which bounds the whole question; `openBody` (fills, resumes, range
+ *   bypasses) retries the whole redirect chain, so a CDN hop is asked again with a fresh signed
+ *   URL. Coalescing above (one fill per blob, one flight per metadata question) makes that one
+ *   retry sequence however many clients wait.
+ * - Redirects leaving the upstream origin go through the RedirectPolicy (allowed hosts; no
+ *   private, loopback or link-local address, checked on the literal and, in the socket's own DNS
+ *   lookup, on every resolved address) and over a separate pool that carries that lookup.
  */
 import type { Readable } from 'node:stream';
+import { setTimeout as delay } from 'node:timers/promises';
 import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
 import { Agent, type Dispatcher } from 'undici';
 import { MirrorError } from '../errors.js';
 import { fileUrlPath, type FileRequest } from '../hub/repo-ref.js';
 import { KeepAliveHead, type HeadResponse } from './keep-alive-head.js';
+import { DEFAULT_REDIRECT_HOSTS, RedirectPolicy } from './redirect-policy.js';
+import { RetryPolicy, type RetryDecision } from './retry-policy.js';
 import { fromNetworkError, fromUpstreamStatus, headerValue, type Headers } from './upstream-errors.js';
 
 export interface HubClientOptions {
@@ -36,6 +48,41 @@ export interface HubClientOptions {
   connectionsPerOrigin?: number;
   /** Never contact upstream (config `offline`). */
   offline?: boolean;
+  /** Retries of a 429/5xx answer (config `upstreamRetries`, default 3). */
+  retries?: number;
+  /** Longest Retry-After honoured; a longer one is passed to the client at once (default 30 s). */
+  retryMaxWaitMs?: number;
+  /** First backoff step without a Retry-After (default 250 ms). */
+  retryBaseDelayMs?: number;
+  /** Hosts redirects may lead to besides the upstream's own (config `allowedRedirectHosts`). */
+  allowedRedirectHosts?: readonly string[];
+  /** Allow redirects to loopback, private and link-local addresses (config `allowPrivateRedirects`). */
+  allowPrivateRedirects?: boolean;
+  /**
+   * A body slower than this, averaged over `bodyIdleTimeoutMs`, counts as stalled (a trickle):
+   * the fill drops the connection and resumes. 0 disables (config `upstreamMinBytesPerSecond`).
+   */
+  minBodyBytesPerSecond?: number;
+  /** Told about every retry, and about giving up on a retryable answer (for logs). */
+  onRetry?: (event: RetryEvent) => void;
+}
+
+export interface RetryEvent {
+  /** Origin and path asked (never the signed query). */
+  what: string;
+  status: number;
+  /** Retries made before this decision. */
+  attempt: number;
+  /** The wait before the next attempt, when there is one. */
+  waitMs?: number;
+  /** Why there is no next attempt, when there is none. */
+  gaveUp?: NonNullable<RetryDecision['reason']>;
+}
+
+/** What the fill treats as a stalled body: fewer than `bytesPerSecond` over `windowMs`. */
+export interface BodySpeedFloor {
+  bytesPerSecond: number;
+  windowMs: number;
 }
 
 /** What the Hub's HEAD on `/resolve` or `/raw` tells about a file (hf-protocol §4.1). */
@@ -68,6 +115,11 @@ export interface ApiRequestOptions {
   contentType?: string;
   /** Largest answer body accepted (default 32 MiB); a bigger one is an UpstreamError. */
   maxBytes?: number;
+  /**
+   * Whether a 429/5xx may be retried. Default: for GET, HEAD and OPTIONS only; set it for a POST
+   * that only reads (paths-info).
+   */
+  idempotent?: boolean;
 }
 
 export interface UpstreamBody {
@@ -80,7 +132,14 @@ const MAX_REDIRECTS = 5;
 const MAX_API_BODY = 32 * 1024 * 1024;
 
 export class HubClient {
+  /** Connections to the upstream origin (trusted configuration). */
   readonly #agent: Agent;
+  /** Connections to every other origin a redirect leads to (CDN), with the DNS guard. */
+  readonly #redirectAgent: Agent;
+  readonly #redirects: RedirectPolicy;
+  readonly #retry: RetryPolicy;
+  readonly #onRetry: HubClientOptions['onRetry'];
+  readonly #speedFloor: BodySpeedFloor | undefined;
   readonly #base: URL;
   readonly #basePath: string;
   readonly #userAgent: string;
@@ -97,13 +156,33 @@ export class HubClient {
     this.#basePath = this.#base.pathname.replace(/\/+$/, '');
     this.#userAgent = opts.userAgent;
     this.#heads = new KeepAliveHead({ maxSockets: opts.connectionsPerOrigin ?? 128, connectTimeoutMs: opts.connectTimeoutMs });
-    this.#agent = new Agent({
-      connect: { timeout: opts.connectTimeoutMs },
+    const agentOptions = {
       headersTimeout: opts.headersTimeoutMs,
       bodyTimeout: opts.bodyIdleTimeoutMs,
       keepAliveTimeout: 30_000,
       connections: opts.connectionsPerOrigin ?? 128,
+    };
+    this.#agent = new Agent({ ...agentOptions, connect: { timeout: opts.connectTimeoutMs } });
+    this.#redirects = new RedirectPolicy({
+      upstream: this.#base,
+      allowedHosts: opts.allowedRedirectHosts ?? DEFAULT_REDIRECT_HOSTS,
+      allowPrivate: opts.allowPrivateRedirects ?? false,
     });
+    const lookup = this.#redirects.lookup;
+    this.#redirectAgent = new Agent({ ...agentOptions, connect: { timeout: opts.connectTimeoutMs, ...(lookup ? { lookup } : {}) } });
+    this.#retry = new RetryPolicy({
+      retries: opts.retries ?? 3,
+      maxWaitMs: opts.retryMaxWaitMs ?? 30_000,
+      ...(opts.retryBaseDelayMs === undefined ? {} : { baseDelayMs: opts.retryBaseDelayMs }),
+    });
+    this.#onRetry = opts.onRetry;
+    const minRate = opts.minBodyBytesPerSecond ?? 0;
+    this.#speedFloor = minRate > 0 ? { bytesPerSecond: minRate, windowMs: opts.bodyIdleTimeoutMs } : undefined;
+  }
+
+  /** The slowest upstream body the fill accepts before treating it as stalled, if any. */
+  get bodySpeedFloor(): BodySpeedFloor | undefined {
+    return this.#speedFloor;
   }
 
   /** Absolute upstream URL for a path below the upstream base. */
@@ -143,8 +222,9 @@ export class HubClient {
     if (this.#offline) {
       throw new MirrorError('UpstreamUnavailable', `Offline mode (offline: true): upstream is never contacted, and ${describe(url)} is not in the cache`);
     }
+    const agent = url.origin === this.#base.origin ? this.#agent : this.#redirectAgent;
     try {
-      return await this.#agent.request({
+      return await agent.request({
         origin: url.origin,
         path: url.pathname + url.search,
         method,
@@ -168,30 +248,88 @@ export class HubClient {
     }
   }
 
-  /** HEAD of a file URL; throws the Hub's error (with X-Repo-Commit on EntryNotFound). */
+  /**
+   * HEAD of a file URL; throws the Hub's error (with X-Repo-Commit on EntryNotFound). A 429/5xx is
+   * retried while the metadata timeout allows.
+   */
   async headFile(req: FileRequest, auth: string | undefined): Promise<UpstreamFileMeta> {
-    let url = this.url(fileUrlPath(req));
     const signal = AbortSignal.timeout(this.#metadataTimeoutMs);
-    for (let hop = 0; ; hop++) {
-      const res = await this.#head(url, this.#headers(auth), signal);
-      const location = headerValue(res.headers, 'location');
-      const isRedirect = res.statusCode >= 300 && res.statusCode < 400 && location !== undefined;
-      if (isRedirect && isRelativeLocation(location) && hop < MAX_REDIRECTS) {
-        url = new URL(location, url);
-        continue;
+    const deadline = Date.now() + this.#metadataTimeoutMs;
+    for (let attempt = 0; ; attempt++) {
+      let url = this.url(fileUrlPath(req));
+      let res: HeadResponse;
+      let isRedirect: boolean;
+      for (let hop = 0; ; hop++) {
+        res = await this.#head(url, this.#headers(auth), signal);
+        const location = headerValue(res.headers, 'location');
+        isRedirect = res.statusCode >= 300 && res.statusCode < 400 && location !== undefined;
+        if (isRedirect && location !== undefined && isRelativeLocation(location) && hop < MAX_REDIRECTS) {
+          url = new URL(location, url);
+          continue;
+        }
+        break;
       }
-      if (res.statusCode >= 400) throw fromUpstreamStatus(res.statusCode, res.headers, describe(url));
+      if (res.statusCode >= 400) {
+        if (await this.#retryAfterAnswer(res.statusCode, res.headers, attempt, url, signal, deadline)) continue;
+        throw fromUpstreamStatus(res.statusCode, res.headers, describe(url));
+      }
       if (res.statusCode >= 300 && !isRedirect) throw fromUpstreamStatus(502, res.headers, describe(url));
       return parseFileMeta(res.headers, isRedirect, describe(url));
     }
   }
 
   /**
+   * Decides about a 429/5xx answer: waits and returns true when it is to be asked again, returns
+   * false when it stands. With a `deadline`, only retries that leave time for an attempt.
+   */
+  async #retryAfterAnswer(status: number, headers: Headers, attempt: number, url: URL, signal: AbortSignal | undefined, deadline?: number): Promise<boolean> {
+    const now = Date.now();
+    const remaining = deadline === undefined ? undefined : deadline - now;
+    const minAttemptMs = Math.min(1000, this.#metadataTimeoutMs / 4);
+    const decision = this.#retry.decide(status, headers, attempt, now, remaining, minAttemptMs);
+    if (decision.waitMs === undefined) {
+      if (decision.reason !== 'not retryable' && decision.reason !== undefined) this.#onRetry?.({ what: describe(url), status, attempt, gaveUp: decision.reason });
+      return false;
+    }
+    this.#onRetry?.({ what: describe(url), status, attempt, waitMs: decision.waitMs });
+    try {
+      await delay(decision.waitMs, undefined, signal ? { signal } : {});
+    } catch (err) {
+      const reason: unknown = signal?.reason;
+      if (reason instanceof MirrorError) throw reason;
+      throw fromNetworkError(err, describe(url));
+    }
+    return true;
+  }
+
+  /**
    * GET with redirects followed server-side. `Authorization` goes to the upstream origin only and
-   * is dropped for the rest of the chain once a hop leaves it. Returns the final answer, whatever
-   * its status; the caller consumes or destroys `body`.
+   * is dropped for the rest of the chain once a hop leaves it; a hop the RedirectPolicy refuses
+   * fails with a 502 UpstreamError. A 429/5xx is retried (the whole chain) within the retry
+   * budget. Returns the final answer, whatever its status; the caller consumes or destroys `body`.
    */
   async openBody(pathAndQuery: string, auth: string | undefined, extra: Record<string, string>, signal?: AbortSignal): Promise<UpstreamBody> {
+    for (let attempt = 0; ; attempt++) {
+      const { url, res } = await this.#followRedirects(pathAndQuery, auth, extra, signal);
+      if (res.statusCode >= 400) {
+        let again: boolean;
+        try {
+          again = await this.#retryAfterAnswer(res.statusCode, res.headers, attempt, url, signal);
+        } catch (err) {
+          discardBody(res.body);
+          throw err;
+        }
+        if (again) {
+          discardBody(res.body);
+          continue;
+        }
+      }
+      return { statusCode: res.statusCode, headers: res.headers, body: res.body };
+    }
+  }
+
+  /** One GET down the redirect chain; the last hop's answer, whatever its status. */
+  async #followRedirects(pathAndQuery: string, auth: string | undefined, extra: Record<string, string>, signal?: AbortSignal) {
     let url = this.url(pathAndQuery);
     let token = auth;
     for (let hop = 0; ; hop++) {
@@ -199,12 +337,13 @@ export class HubClient {
       const res = await this.#send('GET', url, this.#headers(token, extra), signal);
       const location = headerValue(res.headers, 'location');
       if (res.statusCode >= 300 && res.statusCode < 400 && location !== undefined) {
+        // A redirect's body is a line of text: read it off so the connection can be reused.
         res.body.resume();
         if (hop >= MAX_REDIRECTS) throw new MirrorError('UpstreamError', `Too many upstream redirects for ${describe(url)}`);
         url = this.#redirectTarget(location, url);
         continue;
       }
-      return { statusCode: res.statusCode, headers: res.headers, body: res.body };
+      return { url, res };
     }
   }
 
@@ -216,8 +355,29 @@ export class HubClient {
   async requestApi(method: Dispatcher.HttpMethod, pathAndQuery: string, auth: string | undefined, opts: ApiRequestOptions = {}): Promise<UpstreamApiAnswer> {
     const url = this.url(pathAndQuery);
     const signal = AbortSignal.timeout(this.#metadataTimeoutMs);
+    const deadline = Date.now() + this.#metadataTimeoutMs;
     const extra: Record<string, string> = opts.contentType ? { 'content-type': opts.contentType } : {};
-    const res = await this.#send(method, url, this.#headers(auth, extra), signal, opts.body);
+    const retryable = opts.idempotent ?? (method === 'GET' || method === 'HEAD' || method === 'OPTIONS');
+    for (let attempt = 0; ; attempt++) {
+      const res = await this.#send(method, url, this.#headers(auth, extra), signal, opts.body);
+      if (retryable && res.statusCode >= 400) {
+        let again: boolean;
+        try {
+          again = await this.#retryAfterAnswer(res.statusCode, res.headers, attempt, url, signal, deadline);
+        } catch (err) {
+          discardBody(res.body);
+          throw err;
+        }
+        if (again) {
+          discardBody(res.body);
+          continue;
+        }
+      }
+      return this.#bufferApiAnswer(res, url, opts);
+    }
+  }
+
+  async #bufferApiAnswer(res: Dispatcher.ResponseData, url: URL, opts: ApiRequestOptions): Promise<UpstreamApiAnswer> {
     const max = opts.maxBytes ?? MAX_API_BODY;
     const chunks: Buffer[] = [];
     let total = 0;
@@ -243,7 +403,7 @@ export class HubClient {
     return { statusCode: res.statusCode, headers, body, url };
   }
 
-  /** The next hop of a redirect: http(s) only. */
+  /** The next hop of a redirect: http(s) only, and only where the RedirectPolicy allows. */
   #redirectTarget(location: string, from: URL): URL {
     let next: URL;
     try {
@@ -251,16 +411,20 @@ export class HubClient {
     } catch {
       throw new MirrorError('UpstreamError', 'Upstream sent an invalid redirect');
     }
-    if (next.protocol !== 'https:' && next.protocol !== 'http:') {
-      throw new MirrorError('UpstreamError', `Upstream redirect to a ${next.protocol} URL refused`);
-    }
+    this.#redirects.check(next, next.protocol === 'http:' || next.protocol === 'https:' ? describe(next) : next.protocol);
     return next;
   }
 
   async close(): Promise<void> {
     this.#heads.close();
-    await this.#agent.close();
+    await Promise.all([this.#agent.close(), this.#redirectAgent.close()]);
   }
+}
+
+/** Drops an upstream body we no longer want, without an unhandled 'error' event. */
+function discardBody(body: Readable): void {
+  body.on('error', () => undefined);
+  body.destroy();
 }
 
 /** Undoes a `Content-Encoding` upstream applied although it was asked for `identity`. */

@@ -5,6 +5,7 @@
  */
 import { errors as undiciErrors } from 'undici';
 import { MirrorError } from '../errors.js';
+import { retryAfterSeconds } from './retry-policy.js';
 
 export type HeaderValue = string | string[] | undefined;
 export type Headers = Record<string, HeaderValue>;
@@ -30,6 +31,11 @@ export function fromUpstreamStatus(status: number, headers: Headers, what: strin
   if (commit && /^[0-9a-f]{40}$/.test(commit)) extra['X-Repo-Commit'] = commit;
   const retryAfter = clean(headerValue(headers, 'retry-after'), 40);
   if (retryAfter && /^[\w ,:]+$/.test(retryAfter)) extra['Retry-After'] = retryAfter;
+  else {
+    // The Hub's `RateLimit: "api";r=0;t=55` says the same thing: clients only understand Retry-After.
+    const hinted = retryAfterSeconds(headers);
+    if (hinted) extra['Retry-After'] = hinted;
+  }
 
   if (code === 'RevisionNotFound') return new MirrorError('RevisionNotFound', message ?? 'Revision not found', { headers: extra });
   if (code === 'EntryNotFound') return new MirrorError('EntryNotFound', message ?? 'Entry not found', { headers: extra });
@@ -44,12 +50,18 @@ export function fromUpstreamStatus(status: number, headers: Headers, what: strin
   if (status >= 400 && status < 500) {
     return new MirrorError('UpstreamRejected', message ?? `Upstream answered ${status} for ${what}`, { status, headers: extra });
   }
+  // Upstream's own "unavailable" and "timeout" stay what they are (with their Retry-After): the
+  // client's backoff is the right answer to them. Anything else 5xx is upstream's fault: 502.
+  if (status === 503) return new MirrorError('UpstreamUnavailable', `Upstream answered 503 (unavailable) for ${what}`, { headers: extra });
+  if (status === 504) return new MirrorError('UpstreamTimeout', `Upstream answered 504 (gateway timeout) for ${what}`, { headers: extra });
   return new MirrorError('UpstreamError', `Upstream answered ${status} for ${what}`, { headers: extra });
 }
 
 /** A thrown network error (connect refused, DNS, timeout, reset) → 503/504. */
 export function fromNetworkError(err: unknown, what: string): MirrorError {
   if (err instanceof MirrorError) return err;
+  const refused = forbiddenAddressOf(err);
+  if (refused) return new MirrorError('UpstreamError', `Upstream redirect refused: ${refused.message}`, { cause: err });
   const name = (err as { name?: string } | null)?.name;
   // An aborted request reports the abort's reason as its cause (AbortSignal.timeout → TimeoutError).
   const causeName = (err as { cause?: { name?: string } } | null)?.cause?.name;
@@ -70,4 +82,21 @@ export function fromNetworkError(err: unknown, what: string): MirrorError {
 /** True for failures that mean "upstream cannot be asked right now" (offline fallback applies). */
 export function isUnreachable(err: unknown): boolean {
   return err instanceof MirrorError && (err.code === 'UpstreamUnavailable' || err.code === 'UpstreamTimeout' || err.code === 'UpstreamError');
+}
+
+/** Thrown by the redirect policy's DNS guard when a redirect target resolves to a forbidden address. */
+export class ForbiddenAddressError extends Error {
+  readonly code = 'ERR_HUBCACHE_FORBIDDEN_ADDRESS';
+  constructor(message: string) {
+    super(message);
+    this.name = 'ForbiddenAddressError';
+  }
+}
+
+/** The ForbiddenAddressError behind `err` (undici may wrap the connect error), if any. */
+function forbiddenAddressOf(err: unknown): ForbiddenAddressError | undefined {
+  for (let e: unknown = err, depth = 0; e && depth < 4; e = (e as { cause?: unknown }).cause, depth++) {
+    if (e instanceof ForbiddenAddressError) return e;
+  }
+  return undefined;
 }

@@ -32,7 +32,8 @@ export function runCli(args: string[], env: Record<string, string> = {}): { chil
 }
 
 export async function startMirrorProcess(upstream: string, dataDir: string, env: Record<string, string> = {}): Promise<MirrorProcess> {
-  const { child, output, exited } = runCli(['serve', '--host', '127.0.0.1', '--port', '0', '--data-dir', dataDir, '--upstream', upstream, '--log-level', 'info'], env);
+  // The fake CDN is on 127.0.0.1: loopback redirects must be allowed.
+  const { child, output, exited } = runCli(['serve', '--host', '127.0.0.1', '--port', '0', '--data-dir', dataDir, '--upstream', upstream, '--log-level', 'info'], { HUBCACHE_ALLOW_PRIVATE_REDIRECTS: 'true', ...env });
   const url = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`mirror did not start:\n${output.join('\n')}`)), 30_000);
     const check = () => {

@@ -24,7 +24,8 @@ export interface TestMirror {
 
 export async function startMirror(upstream: string, overrides: Partial<Config> = {}): Promise<TestMirror> {
   const dataDir = overrides.dataDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'hubcache-test-'));
-  const config: Config = { ...DEFAULT_CONFIG, host: '127.0.0.1', port: 0, logLevel: 'info', ...overrides, upstream, dataDir };
+  // The fake CDN is on 127.0.0.1 (the upstream's own host, so allowed): tests must allow loopback redirects.
+  const config: Config = { ...DEFAULT_CONFIG, host: '127.0.0.1', port: 0, logLevel: 'info', allowPrivateRedirects: true, ...overrides, upstream, dataDir };
   const logs: string[] = [];
   const sink = new Writable({
     write(chunk: Buffer, _enc, cb) {

@@ -3,8 +3,8 @@
  * and by the integration tests (same code path, temp dirs, port 0). `close()` drains: stops
  * accepting, cancels fills, closes the upstream pool and the index.
  */
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
 import { createAdaptorServer } from '@hono/node-server';
 import type { Logger } from 'pino';
 import { createApp } from './app.js';
@@ -20,6 +20,7 @@ import { CacheIndex } from './storage/cache-index.js';
 import { HubClient } from './upstream/hub-client.js';
 import fsp from 'node:fs/promises';
 import { DataDirLock } from './storage/data-dir-lock.js';
+import { DiskSpace } from './storage/disk-space.js';
 import { reconcile } from './storage/reconcile.js';
 
 export interface RunningServer {
@@ -49,7 +50,13 @@ export async function openDataDir(dataDir: string, log: Logger): Promise<OpenDat
   try {
     const store = new FsBlobStore(layout);
     await store.init();
-    const index = CacheIndex.open(layout.indexPath);
+    const index = CacheIndex.open(layout.indexPath, {
+      onWriteProblem: (event, detail) => {
+        if (event === 'caught-up') log.info(detail, 'index: deferred writes landed');
+        else if (event === 'dropped') log.error(detail, 'index: deferred writes dropped (metadata is asked again, blobs are adopted at the next start)');
+        else log.warn(detail, 'index busy or full: writes deferred, the mirror keeps serving');
+      },
+    });
     const report = await reconcile(store, index);
     if (report.forgotten.length + report.adopted.length + report.removed.length > 0) {
       log.warn({ checked: report.checked, forgotten: report.forgotten.length, adopted: report.adopted.length, removed: report.removed.length }, 'reconciled the index with the disk');
@@ -101,6 +108,9 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     hub,
     maxResumes: config.maxResumes,
     rangeBypassMaxBytes: config.rangeBypassMaxBytes,
+    maxConcurrentFills: config.maxConcurrentFills,
+    maxQueuedFills: config.maxQueuedFills,
+    diskSpace: new DiskSpace(layout.root, config.minFreeBytes),
     onFillEvent: (event, key, error) => {
       if (event === 'failed') log.warn({ blob: key, code: error?.code, message: error?.message }, 'fill failed');
       else log.info({ blob: key }, `fill ${event}`);
@@ -129,14 +139,34 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     hfToken: config.hfToken,
   });
 
-  const server = createAdaptorServer({ fetch: app.fetch, createServer }) as Server;
-  // Slowloris guard without cutting long downloads: headers must arrive in 30 s, bodies are unbounded.
-  server.headersTimeout = 30_000;
-  server.requestTimeout = 0;
-  server.keepAliveTimeout = 65_000;
+  // Slowloris guard without cutting long downloads: headers must arrive within
+  // clientHeadersTimeoutSeconds (checked at least every second), bodies are unbounded, and a
+  // connection on which nothing moves for clientIdleTimeoutSeconds is closed.
+  const headersTimeout = config.clientHeadersTimeoutSeconds * 1000;
+  const server = createAdaptorServer({
+    fetch: app.fetch,
+    createServer,
+    serverOptions: { headersTimeout, requestTimeout: 0, connectionsCheckingInterval: Math.min(1_000, Math.max(100, headersTimeout / 4)) },
+  }) as Server;
+  server.keepAliveTimeout = config.clientKeepAliveTimeoutSeconds * 1000;
+  server.timeout = config.clientIdleTimeoutSeconds * 1000;
+  // Node enforces headersTimeout only while header bytes keep arriving: a connection that sends
+  // nothing, or a few bytes and then nothing, would be held until the idle timeout. Its first
+  // request's headers must be complete within the same time (later ones: keepAliveTimeout).
+  const answered = new WeakSet<Socket>();
+  server.on('request', (req: IncomingMessage) => answered.add(req.socket));
+  server.on('connection', (socket: Socket) => {
+    const timer = setTimeout(() => {
+      if (!answered.has(socket)) socket.destroy();
+    }, headersTimeout);
+    timer.unref();
+    socket.once('close', () => clearTimeout(timer));
+  });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(config.port, config.host, () => {
+    // A deep accept queue (the kernel caps it at net.core.somaxconn): a burst of thousands of
+    // clients connecting at once must not overflow it (dropped SYNs cost clients seconds).
+    server.listen({ port: config.port, host: config.host, backlog: 4096 }, () => {
       server.off('error', reject);
       resolve();
     });
@@ -144,7 +174,13 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   const port = (server.address() as AddressInfo).port;
   const shownHost = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
   url = `http://${shownHost.includes(':') ? `[${shownHost}]` : shownHost}:${port}`;
-  const flushTimer = setInterval(() => index.flushTouches(), 5_000);
+  const flushTimer = setInterval(() => {
+    try {
+      index.flushTouches();
+    } catch (err) {
+      log.warn({ err: { message: (err as Error).message } }, 'index: access times not written');
+    }
+  }, 5_000);
   flushTimer.unref();
   log.info({ url, dataDir: layout.root, upstream: config.upstream }, 'hubcache listening');
 

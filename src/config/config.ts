@@ -25,6 +25,12 @@ export interface Config {
   allowedRedirectHosts: string[];
   allowPrivateRedirects: boolean;
   rangeBypassMaxBytes: number;
+  maxConcurrentFills: number;
+  maxQueuedFills: number;
+  minFreeBytes: number;
+  clientHeadersTimeoutSeconds: number;
+  clientKeepAliveTimeoutSeconds: number;
+  clientIdleTimeoutSeconds: number;
   offline: boolean;
   publicUrl: string;
   hfToken: string;
@@ -70,6 +76,12 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'allowedRedirectHosts', type: { kind: 'list' }, default: ['huggingface.co', '*.huggingface.co', 'hf.co', '*.hf.co', '*.xethub.hf.co'], description: "Hosts an upstream redirect may lead to (the LFS/Xet CDNs), besides the upstream's own host: `host`, `*.domain` (any depth below it), optionally `:port`. A redirect anywhere else is refused with a 502 (no SSRF)." },
   { key: 'allowPrivateRedirects', type: { kind: 'boolean' }, default: false, description: 'Allow redirects to loopback, private, link-local, unique-local, multicast or reserved addresses (checked on IP literals and on every address a name resolves to, in the connection\'s own DNS lookup). Only for an upstream whose CDN is on a private network (and for tests).' },
   { key: 'rangeBypassMaxBytes', type: { kind: 'integer', min: 0, max: 1024 * 1024 * 1024 }, default: 1024 * 1024, description: 'A Range request of at most this many bytes on a file that is neither cached nor downloading is fetched upstream as that range only, not by downloading the whole file (size probes, safetensors header reads). 0: every request fills the whole file.' },
+  { key: 'maxConcurrentFills', type: { kind: 'integer', min: 1, max: 10_000 }, default: 16, description: 'Most files downloaded from upstream at once. Further cache misses wait in a first-come first-served queue (their clients wait as for a slow upstream); requests for a file already downloading, cache hits and small range reads never wait.' },
+  { key: 'maxQueuedFills', type: { kind: 'integer', min: 0, max: 1_000_000 }, default: 1000, description: 'Most cache misses waiting for a download slot. Past it a new miss is answered at once with 503, `X-Error-Code: Overloaded` and `Retry-After`.' },
+  { key: 'minFreeBytes', type: { kind: 'integer', min: 0, max: Number.MAX_SAFE_INTEGER }, default: 1024 * 1024 * 1024, description: 'Free space always left on the cache disk. A download that would not fit (free space minus this, minus what downloads in progress still need) is refused up front with 507 `InsufficientStorage`.' },
+  { key: 'clientHeadersTimeoutSeconds', type: { kind: 'number', min: 1, max: 600 }, default: 30, description: 'Longest time a client may take to send its request headers before the connection is closed (slowloris guard). Response bodies have no time limit.' },
+  { key: 'clientKeepAliveTimeoutSeconds', type: { kind: 'number', min: 0.1, max: 3600 }, default: 65, description: 'How long an idle keep-alive client connection stays open between requests (above the 60 s idle timeout of common load balancers).' },
+  { key: 'clientIdleTimeoutSeconds', type: { kind: 'number', min: 0, max: 86_400 }, default: 120, description: 'A client connection on which nothing moves for this long (a client that stopped reading) is closed. Above the upstream idle timeout, so a stalled upstream is resumed first. 0: never.' },
   { key: 'offline', type: { kind: 'boolean' }, default: false, description: 'Never contact upstream: answer only from the cache (files, metadata, last known branch → commit), everything else fails at once with 503. Logged at startup.' },
   { key: 'publicUrl', type: { kind: 'url', optional: true }, default: '', description: "The mirror's own base URL as clients reach it (e.g. `https://hf-mirror.internal`), used in pagination `Link` headers. Empty: `http://` + the request's Host header when it is a plain host[:port], else the listen address." },
   { key: 'hfToken', type: { kind: 'string', optional: true }, default: '', description: 'Service token sent upstream for clients that send none (e.g. transformers.js, which never sends one to a mirror). Risk: everyone who can reach the mirror can read what this token can read; combine with accessKeys. Never logged.' },

@@ -5,8 +5,14 @@
  *
  * However many requests ask for a blob at once, one Fill runs; every reader streams from the disk
  * at its own pace, so a slow client never slows the fill or the others.
+ *
+ * Resources (test-plan S7, T26, T28): at most `maxConcurrentFills` fills run at once, further
+ * misses wait in a FIFO queue (joinable like a running fill; their clients wait as for a slow
+ * upstream) and past `maxQueuedFills` a miss is refused at once (503 Overloaded). Before a fill is
+ * admitted, the disk must hold it: free space, less `minFreeBytes`, less what admitted fills still
+ * have to write (507 InsufficientStorage otherwise). Joiners, hits and bypasses are never limited.
  */
-import { Readable } from 'node:stream';
+import { PassThrough, Readable, pipeline } from 'node:stream';
 import type { ByteSpan } from '../http/byte-range.js';
 import { MirrorError } from '../errors.js';
 import type { FileEntry } from '../hub/file-resolver.js';
@@ -15,7 +21,9 @@ import type { BlobKey } from '../storage/blob-layout.js';
 import type { FsBlobStore } from '../storage/blob-store.js';
 import type { CacheIndex } from '../storage/cache-index.js';
 import type { HubClient } from '../upstream/hub-client.js';
+import { DiskSpace, formatBytes } from '../storage/disk-space.js';
 import { Fill } from './fill.js';
+import { FillLimiter } from './fill-limiter.js';
 import { fromUpstreamStatus, headerValue } from '../upstream/upstream-errors.js';
 import { Flights, PromiseFlights } from './flights.js';
 import { GrowingFileReader } from './growing-file-reader.js';
@@ -52,7 +60,27 @@ export interface MirrorOptions {
    * whole file. 0 disables it.
    */
   rangeBypassMaxBytes: number;
+  /** Fills running at once (default 16); more wait in a FIFO queue. */
+  maxConcurrentFills?: number;
+  /** Misses waiting for a fill slot (default 1000); past it a miss is refused with 503 Overloaded. */
+  maxQueuedFills?: number;
+  /** Free-space guard of the data dir; omitted: no check. */
+  diskSpace?: DiskSpace;
   onFillEvent?: (event: 'started' | 'committed' | 'failed' | 'resumed', key: BlobKey, error?: MirrorError) => void;
+}
+
+/**
+ * A fill admitted by the limiter: queued until a slot is free, then running. It is what the
+ * flights map holds, so requests for the same blob join it whether it runs yet or not.
+ */
+interface FillFlight {
+  readonly size: number;
+  /** The Fill, once it has a slot. */
+  readonly fill: Fill | undefined;
+  /** Resolves with the Fill when it starts; rejects if it never does (shutdown). */
+  readonly running: Promise<Fill>;
+  /** Settles with the fill: resolves when committed, rejects when failed (or never started). */
+  readonly done: Promise<void>;
 }
 
 export class Mirror {
@@ -60,7 +88,9 @@ export class Mirror {
   readonly #index: CacheIndex;
   readonly #hub: HubClient;
   readonly #maxResumes: number;
-  readonly #fills = new Flights<Fill>((fill) => fill.done);
+  readonly #fills = new Flights<FillFlight>((flight) => flight.done);
+  readonly #limiter: FillLimiter;
+  readonly #diskSpace: DiskSpace | undefined;
   readonly #slices = new PromiseFlights<Buffer>();
   readonly #rangeBypassMaxBytes: number;
   readonly #onFillEvent: MirrorOptions['onFillEvent'];
@@ -72,6 +102,8 @@ export class Mirror {
     this.#hub = opts.hub;
     this.#maxResumes = opts.maxResumes;
     this.#onFillEvent = opts.onFillEvent;
+    this.#limiter = new FillLimiter(opts.maxConcurrentFills ?? 16, opts.maxQueuedFills ?? 1000);
+    this.#diskSpace = opts.diskSpace;
   }
 
   /** Whether the blob is verified and on disk (for HEAD's cache status; no I/O beyond the index). */
@@ -98,9 +130,53 @@ export class Mirror {
     if (!running && span && span.end - span.start + 1 <= this.#rangeBypassMaxBytes && span.end - span.start + 1 < entry.size) {
       return this.#bypass(entry, auth, span);
     }
-    const { value: fill, joined } = this.#fills.run(key, () => {
+    // A new fill must fit on the disk (joining one needs nothing more). The check awaits statfs:
+    // whoever started this blob's fill meanwhile is joined below instead.
+    if (!this.#fills.get(key)) await this.#checkSpace(entry);
+    const { value: flight, joined } = this.#fills.run(key, () => this.#admit(entry, auth));
+    if (flight.fill?.state === 'committed') return this.#hit(key, entry.size);
+    if (entry.size === 0) await flight.done; // nothing to hold back: wait for the verification
+    return {
+      size: entry.size,
+      cacheStatus: joined ? 'joined' : 'miss',
+      // Small files are worth waiting for whole: a bad body then becomes a clean error response.
+      ready: entry.size <= SMALL_FILE_BYTES ? flight.done : flight.running.then((fill) => fill.started),
+      createReader: (start, end) => (flight.fill ? new GrowingFileReader(flight.fill, start, end) : deferredReader(flight.running, start, end)),
+    };
+  }
+
+  /**
+   * Refuses (507) a fill the disk cannot hold: the bytes it needs, plus what admitted fills still
+   * have to write, plus `minFreeBytes`, must be available. When free space cannot be read, the
+   * fill goes ahead (ENOSPC would still fail it cleanly).
+   */
+  async #checkSpace(entry: FileEntry): Promise<void> {
+    if (!this.#diskSpace) return;
+    let available: number;
+    try {
+      available = await this.#diskSpace.available();
+    } catch {
+      return;
+    }
+    if (this.#fills.get(entry.blobKey)) return; // started meanwhile: joining costs no space
+    const reserved = this.reservedBytes;
+    const minFree = this.#diskSpace.minFreeBytes;
+    if (entry.size + reserved + minFree > available) {
+      throw new MirrorError(
+        'InsufficientStorage',
+        `Not enough free space in the mirror's cache for ${entry.request.path} (${formatBytes(entry.size)}): ` +
+          `${formatBytes(available)} free, ${formatBytes(reserved)} promised to downloads in progress, ${formatBytes(minFree)} kept free (minFreeBytes)`,
+      );
+    }
+  }
+
+  /** Starts the fill now if a slot is free, else queues it (throws Overloaded when the queue is full). */
+  #admit(entry: FileEntry, auth: string | undefined): FillFlight {
+    const key = entry.blobKey;
+    let started: Fill | undefined;
+    const start = (): Fill => {
       this.#onFillEvent?.('started', key);
-      return Fill.start(
+      const fill = Fill.start(
         { key, size: entry.size, upstreamPath: fileUrlPath({ ...entry.request, revision: entry.commit }), auth },
         {
           store: this.#store,
@@ -110,16 +186,31 @@ export class Mirror {
           onEvent: (event, f, error) => this.#onFillEvent?.(event, f.key, error),
         },
       );
-    });
-    if (fill.state === 'committed') return this.#hit(key, entry.size);
-    if (entry.size === 0) await fill.done; // nothing to hold back: wait for the verification
+      started = fill;
+      const release = (): void => this.#limiter.release();
+      fill.done.then(release, release);
+      return fill;
+    };
+    // A free slot starts the fill now; else `start` runs when a slot is handed over.
+    const running = this.#limiter.tryAcquire() ? Promise.resolve(start()) : this.#limiter.wait().then(start);
+    const done = running.then((fill) => fill.done);
+    running.catch(() => undefined);
+    done.catch(() => undefined);
     return {
       size: entry.size,
-      cacheStatus: joined ? 'joined' : 'miss',
-      // Small files are worth waiting for whole: a bad body then becomes a clean error response.
-      ready: entry.size <= SMALL_FILE_BYTES ? fill.done : fill.started,
-      createReader: (start, end) => new GrowingFileReader(fill, start, end),
+      get fill() {
+        return started;
+      },
+      running,
+      done,
     };
+  }
+
+  /** Bytes that admitted fills (running or queued) still have to write. */
+  get reservedBytes(): number {
+    let n = 0;
+    for (const f of this.#fills.values()) n += f.size - (f.fill?.bytesWritten ?? 0);
+    return n;
   }
 
   /** One upstream ranged GET per (blob, span) however many ask at once; the slice stays in memory only. */
@@ -171,15 +262,39 @@ export class Mirror {
     };
   }
 
-  /** Fills in progress (for health and metrics). */
+  /** Fills admitted: running or queued (for health and metrics). */
   get activeFills(): number {
     return this.#fills.size;
   }
 
-  /** Cancels running fills and waits for them to settle (shutdown). */
-  async close(): Promise<void> {
-    const fills = [...this.#fills.values()];
-    for (const f of fills) f.cancel();
-    await Promise.allSettled(fills.map((f) => f.done));
+  /** Fills waiting for a slot. */
+  get queuedFills(): number {
+    return this.#limiter.queued;
   }
+
+  /** Cancels queued and running fills and waits for them to settle (shutdown). */
+  async close(): Promise<void> {
+    // Queued fills first: a cancelled fill hands its slot on, and nothing may start now.
+    this.#limiter.close(new MirrorError('UpstreamUnavailable', 'mirror shutting down'));
+    const flights = [...this.#fills.values()];
+    for (const f of flights) f.fill?.cancel();
+    await Promise.allSettled(flights.map((f) => f.done));
+  }
+}
+
+/**
+ * A reader of a fill still waiting for its slot: headers may already be sent (fillStartWaitMs),
+ * bytes flow once the fill runs. Destroying it (client gone) before then costs nothing.
+ */
+function deferredReader(running: Promise<Fill>, start: number, end: number): Readable {
+  const out = new PassThrough({ highWaterMark: 256 * 1024 });
+  // Once upstream answered, the staging file exists for the reader to open.
+  running.then((fill) => fill.started.then(() => fill)).then(
+    (fill) => {
+      if (out.destroyed) return;
+      pipeline(new GrowingFileReader(fill, start, end), out, () => undefined);
+    },
+    (err: unknown) => out.destroy(err instanceof Error ? err : new Error(String(err))),
+  );
+  return out;
 }

@@ -8,6 +8,7 @@
  *   On mismatch it throws `IntegrityError` and removes the staging file.
  * - `abort()` removes the staging file; it is idempotent and safe after a failed commit.
  * Blobs are immutable: committing a key that already exists just replaces it with identical bytes.
+ * A full disk (ENOSPC, EDQUOT) surfaces as `InsufficientStorage`, whatever step hit it.
  */
 import { createHash, randomBytes, type Hash } from 'node:crypto';
 import fs from 'node:fs';
@@ -16,6 +17,7 @@ import path from 'node:path';
 import { MirrorError } from '../errors.js';
 import { BlobLayout, parseBlobKey, type BlobKey } from './blob-layout.js';
 import { crashPoint } from './crash-points.js';
+import { diskFullError } from './disk-space.js';
 
 export interface BlobWriter {
   readonly key: BlobKey;
@@ -82,7 +84,9 @@ export class FsBlobStore {
 
   async createWriter(key: BlobKey, size: number): Promise<BlobWriter> {
     const stagingPath = this.layout.stagingPath(`${randomBytes(12).toString('hex')}.part`);
-    const handle = await fsp.open(stagingPath, 'wx', 0o644);
+    const handle = await fsp.open(stagingPath, 'wx', 0o644).catch((err: unknown) => {
+      throw diskFullError(err, key);
+    });
     return new FsBlobWriter(key, size, stagingPath, handle, this.layout.blobPath(key));
   }
 }
@@ -118,10 +122,14 @@ class FsBlobWriter implements BlobWriter {
     }
     let done = 0;
     let rest = chunks;
-    while (done < total) {
-      const { bytesWritten } = await this.#handle.writev(rest as Uint8Array[], this.#written + done);
-      done += bytesWritten;
-      if (done < total) rest = remainder(chunks, done); // short write (rare on regular files)
+    try {
+      while (done < total) {
+        const { bytesWritten } = await this.#handle.writev(rest as Uint8Array[], this.#written + done);
+        done += bytesWritten;
+        if (done < total) rest = remainder(chunks, done); // short write (rare on regular files)
+      }
+    } catch (err) {
+      throw diskFullError(err, this.key);
     }
     for (const c of chunks) this.#hasher.update(c);
     this.#written += total;
@@ -150,7 +158,7 @@ class FsBlobWriter implements BlobWriter {
       return this.#finalPath;
     } catch (err) {
       await this.abort();
-      throw err;
+      throw diskFullError(err, this.key);
     }
   }
 

@@ -10,8 +10,16 @@
  *
  * All statements are prepared once. Writes happen on this one connection; better-sqlite3 is
  * synchronous, so every call here is short and the busy timeout is kept low.
+ *
+ * Writes degrade instead of failing (test-plan F7/F8): when the database is locked by another
+ * connection (SQLITE_BUSY after the short busy timeout) or the disk is full (SQLITE_FULL), the
+ * write waits in memory, in order, and is retried every second until it lands; meanwhile reads of
+ * refs and blobs see the waiting writes, so the mirror keeps answering as if they had landed.
+ * Nothing of this is needed for correctness after a crash: reconcile adopts a verified blob whose
+ * row never landed, and metadata is asked upstream again.
  */
 import Database from 'better-sqlite3';
+import { systemClock } from '../clock.js';
 import type { BlobKey } from './blob-layout.js';
 import { MIGRATIONS } from './migrations.js';
 import type { FileView, RepoRef } from '../hub/repo-ref.js';
@@ -53,6 +61,27 @@ export interface ApiResponseRow {
   storedAt: number;
 }
 
+export interface CacheIndexOptions {
+  /**
+   * How long a write waits for another connection's lock before it is deferred. The event loop is
+   * blocked meanwhile (better-sqlite3 is synchronous): keep it short.
+   */
+  busyTimeoutMs?: number;
+  /** Writes were deferred (database busy or full), caught up, or dropped (too many waiting). */
+  onWriteProblem?: (event: 'deferred' | 'caught-up' | 'dropped', detail: { error?: string; pending: number }) => void;
+}
+
+/** Deferred writes are retried this often. */
+const RETRY_MS = 1_000;
+/** Deferred writes kept at most; later ones are dropped (metadata is asked again, blobs are adopted at start). */
+const MAX_PENDING_WRITES = 50_000;
+
+/** SQLite errors that say "not now" (locked, busy, disk full, I/O): the write is retried later. */
+export function isTransientDbError(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && /^SQLITE_(BUSY|LOCKED|FULL|IOERR)/.test(code);
+}
+
 interface FileDbRow {
   blob_key: string;
   size: number;
@@ -67,9 +96,17 @@ export class CacheIndex {
   readonly #db: Database.Database;
   readonly #stmts;
   #pendingTouches = new Map<BlobKey, number>();
+  /** Writes that could not land yet, in order (see the header comment). */
+  #pendingWrites: Array<() => void> = [];
+  /** What those writes will set, for reads meanwhile: ref rows, and blob rows (null: forgotten). */
+  readonly #pendingRefs = new Map<string, RefRow>();
+  readonly #pendingBlobs = new Map<BlobKey, BlobRow | null>();
+  #retryTimer: NodeJS.Timeout | null = null;
+  readonly #onWriteProblem: CacheIndexOptions['onWriteProblem'];
 
-  private constructor(db: Database.Database) {
+  private constructor(db: Database.Database, opts: CacheIndexOptions) {
     this.#db = db;
+    this.#onWriteProblem = opts.onWriteProblem;
     this.#stmts = {
       getRef: db.prepare<[string, string, string], { commit_sha: string; checked_at: number }>(
         'SELECT commit_sha, checked_at FROM refs WHERE repo_type = ? AND repo_id = ? AND revision = ?',
@@ -116,23 +153,80 @@ export class CacheIndex {
   }
 
   /** Opens (creating if needed) the index at `file` and applies pending migrations. */
-  static open(file: string): CacheIndex {
+  static open(file: string, opts: CacheIndexOptions = {}): CacheIndex {
     const db = new Database(file);
     db.pragma('journal_mode = WAL');
     db.pragma('synchronous = NORMAL');
-    db.pragma('busy_timeout = 2000');
+    // Long enough for a checkpoint or a sibling's short write; a longer lock defers our writes.
+    db.pragma(`busy_timeout = ${Math.max(0, Math.round(opts.busyTimeoutMs ?? 100))}`);
     db.pragma('foreign_keys = ON');
     migrate(db);
-    return new CacheIndex(db);
+    return new CacheIndex(db, opts);
+  }
+
+  /** Writes waiting for the database (busy or full); 0 normally. */
+  get pendingWrites(): number {
+    return this.#pendingWrites.length;
+  }
+
+  /**
+   * Runs `op` now, or (database busy or full, or earlier writes still waiting) queues it for the
+   * retry timer and applies `overlay` so reads see it meanwhile. Other errors are thrown.
+   */
+  #write(op: () => void, overlay?: () => void): void {
+    if (this.#pendingWrites.length === 0) {
+      try {
+        op();
+        return;
+      } catch (err) {
+        if (!isTransientDbError(err)) throw err;
+        this.#onWriteProblem?.('deferred', { error: errorText(err), pending: 1 });
+      }
+    }
+    if (this.#pendingWrites.length >= MAX_PENDING_WRITES) {
+      this.#onWriteProblem?.('dropped', { pending: this.#pendingWrites.length });
+      return;
+    }
+    this.#pendingWrites.push(op);
+    overlay?.();
+    this.#retryTimer ??= setTimeout(() => this.#retryWrites(), RETRY_MS).unref();
+  }
+
+  /** Lands the deferred writes in one transaction, or tries again later. */
+  #retryWrites(): void {
+    this.#retryTimer = null;
+    const ops = this.#pendingWrites;
+    if (ops.length === 0) return;
+    try {
+      this.#db.transaction(() => {
+        for (const op of ops) op();
+      })();
+    } catch (err) {
+      if (isTransientDbError(err)) {
+        this.#retryTimer = setTimeout(() => this.#retryWrites(), RETRY_MS).unref();
+        return;
+      }
+      // Not a passing condition: give them up rather than retry forever (reconcile repairs blobs).
+      this.#onWriteProblem?.('dropped', { error: errorText(err), pending: ops.length });
+    }
+    this.#pendingWrites = [];
+    this.#pendingRefs.clear();
+    this.#pendingBlobs.clear();
+    this.#onWriteProblem?.('caught-up', { pending: ops.length });
   }
 
   getRef(repo: RepoRef, revision: string): RefRow | undefined {
+    const waiting = this.#pendingRefs.get(refKey(repo, revision));
+    if (waiting) return waiting;
     const row = this.#stmts.getRef.get(repo.type, repo.id, revision);
     return row ? { commit: row.commit_sha, checkedAt: row.checked_at } : undefined;
   }
 
   putRef(repo: RepoRef, revision: string, commit: string, checkedAt: number): void {
-    this.#stmts.putRef.run(repo.type, repo.id, revision, commit, checkedAt);
+    this.#write(
+      () => this.#stmts.putRef.run(repo.type, repo.id, revision, commit, checkedAt),
+      () => this.#pendingRefs.set(refKey(repo, revision), { commit, checkedAt }),
+    );
   }
 
   getFile(repo: RepoRef, commit: string, view: FileView, path: string): FileRow | undefined {
@@ -155,6 +249,10 @@ export class CacheIndex {
 
   /** Records a file entry; `anonymousOk` is sticky (an authenticated answer never clears it). */
   putFile(row: FileRow): void {
+    this.#write(() => this.#putFileNow(row));
+  }
+
+  #putFileNow(row: FileRow): void {
     this.#stmts.putFile.run({
       repo_type: row.repo.type,
       repo_id: row.repo.id,
@@ -173,10 +271,16 @@ export class CacheIndex {
 
   /** Records a ref and a file entry in one transaction. */
   recordResolution(ref: { repo: RepoRef; revision: string; commit: string } | null, file: FileRow): void {
-    this.#db.transaction(() => {
-      if (ref) this.putRef(ref.repo, ref.revision, ref.commit, file.checkedAt);
-      this.putFile(file);
-    })();
+    this.#write(
+      () =>
+        this.#db.transaction(() => {
+          if (ref) this.#stmts.putRef.run(ref.repo.type, ref.repo.id, ref.revision, ref.commit, file.checkedAt);
+          this.#putFileNow(file);
+        })(),
+      () => {
+        if (ref) this.#pendingRefs.set(refKey(ref.repo, ref.revision), { commit: ref.commit, checkedAt: file.checkedAt });
+      },
+    );
   }
 
   /** A stored API answer for `commit`, keyed by endpoint + canonical query (see hub/api-request.ts). */
@@ -193,10 +297,11 @@ export class CacheIndex {
   }
 
   putApiResponse(repo: RepoRef, commit: string, requestKey: string, row: ApiResponseRow): void {
-    this.#stmts.putApi.run(repo.type, repo.id, commit, requestKey, row.status, JSON.stringify(row.headers), row.nextPage ?? null, row.body, row.storedAt);
+    this.#write(() => this.#stmts.putApi.run(repo.type, repo.id, commit, requestKey, row.status, JSON.stringify(row.headers), row.nextPage ?? null, row.body, row.storedAt));
   }
 
   getBlob(key: BlobKey): BlobRow | undefined {
+    if (this.#pendingBlobs.has(key)) return this.#pendingBlobs.get(key) ?? undefined;
     const row = this.#stmts.getBlob.get(key);
     return row ? { blobKey: key, size: row.size, storedAt: row.stored_at, lastAccessedAt: row.last_accessed_at } : undefined;
   }
@@ -211,17 +316,23 @@ export class CacheIndex {
   }
 
   /** Called after the blob file is committed (renamed and its directory fsynced). */
-  recordBlob(key: BlobKey, size: number, now = Date.now()): void {
-    this.#stmts.putBlob.run(key, size, now, now);
+  recordBlob(key: BlobKey, size: number, now = systemClock.now()): void {
+    this.#write(
+      () => this.#stmts.putBlob.run(key, size, now, now),
+      () => this.#pendingBlobs.set(key, { blobKey: key, size, storedAt: now, lastAccessedAt: now }),
+    );
   }
 
   forgetBlob(key: BlobKey): void {
-    this.#stmts.deleteBlob.run(key);
     this.#pendingTouches.delete(key);
+    this.#write(
+      () => this.#stmts.deleteBlob.run(key),
+      () => this.#pendingBlobs.set(key, null),
+    );
   }
 
   /** Notes an access; written on the next `flushTouches()` (batched: a hit costs no write). */
-  touchBlob(key: BlobKey, now = Date.now()): void {
+  touchBlob(key: BlobKey, now = systemClock.now()): void {
     this.#pendingTouches.set(key, now);
   }
 
@@ -229,9 +340,15 @@ export class CacheIndex {
     if (this.#pendingTouches.size === 0) return;
     const touches = [...this.#pendingTouches];
     this.#pendingTouches.clear();
-    this.#db.transaction(() => {
-      for (const [key, at] of touches) this.#stmts.touchBlob.run(at, key);
-    })();
+    try {
+      this.#db.transaction(() => {
+        for (const [key, at] of touches) this.#stmts.touchBlob.run(at, key);
+      })();
+    } catch (err) {
+      if (!isTransientDbError(err)) throw err;
+      // Busy or full: keep them for the next flush (newer touches win).
+      for (const [key, at] of touches) if (!this.#pendingTouches.has(key)) this.#pendingTouches.set(key, at);
+    }
   }
 
   /** True when the database answers a trivial query. */
@@ -244,12 +361,26 @@ export class CacheIndex {
   }
 
   close(): void {
+    if (this.#retryTimer) clearTimeout(this.#retryTimer);
     try {
+      // Last chance for deferred writes; whatever still cannot land is repaired at the next start.
+      this.#retryWrites();
+      if (this.#retryTimer) clearTimeout(this.#retryTimer);
       this.flushTouches();
     } finally {
       this.#db.close();
     }
   }
+}
+
+function refKey(repo: RepoRef, revision: string): string {
+  return `${repo.type}\0${repo.id}\0${revision}`;
+}
+
+function errorText(err: unknown): string {
+  const e = err as { code?: unknown; message?: unknown } | null;
+  const code = typeof e?.code === 'string' ? e.code : 'error';
+  return `${code}: ${typeof e?.message === 'string' ? e.message : 'unknown'}`;
 }
 
 function migrate(db: Database.Database): void {

@@ -86,6 +86,9 @@ export interface RecordedRequest {
   status?: number;
   /** Body bytes handed to the socket for this response so far. */
   bytesSent: number;
+  /** `performance.now()` when the request arrived, and when its response closed (finished or cut). */
+  startedAt: number;
+  endedAt?: number;
 }
 
 /** Selects recorded requests; every given field must match. */
@@ -880,6 +883,7 @@ class FakeHubImpl implements FakeHub {
       headers: { ...req.headers },
       hasAuthorization: req.headers.authorization !== undefined,
       bytesSent: 0,
+      startedAt: performance.now(),
     };
     this.requests.push(rec);
     const q = rawPath.indexOf('?');
@@ -898,6 +902,7 @@ class FakeHubImpl implements FakeHub {
     };
     ctx.closed = new Promise<void>((resolve) => {
       res.once('close', () => {
+        rec.endedAt = performance.now();
         ctx.isClosed = true;
         if (rec.status === undefined && res.headersSent) rec.status = res.statusCode;
         resolve();

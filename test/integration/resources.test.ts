@@ -1,0 +1,554 @@
+/**
+ * Resources (test-plan S7): many distinct misses (T28), the fill cap and its queue, a full disk
+ * (T26, F7) and slow clients (T27). Each describe block runs its own mirror with the limits it
+ * tests.
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import { Agent } from 'undici';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { makeContent } from '../support/content.js';
+import { download, header, type Download } from '../support/download.js';
+import { curlSha256 } from '../support/external-client.js';
+import { startFakeHub, type FakeHub, type RecordedRequest } from '../support/fake-hub.js';
+import { startMirrorProcess, type MirrorProcess } from '../support/mirror-process.js';
+import { startMirror, type TestMirror } from '../support/start-mirror.js';
+
+const MiB = 1024 * 1024;
+let hub: FakeHub;
+let seed = 5000;
+
+beforeAll(async () => {
+  hub = await startFakeHub();
+});
+afterAll(async () => {
+  await hub?.stop();
+});
+
+/** A fresh repo with one LFS file; its URL on `mirror`, what upstream holds, and a filter for its CDN GETs. */
+function lfsFile(mirror: { url: string }, size: number, name = 'model.safetensors') {
+  const id = `org/res-${seed}`;
+  const content = makeContent(size, seed++);
+  hub.addRepo({ id, files: { [name]: content } });
+  const info = hub.fileInfo({ id }, name);
+  return { id, content, sha256: info.sha256, url: `${mirror.url}/${id}/resolve/main/${name}`, cdnFilter: { server: 'cdn' as const, method: 'GET', pathIncludes: info.sha256 } };
+}
+
+const stagingFiles = (dataDir: string) => fs.readdirSync(path.join(dataDir, 'staging'));
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Measured figures, printed with the test output (they are what the closing note quotes). */
+const report = (text: string): void => void process.stdout.write(`${text}\n`);
+
+/** Most requests among `recs` whose [arrival, close] intervals overlap. */
+function maxOverlap(recs: RecordedRequest[]): number {
+  const events: Array<[number, number]> = [];
+  for (const r of recs) {
+    events.push([r.startedAt, 1]);
+    events.push([r.endedAt ?? Infinity, -1]);
+  }
+  // At equal times, closes first: a request that starts as another ends does not overlap it.
+  events.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+  let now = 0;
+  let max = 0;
+  for (const [, d] of events) {
+    now += d;
+    max = Math.max(max, now);
+  }
+  return max;
+}
+
+/** Open file descriptors of process `pid` (how many under `dir`) and its resident memory. */
+function processStats(pid: number, dir: string): { fds: number; underDir: number; rss: number } {
+  const fds = fs.readdirSync(`/proc/${pid}/fd`);
+  let underDir = 0;
+  for (const fd of fds) {
+    try {
+      if (fs.readlinkSync(`/proc/${pid}/fd/${fd}`).startsWith(dir)) underDir++;
+    } catch {
+      // closed meanwhile
+    }
+  }
+  const kb = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
+  return { fds: fds.length, underDir, rss: Number(kb ?? 0) * 1024 };
+}
+
+/** Samples `fn` every `ms` until stopped; returns the samples. */
+function sampler<T>(fn: () => T, ms: number): { stop(): T[] } {
+  const samples: T[] = [fn()];
+  const timer = setInterval(() => samples.push(fn()), ms);
+  return {
+    stop: () => {
+      clearInterval(timer);
+      samples.push(fn());
+      return samples;
+    },
+  };
+}
+
+function percentile(values: number[], p: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor((sorted.length * p) / 100))] ?? NaN;
+}
+
+describe('T28: 2,000 distinct cold files at once', () => {
+  // The mirror in its own process: its fds and memory are measured alone, and the 2,000 clients
+  // and the fake hub in this process do not share its event loop.
+  let mirror: MirrorProcess;
+  let dataDir: string;
+  const CAP = 8;
+  const QUEUE = 100;
+  const N = 2000;
+
+  beforeAll(async () => {
+    dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'hubcache-t28-'));
+    mirror = await startMirrorProcess(hub.url, dataDir, { HUBCACHE_MAX_CONCURRENT_FILLS: String(CAP), HUBCACHE_MAX_QUEUED_FILLS: String(QUEUE) });
+  });
+  afterAll(async () => {
+    await mirror?.kill('SIGTERM');
+    if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  it('upstream sees at most the cap, nothing crashes, fds and memory stay bounded; every request gets its bytes or a fast 503', async () => {
+    const PROBES = 20;
+    // 2,000 distinct 1 MiB files (+ a few for probes): overlapping windows of one buffer
+    // (distinct content, ~10 MiB of memory).
+    const pool = makeContent(MiB + (N + PROBES) * 4096, seed++);
+    const files: Record<string, Buffer> = {};
+    for (let i = 0; i < N + PROBES; i++) files[`shard-${String(i).padStart(4, '0')}.bin`] = pool.subarray(i * 4096, i * 4096 + MiB);
+    const id = `org/many-${seed++}`;
+    hub.addRepo({ id, files });
+    const all = Object.keys(files);
+    const names = all.slice(0, N);
+    const probeNames = all.slice(N);
+    const expected = new Map(all.map((n) => [n, hub.fileInfo({ id }, n).sha256]));
+    const pid = mirror.child.pid ?? 0;
+    const client = new Agent({ connections: N + 10, pipelining: 0 });
+    // Clients ask for metadata first (HEAD, as huggingface_hub does): it never starts a fill, and
+    // the GETs below then resolve from the index, so what they measure is the fill cap alone.
+    const heads = await Promise.all(all.map((name) => download(`${mirror.url}/${id}/resolve/main/${name}`, { method: 'HEAD', dispatcher: client })));
+    expect(heads.every((h) => h.status === 200 && header(h, 'x-mirror-cache') === 'miss')).toBe(true);
+    // Upstream holds every body at its first byte until released: the first 8 fills run, the
+    // next 100 queue, and the queue stays full while the rest of the burst arrives.
+    const barrier = hub.setFault({ server: 'cdn' }, { kind: 'barrier', atBytes: 0 });
+    hub.resetCounters();
+    const before = processStats(pid, dataDir);
+    const samples = sampler(() => processStats(pid, dataDir), 50);
+    let results: Array<Download & { name: string }>;
+    const probeMs: number[] = [];
+    try {
+      let refusedSoFar = 0;
+      const burst = Promise.all(
+        names.map(async (name) => {
+          const r = await download(`${mirror.url}/${id}/resolve/main/${name}`, { dispatcher: client, keepBody: false });
+          if (r.status === 503) refusedSoFar++;
+          return { name, ...r };
+        }),
+      );
+      const deadline = performance.now() + 30_000;
+      while (refusedSoFar < N - CAP - QUEUE && performance.now() < deadline) await sleep(20);
+      expect(refusedSoFar).toBe(N - CAP - QUEUE);
+      // Once the burst is in, a new miss is refused at once, while 8 fills run and 100 wait.
+      for (const name of probeNames) {
+        const r = await download(`${mirror.url}/${id}/resolve/main/${name}`, { dispatcher: client });
+        expect(r.status).toBe(503);
+        expect(header(r, 'x-error-code')).toBe('Overloaded');
+        probeMs.push(r.totalMs);
+      }
+      expect(hub.count({ server: 'cdn' })).toBe(CAP);
+      barrier.release();
+      results = await burst;
+    } finally {
+      barrier.release();
+      barrier.remove();
+    }
+    const seen = samples.stop();
+    await client.close();
+
+    const ok = results.filter((r) => r.status === 200);
+    const refused = results.filter((r) => r.status === 503);
+    const cdnGets = hub.requests.filter((r) => r.server === 'cdn' && r.method === 'GET');
+    const hubGets = hub.requests.filter((r) => r.server === 'hub' && r.method === 'GET');
+    const peakCdn = maxOverlap(cdnGets);
+    const peakHubGets = maxOverlap(hubGets);
+    const peakUnderDir = Math.max(...seen.map((s) => s.underDir)) - before.underDir;
+    const peakFds = Math.max(...seen.map((s) => s.fds));
+    const peakRss = Math.max(...seen.map((s) => s.rss));
+    const refusedMs = refused.map((r) => r.totalMs);
+    const okMs = ok.map((r) => r.totalMs);
+    // The mirror's own view (request log): time from request to answer.
+    await sleep(200);
+    // (Output chunks may split a line: only whole ones are counted.)
+    const logged = mirror.output
+      .filter((l) => l.startsWith('{') && l.endsWith('}') && l.includes('"msg":"request"') && l.includes('"method":"GET"') && l.includes(id))
+      .map((l) => JSON.parse(l) as { status: number; ms: number });
+    const refusedInMirror = logged.filter((l) => l.status === 503).map((l) => l.ms);
+    const servedInMirror = logged.filter((l) => l.status === 200).map((l) => l.ms);
+    report(
+      `T28: ${ok.length} served, ${refused.length} refused, ${N - ok.length - refused.length} other; upstream body GETs at once: cdn ${peakCdn}, hub ${peakHubGets} (cap ${CAP}); ` +
+        `mirror fds ${before.fds} -> peak ${peakFds} (data dir +${peakUnderDir}); mirror RSS ${Math.round(before.rss / MiB)} -> peak ${Math.round(peakRss / MiB)} MiB; ` +
+        `client-side 503 p50 ${Math.round(percentile(refusedMs, 50))} ms p99 ${Math.round(percentile(refusedMs, 99))} ms, 200 p50 ${Math.round(percentile(okMs, 50))} ms max ${Math.round(Math.max(...okMs))} ms; ` +
+        `in the mirror 503 p50 ${percentile(refusedInMirror, 50)} ms p99 ${percentile(refusedInMirror, 99)} ms, 200 p50 ${percentile(servedInMirror, 50)} ms max ${Math.max(...servedInMirror)} ms; ` +
+        `a miss while the queue is full: 503 in p50 ${percentile(probeMs, 50).toFixed(1)} ms, max ${Math.max(...probeMs).toFixed(1)} ms`,
+    );
+
+    expect(ok.length + refused.length).toBe(N);
+    for (const r of ok) {
+      expect(r.complete, r.name).toBe(true);
+      expect(r.sha256, r.name).toBe(expected.get(r.name));
+    }
+    for (const r of refused) {
+      expect(header(r, 'x-error-code')).toBe('Overloaded');
+      expect(header(r, 'retry-after')).toBe('5');
+      expect(header(r, 'x-error-message')).toMatch(/busy.*maxConcurrentFills 8, maxQueuedFills 100/);
+    }
+    expect(ok.length).toBe(CAP + QUEUE);
+    expect(cdnGets.length).toBe(ok.length); // one body per file served, none for refused ones
+    expect(peakCdn).toBeLessThanOrEqual(CAP);
+    expect(peakHubGets).toBeLessThanOrEqual(CAP);
+    // A staging file and a reader per running fill, plus readers finishing: far from EMFILE.
+    expect(peakUnderDir).toBeLessThanOrEqual(4 * CAP);
+    // One socket per client connection, the upstream pools (128 per origin), a few files.
+    expect(peakFds).toBeLessThan(before.fds + N + 2 * 128 + 4 * CAP + 50);
+    expect(peakRss - before.rss).toBeLessThan(400 * MiB);
+    // A refusal waits for nothing: not for the queue, not for upstream.
+    expect(Math.max(...probeMs)).toBeLessThan(250);
+    expect(hub.count({ method: 'HEAD' })).toBe(0); // the GETs asked upstream for bodies only
+
+    // Everything settles: no fill left, no staging file, the data dir's fds back to the baseline.
+    await sleep(500);
+    expect(stagingFiles(dataDir)).toEqual([]);
+    expect(processStats(pid, dataDir).underDir).toBe(before.underDir);
+    const again = await download(`${mirror.url}/${id}/resolve/main/${names[0]}`, { keepBody: false });
+    expect(again.status).toBe(200);
+    expect(mirror.child.exitCode).toBeNull();
+  });
+});
+
+describe('fill cap: the queue, joiners, hits and bypasses', () => {
+  let mirror: TestMirror;
+
+  beforeAll(async () => {
+    mirror = await startMirror(hub.url, { maxConcurrentFills: 1, maxQueuedFills: 1, fillStartWaitMs: 300 });
+  });
+  afterAll(async () => {
+    await mirror?.destroy();
+  });
+
+  it('a queued fill is joinable and its clients get their bytes once it runs; past the queue a miss gets a fast 503; joiners, hits and bypasses pass', async () => {
+    const cached = lfsFile(mirror, 2 * MiB);
+    expect((await download(cached.url, { keepBody: false })).sha256).toBe(cached.sha256);
+    const a = lfsFile(mirror, 8 * MiB);
+    const b = lfsFile(mirror, 4 * MiB);
+    const c = lfsFile(mirror, 4 * MiB);
+    const barrier = hub.setFault({ server: 'cdn', pathIncludes: a.sha256 }, { kind: 'barrier', atBytes: MiB });
+    try {
+      const aDone = download(a.url, { keepBody: false });
+      await barrier.reached;
+      // The only slot is A's: B queues. Its client gets headers after fillStartWaitMs, then waits.
+      let bBytes = 0;
+      const bDone = download(b.url, { keepBody: false, onProgress: (n) => (bBytes = n) });
+      await sleep(100);
+      // A joiner of the queued fill is not refused, although the queue is full.
+      const bJoiner = download(b.url, { keepBody: false });
+      const aJoiner = download(a.url, { keepBody: false });
+      // The queue is full: a new miss is refused at once.
+      const t0 = performance.now();
+      const refusedC = await download(c.url);
+      expect(performance.now() - t0).toBeLessThan(500);
+      expect(refusedC.status).toBe(503);
+      expect(header(refusedC, 'x-error-code')).toBe('Overloaded');
+      expect(header(refusedC, 'retry-after')).toBe('5');
+      expect(JSON.parse(refusedC.body.toString()) as unknown).toEqual({ error: expect.stringMatching(/busy/) as unknown });
+      // Hits and small ranges of cold files are not fills: they pass.
+      const hit = await download(cached.url, { keepBody: false });
+      expect(hit.status).toBe(200);
+      expect(hit.sha256).toBe(cached.sha256);
+      const probe = await download(c.url, { headers: { range: 'bytes=0-99' } });
+      expect(probe.status).toBe(206);
+      expect(header(probe, 'x-mirror-cache')).toBe('bypass');
+      expect(probe.body.equals(c.content.subarray(0, 100))).toBe(true);
+      await sleep(300);
+      expect(bBytes).toBe(0);
+      expect(hub.count(b.cdnFilter)).toBe(0);
+      barrier.release();
+      const [ra, rb, rbj, raj] = await Promise.all([aDone, bDone, bJoiner, aJoiner]);
+      for (const [r, f] of [[ra, a], [raj, a], [rb, b], [rbj, b]] as const) {
+        expect(r.status).toBe(200);
+        expect(r.complete).toBe(true);
+        expect(r.sha256).toBe(f.sha256);
+      }
+      expect(header(rb, 'x-mirror-cache')).toBe('miss');
+      expect(header(rbj, 'x-mirror-cache')).toBe('joined');
+      expect(hub.count(a.cdnFilter)).toBe(1);
+      expect(hub.count(b.cdnFilter)).toBe(1);
+      // The slot is free again: C fills normally.
+      const rc = await download(c.url, { keepBody: false });
+      expect(rc.status).toBe(200);
+      expect(rc.sha256).toBe(c.sha256);
+    } finally {
+      barrier.release();
+      barrier.remove();
+    }
+  });
+});
+
+/** Whether this process may mount a tmpfs (root, or CAP_SYS_ADMIN); CI runs as root. */
+function canMountTmpfs(): boolean {
+  if (os.platform() !== 'linux') return false;
+  const probe = fs.mkdtempSync(path.join(os.tmpdir(), 'hubcache-mount-probe-'));
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', probe], { stdio: 'ignore' });
+    execFileSync('umount', [probe], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  } finally {
+    fs.rmSync(probe, { recursive: true, force: true });
+  }
+}
+
+/** Writes zeros into `file` until the filesystem is full. */
+function fillDisk(file: string): number {
+  const fd = fs.openSync(file, 'w');
+  let written = 0;
+  try {
+    for (const chunk of [Buffer.alloc(MiB), Buffer.alloc(4096)]) {
+      for (;;) {
+        try {
+          written += fs.writeSync(fd, chunk);
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code === 'ENOSPC') break;
+          throw err;
+        }
+      }
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+  return written;
+}
+
+describe.skipIf(!canMountTmpfs())('T26: a full disk (64 MiB tmpfs)', () => {
+  let mirror: TestMirror;
+  let mountPoint: string;
+
+  beforeAll(async () => {
+    mountPoint = fs.mkdtempSync(path.join(os.tmpdir(), 'hubcache-tmpfs-'));
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64m', 'tmpfs', mountPoint]);
+    mirror = await startMirror(hub.url, { dataDir: path.join(mountPoint, 'data'), minFreeBytes: 4 * MiB });
+  });
+  afterAll(async () => {
+    await mirror?.close();
+    if (mountPoint) {
+      execFileSync('umount', [mountPoint]);
+      fs.rmSync(mountPoint, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses up front what cannot fit (counting fills in progress); ENOSPC mid-fill fails cleanly; hits keep flowing; it recovers', async () => {
+    const cached = lfsFile(mirror, 2 * MiB);
+    expect((await download(cached.url, { keepBody: false })).sha256).toBe(cached.sha256);
+
+    // Bigger than the disk: 507 at once, nothing asked upstream, nothing written.
+    const huge = lfsFile(mirror, 80 * MiB);
+    const refused = await download(huge.url);
+    expect(refused.status).toBe(507);
+    expect(header(refused, 'x-error-code')).toBe('InsufficientStorage');
+    expect(header(refused, 'x-error-message')).toMatch(/Not enough free space .*model\.safetensors \(80\.0 MiB\).* free.*minFreeBytes/);
+    expect(hub.count(huge.cdnFilter)).toBe(0);
+
+    // A 24 MiB fill in progress holds its remaining bytes: a 36 MiB file that would fit on its own does not fit beside it.
+    const a = lfsFile(mirror, 24 * MiB);
+    const b = lfsFile(mirror, 36 * MiB);
+    const barrier = hub.setFault({ server: 'cdn', pathIncludes: a.sha256 }, { kind: 'barrier', atBytes: MiB });
+    try {
+      const aDone = download(a.url, { keepBody: false });
+      await barrier.reached;
+      const bRefused = await download(b.url);
+      expect(bRefused.status).toBe(507);
+      expect(header(bRefused, 'x-error-message')).toMatch(/promised to downloads in progress/);
+      expect(hub.count(b.cdnFilter)).toBe(0);
+
+      // Someone else fills the disk while A is downloading: A's next write fails with ENOSPC.
+      const filler = path.join(mountPoint, 'filler');
+      fillDisk(filler);
+      // The index cannot grow either (SQLITE_FULL): metadata still answers, its writes wait.
+      const c = lfsFile(mirror, MiB);
+      const head = await download(c.url, { method: 'HEAD' });
+      expect(head.status).toBe(200);
+      barrier.release();
+      const ra = await aDone;
+      expect(ra.status).toBe(200); // headers went out when upstream started
+      expect(ra.complete).toBe(false); // then the connection was cut: never a complete wrong body
+      await sleep(100);
+      expect(stagingFiles(mirror.dataDir)).toEqual([]);
+      expect(mirror.logs.some((l) => l.includes('fill failed') && l.includes('InsufficientStorage'))).toBe(true);
+      // Cached files keep flowing.
+      const hit = await download(cached.url, { keepBody: false });
+      expect(hit.status).toBe(200);
+      expect(hit.sha256).toBe(cached.sha256);
+      // A new fill is refused up front while the disk is full.
+      const again = await download(a.url);
+      expect(again.status).toBe(507);
+      expect((await download(a.url, { method: 'HEAD' })).headers['x-mirror-cache']).toBe('miss');
+
+      // Space comes back: the same file fills and is served, the index is sound.
+      fs.rmSync(filler);
+      const recovered = await download(a.url, { keepBody: false });
+      expect(recovered.status).toBe(200);
+      expect(recovered.sha256).toBe(a.sha256);
+      expect((await download(a.url, { method: 'HEAD' })).headers['x-mirror-cache']).toBe('hit');
+      await sleep(1_200); // deferred index writes land
+      const db = new Database(path.join(mirror.dataDir, 'index.sqlite'), { readonly: true });
+      try {
+        expect(db.pragma('integrity_check', { simple: true })).toBe('ok');
+        const blobs = (db.prepare('SELECT blob_key FROM blobs').all() as Array<{ blob_key: string }>).map((r) => r.blob_key);
+        expect(blobs).toEqual(expect.arrayContaining([`sha256:${a.sha256}`, `sha256:${cached.sha256}`]));
+        expect(blobs).not.toContain(`sha256:${b.sha256}`);
+      } finally {
+        db.close();
+      }
+    } finally {
+      barrier.release();
+      barrier.remove();
+    }
+  });
+});
+
+/**
+ * Slowloris senders (run with `node -e`; argv: host port request). 400 connections send the
+ * request one byte every 100 ms ("drip"), 50 send nothing ("silent"), 50 send 5 bytes and then
+ * nothing ("stall"). Prints `<mode> <ms>` when the server closes each one (ms since start); exits
+ * when all are closed or after 6 s.
+ */
+const SLOWLORIS = `
+const net = require('node:net');
+const [host, port, line] = process.argv.slice(1);
+const modes = [...Array(400).fill('drip'), ...Array(50).fill('silent'), ...Array(50).fill('stall')];
+const t0 = performance.now();
+let open = modes.length;
+for (const mode of modes) {
+  const s = net.connect({ host, port: Number(port) });
+  let i = 0;
+  const timer = mode === 'drip' ? setInterval(() => { if (i < line.length && !s.destroyed) s.write(line[i++]); }, 100) : undefined;
+  if (mode === 'stall') s.write(line.slice(0, 5));
+  s.on('error', () => {});
+  s.on('close', () => {
+    clearInterval(timer);
+    process.stdout.write(mode + ' ' + Math.round(performance.now() - t0) + '\\n');
+    if (--open === 0) process.exit(0);
+  });
+}
+setTimeout(() => process.exit(0), 6000);
+`;
+
+describe('T27: slow clients', () => {
+  // The mirror in its own process: its memory is measured alone, and its event loop is its own.
+  let mirror: MirrorProcess;
+  let dataDir: string;
+
+  beforeAll(async () => {
+    dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'hubcache-t27-'));
+    mirror = await startMirrorProcess(hub.url, dataDir, { HUBCACHE_CLIENT_HEADERS_TIMEOUT_SECONDS: '2', HUBCACHE_LOG_LEVEL: 'warn' });
+  });
+  afterAll(async () => {
+    await mirror?.kill('SIGTERM');
+    if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  /** A client that reads at `bytesPerSecond` from a raw socket (the kernel buffers stay small relative to the file). */
+  function slowReader(url: string, bytesPerSecond: number) {
+    const u = new URL(url);
+    const socket = net.connect({ host: u.hostname, port: Number(u.port) });
+    const t0 = performance.now();
+    let received = 0;
+    socket.on('data', (chunk: Buffer) => {
+      received += chunk.length;
+      const aheadMs = (received / bytesPerSecond) * 1000 - (performance.now() - t0);
+      if (aheadMs > 0) {
+        socket.pause();
+        setTimeout(() => socket.resume(), aheadMs);
+      }
+    });
+    socket.on('error', () => undefined);
+    socket.write(`GET ${u.pathname} HTTP/1.1\r\nHost: ${u.host}\r\n\r\n`);
+    return { received: () => received, elapsedMs: () => performance.now() - t0, destroy: () => socket.destroy() };
+  }
+
+  it('a 64 KB/s reader and a fast reader on one cold fill: the fast one gets upstream speed, memory stays flat', async () => {
+    const warm = lfsFile(mirror, 4 * MiB);
+    expect((await curlSha256(warm.url)).sha256).toBe(warm.sha256); // code paths loaded before the baseline
+    const size = 128 * MiB;
+    const f = lfsFile(mirror, size);
+    const upstreamBps = 50e6;
+    const throttle = hub.setFault({ server: 'cdn', pathIncludes: f.sha256 }, { kind: 'throttle', bytesPerSecond: upstreamBps });
+    const pid = mirror.child.pid ?? 0;
+    const rssBefore = processStats(pid, dataDir).rss;
+    const rss = sampler(() => processStats(pid, dataDir).rss, 50);
+    try {
+      const slow = slowReader(f.url, 64 * 1024);
+      await sleep(100); // the slow client started the fill
+      const fast = await curlSha256(f.url);
+      const upstreamMs = (size / upstreamBps) * 1000;
+      const peakRss = Math.max(...rss.stop()) - rssBefore;
+      const slowRate = slow.received() / (slow.elapsedMs() / 1000);
+      report(
+        `T27: fast reader ${Math.round(fast.ms)} ms for 128 MiB (upstream alone ${Math.round(upstreamMs)} ms); slow reader ${Math.round(slowRate / 1024)} KB/s; ` +
+          `mirror RSS ${Math.round(rssBefore / MiB)} MiB, peak +${Math.round(peakRss / MiB)} MiB`,
+      );
+      expect(fast.sha256).toBe(f.sha256);
+      expect(fast.ms).toBeLessThan(upstreamMs * 1.3 + 500);
+      expect(hub.count(f.cdnFilter)).toBe(1);
+      // The slow client is ~128 MiB behind: none of it is held in memory for it.
+      expect(peakRss).toBeLessThan(64 * MiB);
+      expect(slowRate).toBeLessThan(64 * 1024 * 1.5);
+      slow.destroy();
+    } finally {
+      rss.stop();
+      throttle.remove();
+    }
+  });
+
+  it('500 slowloris connections (dripping, silent, stalled) are closed by the headers timeout while normal requests keep p99 < 200 ms', async () => {
+    const f = lfsFile(mirror, MiB);
+    expect((await download(f.url, { keepBody: false })).sha256).toBe(f.sha256);
+    const u = new URL(mirror.url);
+    const line = `GET /${f.id}/resolve/main/model.safetensors HTTP/1.1\r\nHost: ${u.host}\r\nX-Slow: ${'a'.repeat(200)}\r\n\r\n`;
+    // The 500 senders run in their own process (5,000 one-byte writes a second would otherwise
+    // load this one, where the mirror runs); it prints the ms at which each socket was closed.
+    const t0 = performance.now();
+    const senders = spawn(process.execPath, ['-e', SLOWLORIS, u.hostname, u.port, line], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    senders.stdout.on('data', (c: Buffer) => (out += c.toString()));
+    const sendersDone = new Promise<void>((resolve) => senders.on('exit', () => resolve()));
+    // Meanwhile, normal clients: sequential hits.
+    const latencies: number[] = [];
+    const client = new Agent({ connections: 4 });
+    while (performance.now() - t0 < 2_500) {
+      const r = await download(f.url, { dispatcher: client, keepBody: false });
+      expect(r.status).toBe(200);
+      expect(r.sha256).toBe(f.sha256);
+      latencies.push(r.totalMs);
+    }
+    await client.close();
+    await sendersDone;
+    const closes = out.split('\n').filter(Boolean).map((l) => l.split(' '));
+    const closedAt = closes.map(([, ms]) => Number(ms));
+    const byMode = (m: string) => closes.filter(([mode]) => mode === m).map(([, ms]) => Number(ms));
+    const range = (xs: number[]) => `${xs.length} closed at ${Math.min(...xs)}-${Math.max(...xs)} ms`;
+    const p99 = percentile(latencies, 99);
+    report(
+      `T27 slowloris: drip ${range(byMode('drip'))}, silent ${range(byMode('silent'))}, stall ${range(byMode('stall'))}; ` +
+        `${latencies.length} normal requests meanwhile, p50 ${percentile(latencies, 50).toFixed(1)} ms, p99 ${p99.toFixed(1)} ms`,
+    );
+    expect(closedAt.length).toBe(500);
+    expect(Math.min(...closedAt)).toBeGreaterThan(1_500);
+    expect(Math.max(...closedAt)).toBeLessThan(4_000);
+    expect(latencies.length).toBeGreaterThan(20);
+    expect(p99).toBeLessThan(200);
+  });
+});

@@ -214,7 +214,7 @@ export class Fill implements GrowingSource {
           validator = etag && /^"[^"]*"$/.test(etag) ? etag : undefined;
           this.#resolveStarted();
         } else {
-          checkContinuation(res.statusCode, headerValue(res.headers, 'content-range'), offset, req.size);
+          checkContinuation(res.statusCode, headerValue(res.headers, 'content-range'), headerValue(res.headers, 'etag'), validator, offset, req.size);
           deps.onEvent?.('resumed', this);
         }
         bodyStarted = true;
@@ -330,10 +330,15 @@ function discard(body: Readable): void {
   body.destroy();
 }
 
-/** A resumed answer must be a 206 that starts exactly at `offset` of a file of the same size. */
-function checkContinuation(status: number, contentRange: string | undefined, offset: number, size: number): void {
+/**
+ * A resumed answer must be a 206 of the same version (same strong ETag, when upstream sends one)
+ * that starts exactly at `offset` of a file of the same size: anything else would splice two
+ * versions together.
+ */
+function checkContinuation(status: number, contentRange: string | undefined, etag: string | undefined, validator: string | undefined, offset: number, size: number): void {
   const m = contentRange ? /^bytes (\d+)-(\d+)\/(\d+)$/.exec(contentRange) : null;
-  if (status !== 206 || !m || Number(m[1]) !== offset || Number(m[3]) !== size) {
+  const sameVersion = etag === undefined || validator === undefined || etag === validator;
+  if (status !== 206 || !m || Number(m[1]) !== offset || Number(m[3]) !== size || !sameVersion) {
     throw new MirrorError('UpstreamError', `Upstream file changed while resuming (status ${status}); fill abandoned`);
   }
 }

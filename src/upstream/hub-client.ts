@@ -254,7 +254,7 @@ export class HubClient {
    */
   async headFile(req: FileRequest, auth: string | undefined): Promise<UpstreamFileMeta> {
     const signal = AbortSignal.timeout(this.#metadataTimeoutMs);
-    const deadline = Date.now() + this.#metadataTimeoutMs;
+    const deadline = performance.now() + this.#metadataTimeoutMs; // monotonic: immune to clock steps
     for (let attempt = 0; ; attempt++) {
       let url = this.url(fileUrlPath(req));
       let res: HeadResponse;
@@ -283,8 +283,8 @@ export class HubClient {
    * false when it stands. With a `deadline`, only retries that leave time for an attempt.
    */
   async #retryAfterAnswer(status: number, headers: Headers, attempt: number, url: URL, signal: AbortSignal | undefined, deadline?: number): Promise<boolean> {
-    const now = Date.now();
-    const remaining = deadline === undefined ? undefined : deadline - now;
+    const now = Date.now(); // wall clock: only to read HTTP-date Retry-After values
+    const remaining = deadline === undefined ? undefined : deadline - performance.now();
     const minAttemptMs = Math.min(1000, this.#metadataTimeoutMs / 4);
     const decision = this.#retry.decide(status, headers, attempt, now, remaining, minAttemptMs);
     if (decision.waitMs === undefined) {
@@ -355,7 +355,7 @@ export class HubClient {
   async requestApi(method: Dispatcher.HttpMethod, pathAndQuery: string, auth: string | undefined, opts: ApiRequestOptions = {}): Promise<UpstreamApiAnswer> {
     const url = this.url(pathAndQuery);
     const signal = AbortSignal.timeout(this.#metadataTimeoutMs);
-    const deadline = Date.now() + this.#metadataTimeoutMs;
+    const deadline = performance.now() + this.#metadataTimeoutMs; // monotonic: immune to clock steps
     const extra: Record<string, string> = opts.contentType ? { 'content-type': opts.contentType } : {};
     const retryable = opts.idempotent ?? (method === 'GET' || method === 'HEAD' || method === 'OPTIONS');
     for (let attempt = 0; ; attempt++) {

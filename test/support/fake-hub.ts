@@ -156,6 +156,14 @@ export interface RedirectFault {
   status?: number;
   times?: number;
 }
+/**
+ * The file "changed" upstream: content answers carry a different strong ETag, so an `If-Range`
+ * with the old one no longer matches and a Range request gets the full 200 (RFC 9110 §13.1.5).
+ */
+export interface ChangedEtagFault {
+  kind: 'changedEtag';
+  times?: number;
+}
 /** Pause the body at `atBytes` until the handle's `release()` is called. */
 export interface BarrierFault {
   kind: 'barrier';
@@ -188,6 +196,7 @@ export type Fault =
   | ShortFault
   | StatusFault
   | RedirectFault
+  | ChangedEtagFault
   | BarrierFault
   | HeaderDelayFault;
 
@@ -1000,6 +1009,7 @@ class FakeHubImpl implements FakeHub {
     headers: Record<string, string>,
   ): Promise<void> {
     const size = content.length;
+    if (this.takeFaults(ctx, new Set(['changedEtag']), 1).length > 0) etag = `"changed-${etag.replace(/"/g, '')}"`;
     const base: Record<string, string> = { ...headers, ETag: etag, 'Accept-Ranges': 'bytes' };
     const inm = ctx.req.headers['if-none-match'];
     if (inm !== undefined && inm.split(',').some((t) => t.trim() === etag || t.trim() === `W/${etag}` || t.trim() === '*')) {

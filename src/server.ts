@@ -20,6 +20,7 @@ import { CacheIndex } from './storage/cache-index.js';
 import { HubClient } from './upstream/hub-client.js';
 import fsp from 'node:fs/promises';
 import { DataDirLock } from './storage/data-dir-lock.js';
+import { assertLocalFilesystem } from './storage/filesystem-check.js';
 import { DiskSpace } from './storage/disk-space.js';
 import { reconcile } from './storage/reconcile.js';
 
@@ -46,6 +47,7 @@ export interface OpenDataDir {
 export async function openDataDir(dataDir: string, log: Logger): Promise<OpenDataDir> {
   const layout = new BlobLayout(dataDir);
   await fsp.mkdir(layout.root, { recursive: true });
+  await assertLocalFilesystem(layout.root);
   const lock = DataDirLock.acquire(layout.lockPath, layout.root);
   try {
     const store = new FsBlobStore(layout);

@@ -17,6 +17,12 @@ export interface MirrorProcess {
   kill(signal?: NodeJS.Signals): Promise<void>;
 }
 
+/** Children still running: killed when the test process exits, even after a timed-out test. */
+const live = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const child of live) child.kill('SIGKILL');
+});
+
 export function runCli(args: string[], env: Record<string, string> = {}): { child: ChildProcess; output: string[]; exited: MirrorProcess['exited'] } {
   const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src/main.ts'), ...args], {
     cwd: ROOT,
@@ -27,7 +33,13 @@ export function runCli(args: string[], env: Record<string, string> = {}): { chil
   const collect = (c: Buffer) => output.push(...c.toString().split('\n').filter(Boolean));
   child.stdout?.on('data', collect);
   child.stderr?.on('data', collect);
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+  live.add(child);
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.on('exit', (code, signal) => {
+      live.delete(child);
+      resolve({ code, signal });
+    }),
+  );
   return { child, output, exited };
 }
 

@@ -166,7 +166,7 @@ export class FileResolver {
       anonymousOk: !auth,
       checkedAt: this.#now(),
     };
-    this.#index.recordResolution(null, row);
+    this.#index.putFile(row);
     // Refs learnt with a token are not recorded: they may describe a private repo. A pin that
     // someone else (e.g. a metadata request) set meanwhile wins: ask again about its commit.
     if (!auth && !isCommitSha(req.revision) && !commit) {

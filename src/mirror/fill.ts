@@ -25,7 +25,7 @@ import type { BlobKey } from '../storage/blob-layout.js';
 import type { BlobWriter, FsBlobStore } from '../storage/blob-store.js';
 import { crashPoint } from '../storage/crash-points.js';
 import type { CacheIndex } from '../storage/cache-index.js';
-import type { BodySpeedFloor, HubClient, UpstreamBody } from '../upstream/hub-client.js';
+import { discardBody, type BodySpeedFloor, type HubClient, type UpstreamBody } from '../upstream/hub-client.js';
 import { fromNetworkError, fromUpstreamStatus, headerValue } from '../upstream/upstream-errors.js';
 import type { GrowingSource } from './growing-file-reader.js';
 
@@ -221,7 +221,7 @@ export class Fill implements GrowingSource {
         await this.#drain(res.body, writer, deps.hub.bodySpeedFloor);
         return;
       } catch (err) {
-        discard(res.body);
+        discardBody(res.body);
         // A body that broke, stalled or trickled: resume where it stopped (Range + If-Range), or
         // start over when nothing had landed yet. Anything upstream *said* (a MirrorError) stands.
         const resumable = writer.bytesWritten > 0 ? validator !== undefined : bodyStarted;
@@ -322,12 +322,6 @@ export class Fill implements GrowingSource {
 /** A failure to reach upstream (refused, reset, timed out) rather than something upstream said. */
 function isNetworkFailure(err: unknown): boolean {
   return isMirrorError(err) && (err.code === 'UpstreamUnavailable' || err.code === 'UpstreamTimeout') && err.cause !== undefined;
-}
-
-/** Drops an upstream body we no longer want, without an unhandled 'error' event. */
-function discard(body: Readable): void {
-  body.on('error', () => undefined);
-  body.destroy();
 }
 
 /**

@@ -20,7 +20,7 @@ import { fileUrlPath } from '../hub/repo-ref.js';
 import type { BlobKey } from '../storage/blob-layout.js';
 import type { FsBlobStore } from '../storage/blob-store.js';
 import type { CacheIndex } from '../storage/cache-index.js';
-import type { HubClient } from '../upstream/hub-client.js';
+import { discardBody, type HubClient } from '../upstream/hub-client.js';
 import { DiskSpace, formatBytes } from '../storage/disk-space.js';
 import { Fill } from './fill.js';
 import { FillLimiter } from './fill-limiter.js';
@@ -236,8 +236,7 @@ export class Mirror {
     const want = span.end - span.start + 1;
     const contentRange = headerValue(res.headers, 'content-range');
     if (res.statusCode !== 206 || contentRange !== `bytes ${span.start}-${span.end}/${entry.size}`) {
-      res.body.on('error', () => undefined);
-      res.body.destroy();
+      discardBody(res.body);
       if (res.statusCode >= 400) throw fromUpstreamStatus(res.statusCode, res.headers, `range of ${entry.blobKey}`);
       throw new MirrorError('UpstreamError', `Upstream answered a range request with ${res.statusCode} ${contentRange ?? ''}`.trim());
     }

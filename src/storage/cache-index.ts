@@ -269,19 +269,6 @@ export class CacheIndex {
     });
   }
 
-  /** Records a ref and a file entry in one transaction. */
-  recordResolution(ref: { repo: RepoRef; revision: string; commit: string } | null, file: FileRow): void {
-    this.#write(
-      () =>
-        this.#db.transaction(() => {
-          if (ref) this.#stmts.putRef.run(ref.repo.type, ref.repo.id, ref.revision, ref.commit, file.checkedAt);
-          this.#putFileNow(file);
-        })(),
-      () => {
-        if (ref) this.#pendingRefs.set(refKey(ref.repo, ref.revision), { commit: ref.commit, checkedAt: file.checkedAt });
-      },
-    );
-  }
 
   /** A stored API answer for `commit`, keyed by endpoint + canonical query (see hub/api-request.ts). */
   getApiResponse(repo: RepoRef, commit: string, requestKey: string): ApiResponseRow | undefined {

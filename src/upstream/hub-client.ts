@@ -302,6 +302,18 @@ export class HubClient {
     return true;
   }
 
+  /** #retryAfterAnswer for an answer with a body: the body is dropped when it is retried or fails. */
+  async #retryDiscarding(res: { statusCode: number; headers: Headers; body: Readable }, attempt: number, url: URL, signal: AbortSignal | undefined, deadline?: number): Promise<boolean> {
+    try {
+      const again = await this.#retryAfterAnswer(res.statusCode, res.headers, attempt, url, signal, deadline);
+      if (again) discardBody(res.body);
+      return again;
+    } catch (err) {
+      discardBody(res.body);
+      throw err;
+    }
+  }
+
   /**
    * GET with redirects followed server-side. `Authorization` goes to the upstream origin only and
    * is dropped for the rest of the chain once a hop leaves it; a hop the RedirectPolicy refuses
@@ -311,19 +323,7 @@ export class HubClient {
   async openBody(pathAndQuery: string, auth: string | undefined, extra: Record<string, string>, signal?: AbortSignal): Promise<UpstreamBody> {
     for (let attempt = 0; ; attempt++) {
       const { url, res } = await this.#followRedirects(pathAndQuery, auth, extra, signal);
-      if (res.statusCode >= 400) {
-        let again: boolean;
-        try {
-          again = await this.#retryAfterAnswer(res.statusCode, res.headers, attempt, url, signal);
-        } catch (err) {
-          discardBody(res.body);
-          throw err;
-        }
-        if (again) {
-          discardBody(res.body);
-          continue;
-        }
-      }
+      if (res.statusCode >= 400 && (await this.#retryDiscarding(res, attempt, url, signal))) continue;
       return { statusCode: res.statusCode, headers: res.headers, body: res.body };
     }
   }
@@ -360,19 +360,7 @@ export class HubClient {
     const retryable = opts.idempotent ?? (method === 'GET' || method === 'HEAD' || method === 'OPTIONS');
     for (let attempt = 0; ; attempt++) {
       const res = await this.#send(method, url, this.#headers(auth, extra), signal, opts.body);
-      if (retryable && res.statusCode >= 400) {
-        let again: boolean;
-        try {
-          again = await this.#retryAfterAnswer(res.statusCode, res.headers, attempt, url, signal, deadline);
-        } catch (err) {
-          discardBody(res.body);
-          throw err;
-        }
-        if (again) {
-          discardBody(res.body);
-          continue;
-        }
-      }
+      if (retryable && res.statusCode >= 400 && (await this.#retryDiscarding(res, attempt, url, signal, deadline))) continue;
       return this.#bufferApiAnswer(res, url, opts);
     }
   }
@@ -422,7 +410,7 @@ export class HubClient {
 }
 
 /** Drops an upstream body we no longer want, without an unhandled 'error' event. */
-function discardBody(body: Readable): void {
+export function discardBody(body: Readable): void {
   body.on('error', () => undefined);
   body.destroy();
 }

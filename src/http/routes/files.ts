@@ -45,20 +45,21 @@ export function filesRoutes(deps: FilesRoutesDeps): Hono<AppEnv> {
       return RESPONSE_ALREADY_SENT;
     }
 
-    const answerWithoutBody = planBlobResponse(entry, conditional, 'none');
-    if (answerWithoutBody.status === 304 || answerWithoutBody.status === 416) {
-      await writeBlobResponse(incoming, outgoing, answerWithoutBody, null);
+    const plan = planBlobResponse(entry, conditional, 'none');
+    if (plan.status === 304 || plan.status === 416) {
+      await writeBlobResponse(incoming, outgoing, plan, null);
       return RESPONSE_ALREADY_SENT;
     }
-    const source = await deps.mirror.open(entry, auth, answerWithoutBody.status === 206 ? (answerWithoutBody.span ?? undefined) : undefined);
+    const source = await deps.mirror.open(entry, auth, plan.status === 206 ? (plan.span ?? undefined) : undefined);
     c.set('cacheStatus', source.cacheStatus);
+    plan.headers['x-mirror-cache'] = source.cacheStatus;
     // Give upstream a moment to answer so an immediate failure becomes a proper error response;
     // past that, send headers anyway (the size is known) and stream as bytes land.
     await Promise.race([source.ready, delay(deps.fillStartWaitMs, undefined, { ref: false })]);
     if (source.cacheStatus === 'bypass') await source.ready; // small: answer with the right status
     const transfer = { bytes: 0, completed: false };
     c.set('transfer', transfer);
-    await writeBlobResponse(incoming, outgoing, planBlobResponse(entry, conditional, source.cacheStatus), source, transfer);
+    await writeBlobResponse(incoming, outgoing, plan, source, transfer);
     return RESPONSE_ALREADY_SENT;
   });
 

@@ -10,6 +10,7 @@ import type { MetadataCache } from './hub/metadata-cache.js';
 import { errorResponse } from './http/hub-errors.js';
 import { accessControl } from './http/access.js';
 import type { AppEnv } from './http/app-env.js';
+import { cors } from './http/cors.js';
 import { requestLog } from './http/request-log.js';
 import type { RepoPolicy } from './hub/repo-policy.js';
 import { apiRoutes } from './http/routes/api.js';
@@ -37,11 +38,16 @@ export interface AppDeps {
   /** Client access keys (empty: open mirror) and the service token ('' when unset). */
   accessKeys: readonly string[];
   hfToken: string;
+  /** Config `corsOrigins`: web origins whose pages may read the mirror (`*`: any). */
+  corsOrigins: readonly string[];
 }
 
 export function createApp(deps: AppDeps): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
   app.use(requestLog(deps.log));
+  // Before access control: preflights carry no credentials; and outside it, so that its 401 and
+  // every other answer carries the CORS headers too.
+  app.use(cors({ origins: deps.corsOrigins }));
   app.use(accessControl({ accessKeys: deps.accessKeys, hfToken: deps.hfToken }));
   app.route('/', healthRoutes({ index: deps.index, dataDir: deps.dataDir }));
   // Before the file routes: `/api/...` is never a file URL.

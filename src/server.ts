@@ -139,6 +139,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     policy: new RepoPolicy(config.allowRepos, config.denyRepos),
     accessKeys: config.accessKeys,
     hfToken: config.hfToken,
+    corsOrigins: config.corsOrigins,
   });
 
   // Slowloris guard without cutting long downloads: headers must arrive within

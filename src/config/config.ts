@@ -1,8 +1,13 @@
 /**
  * Configuration: one table of options (name, type, default, description). Everything else is
  * derived from it: defaults, validation, the `HUBCACHE_*` environment names, the CLI flags and the
- * documentation. `validateConfig` is pure and reports every problem at once.
+ * documentation. `validateConfig` is pure and reports every problem at once: each value is checked
+ * by the same parser the module using it applies (host patterns, repo globs), so nothing that
+ * validation could catch fails later at start.
  */
+import net from 'node:net';
+import { parseRepoGlob } from '../hub/repo-policy.js';
+import { HostPattern } from '../upstream/redirect-policy.js';
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
@@ -37,13 +42,17 @@ export interface Config {
   accessKeys: string[];
   allowRepos: string[];
   denyRepos: string[];
+  corsOrigins: string[];
   logLevel: LogLevel;
 }
 
+/** Checks one string (a value, or one list entry): returns it normalized, or throws an Error saying what is wrong. */
+type Check = (text: string) => string;
+
 type OptionType =
-  | { kind: 'string'; optional?: boolean }
+  | { kind: 'string'; optional?: boolean; check?: Check }
   /** A list of strings: a JSON array in the config file, comma-separated in env and flags. */
-  | { kind: 'list' }
+  | { kind: 'list'; check?: Check }
   | { kind: 'url'; optional?: boolean }
   | { kind: 'boolean' }
   | { kind: 'integer'; min: number; max: number }
@@ -58,9 +67,9 @@ export interface OptionSpec {
 }
 
 export const OPTIONS: readonly OptionSpec[] = [
-  { key: 'host', type: { kind: 'string' }, default: '0.0.0.0', description: 'Address to listen on.' },
+  { key: 'host', type: { kind: 'string', check: checkListenHost }, default: '0.0.0.0', description: 'Address to listen on.' },
   { key: 'port', type: { kind: 'integer', min: 0, max: 65535 }, default: 8080, description: 'TCP port to listen on (0 picks a free port).' },
-  { key: 'dataDir', type: { kind: 'string' }, default: './data', description: 'Cache directory: blobs, staging files and the SQLite index. Must be on a local filesystem.' },
+  { key: 'dataDir', type: { kind: 'string', check: checkPath }, default: './data', description: 'Cache directory: blobs, staging files and the SQLite index. Must be on a local filesystem.' },
   { key: 'upstream', type: { kind: 'url' }, default: 'https://huggingface.co', description: 'The Hub to mirror.' },
   { key: 'refsTtlSeconds', type: { kind: 'number', min: 0, max: 31_536_000 }, default: 60, description: 'How long a branch or tag → commit answer is reused before asking upstream again. Within it every answer names the same commit.' },
   { key: 'authTtlSeconds', type: { kind: 'number', min: 0, max: 86_400 }, default: 60, description: "How long upstream's grant of a file to one token is reused; revocation upstream takes effect within it." },
@@ -73,7 +82,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'upstreamRetries', type: { kind: 'integer', min: 0, max: 10 }, default: 3, description: "How many times an upstream 429 or 5xx (500, 502, 503, 504) is retried, once per file or metadata question however many clients wait. Upstream's `Retry-After` (or the Hub's `RateLimit` reset) is honoured, else exponential backoff with jitter (0.25, 0.5, 1 s…). Metadata retries stay inside metadataTimeoutSeconds." },
   { key: 'upstreamRetryMaxWaitSeconds', type: { kind: 'number', min: 0, max: 3600 }, default: 30, description: 'Longest `Retry-After` the mirror waits out; if upstream asks for longer, the 429/503 goes to the client at once, with its Retry-After.' },
   { key: 'upstreamMinBytesPerSecond', type: { kind: 'integer', min: 0, max: 1024 * 1024 * 1024 }, default: 1024, description: 'An upstream body slower than this, averaged over upstreamIdleTimeoutSeconds, counts as stalled (a trickle): the connection is dropped and resumed like any other (maxResumes). 0 disables it.' },
-  { key: 'allowedRedirectHosts', type: { kind: 'list' }, default: ['huggingface.co', '*.huggingface.co', 'hf.co', '*.hf.co', '*.xethub.hf.co'], description: "Hosts an upstream redirect may lead to (the LFS/Xet CDNs), besides the upstream's own host: `host`, `*.domain` (any depth below it), optionally `:port`. A redirect anywhere else is refused with a 502 (no SSRF)." },
+  { key: 'allowedRedirectHosts', type: { kind: 'list', check: checkHostPattern }, default: ['huggingface.co', '*.huggingface.co', 'hf.co', '*.hf.co', '*.xethub.hf.co'], description: "Hosts an upstream redirect may lead to (the LFS/Xet CDNs), besides the upstream's own host: `host`, `*.domain` (any depth below it), optionally `:port`. A redirect anywhere else is refused with a 502 (no SSRF)." },
   { key: 'allowPrivateRedirects', type: { kind: 'boolean' }, default: false, description: 'Allow redirects to loopback, private, link-local, unique-local, multicast or reserved addresses (checked on IP literals and on every address a name resolves to, in the connection\'s own DNS lookup). Only for an upstream whose CDN is on a private network (and for tests).' },
   { key: 'rangeBypassMaxBytes', type: { kind: 'integer', min: 0, max: 1024 * 1024 * 1024 }, default: 1024 * 1024, description: 'A Range request of at most this many bytes on a file that is neither cached nor downloading is fetched upstream as that range only, not by downloading the whole file (size probes, safetensors header reads). 0: every request fills the whole file.' },
   { key: 'maxConcurrentFills', type: { kind: 'integer', min: 1, max: 10_000 }, default: 16, description: 'Most files downloaded from upstream at once. Further cache misses wait in a first-come first-served queue (their clients wait as for a slow upstream); requests for a file already downloading, cache hits and small range reads never wait.' },
@@ -84,10 +93,11 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'clientIdleTimeoutSeconds', type: { kind: 'number', min: 0, max: 86_400 }, default: 120, description: 'A client connection on which nothing moves for this long (a client that stopped reading) is closed. Above the upstream idle timeout, so a stalled upstream is resumed first. 0: never.' },
   { key: 'offline', type: { kind: 'boolean' }, default: false, description: 'Never contact upstream: answer only from the cache (files, metadata, last known branch → commit), everything else fails at once with 503. Logged at startup.' },
   { key: 'publicUrl', type: { kind: 'url', optional: true }, default: '', description: "The mirror's own base URL as clients reach it (e.g. `https://hf-mirror.internal`), used in pagination `Link` headers. Empty: `http://` + the request's Host header when it is a plain host[:port], else the listen address." },
-  { key: 'hfToken', type: { kind: 'string', optional: true }, default: '', description: 'Service token sent upstream for clients that send none (e.g. transformers.js, which never sends one to a mirror). Risk: everyone who can reach the mirror can read what this token can read; combine with accessKeys. Never logged.' },
-  { key: 'accessKeys', type: { kind: 'list' }, default: [], description: 'If set, every client must send `Authorization: Bearer <key>` with one of these keys (clients set HF_TOKEN to it); the key is not forwarded, upstream is asked with hfToken or anonymously. Empty: the mirror is open and forwards client tokens.' },
-  { key: 'allowRepos', type: { kind: 'list' }, default: [], description: 'If set, only repos matching one of these globs are served, matched against `models/<id>`, `datasets/<id>`, `spaces/<id>` (`*` within a segment, `**` across). E.g. `models/meta-llama/*,datasets/**`.' },
-  { key: 'denyRepos', type: { kind: 'list' }, default: [], description: 'Repos matching one of these globs (same syntax as allowRepos) are refused with 403, even if allowed.' },
+  { key: 'hfToken', type: { kind: 'string', optional: true, check: checkToken }, default: '', description: 'Service token sent upstream for clients that send none (e.g. transformers.js, which never sends one to a mirror). Risk: everyone who can reach the mirror can read what this token can read; combine with accessKeys. Never logged.' },
+  { key: 'accessKeys', type: { kind: 'list', check: checkToken }, default: [], description: 'If set, every client must send `Authorization: Bearer <key>` with one of these keys (clients set HF_TOKEN to it); the key is not forwarded, upstream is asked with hfToken or anonymously. Empty: the mirror is open and forwards client tokens.' },
+  { key: 'allowRepos', type: { kind: 'list', check: checkRepoGlob }, default: [], description: 'If set, only repos matching one of these globs are served, matched against `models/<id>`, `datasets/<id>`, `spaces/<id>` (`*` within a segment, `**` across). E.g. `models/meta-llama/*,datasets/**`.' },
+  { key: 'denyRepos', type: { kind: 'list', check: checkRepoGlob }, default: [], description: 'Repos matching one of these globs (same syntax as allowRepos) are refused with 403, even if allowed.' },
+  { key: 'corsOrigins', type: { kind: 'list', check: checkCorsOrigin }, default: ['*'], description: 'Web origins (`https://app.example[:port]`) whose pages may read the mirror from a browser (transformers.js, @huggingface/hub in a web page). `*`: any page, like the Hub (`Access-Control-Allow-Origin: *`); a list: only those (the matching origin is echoed, with `Vary: Origin`); empty: none. With `*` any web page a user of the mirror opens may read what the mirror serves anonymously; restrict it on an internal network.' },
   { key: 'logLevel', type: { kind: 'enum', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] }, default: 'info', description: 'Log level.' },
 ];
 
@@ -114,14 +124,20 @@ function coerce(spec: OptionSpec, { value, source }: SourcedValue, errors: strin
   const t = spec.type;
   switch (t.kind) {
     case 'string': {
-      if (typeof value !== 'string' || (value.length === 0 && !t.optional)) errors.push(`${where}: expected a non-empty string`);
-      return value;
+      if (typeof value !== 'string' || (value.length === 0 && !t.optional)) {
+        errors.push(`${where}: expected a non-empty string`);
+        return value;
+      }
+      return value === '' || !t.check ? value : checked(t.check, value, where, errors);
     }
     case 'list': {
-      if (typeof value === 'string') return value.split(',').map((v) => v.trim()).filter(Boolean);
-      if (Array.isArray(value) && value.every((v) => typeof v === 'string' && v.length > 0)) return value;
-      errors.push(`${where}: expected a list of strings (a JSON array, or comma-separated)`);
-      return value;
+      const list = typeof value === 'string' ? value.split(',').map((v) => v.trim()).filter(Boolean) : value;
+      if (!Array.isArray(list) || !list.every((v) => typeof v === 'string' && v.length > 0)) {
+        errors.push(`${where}: expected a list of strings (a JSON array, or comma-separated)`);
+        return value;
+      }
+      const check = t.check;
+      return check ? (list as string[]).map((entry) => checked(check, entry, where, errors)) : list;
     }
     case 'boolean': {
       if (typeof value === 'boolean') return value;
@@ -182,9 +198,94 @@ export function validateConfig(layers: ReadonlyArray<{ source: string; values: R
     }
   }
   const config: Record<string, unknown> = { ...DEFAULT_CONFIG };
+  const invalid = new Set<string>();
   for (const spec of OPTIONS) {
     const v = chosen.get(spec.key);
-    if (v) config[spec.key] = coerce(spec, v, errors);
+    if (!v) continue;
+    const before = errors.length;
+    config[spec.key] = coerce(spec, v, errors);
+    if (errors.length > before) invalid.add(spec.key);
   }
+  // Combinations are judged between values that are valid on their own.
+  errors.push(...combinationProblems(config as unknown as Config, (key) => chosen.get(key)?.source ?? 'default', (...keys) => keys.every((k) => !invalid.has(k))));
   return errors.length > 0 ? { ok: false, errors } : { ok: true, config: config as unknown as Config };
+}
+
+/** Runs a Check; its Error becomes one problem line. */
+function checked(check: Check, text: string, where: string, errors: string[]): string {
+  try {
+    return check(text);
+  } catch (err) {
+    errors.push(`${where}: ${(err as Error).message}`);
+    return text;
+  }
+}
+
+/** Problems between options, each valid alone. */
+function combinationProblems(c: Config, sourceOf: (key: keyof Config) => string, valid: (...keys: Array<keyof Config>) => boolean): string[] {
+  const problems: string[] = [];
+  const at = (key: keyof Config) => `${key} (from ${sourceOf(key)})`;
+  if (valid('corsOrigins') && c.corsOrigins.includes('*') && c.corsOrigins.length > 1) {
+    problems.push(`${at('corsOrigins')}: "*" allows every origin and cannot be combined with a list of origins`);
+  }
+  // A stalled upstream body leaves the client connection silent too: the client side must wait
+  // longer than the upstream side, or clients are cut off instead of the download being resumed.
+  if (valid('clientIdleTimeoutSeconds', 'upstreamIdleTimeoutSeconds') && c.clientIdleTimeoutSeconds > 0 && c.clientIdleTimeoutSeconds <= c.upstreamIdleTimeoutSeconds) {
+    problems.push(
+      `${at('clientIdleTimeoutSeconds')}: must be above upstreamIdleTimeoutSeconds (${c.upstreamIdleTimeoutSeconds}, from ${sourceOf('upstreamIdleTimeoutSeconds')}), or 0, got ${c.clientIdleTimeoutSeconds}`,
+    );
+  }
+  return problems;
+}
+
+// Checks of single values
+// ---------------------------------------------------------------------------------------------
+
+// A DNS name (labels of letters, digits and hyphens), optionally with a trailing dot.
+const HOSTNAME_RE = /^(?=.{1,253}\.?$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*\.?$/i;
+
+/** `host`: an IPv4 or IPv6 address (no brackets) or a host name, as `server.listen` takes it. */
+function checkListenHost(text: string): string {
+  if (net.isIP(text) !== 0 || HOSTNAME_RE.test(text)) return text;
+  if (/^\[.*\]$/.test(text) && net.isIP(text.slice(1, -1)) === 6) throw new Error(`write an IPv6 address without brackets: ${JSON.stringify(text.slice(1, -1))}`);
+  throw new Error(`not an IP address or host name: ${JSON.stringify(text)}`);
+}
+
+/** A filesystem path: no NUL byte (the filesystem would refuse it at start). */
+function checkPath(text: string): string {
+  if (text.includes('\0')) throw new Error('a path cannot contain a NUL character');
+  return text;
+}
+
+/** A bearer token or access key: visible ASCII without spaces, as an HTTP header carries it. */
+function checkToken(text: string): string {
+  // Never echo the value: it is a secret.
+  if (!/^[\x21-\x7e]+$/.test(text)) throw new Error('must be visible ASCII characters without spaces (the value is not shown)');
+  return text;
+}
+
+function checkHostPattern(text: string): string {
+  new HostPattern(text);
+  return text;
+}
+
+function checkRepoGlob(text: string): string {
+  parseRepoGlob(text);
+  return text;
+}
+
+/** `*`, or a web origin `http(s)://host[:port]` (normalized as browsers send it: lower case, no default port). */
+function checkCorsOrigin(text: string): string {
+  if (text === '*') return text;
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new Error(`not an origin (scheme://host[:port]): ${JSON.stringify(text)}`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error(`must be an http:// or https:// origin, got ${JSON.stringify(text)}`);
+  if (url.pathname !== '/' || url.search || url.hash || url.username || url.password || /[?#]$/.test(text)) {
+    throw new Error(`an origin is scheme://host[:port] only, without path, query or credentials: ${JSON.stringify(text)}`);
+  }
+  return url.origin;
 }

@@ -13,6 +13,9 @@ export interface LoadConfigInput {
   flags: Record<string, unknown>;
 }
 
+/** `HUBCACHE_*` variables that are not options: the config file path, and test hooks. */
+const NOT_OPTIONS = /^HUBCACHE_(CONFIG|TEST_.*)$/;
+
 export function loadConfig(input: LoadConfigInput): { ok: true; config: Config } | { ok: false; errors: string[] } {
   const layers: Array<{ source: string; values: Record<string, unknown> }> = [];
   const errors: string[] = [];
@@ -33,6 +36,11 @@ export function loadConfig(input: LoadConfigInput): { ok: true; config: Config }
   for (const o of OPTIONS) {
     const v = input.env[envName(o.key)];
     if (v !== undefined && v !== '') envValues[o.key] = v;
+  }
+  // A misspelt variable would otherwise be ignored without a word.
+  const envNames = new Set(OPTIONS.map((o) => envName(o.key)));
+  for (const name of Object.keys(input.env).sort()) {
+    if (name.startsWith('HUBCACHE_') && !envNames.has(name) && !NOT_OPTIONS.test(name)) errors.push(`unknown environment variable ${name}`);
   }
   layers.push({ source: 'environment', values: envValues });
   layers.push({ source: 'command line', values: input.flags });

@@ -2,7 +2,8 @@
  * Turns a FileEntry (+ a BlobSource for GET) and the request's conditional and Range headers into
  * the response the Hub would give: 200, 206, 304 or 416, with the headers clients read
  * (hf-protocol §4.3, §4.5). Planning is pure; `writeBlobResponse` does the I/O on Node's response
- * directly, so bytes go from the file to the socket without web-stream conversions.
+ * directly, so bytes go from the file to the socket without web-stream conversions. CORS headers
+ * are set on that response beforehand by the cors middleware.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream/promises';
@@ -24,10 +25,6 @@ export interface ResponsePlan {
   span: ByteSpan | null;
 }
 
-/** Header names a browser client may read (the Hub's list). */
-const EXPOSE_HEADERS =
-  'X-Repo-Commit,X-Request-Id,X-Error-Code,X-Error-Message,X-Total-Count,ETag,Link,Accept-Ranges,Content-Range,X-Linked-Size,X-Linked-ETag';
-
 export function planBlobResponse(entry: FileEntry, conditional: ConditionalHeaders, cacheStatus: CacheStatus | 'none'): ResponsePlan {
   const size = entry.size;
   const etag = `"${entry.etag}"`;
@@ -37,7 +34,6 @@ export function planBlobResponse(entry: FileEntry, conditional: ConditionalHeade
     'x-repo-commit': entry.commit,
     'accept-ranges': 'bytes',
     'content-disposition': contentDisposition(entry.request.path),
-    'access-control-expose-headers': EXPOSE_HEADERS,
   };
   if (entry.isLfs) {
     headers['x-linked-etag'] = etag;

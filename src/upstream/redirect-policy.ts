@@ -36,7 +36,11 @@ export class HostPattern {
 
   constructor(readonly text: string) {
     const m = /^(\*\.)?(\[[0-9a-f:.]+\]|[a-z0-9_-]+(?:\.[a-z0-9_-]+)*)\.?(?::(\d{1,5}|\*))?$/i.exec(text.trim());
-    if (!m?.[2]) throw new Error(`allowedRedirectHosts: ${JSON.stringify(text)} is not a host pattern (host, *.domain, optionally :port)`);
+    const port = m?.[3];
+    const bracketed = m?.[2]?.startsWith('[') ? m[2].slice(1, -1) : undefined;
+    if (!m?.[2] || (bracketed !== undefined && (m[1] || net.isIP(bracketed) !== 6)) || (port !== undefined && port !== '*' && (Number(port) < 1 || Number(port) > 65535))) {
+      throw new Error(`${JSON.stringify(text)} is not a host pattern (host, *.domain, [IPv6], optionally :port with a port from 1 to 65535 or *)`);
+    }
     const host = m[2].toLowerCase();
     if (m[1]) this.#suffix = `.${host}`;
     else this.#host = host.startsWith('[') ? host.slice(1, -1) : host;

@@ -43,9 +43,10 @@ export function runCli(args: string[], env: Record<string, string> = {}): { chil
   return { child, output, exited };
 }
 
-export async function startMirrorProcess(upstream: string, dataDir: string, env: Record<string, string> = {}): Promise<MirrorProcess> {
+/** `hubcache serve` on 127.0.0.1 port 0; `args` are further command-line words (e.g. `--offline`). */
+export async function startMirrorProcess(upstream: string, dataDir: string, env: Record<string, string> = {}, args: string[] = []): Promise<MirrorProcess> {
   // The fake CDN is on 127.0.0.1: loopback redirects must be allowed.
-  const { child, output, exited } = runCli(['serve', '--host', '127.0.0.1', '--port', '0', '--data-dir', dataDir, '--upstream', upstream, '--log-level', 'info'], { HUBCACHE_ALLOW_PRIVATE_REDIRECTS: 'true', ...env });
+  const { child, output, exited } = runCli(['serve', '--host', '127.0.0.1', '--port', '0', '--data-dir', dataDir, '--upstream', upstream, '--log-level', 'info', ...args], { HUBCACHE_ALLOW_PRIVATE_REDIRECTS: 'true', ...env });
   const url = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`mirror did not start:\n${output.join('\n')}`)), 30_000);
     const check = () => {

@@ -57,6 +57,64 @@ describe('config', () => {
     expect(empty.ok && [empty.config.offline, empty.config.publicUrl]).toEqual([true, '']);
   });
 
+  it('checks list entries with the parsers that use them, and normalizes CORS origins', () => {
+    const ok = validateConfig([
+      { source: 'file', values: { allowedRedirectHosts: ['*.hf.co', 'cdn.example:8443', '[fd00::1]:*'], allowRepos: ['models/org/*', 'datasets/**', '**', '*/org/name', 'spaces/a?c'], corsOrigins: ['HTTPS://App.Example:443/', 'http://127.0.0.1:5173'] } },
+    ]);
+    expect(ok.ok && ok.config.corsOrigins).toEqual(['https://app.example', 'http://127.0.0.1:5173']);
+    const bad = validateConfig([
+      {
+        source: 'file',
+        values: {
+          allowedRedirectHosts: ['ok.example', 'https://cdn.example', 'cdn.example:0', '*.[::1]'],
+          allowRepos: ['org/name', 'models/a b', 'models/***'],
+          denyRepos: ['dataset/x', 'models/[ab]'],
+          corsOrigins: ['*', 'https://a.example'],
+        },
+      },
+    ]);
+    expect(bad.ok).toBe(false);
+    if (bad.ok) return;
+    expect(bad.errors).toHaveLength(9);
+    expect(bad.errors.filter((e) => e.startsWith('allowedRedirectHosts (from file): ') && e.includes('is not a host pattern'))).toHaveLength(3);
+    expect(bad.errors).toContainEqual(expect.stringMatching(/^denyRepos .*"dataset\/x": must start with .* e\.g\. datasets\/x$/));
+    expect(bad.errors).toContainEqual(expect.stringMatching(/^corsOrigins .*cannot be combined/));
+    for (const origin of ['app.example', 'ftp://a.example', 'https://a.example/path', 'https://u:p@a.example', 'https://a.example?x']) {
+      const r = validateConfig([{ source: 'environment', values: { corsOrigins: origin } }]);
+      expect(r.ok, origin).toBe(false);
+    }
+    const none = loadConfig({ env: {}, flags: { corsOrigins: [] } });
+    expect(none.ok && none.config.corsOrigins).toEqual([]);
+  });
+
+  it('checks the listen host, tokens and timeouts that only work together', () => {
+    for (const host of ['0.0.0.0', '::', '127.0.0.1', 'fd00::1', 'localhost', 'mirror.internal']) {
+      expect(validateConfig([{ source: 'flags', values: { host } }]).ok, host).toBe(true);
+    }
+    for (const host of ['[::1]', 'not a host', 'http://x', '-bad', 'a..b']) {
+      expect(validateConfig([{ source: 'flags', values: { host } }]).ok, host).toBe(false);
+    }
+    const secret = 'hf_secret value';
+    const tokens = validateConfig([{ source: 'environment', values: { hfToken: secret, accessKeys: 'good-key,' } }, { source: 'file', values: { accessKeys: ['bad\nkey'] } }]);
+    expect(tokens.ok).toBe(false);
+    if (!tokens.ok) {
+      expect(tokens.errors).toHaveLength(2);
+      expect(tokens.errors.join('\n')).not.toContain('secret value');
+    }
+    const idle = validateConfig([{ source: 'environment', values: { upstreamIdleTimeoutSeconds: '150' } }]);
+    expect(idle.ok).toBe(false);
+    if (!idle.ok) expect(idle.errors).toEqual(['clientIdleTimeoutSeconds (from default): must be above upstreamIdleTimeoutSeconds (150, from environment), or 0, got 120']);
+    expect(validateConfig([{ source: 'environment', values: { upstreamIdleTimeoutSeconds: '150', clientIdleTimeoutSeconds: '0' } }]).ok).toBe(true);
+    // A value that is invalid on its own is reported once, not again as a bad combination.
+    const single = validateConfig([{ source: 'environment', values: { upstreamIdleTimeoutSeconds: 'soon' } }]);
+    expect(!single.ok && single.errors).toHaveLength(1);
+  });
+
+  it('reports unknown HUBCACHE_* environment variables (misspelt options), not the config path or test hooks', () => {
+    const r = loadConfig({ env: { HUBCACHE_OFLINE: '1', HUBCACHE_PORT: '1', HUBCACHE_CONFIG: '', HUBCACHE_TEST_CRASH_AT: 'x', OTHER: '1' }, flags: {} });
+    expect(r).toEqual({ ok: false, errors: ['unknown environment variable HUBCACHE_OFLINE'] });
+  });
+
   it('reports an unreadable config file', () => {
     const result = loadConfig({ configFile: '/nonexistent/hubcache.json', env: {}, flags: {} });
     expect(result.ok).toBe(false);

@@ -34,6 +34,9 @@ describe('HostPattern', () => {
     expect(m('[::1]:*', '::1', '1')).toBe(true);
     expect(() => new HostPattern('http://hf.co')).toThrow(/not a host pattern/);
     expect(() => new HostPattern('*')).toThrow(/not a host pattern/);
+    // Patterns that could never match: caught when the configuration is checked.
+    for (const p of ['cdn.example:0', 'cdn.example:65536', '*.[::1]', '[1.2.3.4]', '[::g]']) expect(() => new HostPattern(p), p).toThrow(/not a host pattern/);
+    expect(m('cdn.example:65535', 'cdn.example', '65535')).toBe(true);
   });
 });
 

@@ -8,6 +8,7 @@ import { OPTIONS, envName, flagName } from './config/config.js';
 import { loadConfig } from './config/load-config.js';
 import { createLogger } from './observability/logger.js';
 import { VERSION, openDataDir, startServer } from './server.js';
+import { proxySettingsFromEnv, proxySettingsProblems } from './upstream/proxy-routes.js';
 import { verifyBlobs, type VerifyProgress } from './storage/verify.js';
 
 const program = new Command();
@@ -24,14 +25,17 @@ for (const o of OPTIONS) {
 serve.action(async (opts: Record<string, unknown>) => {
   const { config: configFile, ...flags } = opts;
   const loaded = loadConfig({ configFile: configFile as string | undefined, env: process.env, flags });
-  if (!loaded.ok) {
-    process.stderr.write(`hubcache: invalid configuration:\n${loaded.errors.map((e) => `  - ${e}`).join('\n')}\n`);
+  // The outbound proxy comes from the standard variables, not HUBCACHE_*: read once, here.
+  const proxy = proxySettingsFromEnv(process.env);
+  const problems = [...(loaded.ok ? [] : loaded.errors), ...proxySettingsProblems(proxy)];
+  if (!loaded.ok || problems.length > 0) {
+    process.stderr.write(`hubcache: invalid configuration:\n${problems.map((e) => `  - ${e}`).join('\n')}\n`);
     process.exit(2);
   }
   const log = createLogger(loaded.config.logLevel);
   let running;
   try {
-    running = await startServer(loaded.config, log);
+    running = await startServer(loaded.config, log, { proxy });
   } catch (err) {
     log.fatal({ message: (err as Error).message }, 'could not start');
     process.exit(1);

@@ -18,7 +18,9 @@
  * connecting: there is no window between the check and the connect for a DNS-rebinding answer to
  * slip into (no TOCTOU). The price: the refusal surfaces as a connect error (mapped to a 502
  * UpstreamError naming the address), and a name that resolves to several addresses is refused as
- * soon as one of them is forbidden, even if the others are public.
+ * soon as one of them is forbidden, even if the others are public. Through an outbound proxy the
+ * proxy resolves the name: there the mirror resolves and checks it first
+ * ({@link RedirectPolicy.checkResolved}), accepting a small rebinding window.
  */
 import dns from 'node:dns';
 import net from 'node:net';
@@ -90,6 +92,30 @@ export class RedirectPolicy {
     if (!this.#allowPrivate && net.isIP(hostname) !== 0) {
       const why = forbiddenAddress(hostname);
       if (why) throw new MirrorError('UpstreamError', `Upstream redirect to ${shown} refused: ${hostname} is not a public address (${why}; allowPrivateRedirects is false)`);
+    }
+  }
+
+  /**
+   * For a hop sent through a proxy, which resolves the name itself (the `lookup` guard never
+   * runs): resolves `target`'s name here and throws an UpstreamError (502) when any address is
+   * forbidden, or when the name does not resolve here (its addresses cannot be checked). The
+   * proxy resolves the name again when it connects, so a rebinding answer between the two
+   * resolutions is not caught: a small window, left open knowingly. IP literals are judged by
+   * {@link check}. Nothing to do when private addresses are allowed.
+   */
+  async checkResolved(target: URL, shown: string): Promise<void> {
+    const hostname = bareHost(target.hostname);
+    if (this.#allowPrivate || net.isIP(hostname) !== 0) return;
+    let addresses: dns.LookupAddress[];
+    try {
+      addresses = await dns.promises.lookup(hostname, { all: true, verbatim: true });
+    } catch (err) {
+      const code = (err as { code?: string }).code ?? 'error';
+      throw new MirrorError('UpstreamError', `Upstream redirect to ${shown} refused: ${hostname} does not resolve here (${code}), so its addresses cannot be checked (allowPrivateRedirects is false)`, { cause: err });
+    }
+    for (const a of addresses) {
+      const why = forbiddenAddress(a.address);
+      if (why) throw new MirrorError('UpstreamError', `Upstream redirect to ${shown} refused: ${hostname} resolves to ${a.address}, not a public address (${why}; allowPrivateRedirects is false)`);
     }
   }
 

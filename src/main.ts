@@ -8,6 +8,7 @@ import { OPTIONS, envName, flagName } from './config/config.js';
 import { loadConfig } from './config/load-config.js';
 import { createLogger } from './observability/logger.js';
 import { VERSION, openDataDir, startServer } from './server.js';
+import { proxySettingsFromEnv, proxySettingsProblems } from './upstream/proxy-routes.js';
 import { verifyBlobs, type VerifyProgress } from './storage/verify.js';
 
 const program = new Command();
@@ -38,12 +39,14 @@ for (const o of OPTIONS) {
 serve.action(async (opts: Record<string, unknown>, command: Command) => {
   const { config: configFile, ...flags } = opts;
   const loaded = loadConfig({ configFile: configFile as string | undefined, env: process.env, flags });
-  const problems = [...unexpectedArguments(command.args), ...(loaded.ok ? [] : loaded.errors)];
+  // The outbound proxy comes from the standard variables, not HUBCACHE_*: read once, here.
+  const proxy = proxySettingsFromEnv(process.env);
+  const problems = [...unexpectedArguments(command.args), ...(loaded.ok ? [] : loaded.errors), ...proxySettingsProblems(proxy)];
   if (!loaded.ok || problems.length > 0) exitInvalid(problems);
   const log = createLogger(loaded.config.logLevel);
   let running;
   try {
-    running = await startServer(loaded.config, log);
+    running = await startServer(loaded.config, log, { proxy });
   } catch (err) {
     log.fatal({ message: (err as Error).message }, 'could not start');
     process.exit(1);

@@ -18,6 +18,7 @@ import { BlobLayout } from './storage/blob-layout.js';
 import { FsBlobStore } from './storage/blob-store.js';
 import { CacheIndex } from './storage/cache-index.js';
 import { HubClient } from './upstream/hub-client.js';
+import { ProxyRoutes, showProxy, type ProxySettings } from './upstream/proxy-routes.js';
 import fsp from 'node:fs/promises';
 import { DataDirLock } from './storage/data-dir-lock.js';
 import { assertLocalFilesystem } from './storage/filesystem-check.js';
@@ -70,7 +71,16 @@ export async function openDataDir(dataDir: string, log: Logger): Promise<OpenDat
   }
 }
 
-export async function startServer(config: Config, log: Logger): Promise<RunningServer> {
+/** What the process environment contributes besides Config (read once by the entry point). */
+export interface ServerEnvironment {
+  /** Outbound proxy (HTTPS_PROXY, HTTP_PROXY, NO_PROXY); none by default. */
+  proxy?: ProxySettings;
+}
+
+export async function startServer(config: Config, log: Logger, env: ServerEnvironment = {}): Promise<RunningServer> {
+  const proxy = env.proxy ?? {};
+  // Validates the proxy settings before the data dir is locked; the log never shows credentials.
+  const proxyRoutes = new ProxyRoutes(proxy);
   const { layout, store, index, lock } = await openDataDir(config.dataDir, log);
   const hub = new HubClient({
     upstream: config.upstream,
@@ -85,11 +95,16 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     minBodyBytesPerSecond: config.upstreamMinBytesPerSecond,
     allowedRedirectHosts: config.allowedRedirectHosts,
     allowPrivateRedirects: config.allowPrivateRedirects,
+    proxy,
     onRetry: (e) => {
       if (e.waitMs !== undefined) log.warn({ upstream: e.what, status: e.status, attempt: e.attempt + 1, waitMs: e.waitMs }, 'upstream busy: retrying');
       else log.warn({ upstream: e.what, status: e.status, retries: e.attempt, reason: e.gaveUp }, 'upstream busy: giving up, the client gets the error');
     },
   });
+  if (proxyRoutes.configured && !config.offline) {
+    const upstreamProxy = proxyRoutes.proxyFor(new URL(config.upstream));
+    log.info({ ...proxyRoutes.describe(), upstreamVia: upstreamProxy ? showProxy(upstreamProxy) : 'direct (NO_PROXY)' }, 'outbound proxy: upstream connections go through it (CONNECT tunnels), except NO_PROXY hosts');
+  }
   if (config.allowPrivateRedirects) log.warn('allowPrivateRedirects: upstream redirects may lead to loopback, private and link-local addresses');
   if (config.hfToken) log.warn('service token (hfToken) configured: clients without a token read upstream with it');
   if (config.accessKeys.length > 0) log.info({ keys: config.accessKeys.length }, 'access keys required: clients must send one as their bearer token');

@@ -21,14 +21,20 @@
  * - Redirects leaving the upstream origin go through the RedirectPolicy (allowed hosts; no
  *   private, loopback or link-local address, checked on the literal and, in the socket's own DNS
  *   lookup, on every resolved address) and over a separate pool that carries that lookup.
+ * - An outbound proxy (`proxy`: HTTPS_PROXY, HTTP_PROXY, NO_PROXY) carries every connection it
+ *   applies to, judged per target (upstream, each CDN hop, HEADs alike), always through a CONNECT
+ *   tunnel (http:// targets too), so the proxy never sees a request's headers; it gets
+ *   `Proxy-Authorization` only from its own URL's credentials. The proxy resolves the names it
+ *   connects to, so a proxied off-origin hop's name is resolved and checked here first.
  */
 import type { Readable } from 'node:stream';
 import { setTimeout as delay } from 'node:timers/promises';
 import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
-import { Agent, type Dispatcher } from 'undici';
+import { Agent, Pool, ProxyAgent, type Dispatcher } from 'undici';
 import { MirrorError } from '../errors.js';
 import { fileUrlPath, type FileRequest } from '../hub/repo-ref.js';
 import { KeepAliveHead, type HeadResponse } from './keep-alive-head.js';
+import { ProxyRoutes, proxyAuthorization, proxyEndpoint, type ProxySettings } from './proxy-routes.js';
 import { DEFAULT_REDIRECT_HOSTS, RedirectPolicy } from './redirect-policy.js';
 import { RetryPolicy, type RetryDecision } from './retry-policy.js';
 import { fromNetworkError, fromUpstreamStatus, headerValue, type Headers } from './upstream-errors.js';
@@ -65,6 +71,8 @@ export interface HubClientOptions {
   minBodyBytesPerSecond?: number;
   /** Told about every retry, and about giving up on a retryable answer (for logs). */
   onRetry?: (event: RetryEvent) => void;
+  /** Outbound proxy (from HTTPS_PROXY, HTTP_PROXY, NO_PROXY at startup); none by default. */
+  proxy?: ProxySettings;
 }
 
 export interface RetryEvent {
@@ -137,6 +145,11 @@ export class HubClient {
   /** Connections to every other origin a redirect leads to (CDN), with the DNS guard. */
   readonly #redirectAgent: Agent;
   readonly #redirects: RedirectPolicy;
+  readonly #proxies: ProxyRoutes;
+  /** One pool per proxy URL, for the upstream and redirect hops alike (the proxy resolves names). */
+  readonly #proxyAgents = new Map<string, ProxyAgent>();
+  readonly #agentOptions: Agent.Options;
+  readonly #connectTimeoutMs: number;
   readonly #retry: RetryPolicy;
   readonly #onRetry: HubClientOptions['onRetry'];
   readonly #speedFloor: BodySpeedFloor | undefined;
@@ -155,13 +168,21 @@ export class HubClient {
     this.#base = new URL(opts.upstream);
     this.#basePath = this.#base.pathname.replace(/\/+$/, '');
     this.#userAgent = opts.userAgent;
-    this.#heads = new KeepAliveHead({ maxSockets: opts.connectionsPerOrigin ?? 128, connectTimeoutMs: opts.connectTimeoutMs });
+    this.#proxies = new ProxyRoutes(opts.proxy);
+    this.#connectTimeoutMs = opts.connectTimeoutMs;
+    const proxies = this.#proxies;
+    this.#heads = new KeepAliveHead({
+      maxSockets: opts.connectionsPerOrigin ?? 128,
+      connectTimeoutMs: opts.connectTimeoutMs,
+      ...(proxies.configured ? { proxyFor: (url: URL) => proxies.proxyFor(url) } : {}),
+    });
     const agentOptions = {
       headersTimeout: opts.headersTimeoutMs,
       bodyTimeout: opts.bodyIdleTimeoutMs,
       keepAliveTimeout: 30_000,
       connections: opts.connectionsPerOrigin ?? 128,
     };
+    this.#agentOptions = agentOptions;
     this.#agent = new Agent({ ...agentOptions, connect: { timeout: opts.connectTimeoutMs } });
     this.#redirects = new RedirectPolicy({
       upstream: this.#base,
@@ -222,8 +243,8 @@ export class HubClient {
     if (this.#offline) {
       throw new MirrorError('UpstreamUnavailable', `Offline mode (offline: true): upstream is never contacted, and ${describe(url)} is not in the cache`);
     }
-    const agent = url.origin === this.#base.origin ? this.#agent : this.#redirectAgent;
     try {
+      const agent = await this.#dispatcherFor(url);
       return await agent.request({
         origin: url.origin,
         path: url.pathname + url.search,
@@ -235,6 +256,35 @@ export class HubClient {
     } catch (err) {
       throw fromNetworkError(err, describe(url));
     }
+  }
+
+  /**
+   * The pool for a request to `url`: through the proxy that applies to it, else the upstream's
+   * pool or the guarded pool of redirect hops. A proxied off-origin hop's name is checked first.
+   */
+  async #dispatcherFor(url: URL): Promise<Dispatcher> {
+    const offOrigin = url.origin !== this.#base.origin;
+    const proxy = this.#proxies.proxyFor(url);
+    if (!proxy) return offOrigin ? this.#redirectAgent : this.#agent;
+    if (offOrigin) await this.#redirects.checkResolved(url, describe(url));
+    let agent = this.#proxyAgents.get(proxy.href);
+    if (!agent) {
+      const connectTimeoutMs = this.#connectTimeoutMs;
+      const token = proxyAuthorization(proxy);
+      agent = new ProxyAgent({
+        ...this.#agentOptions,
+        uri: proxyEndpoint(proxy).href,
+        ...(token ? { token } : {}),
+        // CONNECT for http:// targets too: an absolute-form request would show the proxy our headers.
+        proxyTunnel: true,
+        proxyTls: { timeout: connectTimeoutMs },
+        requestTls: { timeout: connectTimeoutMs },
+        // The CONNECT answer is part of connecting: bounded like a TCP connect.
+        clientFactory: (origin, options) => new Pool(origin, { ...options, headersTimeout: connectTimeoutMs }),
+      });
+      this.#proxyAgents.set(proxy.href, agent);
+    }
+    return agent;
   }
 
   async #head(url: URL, headers: Record<string, string>, signal: AbortSignal): Promise<HeadResponse> {
@@ -405,7 +455,7 @@ export class HubClient {
 
   async close(): Promise<void> {
     this.#heads.close();
-    await Promise.all([this.#agent.close(), this.#redirectAgent.close()]);
+    await Promise.all([this.#agent.close(), this.#redirectAgent.close(), ...[...this.#proxyAgents.values()].map((a) => a.close())]);
   }
 }
 

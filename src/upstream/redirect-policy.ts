@@ -9,15 +9,22 @@
  *    unspecified, multicast or otherwise reserved address — neither as an IP literal in the URL
  *    nor as any address its name resolves to.
  *
+ * Address ranges are ipaddr.js's (IANA's special-purpose registries): only global unicast
+ * addresses pass, and an IPv4 address carried inside IPv6 is judged as IPv4 (see
+ * {@link forbiddenAddress}).
+ *
  * Resolved addresses are checked inside the connection's own DNS lookup (`lookup` of the socket
  * the request then uses; see {@link RedirectPolicy.lookup}), not by a separate resolution before
  * connecting: there is no window between the check and the connect for a DNS-rebinding answer to
  * slip into (no TOCTOU). The price: the refusal surfaces as a connect error (mapped to a 502
  * UpstreamError naming the address), and a name that resolves to several addresses is refused as
- * soon as one of them is forbidden, even if the others are public.
+ * soon as one of them is forbidden, even if the others are public. Through an outbound proxy the
+ * proxy resolves the name: there the mirror resolves and checks it first
+ * ({@link RedirectPolicy.checkResolved}), accepting a small rebinding window.
  */
 import dns from 'node:dns';
 import net from 'node:net';
+import ipaddr from 'ipaddr.js';
 import { MirrorError } from '../errors.js';
 import { ForbiddenAddressError } from './upstream-errors.js';
 
@@ -93,6 +100,30 @@ export class RedirectPolicy {
   }
 
   /**
+   * For a hop sent through a proxy, which resolves the name itself (the `lookup` guard never
+   * runs): resolves `target`'s name here and throws an UpstreamError (502) when any address is
+   * forbidden, or when the name does not resolve here (its addresses cannot be checked). The
+   * proxy resolves the name again when it connects, so a rebinding answer between the two
+   * resolutions is not caught: a small window, left open knowingly. IP literals are judged by
+   * {@link check}. Nothing to do when private addresses are allowed.
+   */
+  async checkResolved(target: URL, shown: string): Promise<void> {
+    const hostname = bareHost(target.hostname);
+    if (this.#allowPrivate || net.isIP(hostname) !== 0) return;
+    let addresses: dns.LookupAddress[];
+    try {
+      addresses = await dns.promises.lookup(hostname, { all: true, verbatim: true });
+    } catch (err) {
+      const code = (err as { code?: string }).code ?? 'error';
+      throw new MirrorError('UpstreamError', `Upstream redirect to ${shown} refused: ${hostname} does not resolve here (${code}), so its addresses cannot be checked (allowPrivateRedirects is false)`, { cause: err });
+    }
+    for (const a of addresses) {
+      const why = forbiddenAddress(a.address);
+      if (why) throw new MirrorError('UpstreamError', `Upstream redirect to ${shown} refused: ${hostname} resolves to ${a.address}, not a public address (${why}; allowPrivateRedirects is false)`);
+    }
+  }
+
+  /**
    * A `lookup` for the sockets of off-origin hops: resolves as usual and fails the connection when
    * any resolved address is forbidden. Undefined when private addresses are allowed.
    */
@@ -126,81 +157,105 @@ function bareHost(hostname: string): string {
   return h.startsWith('[') && h.endsWith(']') ? h.slice(1, -1) : h;
 }
 
-const V4_BLOCKED: ReadonlyArray<[string, number, string]> = [
-  ['0.0.0.0', 8, 'unspecified'],
-  ['10.0.0.0', 8, 'private'],
-  ['100.64.0.0', 10, 'shared (CGNAT)'],
-  ['127.0.0.0', 8, 'loopback'],
-  ['169.254.0.0', 16, 'link-local'],
-  ['172.16.0.0', 12, 'private'],
-  ['192.0.0.0', 24, 'reserved'],
-  ['192.168.0.0', 16, 'private'],
-  ['198.18.0.0', 15, 'reserved'],
-  ['224.0.0.0', 4, 'multicast'],
-  ['240.0.0.0', 4, 'reserved'],
-];
-const V6_BLOCKED: ReadonlyArray<[string, number, string]> = [
-  ['::1', 128, 'loopback'],
-  ['::', 128, 'unspecified'],
-  ['::', 96, 'IPv4-compatible'],
-  ['64:ff9b:1::', 48, 'local NAT64'],
-  ['100::', 64, 'discard'],
-  ['fc00::', 7, 'unique-local (private)'],
-  ['fe80::', 10, 'link-local'],
-  ['fec0::', 10, 'site-local'],
-  ['ff00::', 8, 'multicast'],
-];
+/** Why an IPv4 range (ipaddr.js's name for it) is refused; every range but `unicast` is. */
+const V4_REASONS: Record<string, string> = {
+  unspecified: 'unspecified',
+  broadcast: 'broadcast',
+  multicast: 'multicast',
+  linkLocal: 'link-local',
+  loopback: 'loopback',
+  carrierGradeNat: 'shared (CGNAT)',
+  private: 'private',
+  reserved: 'reserved (IETF, documentation, benchmarking, 6to4 relay or future use)',
+  as112: 'AS112 anycast',
+  amt: 'AMT anycast',
+};
+const V6_REASONS: Record<string, string> = {
+  unspecified: 'unspecified',
+  linkLocal: 'link-local',
+  multicast: 'multicast',
+  loopback: 'loopback',
+  uniqueLocal: 'unique-local (private)',
+  deprecatedSiteLocal: 'site-local',
+  discard: 'discard',
+  rfc6145: 'IPv4-translated',
+  rfc6052: 'local NAT64',
+  benchmarking: 'benchmarking',
+  amt: 'AMT anycast',
+  as112v6: 'AS112 anycast',
+  deprecatedOrchid: 'ORCHID',
+  orchid2: 'ORCHID',
+  droneRemoteIdProtocolEntityTags: 'reserved (drone remote ID)',
+  segmentRouting: 'segment routing',
+  reserved: 'reserved (IETF or documentation)',
+};
 
-const v4Rules = V4_BLOCKED.map(([base, bits, why]) => {
-  const list = new net.BlockList();
-  list.addSubnet(base, bits, 'ipv4');
-  return { list, why };
-});
-const v6Rules = V6_BLOCKED.map(([base, bits, why]) => {
-  const list = new net.BlockList();
-  list.addSubnet(base, bits, 'ipv6');
-  return { list, why };
-});
+const GLOBAL_UNICAST_V6: [ipaddr.IPv6, number] = [ipaddr.IPv6.parse('2000::'), 3];
+const NAT64_WELL_KNOWN: [ipaddr.IPv6, number] = [ipaddr.IPv6.parse('64:ff9b::'), 96];
 
-/** Why `address` (an IP literal) must not be connected to, or undefined if it is a public address. */
+/**
+ * Why `address` (an IP literal, optionally in brackets or with a zone) must not be connected to,
+ * or undefined when it is a global unicast address. Ranges come from ipaddr.js (IANA's
+ * special-purpose registries). IPv6 must be in 2000::/3, except that an IPv4 address carried
+ * inside IPv6 (IPv4-mapped, NAT64 64:ff9b::/96, 6to4 2002::/16, both ends of Teredo 2001::/32)
+ * is judged as that IPv4 address: a public one passes, a private one is refused.
+ */
 export function forbiddenAddress(address: string): string | undefined {
-  const ip = bareHost(address).replace(/%.*$/, '');
-  const family = net.isIP(ip);
-  if (family === 4) return v4Rules.find((r) => r.list.check(ip, 'ipv4'))?.why;
-  if (family !== 6) return 'malformed';
-  // An IPv4 address carried inside IPv6 (mapped, NAT64 well-known prefix, 6to4) is judged as IPv4.
-  const words = ipv6Words(ip);
-  if (!words) return 'malformed';
-  const embedded = embeddedV4(words);
+  const text = canonicalIp(address);
+  if (text === undefined) return 'malformed';
+  const ip = ipaddr.parse(text);
+  if (ip.kind() === 'ipv4') return forbiddenV4(ip as ipaddr.IPv4);
+  const v6 = ip as ipaddr.IPv6;
+  const embedded = embeddedV4(v6);
   if (embedded) {
-    const why = forbiddenAddress(embedded);
-    if (why) return why;
+    for (const [v4, how] of embedded) {
+      const why = forbiddenV4(v4);
+      if (why) return `${why}: ${v4.toString()} inside ${how}`;
+    }
+    return undefined;
   }
-  return v6Rules.find((r) => r.list.check(ip, 'ipv6'))?.why;
+  const range = v6.range();
+  if (range !== 'unicast') return V6_REASONS[range] ?? range;
+  if (!v6.match(GLOBAL_UNICAST_V6)) return 'not global unicast (outside 2000::/3)';
+  return undefined;
 }
 
-/** Eight 16-bit words of an IPv6 literal (with `::` and a trailing dotted quad), or undefined. */
-function ipv6Words(ip: string): number[] | undefined {
-  let text = ip.toLowerCase();
-  const quad = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
-  if (quad?.[1]) {
-    const b = quad[1].split('.').map(Number);
-    text = `${text.slice(0, -quad[1].length)}${(((b[0] ?? 0) << 8) | (b[1] ?? 0)).toString(16)}:${(((b[2] ?? 0) << 8) | (b[3] ?? 0)).toString(16)}`;
+/**
+ * An IP literal as the WHATWG URL parser writes it (what a redirect's `hostname` holds and the
+ * connection uses: `0x7f.1` → `127.0.0.1`, `::a.b.c.d` → `::xxxx:xxxx`), zone and brackets
+ * removed; undefined when `address` is not an IP literal. ipaddr.js alone would read the
+ * deprecated IPv4-compatible `::a.b.c.d` as IPv4-mapped.
+ */
+function canonicalIp(address: string): string | undefined {
+  const bare = bareHost(address).replace(/%.*$/, '');
+  let host: string;
+  try {
+    host = bareHost(new URL(`http://${bare.includes(':') ? `[${bare}]` : bare}/`).hostname);
+  } catch {
+    return undefined;
   }
-  const [head = '', tail] = text.split('::');
-  const h = head ? head.split(':') : [];
-  const t = tail ? tail.split(':') : [];
-  const fill = tail === undefined ? 0 : 8 - h.length - t.length;
-  if (fill < 0) return undefined;
-  const words = [...h, ...Array<string>(fill).fill('0'), ...t].map((w) => parseInt(w, 16));
-  return words.length === 8 && words.every((w) => Number.isInteger(w) && w >= 0 && w <= 0xffff) ? words : undefined;
+  return net.isIP(host) === 0 ? undefined : host;
 }
 
-function embeddedV4(w: number[]): string | undefined {
-  const v4 = (hi: number, lo: number) => `${hi >> 8}.${hi & 0xff}.${lo >> 8}.${lo & 0xff}`;
-  const zero = (from: number, to: number) => w.slice(from, to).every((x) => x === 0);
-  if (zero(0, 5) && w[5] === 0xffff) return v4(w[6] ?? 0, w[7] ?? 0); // ::ffff:a.b.c.d
-  if (w[0] === 0x64 && w[1] === 0xff9b && zero(2, 6)) return v4(w[6] ?? 0, w[7] ?? 0); // 64:ff9b::a.b.c.d
-  if (w[0] === 0x2002) return v4(w[1] ?? 0, w[2] ?? 0); // 6to4 2002:aabb:ccdd::
+function forbiddenV4(ip: ipaddr.IPv4): string | undefined {
+  const range = ip.range();
+  return range === 'unicast' ? undefined : (V4_REASONS[range] ?? range);
+}
+
+/** The IPv4 addresses an IPv6 address carries, with what carries them; undefined when none. */
+function embeddedV4(ip: ipaddr.IPv6): Array<[ipaddr.IPv4, string]> | undefined {
+  const p = ip.parts;
+  const v4 = (hi: number, lo: number) => new ipaddr.IPv4([hi >> 8, hi & 0xff, lo >> 8, lo & 0xff]);
+  if (ip.isIPv4MappedAddress()) return [[ip.toIPv4Address(), 'an IPv4-mapped address']];
+  if (ip.match(NAT64_WELL_KNOWN)) return [[v4(p[6] ?? 0, p[7] ?? 0), 'a NAT64 address']];
+  const range = ip.range();
+  if (range === '6to4') return [[v4(p[1] ?? 0, p[2] ?? 0), 'a 6to4 address']];
+  if (range === 'teredo') {
+    // Teredo: the server's address in clear, the client's with every bit inverted.
+    return [
+      [v4(p[2] ?? 0, p[3] ?? 0), 'a Teredo address (server)'],
+      [v4(~(p[6] ?? 0) & 0xffff, ~(p[7] ?? 0) & 0xffff), 'a Teredo address (client)'],
+    ];
+  }
   return undefined;
 }

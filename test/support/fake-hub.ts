@@ -82,6 +82,8 @@ export interface RecordedRequest {
   headers: Record<string, string | string[] | undefined>;
   /** Whether the request carried an `Authorization` header. */
   hasAuthorization: boolean;
+  /** Address the connection came from (a proxy's outgoing address when the request went through one). */
+  remoteAddress: string;
   /** Response status, once the headers were sent. */
   status?: number;
   /** Body bytes handed to the socket for this response so far. */
@@ -891,6 +893,7 @@ class FakeHubImpl implements FakeHub {
       path: rawPath,
       headers: { ...req.headers },
       hasAuthorization: req.headers.authorization !== undefined,
+      remoteAddress: req.socket.remoteAddress ?? '',
       bytesSent: 0,
       startedAt: performance.now(),
     };

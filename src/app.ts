@@ -5,6 +5,7 @@
 import { Hono } from 'hono';
 import type { Logger } from 'pino';
 import { isMirrorError } from './errors.js';
+import type { AccessPolicy } from './hub/access-policy.js';
 import type { FileResolver } from './hub/file-resolver.js';
 import type { MetadataCache } from './hub/metadata-cache.js';
 import { errorResponse } from './http/hub-errors.js';
@@ -34,18 +35,21 @@ export interface AppDeps {
   listenUrl: () => string;
   /** Operator policy: which repos are served. */
   policy: RepoPolicy;
-  /** Client access keys (empty: open mirror) and the service token ('' when unset). */
+  /** Client access keys (empty: open mirror). */
   accessKeys: readonly string[];
-  hfToken: string;
+  /** Who may read what (identities: anonymous, the service token, client tokens). */
+  access: AccessPolicy;
+  /** Config `allowWrites`: pass API write requests upstream instead of refusing them. */
+  allowWrites: boolean;
 }
 
 export function createApp(deps: AppDeps): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
   app.use(requestLog(deps.log));
-  app.use(accessControl({ accessKeys: deps.accessKeys, hfToken: deps.hfToken }));
+  app.use(accessControl({ accessKeys: deps.accessKeys, policy: deps.access }));
   app.route('/', healthRoutes({ index: deps.index, dataDir: deps.dataDir }));
   // Before the file routes: `/api/...` is never a file URL.
-  app.route('/', apiRoutes({ metadata: deps.metadata, hub: deps.hub, log: deps.log, publicUrl: deps.publicUrl, listenUrl: deps.listenUrl, policy: deps.policy }));
+  app.route('/', apiRoutes({ metadata: deps.metadata, hub: deps.hub, log: deps.log, publicUrl: deps.publicUrl, listenUrl: deps.listenUrl, policy: deps.policy, allowWrites: deps.allowWrites }));
   app.route('/', filesRoutes({ resolver: deps.resolver, mirror: deps.mirror, fillStartWaitMs: deps.fillStartWaitMs, policy: deps.policy }));
 
   app.notFound(() => notFound());

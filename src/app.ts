@@ -5,6 +5,7 @@
 import { Hono } from 'hono';
 import type { Logger } from 'pino';
 import { isMirrorError } from './errors.js';
+import type { AccessPolicy } from './hub/access-policy.js';
 import type { FileResolver } from './hub/file-resolver.js';
 import type { MetadataCache } from './hub/metadata-cache.js';
 import { errorResponse } from './http/hub-errors.js';
@@ -35,11 +36,14 @@ export interface AppDeps {
   listenUrl: () => string;
   /** Operator policy: which repos are served. */
   policy: RepoPolicy;
-  /** Client access keys (empty: open mirror) and the service token ('' when unset). */
+  /** Client access keys (empty: open mirror). */
   accessKeys: readonly string[];
-  hfToken: string;
   /** Config `corsOrigins`: web origins whose pages may read the mirror (`*`: any). */
   corsOrigins: readonly string[];
+  /** Who may read what (identities: anonymous, the service token, client tokens). */
+  access: AccessPolicy;
+  /** Config `allowWrites`: pass API write requests upstream instead of refusing them. */
+  allowWrites: boolean;
 }
 
 export function createApp(deps: AppDeps): Hono<AppEnv> {
@@ -48,10 +52,10 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   // Before access control: preflights carry no credentials; and outside it, so that its 401 and
   // every other answer carries the CORS headers too.
   app.use(cors({ origins: deps.corsOrigins }));
-  app.use(accessControl({ accessKeys: deps.accessKeys, hfToken: deps.hfToken }));
+  app.use(accessControl({ accessKeys: deps.accessKeys, policy: deps.access }));
   app.route('/', healthRoutes({ index: deps.index, dataDir: deps.dataDir }));
   // Before the file routes: `/api/...` is never a file URL.
-  app.route('/', apiRoutes({ metadata: deps.metadata, hub: deps.hub, log: deps.log, publicUrl: deps.publicUrl, listenUrl: deps.listenUrl, policy: deps.policy }));
+  app.route('/', apiRoutes({ metadata: deps.metadata, hub: deps.hub, log: deps.log, publicUrl: deps.publicUrl, listenUrl: deps.listenUrl, policy: deps.policy, allowWrites: deps.allowWrites }));
   app.route('/', filesRoutes({ resolver: deps.resolver, mirror: deps.mirror, fillStartWaitMs: deps.fillStartWaitMs, policy: deps.policy }));
 
   app.notFound(() => notFound());

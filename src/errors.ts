@@ -19,6 +19,7 @@ export type ErrorCode =
   | 'Forbidden'
   | 'RepoNotAllowed'
   | 'AccessKeyRequired'
+  | 'ReadOnlyMirror'
   | 'RangeNotSatisfiable'
   | 'RateLimited'
   | 'UpstreamRejected'
@@ -59,6 +60,8 @@ export const ERROR_TABLE: Record<ErrorCode, ErrorSpec> = {
   RepoNotAllowed: { status: 403, hubCode: 'RepoNotAllowed' },
   // accessKeys is set and the request carries none of them. No Hub code: it is not about a repo.
   AccessKeyRequired: { status: 401 },
+  // A write (POST/PUT/PATCH/DELETE under /api/) on a mirror without `allowWrites`.
+  ReadOnlyMirror: { status: 403, hubCode: 'ReadOnlyMirror' },
   RangeNotSatisfiable: { status: 416 },
   RateLimited: { status: 429 },
   // Any other 4xx upstream gave: passed through with upstream's status (never turned into 5xx).

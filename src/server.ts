@@ -8,7 +8,9 @@ import type { AddressInfo, Socket } from 'node:net';
 import { createAdaptorServer } from '@hono/node-server';
 import type { Logger } from 'pino';
 import { createApp } from './app.js';
+import { systemClock } from './clock.js';
 import type { Config } from './config/config.js';
+import { AccessPolicy } from './hub/access-policy.js';
 import { FileResolver } from './hub/file-resolver.js';
 import { MetadataCache } from './hub/metadata-cache.js';
 import { RefPins } from './hub/ref-pins.js';
@@ -109,14 +111,18 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
   if (config.hfToken) log.warn('service token (hfToken) configured: clients without a token read upstream with it');
   if (config.accessKeys.length > 0) log.info({ keys: config.accessKeys.length }, 'access keys required: clients must send one as their bearer token');
   if (config.allowRepos.length + config.denyRepos.length > 0) log.info({ allowRepos: config.allowRepos, denyRepos: config.denyRepos }, 'repo policy');
+  if (config.allowWrites) log.warn(`allowWrites: API write requests are passed upstream${config.hfToken ? ', with the service token for clients that send none' : ''}`);
   if (config.offline) log.warn('offline mode (offline: true): upstream is never contacted; only cached files and metadata are served');
+  // One clock for every freshness decision; one policy for who may read what.
+  const clock = systemClock;
+  const access = new AccessPolicy({ hfToken: config.hfToken, hub, authTtlMs: config.authTtlSeconds * 1000, clock });
   // One branch → commit pin per revision for files and metadata alike.
-  const pins = new RefPins(index, config.refsTtlSeconds * 1000);
+  const pins = new RefPins(index, config.refsTtlSeconds * 1000, clock);
   const resolver = new FileResolver({
     index,
     hub,
     pins,
-    authTtlMs: config.authTtlSeconds * 1000,
+    policy: access,
     onStale: (req) => log.warn({ repo: req.repo.id, revision: req.revision }, 'upstream unreachable: answered from the index'),
   });
   const mirror = new Mirror({
@@ -137,6 +143,7 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
     index,
     hub,
     pins,
+    policy: access,
     onStale: (repo, revision) => log.warn({ repo: repo.id, type: repo.type, revision }, 'upstream unreachable: API answered from the index'),
   });
   let url = '';
@@ -153,8 +160,9 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
     listenUrl: () => url,
     policy: new RepoPolicy(config.allowRepos, config.denyRepos),
     accessKeys: config.accessKeys,
-    hfToken: config.hfToken,
     corsOrigins: config.corsOrigins,
+    access,
+    allowWrites: config.allowWrites,
   });
 
   // Slowloris guard without cutting long downloads: headers must arrive within

@@ -39,6 +39,7 @@ export interface Config {
   offline: boolean;
   publicUrl: string;
   hfToken: string;
+  allowWrites: boolean;
   accessKeys: string[];
   allowRepos: string[];
   denyRepos: string[];
@@ -94,6 +95,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'offline', type: { kind: 'boolean' }, default: false, description: 'Never contact upstream: answer only from the cache (files, metadata, last known branch → commit), everything else fails at once with 503. Logged at startup.' },
   { key: 'publicUrl', type: { kind: 'url', optional: true }, default: '', description: "The mirror's own base URL as clients reach it (e.g. `https://hf-mirror.internal`), used in pagination `Link` headers. Empty: `http://` + the request's Host header when it is a plain host[:port], else the listen address." },
   { key: 'hfToken', type: { kind: 'string', optional: true, check: checkToken }, default: '', description: 'Service token sent upstream for clients that send none (e.g. transformers.js, which never sends one to a mirror). Risk: everyone who can reach the mirror can read what this token can read; combine with accessKeys. Never logged.' },
+  { key: 'allowWrites', type: { kind: 'boolean' }, default: false, description: 'Pass write requests under `/api/` (POST, PUT, PATCH, DELETE: uploads, commits, repo settings) upstream with the caller\'s token, or with hfToken for clients that send none. Risk: with hfToken, everyone who can reach the mirror then writes as the service token. Off: refused with 403 `ReadOnlyMirror` before anything goes upstream (the read-only paths-info POST always works).' },
   { key: 'accessKeys', type: { kind: 'list', check: checkToken }, default: [], description: 'If set, every client must send `Authorization: Bearer <key>` with one of these keys (clients set HF_TOKEN to it); the key is not forwarded, upstream is asked with hfToken or anonymously. Empty: the mirror is open and forwards client tokens.' },
   { key: 'allowRepos', type: { kind: 'list', check: checkRepoGlob }, default: [], description: 'If set, only repos matching one of these globs are served, matched against `models/<id>`, `datasets/<id>`, `spaces/<id>` (`*` within a segment, `**` across). E.g. `models/meta-llama/*,datasets/**`.' },
   { key: 'denyRepos', type: { kind: 'list', check: checkRepoGlob }, default: [], description: 'Repos matching one of these globs (same syntax as allowRepos) are refused with 403, even if allowed.' },

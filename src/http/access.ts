@@ -1,31 +1,33 @@
 /**
- * Who the mirror asks upstream as, per request (set as the `upstreamAuth` context variable):
- * - open mirror (no accessKeys): the client's own `Authorization`, else the service token
- *   (`hfToken`) if configured, else anonymous;
+ * Who the mirror asks upstream as, per request (set as the `identity` context variable; what
+ * each identity may read is the AccessPolicy's call, hub/access-policy.ts):
+ * - open mirror (no accessKeys): the client's own token (`Authorization`), else the tokenless
+ *   identity: the service token (`hfToken`) if configured, else anonymous;
  * - with accessKeys: the client must send `Authorization: Bearer <key>` with one of the keys
- *   (else 401). The key never goes upstream: upstream is asked with the service token or
- *   anonymously, so every admitted client shares the service identity (documented risk).
+ *   (else 401). The key never goes upstream: every admitted client is the tokenless identity
+ *   (the service token, or anonymous), the documented risk.
  * `/healthz` is always open (container health checks).
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Context, MiddlewareHandler } from 'hono';
 import { MirrorError } from '../errors.js';
+import type { AccessPolicy } from '../hub/access-policy.js';
 import type { AppEnv } from './app-env.js';
 
 export interface AccessOptions {
   accessKeys: readonly string[];
-  hfToken: string;
+  policy: AccessPolicy;
 }
 
 const digest = (text: string): Buffer => createHash('sha256').update(text).digest();
 
 export function accessControl(opts: AccessOptions): MiddlewareHandler<AppEnv> {
   const keys = opts.accessKeys.map(digest);
-  const service = opts.hfToken ? `Bearer ${opts.hfToken}` : undefined;
+  const { policy } = opts;
   return async (c, next) => {
     const header = authorizationOf(c);
     if (c.req.path === '/healthz') {
-      c.set('upstreamAuth', undefined);
+      c.set('identity', policy.tokenless);
     } else if (keys.length > 0) {
       const presented = /^Bearer\s+(\S+)\s*$/i.exec(header ?? '')?.[1];
       // Compare digests in constant time: no early exit on the first differing byte.
@@ -33,9 +35,9 @@ export function accessControl(opts: AccessOptions): MiddlewareHandler<AppEnv> {
       if (!ok) {
         throw new MirrorError('AccessKeyRequired', 'This mirror requires an access key: set HF_TOKEN (or send Authorization: Bearer <key>) to a key the mirror operator gave you');
       }
-      c.set('upstreamAuth', service);
+      c.set('identity', policy.tokenless);
     } else {
-      c.set('upstreamAuth', header ?? service);
+      c.set('identity', header ? policy.client(header) : policy.tokenless);
     }
     await next();
   };

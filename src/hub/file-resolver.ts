@@ -1,30 +1,27 @@
 /**
- * FileResolver: (repo, revision, view, path) + the caller's credentials → FileEntry, the facts
- * needed to serve a file: commit, blob key, size, etag.
- *
- * Order of answers:
- * 1. Upstream's recent answer to this same question for this same identity (a token, by a keyed
- *    hash; or anonymous), memoized for `authTtlMs` (revocation takes effect within it).
- * 2. Anonymous caller, revision known as a commit (given, or a branch pinned within the refs TTL),
- *    and a file row upstream once granted anonymously, while the repo is still public (checked
- *    once per repo and auth TTL) → answered from the index, no file request upstream.
- * 3. Otherwise one upstream HEAD with the caller's own credentials; identical concurrent
- *    questions share it. A successful anonymous answer is recorded in the index.
- * When upstream cannot be reached, an anonymous caller is answered from the last known ref and row
- * (offline fallback); a caller with a token fails closed.
+ * FileResolver: (repo, revision, view, path) + the caller's Identity → FileEntry, the facts
+ * needed to serve a file: commit, blob key, size, etag. Who may be answered from what is the
+ * AccessPolicy's call (hub/access-policy.ts); this module applies it in order:
+ * 1. Upstream's recent answer to this same question for this same identity (the grant memo, for
+ *    the grant TTL: revocation takes effect within it).
+ * 2. Revision known as a commit (given, or a branch pinned within the refs TTL, in a scope the
+ *    caller sees) and a file row the policy lets this identity read from the index (its own
+ *    scope or public, repo still public) → answered with no file request upstream.
+ * 3. Otherwise one upstream HEAD with the identity's credentials; identical concurrent
+ *    questions share it. The answer is recorded (row, and the branch's pin) under the scope the
+ *    policy gives it; a client token's rows are kept but never read back.
+ * When upstream cannot be reached, the last known ref and row answer if the policy's offline
+ * rule allows (the identity's own recordings, or public content); otherwise the error stands.
  */
-import { createHmac, randomBytes } from 'node:crypto';
-import { LRUCache } from 'lru-cache';
 import { MirrorError } from '../errors.js';
 import { blobKey, type BlobKey } from '../storage/blob-layout.js';
 import type { CacheIndex, FileRow } from '../storage/cache-index.js';
 import type { HubClient, UpstreamFileMeta } from '../upstream/hub-client.js';
 import { isUnreachable } from '../upstream/upstream-errors.js';
 import { PromiseFlights } from '../mirror/flights.js';
+import type { AccessPolicy, GrantMemo, Identity } from './access-policy.js';
 import type { RefPins } from './ref-pins.js';
-import { apiTypeSegment, isCommitSha, repoKey, type FileRequest, type RepoRef } from './repo-ref.js';
-
-type RepoAccess = 'public' | 'restricted' | 'unknown';
+import { isCommitSha, repoKey, type FileRequest } from './repo-ref.js';
 
 export interface FileEntry {
   request: FileRequest;
@@ -35,7 +32,7 @@ export interface FileEntry {
   etag: string;
   isLfs: boolean;
   contentType: string;
-  /** Where the answer came from: the index, the token memo, upstream, or a stale index row (offline). */
+  /** Where the answer came from: the index, the grant memo, upstream, or a stale index row (offline). */
   source: 'index' | 'memo' | 'upstream' | 'stale';
 }
 
@@ -44,9 +41,7 @@ export interface FileResolverOptions {
   hub: HubClient;
   /** Branch or tag → commit, shared with the metadata API (one pin per revision within the refs TTL). */
   pins: RefPins;
-  /** How long upstream's grant to one token for one file is trusted. */
-  authTtlMs: number;
-  now?: () => number;
+  policy: AccessPolicy;
   onStale?: (req: FileRequest) => void;
 }
 
@@ -54,52 +49,40 @@ export class FileResolver {
   readonly #index: CacheIndex;
   readonly #hub: HubClient;
   readonly #pins: RefPins;
-  readonly #now: () => number;
+  readonly #policy: AccessPolicy;
   readonly #probes = new PromiseFlights<FileEntry>();
-  readonly #grants: LRUCache<string, FileEntry>;
-  readonly #repoAccessMemo: LRUCache<string, 'public' | 'restricted'>;
-  readonly #authTtlMs: number;
-  readonly #repoAccessFlights = new PromiseFlights<RepoAccess>();
-  /** Per-process key for hashing tokens: memo keys are useless outside this process. */
-  readonly #tokenKey = randomBytes(32);
+  readonly #grants: GrantMemo<FileEntry>;
   readonly #onStale: ((req: FileRequest) => void) | undefined;
 
   constructor(opts: FileResolverOptions) {
     this.#index = opts.index;
     this.#hub = opts.hub;
     this.#pins = opts.pins;
-    this.#authTtlMs = opts.authTtlMs;
-    this.#now = opts.now ?? Date.now;
+    this.#policy = opts.policy;
     this.#onStale = opts.onStale;
-    this.#grants = new LRUCache<string, FileEntry>({ max: 50_000, ttl: Math.max(1, opts.authTtlMs), ttlAutopurge: false });
-    this.#repoAccessMemo = new LRUCache<string, 'public' | 'restricted'>({ max: 10_000, ttl: Math.max(1, opts.authTtlMs), ttlAutopurge: false });
+    this.#grants = opts.policy.grants<FileEntry>();
   }
 
-  async resolve(req: FileRequest, auth: string | undefined): Promise<FileEntry> {
-    const identity = auth ? createHmac('sha256', this.#tokenKey).update(auth).digest('base64url') : 'anonymous';
-    const commit = this.#knownCommit(req);
-    const questionKey = `${identity}|${repoKey(req.repo)}|${req.view}|${commit ?? req.revision}|${req.path}`;
+  async resolve(req: FileRequest, who: Identity): Promise<FileEntry> {
+    const commit = isCommitSha(req.revision) ? req.revision : this.#pins.fresh(req.repo, req.revision, who.sees);
+    const question = `${repoKey(req.repo)}|${req.view}|${commit ?? req.revision}|${req.path}`;
 
-    // Upstream granted this very question to this identity (or anonymously) within the TTL.
-    const granted = this.#grants.get(questionKey);
+    const granted = this.#grants.get(who, question);
     if (granted) return { ...granted, request: req, source: 'memo' };
 
-    // An anonymous question about a file upstream once served anonymously: answered from the
-    // index while the repo is still public (decided once per repo and TTL, see #repoAccess).
-    if (!auth && commit) {
+    if (commit) {
       const row = this.#index.getFile(req.repo, commit, req.view, req.path);
-      if (row?.anonymousOk && (await this.#repoAccess(req.repo)) !== 'restricted') return fromRow(req, row, 'index');
+      if (row?.scope && (await this.#policy.servesFromIndex(who, row.scope, req.repo))) return fromRow(req, row, 'index');
     }
 
     try {
-      const entry = await this.#probes.run(questionKey, () => this.#probe(req, commit, auth));
+      const entry = await this.#probes.run(`${who.key}|${question}`, () => this.#probe(req, commit, who));
       // A question asked by branch name must not outlive the branch's pin.
-      const pinned = commit !== undefined;
-      this.#grants.set(questionKey, entry, { ttl: Math.max(1, pinned ? this.#authTtlMs : Math.min(this.#authTtlMs, this.#pins.ttlMs)) });
+      this.#grants.set(who, question, entry, commit === undefined ? this.#pins.ttlMs : undefined);
       return { ...entry, request: req };
     } catch (err) {
-      if (!auth && isUnreachable(err)) {
-        const stale = this.#staleEntry(req);
+      if (isUnreachable(err)) {
+        const stale = this.#staleEntry(req, who);
         if (stale) {
           this.#onStale?.(req);
           return stale;
@@ -109,50 +92,21 @@ export class FileResolver {
     }
   }
 
-  /**
-   * Whether anonymous access to a repo still stands: its info is public (`private: false` and not
-   * gated), asked anonymously once per repo and auth TTL. `unknown` when upstream cannot be asked:
-   * files upstream served anonymously are public content, which the offline fallback may serve.
-   * A repo that became private or gated answers `restricted`, and every anonymous request then
-   * goes through a file-level probe (which upstream refuses for gated files).
-   */
-  async #repoAccess(repo: RepoRef): Promise<RepoAccess> {
-    const key = repoKey(repo);
-    const known = this.#repoAccessMemo.get(key);
-    if (known) return known;
-    const decided = await this.#repoAccessFlights.run(key, async () => {
-      try {
-        const res = await this.#hub.requestApi('GET', `/api/${apiTypeSegment(repo.type)}/${repo.id}`, undefined);
-        if (res.statusCode >= 500) return 'unknown';
-        if (res.statusCode !== 200) return 'restricted';
-        const info = JSON.parse(res.body.toString('utf8')) as { private?: unknown; gated?: unknown };
-        return info.private === false && (info.gated === false || info.gated === undefined) ? 'public' : 'restricted';
-      } catch (err) {
-        if (isUnreachable(err)) return 'unknown';
-        throw err;
-      }
-    });
-    if (decided !== 'unknown') this.#repoAccessMemo.set(key, decided);
-    return decided;
-  }
-
-  /** The commit a revision stands for without asking upstream, if known and fresh. */
-  #knownCommit(req: FileRequest): string | undefined {
-    return isCommitSha(req.revision) ? req.revision : this.#pins.fresh(req.repo, req.revision);
-  }
-
-  #staleEntry(req: FileRequest): FileEntry | undefined {
-    const commit = isCommitSha(req.revision) ? req.revision : this.#pins.last(req.repo, req.revision);
+  #staleEntry(req: FileRequest, who: Identity): FileEntry | undefined {
+    const commit = isCommitSha(req.revision) ? req.revision : this.#pins.last(req.repo, req.revision, who.sees);
     if (!commit) return undefined;
     const row = this.#index.getFile(req.repo, commit, req.view, req.path);
-    return row?.anonymousOk ? fromRow(req, row, 'stale') : undefined;
+    return row?.scope && this.#policy.servesStale(who, row.scope, req.repo) ? fromRow(req, row, 'stale') : undefined;
   }
 
-  async #probe(req: FileRequest, commit: string | undefined, auth: string | undefined): Promise<FileEntry> {
+  async #probe(req: FileRequest, commit: string | undefined, who: Identity): Promise<FileEntry> {
+    // Asked alongside the HEAD (the service token's answers about a public repo are public).
+    const scope = this.#policy.recordScope(who, req.repo);
     // Ask about the pinned commit when we have one, so every answer inside the refs TTL names the
     // same commit even if upstream moves the branch meanwhile.
-    const meta = await this.#hub.headFile(commit ? { ...req, revision: commit } : req, auth);
+    const meta = await this.#hub.headFile(commit ? { ...req, revision: commit } : req, who.auth);
     const entry = toEntry(req, meta);
+    const recordAs = await scope;
     const row: FileRow = {
       repo: req.repo,
       commit: entry.commit,
@@ -163,15 +117,16 @@ export class FileResolver {
       etag: entry.etag,
       isLfs: entry.isLfs,
       contentType: entry.contentType,
-      anonymousOk: !auth,
-      checkedAt: this.#now(),
+      scope: recordAs ?? null,
+      checkedAt: this.#policy.clock.now(),
     };
     this.#index.putFile(row);
-    // Refs learnt with a token are not recorded: they may describe a private repo. A pin that
-    // someone else (e.g. a metadata request) set meanwhile wins: ask again about its commit.
-    if (!auth && !isCommitSha(req.revision) && !commit) {
-      const pinned = this.#pins.pin(req.repo, req.revision, entry.commit);
-      if (pinned !== entry.commit) return this.#probe(req, pinned, auth);
+    // A client token's refs are not recorded: they may describe a repo only it can read. A pin
+    // the caller sees that someone else (e.g. a metadata request) set meanwhile wins: ask again
+    // about its commit.
+    if (recordAs && !isCommitSha(req.revision) && !commit) {
+      const pinned = this.#pins.pin(req.repo, req.revision, entry.commit, recordAs, who.sees);
+      if (pinned !== entry.commit) return this.#probe(req, pinned, who);
     }
     return entry;
   }

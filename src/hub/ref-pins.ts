@@ -10,11 +10,21 @@
  * wall-clock time, for the record and for the next process; a pin this process set or has judged
  * once is then aged monotonically, so a wall clock stepped back a day does not keep it alive for a
  * day and one stepped forward does not drop it early. A stored time in the future is not trusted.
+ *
+ * A pin carries the scope of the identity that learnt it (hub/access-policy.ts): a caller only
+ * uses pins it `sees` (its own, or public ones), so a branch of a repo only the service token can
+ * read is never named to anyone else. Default: public pins only.
  */
 import { LRUCache } from 'lru-cache';
 import { systemClock, type Clock } from '../clock.js';
 import type { CacheIndex } from '../storage/cache-index.js';
+import { PUBLIC_SCOPE, type Scope } from './access-policy.js';
 import { repoKey, type RepoRef } from './repo-ref.js';
+
+/** Which recorded scopes a caller may use (Identity.sees). */
+export type Sees = (scope: string) => boolean;
+
+const publicOnly: Sees = (scope) => scope === PUBLIC_SCOPE;
 
 /** A pin as this process knows it: the row it stands for, and its monotonic birth time. */
 interface SeenPin {
@@ -40,10 +50,10 @@ export class RefPins {
     return this.#ttlMs;
   }
 
-  /** The pinned commit of `revision` if upstream named it less than the TTL ago. */
-  fresh(repo: RepoRef, revision: string): string | undefined {
+  /** The pinned commit of `revision` if upstream named it less than the TTL ago, in a scope the caller sees. */
+  fresh(repo: RepoRef, revision: string, sees: Sees = publicOnly): string | undefined {
     const ref = this.#index.getRef(repo, revision);
-    if (!ref) return undefined;
+    if (!ref || !sees(ref.scope)) return undefined;
     const key = `${repoKey(repo)}|${revision}`;
     let seen = this.#seen.get(key);
     if (!seen || seen.commit !== ref.commit || seen.checkedAt !== ref.checkedAt) {
@@ -57,21 +67,22 @@ export class RefPins {
     return this.#clock.monotonic() - seen.at < this.#ttlMs ? ref.commit : undefined;
   }
 
-  /** The last commit upstream named for `revision`, however old (the offline answer). */
-  last(repo: RepoRef, revision: string): string | undefined {
-    return this.#index.getRef(repo, revision)?.commit;
+  /** The last commit upstream named for `revision`, however old (the offline answer), in a scope the caller sees. */
+  last(repo: RepoRef, revision: string, sees: Sees = publicOnly): string | undefined {
+    const ref = this.#index.getRef(repo, revision);
+    return ref && sees(ref.scope) ? ref.commit : undefined;
   }
 
   /**
-   * Records upstream's answer `revision → commit` and returns the commit to use: a pin that is
-   * still fresh wins (it was handed out already), else the new one is recorded. Only for answers
-   * obtained anonymously: refs learnt with a token may describe a private repo.
+   * Records upstream's answer `revision → commit` under `scope` (who may use it) and returns the
+   * commit to use: a pin the caller sees that is still fresh wins (it was handed out already),
+   * else the new one is recorded. Never for a client's own token (it has no scope).
    */
-  pin(repo: RepoRef, revision: string, commit: string): string {
-    const current = this.fresh(repo, revision);
+  pin(repo: RepoRef, revision: string, commit: string, scope: Scope = PUBLIC_SCOPE, sees: Sees = publicOnly): string {
+    const current = this.fresh(repo, revision, sees);
     if (current) return current;
     const checkedAt = this.#clock.now();
-    this.#index.putRef(repo, revision, commit, checkedAt);
+    this.#index.putRef(repo, revision, commit, checkedAt, scope);
     this.#seen.set(`${repoKey(repo)}|${revision}`, { commit, checkedAt, at: this.#clock.monotonic() });
     return commit;
   }

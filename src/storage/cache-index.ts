@@ -2,11 +2,13 @@
  * CacheIndex: the SQLite index of what the mirror knows (better-sqlite3, WAL).
  *
  * - `refs`: (repo, revision) → commit, with the time upstream said so (branches expire after a TTL).
- * - `files`: (repo, commit, view, path) → blob key, size, etag, and whether anonymous access was
- *   granted by upstream. Immutable once a commit is known.
+ * - `files`: (repo, commit, view, path) → blob key, size, etag. Immutable once a commit is known.
  * - `blobs`: what is verified and on disk, with access times (flushed in batches, not per hit).
  * - `api_responses`: JSON answers of the Hub API for a commit (repo info, tree pages, paths-info),
- *   stored only when obtained anonymously; immutable like the commit they describe.
+ *   immutable like the commit they describe.
+ * Refs, files and API answers carry the scope of the identity upstream gave them to (who may read
+ * them back, decided in hub/access-policy.ts): an opaque string here. On a conflict the public
+ * scope `anonymous` is sticky (an answer to a token never narrows public content).
  *
  * All statements are prepared once. Writes happen on this one connection; better-sqlite3 is
  * synchronous, so every call here is short and the busy timeout is kept low.
@@ -24,9 +26,14 @@ import type { BlobKey } from './blob-layout.js';
 import { MIGRATIONS } from './migrations.js';
 import type { FileView, RepoRef } from '../hub/repo-ref.js';
 
+/** The scope every identity may read back: public content. */
+const PUBLIC_SCOPE = 'anonymous';
+
 export interface RefRow {
   commit: string;
   checkedAt: number;
+  /** Who learnt it (see the header comment). */
+  scope: string;
 }
 
 export interface FileRow {
@@ -39,7 +46,8 @@ export interface FileRow {
   etag: string;
   isLfs: boolean;
   contentType: string;
-  anonymousOk: boolean;
+  /** Who upstream gave it to; null: a client's own token (never read back). */
+  scope: string | null;
   checkedAt: number;
 }
 
@@ -59,6 +67,8 @@ export interface ApiResponseRow {
   nextPage: string | undefined;
   body: Buffer;
   storedAt: number;
+  /** Who upstream gave it to. */
+  scope: string;
 }
 
 export interface CacheIndexOptions {
@@ -88,7 +98,7 @@ interface FileDbRow {
   etag: string;
   is_lfs: number;
   content_type: string;
-  anonymous_ok: number;
+  scope: string | null;
   checked_at: number;
 }
 
@@ -108,24 +118,25 @@ export class CacheIndex {
     this.#db = db;
     this.#onWriteProblem = opts.onWriteProblem;
     this.#stmts = {
-      getRef: db.prepare<[string, string, string], { commit_sha: string; checked_at: number }>(
-        'SELECT commit_sha, checked_at FROM refs WHERE repo_type = ? AND repo_id = ? AND revision = ?',
+      getRef: db.prepare<[string, string, string], { commit_sha: string; checked_at: number; scope: string }>(
+        'SELECT commit_sha, checked_at, scope FROM refs WHERE repo_type = ? AND repo_id = ? AND revision = ?',
       ),
       putRef: db.prepare(
-        `INSERT INTO refs (repo_type, repo_id, revision, commit_sha, checked_at) VALUES (?, ?, ?, ?, ?)
-         ON CONFLICT (repo_type, repo_id, revision) DO UPDATE SET commit_sha = excluded.commit_sha, checked_at = excluded.checked_at`,
+        `INSERT INTO refs (repo_type, repo_id, revision, commit_sha, checked_at, scope) VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT (repo_type, repo_id, revision) DO UPDATE SET
+           commit_sha = excluded.commit_sha, checked_at = excluded.checked_at, scope = excluded.scope`,
       ),
       getFile: db.prepare<[string, string, string, string, string], FileDbRow>(
-        `SELECT blob_key, size, etag, is_lfs, content_type, anonymous_ok, checked_at FROM files
+        `SELECT blob_key, size, etag, is_lfs, content_type, scope, checked_at FROM files
          WHERE repo_type = ? AND repo_id = ? AND commit_sha = ? AND view = ? AND path = ?`,
       ),
       putFile: db.prepare(
-        `INSERT INTO files (repo_type, repo_id, commit_sha, view, path, blob_key, size, etag, is_lfs, content_type, anonymous_ok, checked_at)
-         VALUES (@repo_type, @repo_id, @commit_sha, @view, @path, @blob_key, @size, @etag, @is_lfs, @content_type, @anonymous_ok, @checked_at)
+        `INSERT INTO files (repo_type, repo_id, commit_sha, view, path, blob_key, size, etag, is_lfs, content_type, scope, checked_at)
+         VALUES (@repo_type, @repo_id, @commit_sha, @view, @path, @blob_key, @size, @etag, @is_lfs, @content_type, @scope, @checked_at)
          ON CONFLICT (repo_type, repo_id, commit_sha, view, path) DO UPDATE SET
            blob_key = excluded.blob_key, size = excluded.size, etag = excluded.etag, is_lfs = excluded.is_lfs,
            content_type = excluded.content_type,
-           anonymous_ok = max(files.anonymous_ok, excluded.anonymous_ok),
+           scope = CASE WHEN files.scope = @public OR excluded.scope = @public THEN @public ELSE coalesce(excluded.scope, files.scope) END,
            checked_at = excluded.checked_at`,
       ),
       getBlob: db.prepare<[string], { size: number; stored_at: number; last_accessed_at: number }>(
@@ -137,16 +148,17 @@ export class CacheIndex {
       ),
       touchBlob: db.prepare('UPDATE blobs SET last_accessed_at = max(last_accessed_at, ?) WHERE blob_key = ?'),
       deleteBlob: db.prepare('DELETE FROM blobs WHERE blob_key = ?'),
-      getApi: db.prepare<[string, string, string, string], { status: number; headers: string; next_page: string | null; body: Buffer; stored_at: number }>(
-        `SELECT status, headers, next_page, body, stored_at FROM api_responses
+      getApi: db.prepare<[string, string, string, string], { status: number; headers: string; next_page: string | null; body: Buffer; stored_at: number; scope: string }>(
+        `SELECT status, headers, next_page, body, stored_at, scope FROM api_responses
          WHERE repo_type = ? AND repo_id = ? AND commit_sha = ? AND request_key = ?`,
       ),
       putApi: db.prepare(
-        `INSERT INTO api_responses (repo_type, repo_id, commit_sha, request_key, status, headers, next_page, body, stored_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+        `INSERT INTO api_responses (repo_type, repo_id, commit_sha, request_key, status, headers, next_page, body, stored_at, scope)
+         VALUES (@repo_type, @repo_id, @commit_sha, @request_key, @status, @headers, @next_page, @body, @stored_at, @scope)
          ON CONFLICT (repo_type, repo_id, commit_sha, request_key) DO UPDATE SET
            status = excluded.status, headers = excluded.headers, next_page = excluded.next_page,
-           body = excluded.body, stored_at = excluded.stored_at`,
+           body = excluded.body, stored_at = excluded.stored_at,
+           scope = CASE WHEN api_responses.scope = @public THEN @public ELSE excluded.scope END`,
       ),
       ping: db.prepare('SELECT 1 AS ok'),
     };
@@ -219,13 +231,13 @@ export class CacheIndex {
     const waiting = this.#pendingRefs.get(refKey(repo, revision));
     if (waiting) return waiting;
     const row = this.#stmts.getRef.get(repo.type, repo.id, revision);
-    return row ? { commit: row.commit_sha, checkedAt: row.checked_at } : undefined;
+    return row ? { commit: row.commit_sha, checkedAt: row.checked_at, scope: row.scope } : undefined;
   }
 
-  putRef(repo: RepoRef, revision: string, commit: string, checkedAt: number): void {
+  putRef(repo: RepoRef, revision: string, commit: string, checkedAt: number, scope: string = PUBLIC_SCOPE): void {
     this.#write(
-      () => this.#stmts.putRef.run(repo.type, repo.id, revision, commit, checkedAt),
-      () => this.#pendingRefs.set(refKey(repo, revision), { commit, checkedAt }),
+      () => this.#stmts.putRef.run(repo.type, repo.id, revision, commit, checkedAt, scope),
+      () => this.#pendingRefs.set(refKey(repo, revision), { commit, checkedAt, scope }),
     );
   }
 
@@ -242,12 +254,12 @@ export class CacheIndex {
       etag: row.etag,
       isLfs: row.is_lfs === 1,
       contentType: row.content_type,
-      anonymousOk: row.anonymous_ok === 1,
+      scope: row.scope,
       checkedAt: row.checked_at,
     };
   }
 
-  /** Records a file entry; `anonymousOk` is sticky (an authenticated answer never clears it). */
+  /** Records a file entry; the public scope is sticky (an authenticated answer never narrows it). */
   putFile(row: FileRow): void {
     this.#write(() => this.#putFileNow(row));
   }
@@ -264,8 +276,9 @@ export class CacheIndex {
       etag: row.etag,
       is_lfs: row.isLfs ? 1 : 0,
       content_type: row.contentType,
-      anonymous_ok: row.anonymousOk ? 1 : 0,
+      scope: row.scope,
       checked_at: row.checkedAt,
+      public: PUBLIC_SCOPE,
     });
   }
 
@@ -280,11 +293,27 @@ export class CacheIndex {
       nextPage: row.next_page ?? undefined,
       body: row.body,
       storedAt: row.stored_at,
+      scope: row.scope,
     };
   }
 
+  /** Records an API answer; the public scope is sticky, like a file row's. */
   putApiResponse(repo: RepoRef, commit: string, requestKey: string, row: ApiResponseRow): void {
-    this.#write(() => this.#stmts.putApi.run(repo.type, repo.id, commit, requestKey, row.status, JSON.stringify(row.headers), row.nextPage ?? null, row.body, row.storedAt));
+    this.#write(() =>
+      this.#stmts.putApi.run({
+        repo_type: repo.type,
+        repo_id: repo.id,
+        commit_sha: commit,
+        request_key: requestKey,
+        status: row.status,
+        headers: JSON.stringify(row.headers),
+        next_page: row.nextPage ?? null,
+        body: row.body,
+        stored_at: row.storedAt,
+        scope: row.scope,
+        public: PUBLIC_SCOPE,
+      }),
+    );
   }
 
   getBlob(key: BlobKey): BlobRow | undefined {

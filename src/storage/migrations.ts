@@ -53,4 +53,15 @@ export const MIGRATIONS: readonly string[] = [
   );
   CREATE UNIQUE INDEX api_responses_by_key ON api_responses (repo_type, repo_id, commit_sha, request_key);
   `,
+  // 3: who may read a recording back without asking upstream (see hub/access-policy.ts):
+  // 'anonymous' (public content), 'service:<fingerprint>' (what one service token was given), or
+  // NULL (a file row learnt with a client's token). Everything recorded so far was anonymous,
+  // except file rows with anonymous_ok = 0.
+  `
+  ALTER TABLE files ADD COLUMN scope TEXT;
+  UPDATE files SET scope = 'anonymous' WHERE anonymous_ok = 1;
+  ALTER TABLE files DROP COLUMN anonymous_ok;
+  ALTER TABLE refs ADD COLUMN scope TEXT NOT NULL DEFAULT 'anonymous';
+  ALTER TABLE api_responses ADD COLUMN scope TEXT NOT NULL DEFAULT 'anonymous';
+  `,
 ];

@@ -313,8 +313,9 @@ export class HubClient {
         res = await this.#head(url, this.#headers(auth), signal);
         const location = headerValue(res.headers, 'location');
         isRedirect = res.statusCode >= 300 && res.statusCode < 400 && location !== undefined;
-        if (isRedirect && location !== undefined && isRelativeLocation(location) && hop < MAX_REDIRECTS) {
-          url = new URL(location, url);
+        const next = isRedirect && location !== undefined && hop < MAX_REDIRECTS ? sameOriginTarget(location, url) : undefined;
+        if (next) {
+          url = next;
           continue;
         }
         break;
@@ -477,8 +478,21 @@ function decodeBody(body: Buffer, encoding: string, what: string): Buffer {
   throw new MirrorError('UpstreamError', `Upstream answer for ${what} uses an unsupported Content-Encoding: ${encoding}`);
 }
 
-function isRelativeLocation(location: string): boolean {
-  return !/^[a-z][a-z0-9+.-]*:/i.test(location) && !location.startsWith('//');
+/**
+ * Where a relative `Location` leads, when it stays on the same origin (followed like
+ * huggingface_hub does). Undefined for an absolute one, and for one that only looks relative but
+ * names another host (`\\host/x` and `/\host/x` parse as `http://host/x`): the credentials
+ * must not follow it, so it is treated as an absolute redirect (not followed; the GET goes through
+ * the RedirectPolicy).
+ */
+function sameOriginTarget(location: string, from: URL): URL | undefined {
+  if (/^[a-z][a-z0-9+.-]*:/i.test(location) || location.startsWith('//')) return undefined;
+  try {
+    const next = new URL(location, from);
+    return next.origin === from.origin ? next : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 function unquote(etag: string | undefined): string | undefined {

@@ -151,6 +151,18 @@ export interface StatusFault {
   headers?: Record<string, string>;
   times?: number;
 }
+/**
+ * Answer `status` (default 200) with this body and `Content-Type` (default `text/html`) instead of
+ * the real answer: an upstream that is not the Hub it should be (a captive portal, a proxy's error
+ * page, a wrong shape of JSON).
+ */
+export interface BodyFault {
+  kind: 'body';
+  body: string;
+  contentType?: string;
+  status?: number;
+  times?: number;
+}
 /** Answer `status` (default 302) with this `Location` instead of the real answer (e.g. a resolve GET sent somewhere else). */
 export interface RedirectFault {
   kind: 'redirect';
@@ -182,7 +194,7 @@ export interface HeaderDelayFault {
 /**
  * A scripted misbehaviour. `times` limits it to the first N matching requests (default: all).
  *
- * `status`, `redirect` and `headerDelay` apply to any matching request (give `redirect` a
+ * `status`, `body`, `redirect` and `headerDelay` apply to any matching request (give `redirect` a
  * `method: 'GET'` match to keep HEADs answering the file's metadata). The body faults (`throttle`,
  * `stall`, `drop`, `wrongBytes`, `short`, `barrier`) apply only to file-content bodies: a CDN
  * download, or the direct `200`/`206` body of a regular file (`/resolve/`, `/raw/`,
@@ -197,6 +209,7 @@ export type Fault =
   | WrongBytesFault
   | ShortFault
   | StatusFault
+  | BodyFault
   | RedirectFault
   | ChangedEtagFault
   | BarrierFault
@@ -936,6 +949,13 @@ class FakeHubImpl implements FakeHub {
       if (f.retryAfter !== undefined) headers['Retry-After'] = String(f.retryAfter);
       Object.assign(headers, f.headers);
       this.sendJson(ctx, f.status, { error: `Injected fault: status ${f.status}` }, headers);
+      return;
+    }
+
+    const [bodyFault] = this.takeFaults(ctx, new Set(['body']), 1);
+    if (bodyFault && bodyFault.fault.kind === 'body') {
+      const { body, contentType = 'text/html; charset=utf-8', status = 200 } = bodyFault.fault;
+      this.sendBuffer(ctx, status, { 'Content-Type': contentType }, Buffer.from(body));
       return;
     }
 

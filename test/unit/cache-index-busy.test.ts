@@ -44,7 +44,7 @@ describe('CacheIndex when another connection holds the write lock', () => {
     expect(index.pendingWrites).toBe(3);
     expect(index.getBlob(a)?.size).toBe(5);
     expect(index.getBlob(b)).toBeUndefined();
-    expect(index.getRef(repo, 'main')).toEqual({ commit: C1, checkedAt: 1234 });
+    expect(index.getRef(repo, 'main')).toEqual({ commit: C1, checkedAt: 1234, scope: 'anonymous' });
     // Nothing reached the file yet.
     expect(other.prepare('SELECT count(*) AS n FROM blobs').get()).toEqual({ n: 1 });
 

@@ -645,6 +645,15 @@ describe('faults', () => {
     expect((await rawGet(url)).status).toBe(200);
   });
 
+  it('body: a custom answer (an HTML page where JSON belongs), then normal', async () => {
+    hub.setFault({ server: 'hub', pathIncludes: '/api/models/org/x' }, { kind: 'body', body: '<html>portal</html>', times: 1 });
+    const url = `${hub.url}/api/models/org/x`;
+    const odd = await rawGet(url);
+    expect([odd.status, odd.h('content-type'), odd.body.toString()]).toEqual([200, 'text/html; charset=utf-8', '<html>portal</html>']);
+    const normal = await rawGet(url);
+    expect((JSON.parse(normal.body.toString()) as { id: string }).id).toBe('org/x');
+  });
+
   it('barrier holds the body at N bytes until released', async () => {
     const loc = await lfsLocation(hub, 'model.safetensors');
     const barrier = hub.setFault({ server: 'cdn' }, { kind: 'barrier', atBytes: MiB });

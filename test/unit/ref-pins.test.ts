@@ -78,10 +78,10 @@ describe('RefPins', () => {
 
   it('stores API answers per repo, commit and question; migrations apply to an existing index', () => {
     const index = openIndex();
-    index.putApiResponse(repo, C1, 'q', { status: 200, headers: { 'content-type': 'application/json' }, nextPage: '/api/next?cursor=x', body: Buffer.from('[]'), storedAt: 5 });
+    index.putApiResponse(repo, C1, 'q', { status: 200, headers: { 'content-type': 'application/json' }, nextPage: '/api/next?cursor=x', body: Buffer.from('[]'), storedAt: 5, scope: 'anonymous' });
     index.close();
     const again = CacheIndex.open(path.join(dir!, 'index.sqlite'));
-    expect(again.getApiResponse(repo, C1, 'q')).toEqual({ status: 200, headers: { 'content-type': 'application/json' }, nextPage: '/api/next?cursor=x', body: Buffer.from('[]'), storedAt: 5 });
+    expect(again.getApiResponse(repo, C1, 'q')).toEqual({ status: 200, headers: { 'content-type': 'application/json' }, nextPage: '/api/next?cursor=x', body: Buffer.from('[]'), storedAt: 5, scope: 'anonymous' });
     expect(again.getApiResponse(repo, C2, 'q')).toBeUndefined();
     again.close();
   });

@@ -6,6 +6,10 @@
  *   cached for commits, offline fallback), when their query is one the cache understands.
  * - `xet-*-token` routes are refused (501): their answer would send clients to the Xet CAS,
  *   around the mirror (hf-protocol §10.3).
+ * - Read-only by default: POST, PUT, PATCH and DELETE are refused with 403 `ReadOnlyMirror`
+ *   before anything goes upstream (with hfToken, anyone reaching the mirror would otherwise write
+ *   as the service token), except the POST that only reads (`paths-info`). `allowWrites` passes
+ *   them through.
  * - Anything else (refs, commits, whoami-v2, ...) is passed through uncached with the caller's
  *   token, to the upstream origin only, and logged.
  * Every answer gets the same hygiene (no xetHash, no X-Xet-*, no Xet Link relations) and its
@@ -34,9 +38,14 @@ export interface ApiRoutesDeps {
   /** The listen address, once known (last resort for the mirror's origin). */
   listenUrl: () => string;
   policy: RepoPolicy;
+  /** Config `allowWrites`: pass write methods upstream instead of refusing them. */
+  allowWrites: boolean;
 }
 
 type Env = AppEnv;
+
+/** Methods that change something upstream. */
+const WRITE_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 
 /** Largest request body accepted (paths-info lists, passed-through API calls). */
 const MAX_REQUEST_BODY = 10 * 1024 * 1024;
@@ -52,26 +61,34 @@ export function apiRoutes(deps: ApiRoutesDeps): Hono<Env> {
     const rawPath = rawRequestPath(target);
     const rawQuery = rawRequestQuery(target);
     const method = c.req.method;
-    const auth = c.get('upstreamAuth');
+    const identity = c.get('identity');
     const parsed = parseApiPath(rawPath);
+    if (!deps.allowWrites && WRITE_METHODS.has(method) && !(method === 'POST' && parsed.kind === 'paths-info')) {
+      throw new MirrorError('ReadOnlyMirror', `This mirror is read-only: ${method} ${printablePath(rawPath)} is not passed upstream (the operator can set allowWrites)`);
+    }
     for (const repo of reposNamedBy(parsed, rawPath)) deps.policy.check(repo);
     if (parsed.kind === 'xet-token') throw new MirrorError('NotSupported', XET_REFUSAL);
     if (/[\\]/.test(rawPath)) throw new MirrorError('InvalidPath', 'Invalid API path');
 
     const body = method === 'GET' || method === 'HEAD' ? undefined : await readBody(c);
     const question = toMetadataRequest(parsed, method, rawQuery, body, c.req.header('content-type'));
-    if (question) return send(c, await deps.metadata.answer(question, auth));
+    if (question) return send(c, await deps.metadata.answer(question, identity));
 
     const upstreamPath = rawQuery ? `${rawPath}?${rawQuery}` : rawPath;
+    const auth = identity.auth;
     const raw = await deps.hub.requestApi(httpMethod(method), upstreamPath, auth, {
       ...(body === undefined ? {} : { body, contentType: c.req.header('content-type') ?? 'application/octet-stream' }),
     });
     const answer = toApiAnswer(raw, (u) => deps.hub.upstreamPathOf(u, raw.url), { repoScoped: parsed.kind !== 'other' || isRepoPath(rawPath) });
-    deps.log.info({ method, path: rawPath.length > 300 ? `${rawPath.slice(0, 300)}…` : rawPath, status: raw.statusCode, auth: auth !== undefined }, 'api passed through uncached');
+    deps.log.info({ method, path: printablePath(rawPath), status: raw.statusCode, auth: auth !== undefined }, 'api passed through uncached');
     return send(c, answer);
   });
 
   function send(c: Context<Env>, answer: ApiAnswer): Response {
+    // A status HTTP cannot relay (upstream is not a well-behaved Hub) is upstream's fault.
+    if (!Number.isInteger(answer.status) || answer.status < 200 || answer.status > 599) {
+      throw new MirrorError('UpstreamError', `Upstream answered with status ${answer.status}, which cannot be relayed`);
+    }
     const origin = publicOrigin(deps.publicUrl, c.req.header('host'), deps.listenUrl());
     const headers = new Headers();
     for (const [name, value] of Object.entries(answer.headers)) {
@@ -86,7 +103,7 @@ export function apiRoutes(deps: ApiRoutesDeps): Hono<Env> {
     if (answer.location) headers.set('location', renderUrl(answer.location, origin));
     headers.set('x-mirror-cache', answer.source);
     c.set('cacheStatus', answer.source);
-    const nullBodyStatus = answer.status === 204 || answer.status === 205 || answer.status === 304 || answer.status < 200;
+    const nullBodyStatus = answer.status === 204 || answer.status === 205 || answer.status === 304;
     headers.set('content-length', String(nullBodyStatus ? 0 : answer.body.length));
     const withBody = c.req.method !== 'HEAD' && !nullBodyStatus;
     return new Response(withBody ? new Uint8Array(answer.body.buffer, answer.body.byteOffset, answer.body.length) : null, { status: answer.status, headers });
@@ -123,6 +140,11 @@ const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIO
 function httpMethod(method: string): Dispatcher.HttpMethod {
   if (!METHODS.has(method)) throw new MirrorError('InvalidRequest', `Method not supported: ${method.slice(0, 20)}`);
   return method;
+}
+
+/** A request path for messages and logs: at most 300 characters. */
+function printablePath(rawPath: string): string {
+  return rawPath.length > 300 ? `${rawPath.slice(0, 300)}…` : rawPath;
 }
 
 /** `/api/{models|datasets|spaces}/...`: a bare 401 there means "repo not found" to clients. */

@@ -29,8 +29,8 @@ export function filesRoutes(deps: FilesRoutesDeps): Hono<AppEnv> {
     const fileReq = parseFileUrl(rawRequestPath(c.env.incoming.url ?? '/'));
     if (!fileReq) return next();
     deps.policy.check(fileReq.repo);
-    const auth = c.get('upstreamAuth');
-    const entry = await deps.resolver.resolve(fileReq, auth);
+    const identity = c.get('identity');
+    const entry = await deps.resolver.resolve(fileReq, identity);
     const conditional = {
       range: c.req.header('range'),
       ifRange: c.req.header('if-range'),
@@ -50,7 +50,7 @@ export function filesRoutes(deps: FilesRoutesDeps): Hono<AppEnv> {
       await writeBlobResponse(incoming, outgoing, plan, null);
       return RESPONSE_ALREADY_SENT;
     }
-    const source = await deps.mirror.open(entry, auth, plan.status === 206 ? (plan.span ?? undefined) : undefined);
+    const source = await deps.mirror.open(entry, identity.auth, plan.status === 206 ? (plan.span ?? undefined) : undefined);
     c.set('cacheStatus', source.cacheStatus);
     plan.headers['x-mirror-cache'] = source.cacheStatus;
     // Give upstream a moment to answer so an immediate failure becomes a proper error response;

@@ -50,7 +50,7 @@ export function filesRoutes(deps: FilesRoutesDeps): Hono<AppEnv> {
       await writeBlobResponse(incoming, outgoing, plan, null);
       return RESPONSE_ALREADY_SENT;
     }
-    const source = await deps.mirror.open(entry, auth, plan.status === 206 ? (plan.span ?? undefined) : undefined);
+    const source = await deps.mirror.open(entry, auth, plan.status === 206 ? plan.spans : undefined);
     c.set('cacheStatus', source.cacheStatus);
     plan.headers['x-mirror-cache'] = source.cacheStatus;
     // Give upstream a moment to answer so an immediate failure becomes a proper error response;

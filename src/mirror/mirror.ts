@@ -57,9 +57,9 @@ export interface MirrorOptions {
   hub: HubClient;
   maxResumes: number;
   /**
-   * A range of at most this many bytes on a blob that is neither cached nor being filled is fetched
-   * upstream as that range alone (size probes, file-header reads), instead of starting a fill of the
-   * whole file. 0 disables it.
+   * Ranges of at most this many bytes together, on a blob that is neither cached nor being filled,
+   * are fetched upstream as those ranges alone (size probes, file-header reads), instead of starting
+   * a fill of the whole file. 0 disables it.
    */
   rangeBypassMaxBytes: number;
   /** Fills running at once (default 16); more wait in a FIFO queue. */

@@ -11,7 +11,8 @@
  * RevisionNotFound, RepoNotFound / anonymous 401, GatedRepo 401/403).
  *
  * Tests script it with repos and commits, inject faults (throttle, stall, drop, wrong bytes,
- * short body, status codes, barriers, header delays), and read back every request it saw.
+ * short body, status codes, barriers, header delays, Range ignored or answered for other bytes),
+ * and read back every request it saw.
  */
 import { createServer } from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';

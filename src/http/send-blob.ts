@@ -44,7 +44,7 @@ export function planBlobResponse(
   entry: FileEntry,
   conditional: ConditionalHeaders,
   cacheStatus: CacheStatus | 'none',
-  boundary: string = randomBytes(16).toString('hex'),
+  boundary?: string,
 ): ResponsePlan {
   const size = entry.size;
   const etag = `"${entry.etag}"`;
@@ -81,8 +81,9 @@ export function planBlobResponse(
       headers['content-length'] = String(only.end - only.start + 1);
       return { status: 206, headers, spans: resolved.spans };
     }
-    const multipart = multipartFraming(resolved.spans, size, entry.contentType, boundary);
-    headers['content-type'] = `multipart/byteranges; boundary=${boundary}`;
+    const separator = boundary ?? randomBytes(16).toString('hex');
+    const multipart = multipartFraming(resolved.spans, size, entry.contentType, separator);
+    headers['content-type'] = `multipart/byteranges; boundary=${separator}`;
     headers['content-length'] = String(multipart.length);
     return { status: 206, headers, spans: resolved.spans, multipart: { before: multipart.before, close: multipart.close } };
   }

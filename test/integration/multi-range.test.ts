@@ -14,7 +14,7 @@ import { MAX_RANGES } from '../../src/http/byte-range.js';
 import { makeContent } from '../support/content.js';
 import { download, header } from '../support/download.js';
 import { startFakeHub, type FakeHub } from '../support/fake-hub.js';
-import { parseByteranges, partsMatch } from '../support/multipart.js';
+import { parseByteranges, partsMatch, xetClientParts } from '../support/multipart.js';
 import { lastResponseHead, runTool } from '../support/run-tool.js';
 import { startMirror, type TestMirror } from '../support/start-mirror.js';
 
@@ -89,6 +89,19 @@ describe('several ranges: one multipart/byteranges 206', () => {
     expect(header(head, 'content-length')).toBe(header(d, 'content-length'));
     expect(header(head, 'content-range')).toBeUndefined();
     expect(hub.count(f.cdn)).toBe(before);
+  });
+
+  it("the JS Xet client's multipart parser reads every part in the order asked, fed in small chunks", async () => {
+    const f = lfsFile(2 * MiB);
+    await download(f.url, { keepBody: false });
+    const list = ['0-99', '100-199', '5000-5000', `${MiB}-${MiB + 4095}`, '-3'];
+    const { d } = await multipart(f.url, list);
+    const spans = list.map((r) => (r.startsWith('-') ? [f.size - 3, f.size - 1] : r.split('-').map(Number))) as Array<[number, number]>;
+    for (const chunk of [1, 7, 64 * 1024]) {
+      const parts = await xetClientParts(header(d, 'content-type')!, d.body, chunk);
+      expect(parts.length, `chunks of ${chunk}`).toBe(list.length);
+      parts.forEach((p, i) => expect(p.equals(f.content.subarray(spans[i]![0], spans[i]![1] + 1)), `part ${i}, chunks of ${chunk}`).toBe(true));
+    }
   });
 
   it('keeps the parts in the order asked and never merges disjoint ones; two overlapping ones become one', async () => {
@@ -192,6 +205,17 @@ describe('several ranges: one multipart/byteranges 206', () => {
       barrier.release();
       barrier.remove();
     }
+  });
+
+  it('a fill that fails (wrong bytes) cuts the multipart answer short: never a complete one', async () => {
+    const f = lfsFile(8 * MiB);
+    const fault = hub.setFault({ server: 'cdn', pathIncludes: f.sha256 }, { kind: 'wrongBytes', times: 1 });
+    const d = await download(f.url, { headers: ranges(['0-599999', '-600000']) });
+    expect(d.status === 206 && d.complete).toBe(false);
+    expect(fault.applied).toBe(1);
+    expect(blobStored(f.sha256)).toBe(false);
+    const again = await multipart(f.url, ['0-599999', '-600000']);
+    partsMatch(again.parts, f.content);
   });
 
   it('If-Range and If-None-Match work as for a single range', async () => {

@@ -5,6 +5,9 @@
  * body also checks its framing byte by byte.
  */
 
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+
 export interface BytePart {
   /** The part's own `Content-Type`. */
   contentType: string;
@@ -76,4 +79,24 @@ export function partsMatch(parts: readonly BytePart[], source: Buffer): string[]
     if (!p.body.equals(source.subarray(p.start, p.end + 1))) throw new Error(`part ${p.start}-${p.end} has other bytes than the file`);
     return `${p.start}-${p.end}`;
   });
+}
+
+interface XetMultipartParser {
+  push(chunk?: Uint8Array): Uint8Array[];
+}
+
+/**
+ * The parts of a multipart body as the JS Xet client (@huggingface/hub's StreamingMultipartParser,
+ * which maps parts to its ranges by position) reads them, fed `chunkSize` bytes at a time like a
+ * network stream. The parser is not exported by the package, so it is loaded from the TypeScript
+ * source the package ships (a devDependency: upgrading it may move the file).
+ */
+export async function xetClientParts(contentType: string, body: Buffer, chunkSize: number): Promise<Buffer[]> {
+  const file = path.resolve('node_modules/@huggingface/hub/src/utils/multipart.ts');
+  const mod = (await import(pathToFileURL(file).href)) as { StreamingMultipartParser: new (contentType: string) => XetMultipartParser };
+  const parser = new mod.StreamingMultipartParser(contentType);
+  const parts: Uint8Array[] = [];
+  for (let at = 0; at < body.length; at += chunkSize) parts.push(...parser.push(body.subarray(at, at + chunkSize)));
+  parts.push(...parser.push());
+  return parts.map((p) => Buffer.from(p));
 }

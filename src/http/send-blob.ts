@@ -1,11 +1,14 @@
 /**
  * Turns a FileEntry (+ a BlobSource for GET) and the request's conditional and Range headers into
  * the response the Hub would give: 200, 206, 304 or 416, with the headers clients read
- * (hf-protocol §4.3, §4.5). Planning is pure; `writeBlobResponse` does the I/O on Node's response
+ * (hf-protocol §4.3, §4.5). Several ranges get one `multipart/byteranges` 206 (RFC 9110 §14.6).
+ * Planning is pure (bar the random boundary); `writeBlobResponse` does the I/O on Node's response
  * directly, so bytes go from the file to the socket without web-stream conversions. CORS headers
  * are set on that response beforehand by the cors middleware.
  */
+import { randomBytes } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { FileEntry } from '../hub/file-resolver.js';
 import type { BlobSource, CacheStatus } from '../mirror/mirror.js';
@@ -21,11 +24,25 @@ export interface ConditionalHeaders {
 export interface ResponsePlan {
   status: 200 | 206 | 304 | 416;
   headers: Record<string, string>;
-  /** Bytes to send (none for 304/416 and for empty files). */
-  span: ByteSpan | null;
+  /** Bytes of the blob to send, in order (none for 304/416 and for empty files). */
+  spans: ByteSpan[];
+  /**
+   * For a multipart answer: `before[i]` goes out before `spans[i]` (delimiter and part headers),
+   * `close` after the last one. Their lengths are part of the planned Content-Length.
+   */
+  multipart?: { before: Buffer[]; close: Buffer };
 }
 
-export function planBlobResponse(entry: FileEntry, conditional: ConditionalHeaders, cacheStatus: CacheStatus | 'none'): ResponsePlan {
+/**
+ * @param boundary of a multipart answer; random by default (it must not occur in the parts, and a
+ *   fixed one could be planted in a file).
+ */
+export function planBlobResponse(
+  entry: FileEntry,
+  conditional: ConditionalHeaders,
+  cacheStatus: CacheStatus | 'none',
+  boundary?: string,
+): ResponsePlan {
   const size = entry.size;
   const etag = `"${entry.etag}"`;
   const headers: Record<string, string> = {
@@ -42,24 +59,52 @@ export function planBlobResponse(entry: FileEntry, conditional: ConditionalHeade
   if (cacheStatus !== 'none') headers['x-mirror-cache'] = cacheStatus;
 
   if (conditional.ifNoneMatch !== undefined && etagListMatches(conditional.ifNoneMatch, entry.etag)) {
-    return { status: 304, headers, span: null };
+    return { status: 304, headers, spans: [] };
   }
   // If-Range: honour Range only when the validator is our strong ETag (dates and weak tags → full body).
   const rangeAllowed = conditional.ifRange === undefined || conditional.ifRange.trim() === etag;
   const resolved = rangeAllowed ? resolveRange(parseRange(conditional.range), size) : ({ type: 'full' } as const);
-  if (resolved.type === 'unsatisfiable') {
+  if (resolved.type === 'unsatisfiable' || resolved.type === 'refused') {
     headers['content-range'] = `bytes */${size}`;
     headers['content-length'] = '0';
-    return { status: 416, headers, span: null };
+    if (resolved.type === 'refused') headers['x-error-message'] = `Range refused: ${resolved.reason}`;
+    return { status: 416, headers, spans: [] };
   }
   if (resolved.type === 'partial') {
-    const { start, end } = resolved.span;
-    headers['content-range'] = `bytes ${start}-${end}/${size}`;
-    headers['content-length'] = String(end - start + 1);
-    return { status: 206, headers, span: resolved.span };
+    const [only, ...more] = resolved.spans;
+    if (only && more.length === 0) {
+      headers['content-range'] = `bytes ${only.start}-${only.end}/${size}`;
+      headers['content-length'] = String(only.end - only.start + 1);
+      return { status: 206, headers, spans: resolved.spans };
+    }
+    const separator = boundary ?? randomBytes(16).toString('hex');
+    const multipart = multipartFraming(resolved.spans, size, entry.contentType, separator);
+    headers['content-type'] = `multipart/byteranges; boundary=${separator}`;
+    headers['content-length'] = String(multipart.length);
+    return { status: 206, headers, spans: resolved.spans, multipart: { before: multipart.before, close: multipart.close } };
   }
   headers['content-length'] = String(size);
-  return { status: 200, headers, span: size > 0 ? { start: 0, end: size - 1 } : null };
+  return { status: 200, headers, spans: size > 0 ? [{ start: 0, end: size - 1 }] : [] };
+}
+
+/**
+ * The framing of a `multipart/byteranges` body (RFC 9110 §14.6, RFC 2046 §5.1.1): each part is
+ * `--boundary CRLF`, its `Content-Type` and `Content-Range` lines, an empty line and the bytes; the
+ * CRLF ending a part belongs to the next delimiter; the body ends with `CRLF --boundary-- CRLF`.
+ * `length` is the exact body length, framing and bytes together.
+ */
+function multipartFraming(spans: readonly ByteSpan[], size: number, contentType: string, boundary: string): { before: Buffer[]; close: Buffer; length: number } {
+  let length = 0;
+  const before = spans.map((span, i) => {
+    const head = Buffer.from(
+      `${i === 0 ? '' : '\r\n'}--${boundary}\r\nContent-Type: ${contentType}\r\nContent-Range: bytes ${span.start}-${span.end}/${size}\r\n\r\n`,
+      'latin1',
+    );
+    length += head.length + span.end - span.start + 1;
+    return head;
+  });
+  const close = Buffer.from(`\r\n--${boundary}--\r\n`, 'latin1');
+  return { before, close, length: length + close.length };
 }
 
 /** `If-None-Match` uses weak comparison: `*`, or any listed tag equal to ours with or without `W/`. */
@@ -77,9 +122,10 @@ export function contentDisposition(path: string): string {
 }
 
 /**
- * Writes the planned response. For GET with a body, streams `source` [span] to the socket; resolves
- * when the response is finished or the client went away. If the source fails mid-body the
- * connection is cut (the client sees a short body, never a complete wrong one).
+ * Writes the planned response. For GET with a body, streams the planned spans of `source` (and the
+ * multipart framing between them) to the socket; resolves when the response is finished or the
+ * client went away. If the source fails mid-body the connection is cut (the client sees a short
+ * body, never a complete wrong one).
  */
 export async function writeBlobResponse(
   req: IncomingMessage,
@@ -89,12 +135,13 @@ export async function writeBlobResponse(
   stats: TransferStats = { bytes: 0, completed: false },
 ): Promise<TransferStats> {
   res.writeHead(plan.status, plan.headers);
-  if (req.method === 'HEAD' || !plan.span || !source) {
+  const [first] = plan.spans;
+  if (req.method === 'HEAD' || !first || !source) {
     res.end();
     stats.completed = true;
     return stats;
   }
-  const reader = source.createReader(plan.span.start, plan.span.end);
+  const reader = plan.multipart ? multipartBody(source, plan.spans, plan.multipart) : source.createReader(first.start, first.end);
   reader.on('data', (chunk: Buffer) => {
     stats.bytes += chunk.length;
   });
@@ -106,4 +153,20 @@ export async function writeBlobResponse(
     stats.completed = false;
   }
   return stats;
+}
+
+/**
+ * One stream of the whole multipart body: framing, then each part's reader in turn (opened only
+ * when its turn comes). Destroying it (client gone) destroys the part being read.
+ */
+function multipartBody(source: BlobSource, spans: readonly ByteSpan[], framing: { before: Buffer[]; close: Buffer }): Readable {
+  async function* parts(): AsyncGenerator<Buffer> {
+    for (const [i, span] of spans.entries()) {
+      const head = framing.before[i];
+      if (head) yield head;
+      for await (const chunk of source.createReader(span.start, span.end)) yield chunk as Buffer;
+    }
+    yield framing.close;
+  }
+  return Readable.from(parts(), { objectMode: false, highWaterMark: 64 * 1024 });
 }

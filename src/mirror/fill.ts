@@ -116,9 +116,15 @@ export class Fill implements GrowingSource {
     return Math.min(this.bytesWritten, this.size - 1);
   }
 
-  paths(): { current: string; fallback: string } {
+  get settled(): boolean {
+    return this.#state !== 'filling';
+  }
+
+  paths(): { current: string; fallback: string } | undefined {
+    if (this.#state !== 'filling') return { current: this.#finalPath, fallback: this.#finalPath };
     const staging = this.#writer?.stagingPath;
-    return this.#state === 'filling' && staging ? { current: staging, fallback: this.#finalPath } : { current: this.#finalPath, fallback: this.#finalPath };
+    // No staging file yet: readers wait for the change that announces it (or the failure).
+    return staging ? { current: staging, fallback: this.#finalPath } : undefined;
   }
 
   onChange(listener: () => void): () => void {
@@ -156,6 +162,7 @@ export class Fill implements GrowingSource {
   async #run(req: FillRequest, deps: FillDeps): Promise<void> {
     try {
       this.#writer = await deps.store.createWriter(req.key, req.size);
+      this.#notify(); // readers created before the staging file existed can open it now
       await this.#download(req, deps);
       await this.#writer.commit();
       deps.index.recordBlob(req.key, req.size);

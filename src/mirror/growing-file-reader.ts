@@ -5,6 +5,11 @@
  * the next progress notification: byte-granular, no polling, no buffering beyond one read. The fd
  * stays valid when the staging file is renamed into place. Destroying the reader (client gone)
  * only closes this fd and unsubscribes; the source (a Fill) is not affected.
+ *
+ * A reader may be created at any moment of the source's life (before its file exists, while it
+ * grows, as it is renamed into place or removed after a failure): it opens the file on its first
+ * read and waits for the source's next change whenever there is nothing to open yet, so it ends
+ * with the right bytes or the source's failure, never with a missing file.
  */
 import fs from 'node:fs';
 import { Readable } from 'node:stream';
@@ -14,9 +19,14 @@ export interface GrowingSource {
   readableLimit(): number;
   /** Set when the source failed: readers are destroyed with it. */
   readonly failure: Error | undefined;
-  /** Path to open: the staging file while growing, the final path after commit. */
-  paths(): { current: string; fallback: string };
-  /** Calls `listener` on the next change (bytes added, committed or failed). Returns an unsubscribe. */
+  /** True once nothing changes any more (committed or failed). */
+  readonly settled: boolean;
+  /**
+   * Path to open: the staging file while growing (`fallback`: where it is renamed to), the final
+   * path once committed; `undefined` while there is no file yet (the next change announces it).
+   */
+  paths(): { current: string; fallback: string } | undefined;
+  /** Calls `listener` on the next change (file created, bytes added, committed or failed). Returns an unsubscribe. */
   onChange(listener: () => void): () => void;
 }
 
@@ -37,29 +47,6 @@ export class GrowingFileReader extends Readable {
     this.#end = end;
   }
 
-  override _construct(callback: (error?: Error | null) => void): void {
-    const { current, fallback } = this.#source.paths();
-    fs.open(current, 'r', (err, fd) => {
-      if (!err) {
-        this.#fd = fd;
-        callback();
-        return;
-      }
-      if (err.code !== 'ENOENT' || current === fallback) {
-        callback(this.#source.failure ?? err);
-        return;
-      }
-      // Renamed into place (committed) between the path lookup and the open.
-      fs.open(fallback, 'r', (err2, fd2) => {
-        if (err2) callback(this.#source.failure ?? err2);
-        else {
-          this.#fd = fd2;
-          callback();
-        }
-      });
-    });
-  }
-
   override _read(size: number): void {
     this.#pump(size);
   }
@@ -75,22 +62,18 @@ export class GrowingFileReader extends Readable {
       this.push(null);
       return;
     }
+    const fd = this.#fd;
+    if (fd === null) {
+      this.#open(size);
+      return;
+    }
     const limit = this.#source.readableLimit();
     if (this.#pos >= limit) {
-      this.#unsubscribe = this.#source.onChange(() => {
-        this.#unsubscribe?.();
-        this.#unsubscribe = null;
-        this.#pump(size);
-      });
+      this.#waitForChange(() => this.#pump(size));
       return;
     }
     const len = Math.min(Math.max(size, READ_CHUNK), limit - this.#pos, this.#end + 1 - this.#pos);
     const buf = Buffer.allocUnsafe(len);
-    const fd = this.#fd;
-    if (fd === null) {
-      this.destroy(new Error('reader has no file descriptor'));
-      return;
-    }
     fs.read(fd, buf, 0, len, this.#pos, (err, n) => {
       if (err) {
         this.destroy(err);
@@ -106,6 +89,40 @@ export class GrowingFileReader extends Readable {
     });
   }
 
+  #waitForChange(then: () => void): void {
+    this.#unsubscribe = this.#source.onChange(() => {
+      this.#unsubscribe = null;
+      then();
+    });
+  }
+
+  /**
+   * Opens the staging file, or the final file when it was renamed into place meanwhile. No file
+   * yet, or neither path there while the source is unsettled (a failure removed the staging file
+   * and is about to be announced): wait for the next change and try again.
+   */
+  #open(size: number): void {
+    const paths = this.#source.paths();
+    if (!paths) {
+      this.#waitForChange(() => this.#pump(size));
+      return;
+    }
+    openEither(paths.current, paths.fallback, (err, fd) => {
+      if (fd !== undefined) {
+        if (this.destroyed) fs.close(fd, () => undefined);
+        else {
+          this.#fd = fd;
+          this.#pump(size);
+        }
+        return;
+      }
+      if (this.destroyed) return;
+      if (this.#source.failure) this.destroy(this.#source.failure);
+      else if (err?.code === 'ENOENT' && !this.#source.settled) this.#waitForChange(() => this.#pump(size));
+      else this.destroy(err ?? new Error('cannot open the source file'));
+    });
+  }
+
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
     this.#unsubscribe?.();
     this.#unsubscribe = null;
@@ -114,4 +131,13 @@ export class GrowingFileReader extends Readable {
     if (fd === null) callback(error);
     else fs.close(fd, () => callback(error));
   }
+}
+
+/** Opens `current`, or `fallback` when `current` is gone (renamed into place meanwhile). */
+function openEither(current: string, fallback: string, callback: (err: NodeJS.ErrnoException | null, fd?: number) => void): void {
+  fs.open(current, 'r', (err, fd) => {
+    if (!err) return callback(null, fd);
+    if (err.code !== 'ENOENT' || current === fallback) return callback(err);
+    fs.open(fallback, 'r', (err2, fd2) => (err2 ? callback(err2) : callback(null, fd2)));
+  });
 }

@@ -24,7 +24,7 @@ import { discardBody, type HubClient } from '../upstream/hub-client.js';
 import { DiskSpace, formatBytes } from '../storage/disk-space.js';
 import { Fill } from './fill.js';
 import { FillLimiter } from './fill-limiter.js';
-import { fromUpstreamStatus, headerValue } from '../upstream/upstream-errors.js';
+import { fromNetworkError, fromUpstreamStatus, headerValue } from '../upstream/upstream-errors.js';
 import { Flights, PromiseFlights } from './flights.js';
 import { GrowingFileReader } from './growing-file-reader.js';
 
@@ -48,6 +48,8 @@ export interface BlobSource {
 
 /** Files up to this size are verified before their response starts (bounded by the route's wait). */
 const SMALL_FILE_BYTES = 1024 * 1024;
+/** Upstream range requests one bypassed request runs at once (a multipart answer has up to 64 parts). */
+const BYPASS_CONCURRENCY = 4;
 
 export interface MirrorOptions {
   store: FsBlobStore;
@@ -55,9 +57,9 @@ export interface MirrorOptions {
   hub: HubClient;
   maxResumes: number;
   /**
-   * A range of at most this many bytes on a blob that is neither cached nor being filled is fetched
-   * upstream as that range alone (size probes, file-header reads), instead of starting a fill of the
-   * whole file. 0 disables it.
+   * Ranges of at most this many bytes together, on a blob that is neither cached nor being filled,
+   * are fetched upstream as those ranges alone (size probes, file-header reads), instead of starting
+   * a fill of the whole file. 0 disables it.
    */
   rangeBypassMaxBytes: number;
   /** Fills running at once (default 16); more wait in a FIFO queue. */
@@ -91,7 +93,7 @@ export class Mirror {
   readonly #fills = new Flights<FillFlight>((flight) => flight.done);
   readonly #limiter: FillLimiter;
   readonly #diskSpace: DiskSpace | undefined;
-  readonly #slices = new PromiseFlights<Buffer>();
+  readonly #slices = new PromiseFlights<Buffer | null>();
   readonly #rangeBypassMaxBytes: number;
   readonly #onFillEvent: MirrorOptions['onFillEvent'];
 
@@ -112,10 +114,12 @@ export class Mirror {
   }
 
   /**
-   * @param span the bytes the caller will read, when it is a Range request (decides the bypass).
+   * @param spans the bytes the caller will read, when it is a Range request (one span, or the
+   *   parts of a multipart answer, pairwise disjoint): on a cold blob, parts that add up to at
+   *   most `rangeBypassMaxBytes` are fetched upstream as ranges instead of starting a fill.
    * @param auth credentials already granted by upstream for this file (used for the upstream GET).
    */
-  async open(entry: FileEntry, auth: string | undefined, span?: ByteSpan): Promise<BlobSource> {
+  async open(entry: FileEntry, auth: string | undefined, spans?: readonly ByteSpan[]): Promise<BlobSource> {
     const key = entry.blobKey;
     const running = this.#fills.get(key);
     if (!running && this.#index.getBlob(key)) {
@@ -127,8 +131,13 @@ export class Mirror {
       // The index remembers a blob the disk lost (or a different size): forget it and refetch.
       this.#index.forgetBlob(key);
     }
-    if (!running && span && span.end - span.start + 1 <= this.#rangeBypassMaxBytes && span.end - span.start + 1 < entry.size) {
-      return this.#bypass(entry, auth, span);
+    if (!running && spans && spans.length > 0) {
+      const wanted = spans.reduce((n, s) => n + s.end - s.start + 1, 0);
+      if (wanted <= this.#rangeBypassMaxBytes && wanted < entry.size) {
+        const bypass = await this.#bypass(entry, auth, spans);
+        // Upstream ignored Range for bytes far into the file: fetch the whole file the usual way.
+        return bypass ?? this.open(entry, auth);
+      }
     }
     // A new fill must fit on the disk (joining one needs nothing more). The check awaits statfs:
     // whoever started this blob's fill meanwhile is joined below instead.
@@ -213,43 +222,66 @@ export class Mirror {
     return n;
   }
 
-  /** One upstream ranged GET per (blob, span) however many ask at once; the slice stays in memory only. */
-  #bypass(entry: FileEntry, auth: string | undefined, span: ByteSpan): BlobSource {
-    const slice = this.#slices.run(`${entry.blobKey}:${span.start}-${span.end}`, () => this.#fetchSlice(entry, auth, span));
+  /**
+   * The spans fetched upstream as ranges, at most BYPASS_CONCURRENCY at once, and kept in memory
+   * only; one upstream GET per (blob, span) however many requests ask at once. Resolves once every
+   * span arrived (so a failure is still a clean error response), or with `null` when upstream
+   * ignored Range for a span too far into the file to read from the start of the body.
+   */
+  async #bypass(entry: FileEntry, auth: string | undefined, spans: readonly ByteSpan[]): Promise<BlobSource | null> {
+    const slices = await fetchAll(spans, BYPASS_CONCURRENCY, (span) =>
+      this.#slices.run(`${entry.blobKey}:${span.start}-${span.end}`, () => this.#fetchSlice(entry, auth, span)),
+    );
+    if (!slices) return null;
     return {
       size: entry.size,
       cacheStatus: 'bypass',
-      ready: slice.then(() => undefined),
-      createReader: (start, end) =>
-        Readable.from(
-          (async function* () {
-            const buf = await slice;
-            yield buf.subarray(start - span.start, end - span.start + 1);
-          })(),
-        ),
+      ready: Promise.resolve(),
+      createReader: (start, end) => {
+        const i = spans.findIndex((s) => s.start <= start && end <= s.end);
+        const slice = slices[i];
+        const span = spans[i];
+        if (!slice || !span) return Readable.from([]).destroy(new Error(`bytes ${start}-${end} were not fetched`));
+        return Readable.from([slice.subarray(start - span.start, end - span.start + 1)]);
+      },
     };
   }
 
-  async #fetchSlice(entry: FileEntry, auth: string | undefined, span: ByteSpan): Promise<Buffer> {
+  /**
+   * One span of the blob, asked upstream as `Range: bytes=start-end`. A 206 must name exactly that
+   * span of a file of the expected size and carry exactly its bytes, else the request fails (502),
+   * never a wrong byte. A 200 (upstream ignored Range) is the whole file: the span is read off its
+   * start when it ends within `rangeBypassMaxBytes`, else `null` (the caller fills instead; a
+   * `bytes=-1` of 50 GB must not stream 50 GB through memory).
+   */
+  async #fetchSlice(entry: FileEntry, auth: string | undefined, span: ByteSpan): Promise<Buffer | null> {
     const path = fileUrlPath({ ...entry.request, revision: entry.commit });
-    const res = await this.#hub.openBody(path, auth, { range: `bytes=${span.start}-${span.end}` });
+    const asked = `bytes=${span.start}-${span.end}`;
+    const res = await this.#hub.openBody(path, auth, { range: asked });
     const want = span.end - span.start + 1;
     const contentRange = headerValue(res.headers, 'content-range');
-    if (res.statusCode !== 206 || contentRange !== `bytes ${span.start}-${span.end}/${entry.size}`) {
+    const contentLength = headerValue(res.headers, 'content-length');
+    const fail = (message: string): never => {
       discardBody(res.body);
-      if (res.statusCode >= 400) throw fromUpstreamStatus(res.statusCode, res.headers, `range of ${entry.blobKey}`);
-      throw new MirrorError('UpstreamError', `Upstream answered a range request with ${res.statusCode} ${contentRange ?? ''}`.trim());
+      throw new MirrorError('UpstreamError', `Upstream answered ${asked} of ${entry.request.path} with ${message}`);
+    };
+    if (res.statusCode >= 400) {
+      discardBody(res.body);
+      throw fromUpstreamStatus(res.statusCode, res.headers, `range of ${entry.blobKey}`);
     }
-    const chunks: Buffer[] = [];
-    let got = 0;
-    for await (const chunk of res.body) {
-      const buf = chunk as Buffer;
-      got += buf.length;
-      if (got > want) break;
-      chunks.push(buf);
+    if (res.statusCode === 200) {
+      if (contentLength !== undefined && Number(contentLength) !== entry.size) fail(`a 200 of ${contentLength} bytes, expected ${entry.size}`);
+      if (span.end + 1 > this.#rangeBypassMaxBytes) {
+        discardBody(res.body);
+        return null;
+      }
+      const head = await readBody(res.body, span.end + 1, false, `the start of ${entry.request.path}`);
+      return head.subarray(span.start);
     }
-    if (got !== want) throw new MirrorError('IntegrityError', `Upstream range body has ${got} bytes, expected ${want}`);
-    return Buffer.concat(chunks);
+    if (res.statusCode !== 206) fail(`status ${res.statusCode}`);
+    if (contentRange !== `bytes ${span.start}-${span.end}/${entry.size}`) fail(`Content-Range ${contentRange ?? '(none)'}`);
+    if (contentLength !== undefined && Number(contentLength) !== want) fail(`Content-Length ${contentLength}`);
+    return readBody(res.body, want, true, `${asked} of ${entry.request.path}`);
   }
 
   #hit(key: BlobKey, size: number): BlobSource {
@@ -287,8 +319,8 @@ export class Mirror {
  */
 function deferredReader(running: Promise<Fill>, start: number, end: number): Readable {
   const out = new PassThrough({ highWaterMark: 256 * 1024 });
-  // Once upstream answered, the staging file exists for the reader to open.
-  running.then((fill) => fill.started.then(() => fill)).then(
+  // A reader may be created at any moment of a fill's life: it waits for the bytes itself.
+  running.then(
     (fill) => {
       if (out.destroyed) return;
       pipeline(new GrowingFileReader(fill, start, end), out, () => undefined);
@@ -296,4 +328,62 @@ function deferredReader(running: Promise<Fill>, start: number, end: number): Rea
     (err: unknown) => out.destroy(err instanceof Error ? err : new Error(String(err))),
   );
   return out;
+}
+
+/**
+ * `task` over every item, at most `limit` at once; results in the items' order. Stops starting
+ * new tasks once one failed (rethrown) or gave `null` (then the result is `null`).
+ */
+async function fetchAll<T, R>(items: readonly T[], limit: number, task: (item: T) => Promise<R | null>): Promise<R[] | null> {
+  const out: R[] = [];
+  let next = 0;
+  let stop = false;
+  let gaveNull = false;
+  const worker = async (): Promise<void> => {
+    while (!stop && next < items.length) {
+      const i = next++;
+      try {
+        const r = await task(items[i]!);
+        if (r === null) {
+          gaveNull = stop = true;
+          return;
+        }
+        out[i] = r;
+      } catch (err) {
+        stop = true;
+        throw err;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return gaveNull ? null : out;
+}
+
+/**
+ * Reads exactly `length` bytes of an upstream body, then drops the connection if more is coming.
+ * `exact`: the body must end there (a longer or shorter body fails); otherwise only the first
+ * `length` bytes are wanted and the rest is never read.
+ */
+async function readBody(body: Readable, length: number, exact: boolean, what: string): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let got = 0;
+  try {
+    for await (const chunk of body) {
+      const buf = chunk as Buffer;
+      if (!exact && got + buf.length >= length) {
+        chunks.push(buf.subarray(0, length - got));
+        got = length;
+        break;
+      }
+      got += buf.length;
+      if (got > length) break;
+      chunks.push(buf);
+    }
+  } catch (err) {
+    throw fromNetworkError(err, what);
+  } finally {
+    discardBody(body);
+  }
+  if (got !== length) throw new MirrorError('UpstreamError', `Upstream sent ${got > length ? 'more than' : got} bytes for ${what}, expected ${length}`);
+  return Buffer.concat(chunks);
 }

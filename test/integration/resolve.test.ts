@@ -8,6 +8,7 @@ import { lfsPointer, makeContent } from '../support/content.js';
 import { download, header, type Download } from '../support/download.js';
 import { startFakeHub, type FakeHub } from '../support/fake-hub.js';
 import { rawGet } from '../support/raw-request.js';
+import { parseByteranges, partsMatch } from '../support/multipart.js';
 import { startMirror, type TestMirror } from '../support/start-mirror.js';
 
 const TOKEN_A = 'hf_valid_token_A_with_grant';
@@ -313,7 +314,7 @@ describe('conditional requests and ranges', () => {
     }
   });
 
-  it('416 with bytes */size past the end; suffix and open-ended ranges; multi-range in one span', async () => {
+  it('416 with bytes */size past the end; suffix and open-ended ranges; multi-range as multipart', async () => {
     const past = await download(p(), { headers: { range: `bytes=${weights.length}-` } });
     expect(past.status).toBe(416);
     expect(header(past, 'content-range')).toBe(`bytes */${weights.length}`);
@@ -323,8 +324,8 @@ describe('conditional requests and ranges', () => {
     expect(open.body.equals(weights.subarray(weights.length - 10))).toBe(true);
     const multi = await download(p(), { headers: { range: 'bytes=0-9,100-109' } });
     expect(multi.status).toBe(206);
-    expect(header(multi, 'content-range')).toBe(`bytes 0-109/${weights.length}`);
-    expect(multi.body.equals(weights.subarray(0, 110))).toBe(true);
+    expect(header(multi, 'content-range')).toBeUndefined();
+    expect(partsMatch(parseByteranges(header(multi, 'content-type'), multi.body), weights)).toEqual(['0-9', '100-109']);
   });
 });
 

@@ -11,7 +11,8 @@
  * RevisionNotFound, RepoNotFound / anonymous 401, GatedRepo 401/403).
  *
  * Tests script it with repos and commits, inject faults (throttle, stall, drop, wrong bytes,
- * short body, status codes, barriers, header delays), and read back every request it saw.
+ * short body, status codes, barriers, header delays, Range ignored or answered for other bytes),
+ * and read back every request it saw.
  */
 import { createServer } from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
@@ -178,6 +179,23 @@ export interface ChangedEtagFault {
   kind: 'changedEtag';
   times?: number;
 }
+/**
+ * A satisfiable `Range` on file content is ignored: the answer is the whole file, `200` (as a
+ * server without range support would give). Counted only on content answers that had a Range.
+ */
+export interface IgnoreRangeFault {
+  kind: 'ignoreRange';
+  times?: number;
+}
+/**
+ * A satisfiable `Range` on file content is answered `206` with the bytes and `Content-Range` of
+ * the span one byte further on (one byte back when it ends at the end of the file): a consistent
+ * answer for other bytes than asked. Counted only on content answers that had a Range.
+ */
+export interface WrongContentRangeFault {
+  kind: 'wrongContentRange';
+  times?: number;
+}
 /** Pause the body at `atBytes` until the handle's `release()` is called. */
 export interface BarrierFault {
   kind: 'barrier';
@@ -212,6 +230,8 @@ export type Fault =
   | BodyFault
   | RedirectFault
   | ChangedEtagFault
+  | IgnoreRangeFault
+  | WrongContentRangeFault
   | BarrierFault
   | HeaderDelayFault;
 
@@ -1052,6 +1072,11 @@ class FakeHubImpl implements FakeHub {
     if (range === 'unsatisfiable') {
       this.sendBuffer(ctx, 416, { ...base, 'Content-Range': `bytes */${size}`, 'Content-Type': TEXT_TYPE }, Buffer.alloc(0));
       return;
+    }
+    if (range && this.takeFaults(ctx, new Set(['ignoreRange']), 1).length > 0) range = undefined;
+    if (range && this.takeFaults(ctx, new Set(['wrongContentRange']), 1).length > 0) {
+      const shift = range.end + 1 < size ? 1 : -1;
+      range = { start: Math.max(0, range.start + shift), end: range.end + shift };
     }
     const start = range ? range.start : 0;
     const end = range ? range.end + 1 : size;

@@ -631,6 +631,29 @@ describe('faults', () => {
     expect(bytes.length).toBe(5000);
   });
 
+  it('ignoreRange: a Range is answered with the whole file, 200; only requests with a Range count', async () => {
+    const loc = await lfsLocation(hub, 'model.safetensors');
+    const fault = hub.setFault({ server: 'cdn' }, { kind: 'ignoreRange', times: 1 });
+    expect((await rawGet(loc)).status).toBe(200);
+    expect(fault.applied).toBe(0);
+    const r = await rawGet(loc, { range: 'bytes=10-19' });
+    expect([r.status, r.h('content-range'), r.body.equals(files['model.safetensors'])]).toEqual([200, undefined, true]);
+    expect(fault.applied).toBe(1);
+    expect((await rawGet(loc, { range: 'bytes=10-19' })).status).toBe(206);
+  });
+
+  it('wrongContentRange: a 206 for the span one byte further on (one back at the end of the file)', async () => {
+    const loc = await lfsLocation(hub, 'model.safetensors');
+    const content = files['model.safetensors'];
+    hub.setFault({ server: 'cdn' }, { kind: 'wrongContentRange', times: 2 });
+    const r = await rawGet(loc, { range: 'bytes=10-19' });
+    expect([r.status, r.h('content-range'), r.body.equals(content.subarray(11, 21))]).toEqual([206, `bytes 11-20/${content.length}`, true]);
+    const end = await rawGet(loc, { range: 'bytes=-10' });
+    expect([end.status, end.h('content-range')]).toEqual([206, `bytes ${content.length - 11}-${content.length - 2}/${content.length}`]);
+    expect(end.body.equals(content.subarray(content.length - 11, content.length - 1))).toBe(true);
+    expect((await rawGet(loc, { range: 'bytes=10-19' })).h('content-range')).toBe(`bytes 10-19/${content.length}`);
+  });
+
   it('status: 503 with Retry-After twice, then normal', async () => {
     hub.setFault({ server: 'hub', pathIncludes: 'config.json' }, { kind: 'status', status: 503, retryAfter: 2, times: 2 });
     const url = `${hub.url}/org/x/resolve/main/config.json`;

@@ -8,6 +8,7 @@ import { GrowingFileReader, type GrowingSource } from '../../src/mirror/growing-
 class ManualSource implements GrowingSource {
   limit = 0;
   failure: Error | undefined;
+  settled = false;
   listeners = new Set<() => void>();
   constructor(
     readonly file: string,

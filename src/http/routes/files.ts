@@ -50,13 +50,13 @@ export function filesRoutes(deps: FilesRoutesDeps): Hono<AppEnv> {
       await writeBlobResponse(incoming, outgoing, plan, null);
       return RESPONSE_ALREADY_SENT;
     }
-    const source = await deps.mirror.open(entry, identity.auth, plan.status === 206 ? (plan.span ?? undefined) : undefined);
+    const source = await deps.mirror.open(entry, identity.auth, plan.status === 206 ? plan.spans : undefined);
     c.set('cacheStatus', source.cacheStatus);
     plan.headers['x-mirror-cache'] = source.cacheStatus;
     // Give upstream a moment to answer so an immediate failure becomes a proper error response;
     // past that, send headers anyway (the size is known) and stream as bytes land.
+    // (A bypass is ready when open() returns: its ranges are in memory, or open() threw.)
     await Promise.race([source.ready, delay(deps.fillStartWaitMs, undefined, { ref: false })]);
-    if (source.cacheStatus === 'bypass') await source.ready; // small: answer with the right status
     const transfer = { bytes: 0, completed: false };
     c.set('transfer', transfer);
     await writeBlobResponse(incoming, outgoing, plan, source, transfer);

@@ -1,0 +1,269 @@
+/**
+ * Readers of a fill created at every moment of its life get the right bytes or the fill's own
+ * error, never a missing file: before the staging file exists, while it grows, between the rename
+ * into place and the commit being announced, after the commit, between the staging file's removal
+ * and the failure being announced, after the failure, and (through the Mirror) while the fill is
+ * still queued for a slot. A real Fill, FsBlobStore and CacheIndex; upstream is a hand-fed body and
+ * the store's steps are held by gates, so each moment is reached by events, not by timing.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { PassThrough, type Readable } from 'node:stream';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { FileEntry } from '../../src/hub/file-resolver.js';
+import { Fill } from '../../src/mirror/fill.js';
+import { GrowingFileReader } from '../../src/mirror/growing-file-reader.js';
+import { Mirror } from '../../src/mirror/mirror.js';
+import { BlobLayout, blobKey, type BlobKey } from '../../src/storage/blob-layout.js';
+import { FsBlobStore, type BlobWriter } from '../../src/storage/blob-store.js';
+import { CacheIndex } from '../../src/storage/cache-index.js';
+import type { HubClient, UpstreamBody } from '../../src/upstream/hub-client.js';
+import { MirrorError } from '../../src/errors.js';
+import { makeContent, sha256Hex } from '../support/content.js';
+
+interface Gate {
+  wait: Promise<void>;
+  open(): void;
+}
+function gate(): Gate {
+  let open!: () => void;
+  const wait = new Promise<void>((resolve) => (open = resolve));
+  return { wait, open };
+}
+
+/** The real store, with optional holds: before a writer exists, after its commit renamed, after its abort removed. */
+class GatedStore extends FsBlobStore {
+  beforeWriter: Gate | undefined;
+  afterCommit: Gate | undefined;
+  afterAbort: Gate | undefined;
+  /** Fails createWriter (after `beforeWriter`) with this error. */
+  writerError: Error | undefined;
+  /** Resolves when a hold was reached. */
+  readonly reached = { commit: gate(), abort: gate() };
+
+  override async createWriter(key: BlobKey, size: number): Promise<BlobWriter> {
+    await this.beforeWriter?.wait;
+    if (this.writerError) throw this.writerError;
+    const w = await super.createWriter(key, size);
+    const { reached } = this;
+    const holds = { commit: () => this.afterCommit?.wait, abort: () => this.afterAbort?.wait };
+    return {
+      key: w.key,
+      size: w.size,
+      stagingPath: w.stagingPath,
+      get bytesWritten() {
+        return w.bytesWritten;
+      },
+      write: (chunks) => w.write(chunks),
+      async commit() {
+        const final = await w.commit();
+        reached.commit.open();
+        await holds.commit();
+        return final;
+      },
+      async abort() {
+        await w.abort();
+        reached.abort.open();
+        await holds.abort();
+      },
+    };
+  }
+}
+
+/** Upstream: every GET gets a fresh body the test feeds by hand. */
+class FedHub {
+  readonly bodies: PassThrough[] = [];
+  #asked: Array<() => void> = [];
+  constructor(readonly size: number) {}
+  /** Resolves with the body of the `n`-th GET (0-based) once it was asked for. */
+  async body(n = 0): Promise<PassThrough> {
+    while (this.bodies.length <= n) await new Promise<void>((resolve) => this.#asked.push(resolve));
+    return this.bodies[n]!;
+  }
+  readonly client = {
+    bodySpeedFloor: undefined,
+    openBody: async (): Promise<UpstreamBody> => {
+      const body = new PassThrough();
+      this.bodies.push(body);
+      for (const wake of this.#asked.splice(0)) wake();
+      return { statusCode: 200, headers: { 'content-length': String(this.size), etag: '"v1"' }, body };
+    },
+  } as unknown as HubClient;
+}
+
+let dir: string;
+let store: GatedStore;
+let index: CacheIndex;
+beforeEach(async () => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hubcache-fill-readers-'));
+  store = new GatedStore(new BlobLayout(dir));
+  await store.init();
+  index = CacheIndex.open(path.join(dir, 'index.sqlite'));
+});
+afterEach(() => {
+  index.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+const SIZE = 3 * 1024 * 1024 + 17;
+let seed = 700;
+function blob(size = SIZE): { content: Buffer; key: BlobKey } {
+  const content = makeContent(size, seed++);
+  return { content, key: blobKey('sha256', sha256Hex(content))! };
+}
+
+function startFill(key: BlobKey, hub: FedHub): Fill {
+  return Fill.start({ key, size: hub.size, upstreamPath: '/org/r/resolve/main/w.bin', auth: undefined }, { store, index, hub: hub.client, maxResumes: 0 });
+}
+
+/** Resolves on the reader's first subscription to the fill's changes (it is waiting for something). */
+function waiting(fill: Fill): Promise<void> {
+  const subscribed = gate();
+  const onChange = fill.onChange.bind(fill);
+  fill.onChange = (listener) => {
+    subscribed.open();
+    fill.onChange = onChange;
+    return onChange(listener);
+  };
+  return subscribed.wait;
+}
+
+/** Everything the reader gives, or its error. */
+function collect(reader: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  return new Promise((resolve, reject) => {
+    reader.on('data', (c: Buffer) => chunks.push(c));
+    reader.on('end', () => resolve(Buffer.concat(chunks)));
+    reader.on('error', reject);
+  });
+}
+
+/** The reader's first event: waiting for the fill, or a failure (how a reader that gave up ends). */
+function firstOf(wait: Promise<void>, read: Promise<Buffer>): Promise<unknown> {
+  return Promise.race([wait, read.then(() => undefined)]);
+}
+
+describe('a reader created at any moment of a fill', () => {
+  it('before the staging file exists: waits for it, then gets the bytes', async () => {
+    const { content, key } = blob();
+    const hub = new FedHub(SIZE);
+    store.beforeWriter = gate();
+    const fill = startFill(key, hub);
+    const waited = waiting(fill);
+    const read = collect(new GrowingFileReader(fill, 0, SIZE - 1));
+    await firstOf(waited, read);
+    store.beforeWriter.open();
+    (await hub.body()).end(content);
+    expect((await read).equals(content)).toBe(true);
+    await fill.done;
+  });
+
+  it('before the staging file exists, and the fill then fails to create it: gets that error', async () => {
+    const { key } = blob();
+    const hub = new FedHub(SIZE);
+    store.beforeWriter = gate();
+    store.writerError = new MirrorError('InsufficientStorage', 'disk full (test)');
+    const fill = startFill(key, hub);
+    const waited = waiting(fill);
+    const read = collect(new GrowingFileReader(fill, 10, 20));
+    await firstOf(waited, read);
+    store.beforeWriter.open();
+    await expect(read).rejects.toBe(store.writerError);
+    await expect(fill.done).rejects.toBe(store.writerError);
+  });
+
+  it('while the file grows: a span already there and one still to come', async () => {
+    const { content, key } = blob();
+    const hub = new FedHub(SIZE);
+    const fill = startFill(key, hub);
+    const body = await hub.body();
+    body.write(content.subarray(0, 1024 * 1024));
+    const early = collect(new GrowingFileReader(fill, 1000, 1999));
+    expect((await early).equals(content.subarray(1000, 2000))).toBe(true);
+    const late = collect(new GrowingFileReader(fill, SIZE - 100, SIZE - 1));
+    body.end(content.subarray(1024 * 1024));
+    expect((await late).equals(content.subarray(SIZE - 100))).toBe(true);
+    await fill.done;
+  });
+
+  it('after the rename into place, before the commit is announced: opens the final file', async () => {
+    const { content, key } = blob();
+    const hub = new FedHub(SIZE);
+    store.afterCommit = gate();
+    const fill = startFill(key, hub);
+    (await hub.body()).end(content);
+    await store.reached.commit.wait;
+    expect(fill.state).toBe('filling');
+    const read = collect(new GrowingFileReader(fill, 0, SIZE - 1));
+    store.afterCommit.open();
+    expect((await read).equals(content)).toBe(true);
+    await fill.done;
+  });
+
+  it('after the commit: reads the final file', async () => {
+    const { content, key } = blob();
+    const hub = new FedHub(SIZE);
+    const fill = startFill(key, hub);
+    (await hub.body()).end(content);
+    await fill.done;
+    expect((await collect(new GrowingFileReader(fill, 5, SIZE - 1))).equals(content.subarray(5))).toBe(true);
+  });
+
+  it('after a failure removed the staging file, before it is announced: gets the fill’s error', async () => {
+    const { content, key } = blob();
+    const hub = new FedHub(SIZE);
+    store.afterAbort = gate();
+    const fill = startFill(key, hub);
+    const body = await hub.body();
+    body.write(content.subarray(0, 1000));
+    await expect(collect(new GrowingFileReader(fill, 0, 99))).resolves.toEqual(content.subarray(0, 100));
+    body.destroy(new Error('connection reset (test)'));
+    await store.reached.abort.wait;
+    expect(fill.state).toBe('filling');
+    const waited = waiting(fill);
+    const read = collect(new GrowingFileReader(fill, 0, 99));
+    await firstOf(waited, read);
+    store.afterAbort.open();
+    await expect(fill.done).rejects.toBeInstanceOf(MirrorError);
+    await expect(read).rejects.toBe(fill.failure);
+  });
+
+  it('after the failure: gets the fill’s error', async () => {
+    const { key } = blob();
+    const hub = new FedHub(SIZE);
+    const fill = startFill(key, hub);
+    (await hub.body()).destroy(new Error('connection reset (test)'));
+    await expect(fill.done).rejects.toBeInstanceOf(MirrorError);
+    await expect(collect(new GrowingFileReader(fill, 0, 99))).rejects.toBe(fill.failure);
+  });
+});
+
+describe('a reader of a fill still queued for a slot', () => {
+  it('gets its bytes once the fill runs', async () => {
+    const first = blob();
+    const second = blob();
+    const hub = new FedHub(SIZE);
+    const mirror = new Mirror({ store, index, hub: hub.client, maxResumes: 0, rangeBypassMaxBytes: 0, maxConcurrentFills: 1, maxQueuedFills: 1 });
+    const entry = (key: BlobKey, name: string): FileEntry => ({
+      request: { repo: { type: 'model', id: 'org/r' }, view: 'resolve', revision: 'main', path: name },
+      commit: 'c'.repeat(40),
+      blobKey: key,
+      size: SIZE,
+      etag: key.slice('sha256:'.length),
+      isLfs: true,
+      contentType: 'application/octet-stream',
+      source: 'upstream',
+    });
+    const a = await mirror.open(entry(first.key, 'a.bin'), undefined);
+    const b = await mirror.open(entry(second.key, 'b.bin'), undefined);
+    expect(mirror.queuedFills).toBe(1);
+    const readB = collect(b.createReader(0, SIZE - 1));
+    const readA = collect(a.createReader(0, SIZE - 1));
+    (await hub.body(0)).end(first.content);
+    expect((await readA).equals(first.content)).toBe(true);
+    (await hub.body(1)).end(second.content);
+    expect((await readB).equals(second.content)).toBe(true);
+    await mirror.close();
+  });
+});

@@ -8,8 +8,6 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import type { FileEntry } from '../hub/file-resolver.js';
 import type { BlobSource, CacheStatus } from '../mirror/mirror.js';
 import { parseRange, resolveRange, type ByteSpan } from './byte-range.js';
@@ -141,32 +139,72 @@ export async function writeBlobResponse(
     stats.completed = true;
     return stats;
   }
-  const reader = plan.multipart ? multipartBody(source, plan.spans, plan.multipart) : source.createReader(first.start, first.end);
-  reader.on('data', (chunk: Buffer) => {
-    stats.bytes += chunk.length;
-  });
   try {
-    await pipeline(reader, res);
-    stats.completed = true;
+    if (plan.multipart) {
+      for (const [i, span] of plan.spans.entries()) {
+        const head = plan.multipart.before[i];
+        if (head && !(await send(res, head, stats))) return stats;
+        if (!(await sendSpan(res, source, span, stats))) return stats;
+      }
+      if (!(await send(res, plan.multipart.close, stats))) return stats;
+    } else if (!(await sendSpan(res, source, first, stats))) {
+      return stats;
+    }
+    stats.completed = await finish(res);
   } catch {
-    // Client gone, or the fill failed: pipeline destroyed both ends; the socket is closed short.
+    // The source failed mid-body: cut the connection, so the client sees a short body, never a
+    // complete wrong one.
+    res.destroy();
     stats.completed = false;
   }
   return stats;
 }
 
 /**
- * One stream of the whole multipart body: framing, then each part's reader in turn (opened only
- * when its turn comes). Destroying it (client gone) destroys the part being read.
+ * Copies one span from a fresh reader to the socket, honouring backpressure; each chunk is released
+ * to the reader once the socket is done with it. False when the client went away (the reader is
+ * closed either way); throws the source's failure.
  */
-function multipartBody(source: BlobSource, spans: readonly ByteSpan[], framing: { before: Buffer[]; close: Buffer }): Readable {
-  async function* parts(): AsyncGenerator<Buffer> {
-    for (const [i, span] of spans.entries()) {
-      const head = framing.before[i];
-      if (head) yield head;
-      for await (const chunk of source.createReader(span.start, span.end)) yield chunk as Buffer;
+async function sendSpan(res: ServerResponse, source: BlobSource, span: ByteSpan, stats: TransferStats): Promise<boolean> {
+  const reader = source.createReader(span.start, span.end);
+  try {
+    for (;;) {
+      const chunk = await reader.next();
+      if (chunk === null) return true;
+      if (!(await send(res, chunk, stats, () => reader.release(chunk)))) return false;
     }
-    yield framing.close;
+  } finally {
+    reader.close();
   }
-  return Readable.from(parts(), { objectMode: false, highWaterMark: 64 * 1024 });
+}
+
+/** Ends the response; true once it is handed to the socket whole, false if the client left first. */
+function finish(res: ServerResponse): Promise<boolean> {
+  if (res.destroyed) return Promise.resolve(false);
+  return new Promise<boolean>((resolve) => {
+    const onClose = (): void => resolve(res.writableFinished);
+    res.once('close', onClose);
+    res.end(() => {
+      res.off('close', onClose);
+      resolve(true);
+    });
+  });
+}
+
+/** Writes a chunk; waits for `drain` when the socket buffer is full. False once the client is gone. */
+async function send(res: ServerResponse, chunk: Buffer, stats: TransferStats, written?: () => void): Promise<boolean> {
+  if (res.destroyed) return false;
+  stats.bytes += chunk.length;
+  if (res.write(chunk, written)) return true;
+  return new Promise<boolean>((resolve) => {
+    const done = (ok: boolean): void => {
+      res.off('drain', onDrain);
+      res.off('close', onClose);
+      resolve(ok);
+    };
+    const onDrain = (): void => done(true);
+    const onClose = (): void => done(false);
+    res.on('drain', onDrain);
+    res.on('close', onClose);
+  });
 }

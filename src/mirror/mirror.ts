@@ -25,6 +25,7 @@ import { DiskSpace, formatBytes } from '../storage/disk-space.js';
 import { Fill } from './fill.js';
 import { FillLimiter } from './fill-limiter.js';
 import { fromNetworkError, fromUpstreamStatus, headerValue } from '../upstream/upstream-errors.js';
+import { bufferReader, readableReader, type BlobReader } from './blob-reader.js';
 import { Flights, PromiseFlights } from './flights.js';
 import { GrowingFileReader } from './growing-file-reader.js';
 
@@ -42,8 +43,8 @@ export interface BlobSource {
    * rejects if the fill failed before that. Callers wait for it only a bounded time.
    */
   readonly ready: Promise<void>;
-  /** A new stream of bytes [start, end] (inclusive). The caller owns and destroys it. */
-  createReader(start: number, end: number): Readable;
+  /** A new reader of bytes [start, end] (inclusive). The caller owns it and closes it. */
+  createReader(start: number, end: number): BlobReader;
 }
 
 /** Files up to this size are verified before their response starts (bounded by the route's wait). */
@@ -150,7 +151,7 @@ export class Mirror {
       cacheStatus: joined ? 'joined' : 'miss',
       // Small files are worth waiting for whole: a bad body then becomes a clean error response.
       ready: entry.size <= SMALL_FILE_BYTES ? flight.done : flight.running.then((fill) => fill.started),
-      createReader: (start, end) => (flight.fill ? new GrowingFileReader(flight.fill, start, end) : deferredReader(flight.running, start, end)),
+      createReader: (start, end) => readableReader(flight.fill ? new GrowingFileReader(flight.fill, start, end) : deferredReader(flight.running, start, end)),
     };
   }
 
@@ -241,8 +242,8 @@ export class Mirror {
         const i = spans.findIndex((s) => s.start <= start && end <= s.end);
         const slice = slices[i];
         const span = spans[i];
-        if (!slice || !span) return Readable.from([]).destroy(new Error(`bytes ${start}-${end} were not fetched`));
-        return Readable.from([slice.subarray(start - span.start, end - span.start + 1)]);
+        if (!slice || !span) throw new Error(`bytes ${start}-${end} were not fetched`);
+        return bufferReader(slice.subarray(start - span.start, end - span.start + 1));
       },
     };
   }
@@ -289,7 +290,7 @@ export class Mirror {
       size,
       cacheStatus: 'hit',
       ready: Promise.resolve(),
-      createReader: (start, end) => this.#store.openRead(key, start, end),
+      createReader: (start, end) => readableReader(this.#store.openRead(key, start, end)),
     };
   }
 

@@ -9,10 +9,11 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { PassThrough, type Readable } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { FileEntry } from '../../src/hub/file-resolver.js';
 import { Fill } from '../../src/mirror/fill.js';
+import type { BlobReader } from '../../src/mirror/blob-reader.js';
 import { GrowingFileReader } from '../../src/mirror/growing-file-reader.js';
 import { Mirror } from '../../src/mirror/mirror.js';
 import { BlobLayout, blobKey, type BlobKey } from '../../src/storage/blob-layout.js';
@@ -130,13 +131,28 @@ function waiting(fill: Fill): Promise<void> {
 }
 
 /** Everything the reader gives, or its error. */
-function collect(reader: Readable): Promise<Buffer> {
+function collect(source: Readable | BlobReader): Promise<Buffer> {
+  if (!(source instanceof Readable)) return drain(source);
+  const reader = source;
   const chunks: Buffer[] = [];
   return new Promise((resolve, reject) => {
     reader.on('data', (c: Buffer) => chunks.push(c));
     reader.on('end', () => resolve(Buffer.concat(chunks)));
     reader.on('error', reject);
   });
+}
+
+async function drain(reader: BlobReader): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  try {
+    for (let c = await reader.next(); c !== null; c = await reader.next()) {
+      chunks.push(Buffer.from(c));
+      reader.release(c);
+    }
+    return Buffer.concat(chunks);
+  } finally {
+    reader.close();
+  }
 }
 
 /** The reader's first event: waiting for the fill, or a failure (how a reader that gave up ends). */

@@ -16,6 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { startClientPool, type ClientPool } from './lib/clients.js';
 import { BenchContext, Cleanup } from './lib/context.js';
 import { run } from './lib/external.js';
+import { startJanitor } from './lib/janitor.js';
 import { Report } from './lib/report.js';
 import { parseSettings, PHASE_TOOLS, type Phase, type Settings } from './lib/settings.js';
 import { fmt, fmtSize } from './lib/stats.js';
@@ -60,6 +61,8 @@ async function main(): Promise<number> {
   const { run: phases, skipped } = runnable(s);
   if (skipped.length > 0) {
     for (const k of skipped) console.error(`bench: ${k.phase}: ${k.reason}`);
+    const { install } = missingTools([...new Set(s.phases.flatMap((p) => PHASE_TOOLS[p]))]);
+    if (install) console.error(`bench: to run every phase asked for: ${install}`);
     if (s.explicit) {
       console.error('bench: a phase asked for by name cannot run; no ratio against a missing or weaker reference (exit 2)');
       return 2;
@@ -89,15 +92,18 @@ async function main(): Promise<number> {
 
   const report = new Report();
   for (const k of skipped) report.skip(k.phase, k.reason);
-  const cleanup = new Cleanup();
+  const cleanup = new Cleanup(startJanitor());
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'hubcache-bench-'));
-  cleanup.push('temp dir', () => fs.rmSync(tmp, { recursive: true, force: true }));
+  cleanup.push('temp dir', () => fs.rmSync(tmp, { recursive: true, force: true }), { kind: 'rm', path: tmp });
   let interrupted = false;
   const onSignal = (sig: NodeJS.Signals): void => {
     if (interrupted) return;
     interrupted = true;
     console.error(`\nbench: ${sig}: cleaning up (children, nginx, mounts, temp files)`);
-    void cleanup.runAll().finally(() => process.exit(130));
+    void cleanup
+      .runAll()
+      .then(() => cleanup.janitor?.close())
+      .finally(() => process.exit(130));
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
@@ -108,7 +114,11 @@ async function main(): Promise<number> {
   try {
     clients = await startClientPool(s.clientProcs);
     const pool = clients;
-    cleanup.push('client processes', () => pool.close());
+    cleanup.push(
+      'client processes',
+      () => pool.close(),
+      pool.pids.map((pid) => ({ kind: 'kill', pid })),
+    );
     ctx = new BenchContext(s, report, clients, tmp, cleanup);
     for (const p of phases) {
       const t = performance.now();
@@ -123,6 +133,7 @@ async function main(): Promise<number> {
     }
   } finally {
     await cleanup.runAll();
+    cleanup.janitor?.close();
   }
   if (interrupted) return 130;
 

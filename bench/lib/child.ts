@@ -130,11 +130,17 @@ export interface ChildService {
 /** The body of a child entry script: starts the service, then serves the parent's requests. */
 export function runChild(start: () => Promise<ChildService>): void {
   const send = (msg: Reply): void => {
-    process.send?.(msg);
+    // The parent may be gone already (then the 'disconnect' handler below stops this child).
+    if (process.connected) process.send?.(msg);
   };
   const main = async (): Promise<void> => {
     if (!process.send) throw new Error('a bench child must be forked with an IPC channel');
     const service = await start();
+    if (!process.connected) {
+      // The parent went away while this child was starting: nobody will ever ask it to close.
+      await service.close();
+      process.exit(0);
+    }
     const loop = monitorEventLoopDelay({ resolution: 5 });
     loop.enable();
     let profiler: Session | null = null;

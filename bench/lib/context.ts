@@ -11,6 +11,7 @@ import { startFakeHub, type FakeHub } from '../../test/support/fake-hub.js';
 import type { ClientPool } from './clients.js';
 import type { ContentRef } from './content.js';
 import type { GetOutcome } from './http-get.js';
+import type { Janitor, JanitorStep } from './janitor.js';
 import { startMirrorChild, type MirrorUnderTest } from './mirror.js';
 import type { Report } from './report.js';
 import type { Settings } from './settings.js';
@@ -25,17 +26,30 @@ export interface BenchFile {
   cdnPath: string;
 }
 
-/** A LIFO stack of cleanup steps; `runAll` runs each once, even if one throws. */
+/**
+ * A LIFO stack of cleanup steps; `runAll` runs each once, even if one throws. A step may name a
+ * backstop for the janitor (janitor.ts), which runs it if this process dies before the step did.
+ */
 export class Cleanup {
   readonly #steps: { name: string; fn: () => Promise<void> | void }[] = [];
-  push(name: string, fn: () => Promise<void> | void): () => Promise<void> {
-    const step = { name, fn };
+  constructor(readonly janitor?: Janitor) {}
+
+  push(name: string, fn: () => Promise<void> | void, backstop: JanitorStep | JanitorStep[] = []): () => Promise<void> {
+    const janitor = this.janitor;
+    const ids = janitor ? [backstop].flat().map((b) => janitor.add(b)) : [];
+    const step = {
+      name,
+      fn: async () => {
+        await fn();
+        for (const id of ids) janitor?.done(id);
+      },
+    };
     this.#steps.push(step);
     return async () => {
       const i = this.#steps.indexOf(step);
       if (i < 0) return;
       this.#steps.splice(i, 1);
-      await fn();
+      await step.fn();
     };
   }
   async runAll(): Promise<void> {
@@ -156,7 +170,7 @@ export class BenchContext {
   async withMirror<T>(h: HubWorld, name: string, dataDir: string, fn: (w: World) => Promise<T>): Promise<T> {
     fs.mkdirSync(dataDir, { recursive: true });
     const mirror = await startMirrorChild(h.hub.url, dataDir, this.s.mirrorConfig, `mirror-${name}`);
-    const closeMirror = this.cleanup.push(`mirror (${name})`, () => mirror.close());
+    const closeMirror = this.cleanup.push(`mirror (${name})`, () => mirror.close(), { kind: 'kill', pid: mirror.pid });
     try {
       const out = await fn({ ...h, mirror, mirrorUrl: (f) => `${mirror.url}/${f.repo}/resolve/main/${f.path}` });
       // The start-up warning about loopback redirects is expected: the fake CDN is on 127.0.0.1.

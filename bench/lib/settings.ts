@@ -83,7 +83,7 @@ export const SETTINGS_DOC: [string, string, string][] = [
   ['BENCH_RANGE_DEADLINE_SECONDS', '90', 'longest wait for a range answer'],
   ['BENCH_DISK_SHARDS', '15', 'files pulled at once in the disk phase'],
   ['BENCH_DISK_SHARD_MIB', '256', 'size of each'],
-  ['BENCH_DISK_IMAGE_GIB', '8', 'size of the loop-mounted ext4 image (sparse)'],
+  ['BENCH_DISK_IMAGE_GIB', '8', 'size of the loop-mounted ext4 image (preallocated with fallocate, else sparse)'],
   ['BENCH_CLIENT_PROCS', 'max(2, cores)', 'client processes'],
   ['BENCH_NGINX_WORKERS', '1', 'nginx worker_processes (1 = like the one mirror process)'],
   ['BENCH_PROXY_CACHE', '1', '0 = no nginx proxy_cache (info) rows'],

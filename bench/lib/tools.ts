@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 
-export type ToolName = 'nginx' | 'hey' | 'aria2c' | 'curl' | 'mkfs.ext4' | 'filefrag' | 'mount' | 'umount' | 'dd';
+export type ToolName = 'nginx' | 'hey' | 'aria2c' | 'curl' | 'mkfs.ext4' | 'filefrag' | 'mount' | 'umount' | 'dd' | 'fallocate';
 
 /** Debian package of each tool. */
 export const PACKAGE: Record<ToolName, string> = {
@@ -18,6 +18,7 @@ export const PACKAGE: Record<ToolName, string> = {
   mount: 'mount',
   umount: 'mount',
   dd: 'coreutils',
+  fallocate: 'util-linux',
 };
 
 const EXTRA_DIRS = ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin'];

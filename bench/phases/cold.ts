@@ -16,7 +16,7 @@ export async function maybeProxyCache(ctx: BenchContext, w: World, name: string)
   if (!ctx.s.proxyCache || !bin) return null;
   try {
     const nginx = await startNginx({ bin, dir: path.join(ctx.tmp, `nginx-proxy-${name}`), workers: ctx.s.nginxWorkers, proxyCacheUpstream: w.hub.url });
-    return { nginx, stop: ctx.cleanup.push(`nginx proxy_cache (${name})`, () => nginx.stop()) };
+    return { nginx, stop: ctx.cleanup.push(`nginx proxy_cache (${name})`, () => nginx.stop(), { kind: 'kill', pid: nginx.pid }) };
   } catch (err) {
     console.error(`  note: nginx proxy_cache did not start, its info rows are left out: ${(err as Error).message}`);
     return null;

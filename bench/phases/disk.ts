@@ -1,7 +1,8 @@
 /**
  * Disk layout: 15 × 256 MiB shards pulled at once onto a fresh ext4 filesystem, through the
  * mirror (its blobs) and, as the reference, by 15 parallel `curl -o` straight from the fake hub.
- * Each pass gets its own freshly made filesystem in a sparse image, loop-mounted (root only).
+ * Each pass gets its own freshly made filesystem in an image file (preallocated with fallocate
+ * where it can be, else sparse), loop-mounted (root only).
  * Figures: extents per file (`filefrag`) and read-back MB/s with the page cache dropped (`sync`,
  * `echo 3 > /proc/sys/vm/drop_caches`, then `dd iflag=direct`). Everything is unmounted and
  * removed in a finally (and by the bench's Ctrl-C handler).
@@ -11,7 +12,7 @@ import path from 'node:path';
 import { findBlob, type BenchContext, type BenchFile, type HubWorld } from '../lib/context.js';
 import { directRead, extents, run } from '../lib/external.js';
 import { fmt, fmtSize, median } from '../lib/stats.js';
-import { mustTool } from '../lib/tools.js';
+import { findTool, mustTool } from '../lib/tools.js';
 import { fileSha256 } from './segmented.js';
 
 interface Pass {
@@ -23,7 +24,7 @@ interface Pass {
 export async function diskPhase(ctx: BenchContext): Promise<void> {
   const { s } = ctx;
   const n = s.diskShards;
-  const tools = { mkfs: mustTool('mkfs.ext4'), filefrag: mustTool('filefrag'), mount: mustTool('mount'), umount: mustTool('umount'), dd: mustTool('dd'), curl: mustTool('curl') };
+  const tools = { mkfs: mustTool('mkfs.ext4'), filefrag: mustTool('filefrag'), mount: mustTool('mount'), umount: mustTool('umount'), dd: mustTool('dd'), curl: mustTool('curl'), fallocate: findTool('fallocate') };
   ctx.progress(`disk: ${n} × ${fmtSize(s.diskShardSize)} at once onto fresh ext4 (loop-mounted ${s.diskImageGiB} GiB image), mirror vs ${n} parallel curl -o; ${s.rounds} rounds`);
   const dir = fs.mkdtempSync(path.join(ctx.tmp, 'disk-'));
   const img = path.join(dir, 'fs.img');
@@ -39,15 +40,22 @@ export async function diskPhase(ctx: BenchContext): Promise<void> {
     }
     mounted = false;
   };
-  const removeAll = ctx.cleanup.push('disk image', async () => {
-    await unmount();
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
+  // Two steps, so that the janitor (if this process dies) unmounts before it removes the directory.
+  const removeDir = ctx.cleanup.push('disk image dir', () => fs.rmSync(dir, { recursive: true, force: true }), { kind: 'rm', path: dir });
+  const unmountAtEnd = ctx.cleanup.push('disk unmount', unmount, { kind: 'umount', path: mnt });
   const freshFs = async (): Promise<void> => {
     await unmount();
     fs.rmSync(img, { force: true });
-    fs.closeSync(fs.openSync(img, 'w'));
-    fs.truncateSync(img, s.diskImageGiB * 2 ** 30); // sparse
+    // Preallocated (fallocate: unwritten extents, no data written) rather than sparse, so the
+    // image's own layout on the host disk follows the order of its offsets, not the order in
+    // which the pass happened to write them: otherwise read-back measures the host filesystem.
+    const bytes = s.diskImageGiB * 2 ** 30;
+    const fa = tools.fallocate ? await run(tools.fallocate, ['-l', String(bytes), img]) : null;
+    if (!fa || fa.code !== 0) {
+      if (fa) console.error(`  note: fallocate: ${fa.stderr.trim()}; using a sparse image`);
+      fs.closeSync(fs.openSync(img, 'w'));
+      fs.truncateSync(img, bytes);
+    }
     // Inode tables and journal initialised now, so no lazy-init thread writes during the pass.
     const mk = await run(tools.mkfs, ['-q', '-F', '-E', 'lazy_itable_init=0,lazy_journal_init=0', img]);
     if (mk.code !== 0) throw new Error(`mkfs.ext4: ${mk.stderr.trim()}`);
@@ -141,6 +149,7 @@ export async function diskPhase(ctx: BenchContext): Promise<void> {
       ctx.details.disk = { shards: n, shardSize: s.diskShardSize, imageGiB: s.diskImageGiB, ...fig };
     });
   } finally {
-    await removeAll();
+    await unmountAtEnd();
+    await removeDir();
   }
 }

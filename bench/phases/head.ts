@@ -24,7 +24,7 @@ export async function headPhase(ctx: BenchContext): Promise<void> {
     fs.mkdirSync(root, { recursive: true });
     exposeToNginx(ctx, w.mirror, f, root, f.path);
     const nginx = await startNginx({ bin: mustTool('nginx'), dir: path.join(ctx.tmp, 'nginx-head'), workers: s.nginxWorkers, staticRoot: root });
-    const stopNginx = ctx.cleanup.push('nginx (head)', () => nginx.stop());
+    const stopNginx = ctx.cleanup.push('nginx (head)', () => nginx.stop(), { kind: 'kill', pid: nginx.pid });
     try {
       const targets = [
         { name: 'mirror' as const, url: w.mirrorUrl(f) },

@@ -192,10 +192,10 @@ export async function rangesPhase(ctx: BenchContext): Promise<void> {
           };
           fig.suffix.push(firstByte(suffix, `bytes=-500 ${f.path}`, size - 500, 500, false));
           fig.from60.push(firstByte(tail, `bytes=${from}- ${f.path}`, from, size - from, true));
-          // Was the fill still running when the answers began? (fake hub times are this process's performance.now())
+          // Was the fill still running when the ranges were asked? (fake hub times are this process's performance.now())
           const fill = w.hub.requests.filter((q) => q.server === 'cdn' && q.method === 'GET' && q.path.startsWith(f.cdnPath)).sort((a, c) => c.bytesSent - a.bytesSent)[0];
-          const firstAnswer = Math.min(suffix!.firstByteMs, tail!.firstByteMs) - performance.timeOrigin;
-          fig.fillRunning.push(fill !== undefined && (fill.endedAt === undefined || fill.endedAt > firstAnswer));
+          const asked = Math.min(suffix!.startMs, tail!.startMs) - performance.timeOrigin;
+          fig.fillRunning.push(fill !== undefined && (fill.endedAt === undefined || fill.endedAt > asked));
           ctx.progress(`   round ${r + 1}: bytes=-500 first byte ${fmt(fig.suffix.at(-1), 2)} s, bytes=${from}- ${fmt(fig.from60.at(-1), 2)} s; fill still running: ${fig.fillRunning.at(-1)}`);
         }
       });
@@ -203,7 +203,7 @@ export async function rangesPhase(ctx: BenchContext): Promise<void> {
       fault.remove();
     }
     const label = `on a filling ${fmtSize(size)} file (fill at ${s.rangeCapMiBps} MiB/s)`;
-    const note = `extra upstream GETs for the ranges: ${fig.upstreamGets.join('/')}; fill still running at the first answer: ${fig.fillRunning.filter(Boolean).length}/${fig.fillRunning.length}${fig.timedOut ? `; ${fig.timedOut} answers timed out (∞)` : ''}`;
+    const note = `extra upstream GETs for the ranges: ${fig.upstreamGets.join('/')}; fill still running when the ranges were asked: ${fig.fillRunning.filter(Boolean).length}/${fig.fillRunning.length}${fig.timedOut ? `; ${fig.timedOut} answers timed out (∞)` : ''}`;
     const base = { phase: 'ranges', unit: 's', better: 'lower', reference: null, referenceName: '', goals: [{ on: 'mirror', op: '<=', value: 1.5 }], digits: 2 } as const;
     ctx.report.add({ ...base, goals: [...base.goals], label: `bytes=-500 ${label}: first byte`, mirror: fig.suffix, note });
     ctx.report.add({ ...base, goals: [...base.goals], label: `bytes=<60 %>- ${label}: first byte`, mirror: fig.from60 });

@@ -60,7 +60,7 @@ export async function warmPhase(ctx: BenchContext): Promise<void> {
       exposeToNginx(ctx, w.mirror, f, root, f.path);
     }
     const nginx: Nginx = await startNginx({ bin: mustTool('nginx'), dir: path.join(ctx.tmp, 'nginx-warm'), workers: s.nginxWorkers, staticRoot: root });
-    const stopNginx = ctx.cleanup.push('nginx (warm)', () => nginx.stop());
+    const stopNginx = ctx.cleanup.push('nginx (warm)', () => nginx.stop(), { kind: 'kill', pid: nginx.pid });
     try {
       for (const f of files) await ctx.verifySha(`nginx ${f.path}`, `${nginx.staticUrl}/${f.path}`, f);
       const details: Record<string, unknown> = {};

@@ -2,9 +2,12 @@
  * A Readable over bytes [start, end] of a file that may still be growing.
  *
  * It reads with its own file descriptor up to what the source says is readable, then waits for
- * the next progress notification: byte-granular, no polling, no buffering beyond one read. The fd
- * stays valid when the staging file is renamed into place. Destroying the reader (client gone)
- * only closes this fd and unsubscribes; the source (a Fill) is not affected.
+ * the next progress notification: byte-granular, no polling, no buffering beyond one read. The file
+ * is opened when the first bytes are readable, not before: a reader may be created for a fill
+ * that has no staging file yet (just admitted, or waiting for upstream), and nothing can be read
+ * before then anyway. The fd stays valid when the staging file is renamed into place. Destroying
+ * the reader (client gone) only closes this fd and unsubscribes; the source (a Fill) is not
+ * affected.
  */
 import fs from 'node:fs';
 import { Readable } from 'node:stream';
@@ -14,7 +17,10 @@ export interface GrowingSource {
   readableLimit(): number;
   /** Set when the source failed: readers are destroyed with it. */
   readonly failure: Error | undefined;
-  /** Path to open: the staging file while growing, the final path after commit. */
+  /**
+   * Path to open: the staging file while growing, the final path after commit. Asked only once
+   * `readableLimit()` is above the reader's position (the file then exists at one of the two).
+   */
   paths(): { current: string; fallback: string };
   /** Calls `listener` on the next change (bytes added, committed or failed). Returns an unsubscribe. */
   onChange(listener: () => void): () => void;
@@ -35,29 +41,6 @@ export class GrowingFileReader extends Readable {
     this.#source = source;
     this.#pos = start;
     this.#end = end;
-  }
-
-  override _construct(callback: (error?: Error | null) => void): void {
-    const { current, fallback } = this.#source.paths();
-    fs.open(current, 'r', (err, fd) => {
-      if (!err) {
-        this.#fd = fd;
-        callback();
-        return;
-      }
-      if (err.code !== 'ENOENT' || current === fallback) {
-        callback(this.#source.failure ?? err);
-        return;
-      }
-      // Renamed into place (committed) between the path lookup and the open.
-      fs.open(fallback, 'r', (err2, fd2) => {
-        if (err2) callback(this.#source.failure ?? err2);
-        else {
-          this.#fd = fd2;
-          callback();
-        }
-      });
-    });
   }
 
   override _read(size: number): void {
@@ -84,13 +67,13 @@ export class GrowingFileReader extends Readable {
       });
       return;
     }
-    const len = Math.min(Math.max(size, READ_CHUNK), limit - this.#pos, this.#end + 1 - this.#pos);
-    const buf = Buffer.allocUnsafe(len);
     const fd = this.#fd;
     if (fd === null) {
-      this.destroy(new Error('reader has no file descriptor'));
+      this.#open(() => this.#pump(size));
       return;
     }
+    const len = Math.min(Math.max(size, READ_CHUNK), limit - this.#pos, this.#end + 1 - this.#pos);
+    const buf = Buffer.allocUnsafe(len);
     fs.read(fd, buf, 0, len, this.#pos, (err, n) => {
       if (err) {
         this.destroy(err);
@@ -103,6 +86,26 @@ export class GrowingFileReader extends Readable {
       }
       this.#pos += n;
       this.push(n === len ? buf : buf.subarray(0, n));
+    });
+  }
+
+  /** Opens the source's file (the final path if it was renamed into place meanwhile), then `next`. */
+  #open(next: () => void): void {
+    const { current, fallback } = this.#source.paths();
+    const opened = (err: NodeJS.ErrnoException | null, fd: number): void => {
+      if (err) {
+        this.destroy(this.#source.failure ?? err);
+      } else if (this.destroyed) {
+        fs.close(fd, () => undefined);
+      } else {
+        this.#fd = fd;
+        next();
+      }
+    };
+    fs.open(current, 'r', (err, fd) => {
+      // Renamed into place (committed) between the path lookup and the open.
+      if (err?.code === 'ENOENT' && current !== fallback) fs.open(fallback, 'r', opened);
+      else opened(err, fd);
     });
   }
 

@@ -8,6 +8,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import { createAdaptorServer } from '@hono/node-server';
 import type { Logger } from 'pino';
 import { createApp } from './app.js';
+import { systemClock, type Clock } from './clock.js';
 import type { Config } from './config/config.js';
 import { FileResolver } from './hub/file-resolver.js';
 import { MetadataCache } from './hub/metadata-cache.js';
@@ -32,6 +33,11 @@ export interface RunningServer {
 }
 
 export const VERSION = '0.1.0';
+
+export interface ServerOptions {
+  /** Time for every freshness decision (branch pins, grants); tests inject one they can step. */
+  clock?: Clock;
+}
 
 export interface OpenDataDir {
   layout: BlobLayout;
@@ -70,7 +76,8 @@ export async function openDataDir(dataDir: string, log: Logger): Promise<OpenDat
   }
 }
 
-export async function startServer(config: Config, log: Logger): Promise<RunningServer> {
+export async function startServer(config: Config, log: Logger, opts: ServerOptions = {}): Promise<RunningServer> {
+  const clock = opts.clock ?? systemClock;
   const { layout, store, index, lock } = await openDataDir(config.dataDir, log);
   const hub = new HubClient({
     upstream: config.upstream,
@@ -96,12 +103,13 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   if (config.allowRepos.length + config.denyRepos.length > 0) log.info({ allowRepos: config.allowRepos, denyRepos: config.denyRepos }, 'repo policy');
   if (config.offline) log.warn('offline mode (offline: true): upstream is never contacted; only cached files and metadata are served');
   // One branch → commit pin per revision for files and metadata alike.
-  const pins = new RefPins(index, config.refsTtlSeconds * 1000);
+  const pins = new RefPins(index, config.refsTtlSeconds * 1000, clock);
   const resolver = new FileResolver({
     index,
     hub,
     pins,
     authTtlMs: config.authTtlSeconds * 1000,
+    clock,
     onStale: (req) => log.warn({ repo: req.repo.id, revision: req.revision }, 'upstream unreachable: answered from the index'),
   });
   const mirror = new Mirror({
@@ -122,6 +130,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     index,
     hub,
     pins,
+    now: () => clock.now(),
     onStale: (repo, revision) => log.warn({ repo: repo.id, type: repo.type, revision }, 'upstream unreachable: API answered from the index'),
   });
   let url = '';

@@ -15,6 +15,7 @@
  */
 import { createHmac, randomBytes } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
+import { systemClock, type Clock } from '../clock.js';
 import { MirrorError } from '../errors.js';
 import { blobKey, type BlobKey } from '../storage/blob-layout.js';
 import type { CacheIndex, FileRow } from '../storage/cache-index.js';
@@ -46,7 +47,8 @@ export interface FileResolverOptions {
   pins: RefPins;
   /** How long upstream's grant to one token for one file is trusted. */
   authTtlMs: number;
-  now?: () => number;
+  /** Grants age on its monotonic clock; rows are stamped with its wall clock. */
+  clock?: Clock;
   onStale?: (req: FileRequest) => void;
 }
 
@@ -69,10 +71,13 @@ export class FileResolver {
     this.#hub = opts.hub;
     this.#pins = opts.pins;
     this.#authTtlMs = opts.authTtlMs;
-    this.#now = opts.now ?? Date.now;
+    const clock = opts.clock ?? systemClock;
+    this.#now = () => clock.now();
     this.#onStale = opts.onStale;
-    this.#grants = new LRUCache<string, FileEntry>({ max: 50_000, ttl: Math.max(1, opts.authTtlMs), ttlAutopurge: false });
-    this.#repoAccessMemo = new LRUCache<string, 'public' | 'restricted'>({ max: 10_000, ttl: Math.max(1, opts.authTtlMs), ttlAutopurge: false });
+    // TTLs on the monotonic clock, read at every lookup (no cached "now": a grant expires on time).
+    const ttlClock = { perf: { now: () => clock.monotonic() }, ttlResolution: 0, ttlAutopurge: false };
+    this.#grants = new LRUCache<string, FileEntry>({ max: 50_000, ttl: Math.max(1, opts.authTtlMs), ...ttlClock });
+    this.#repoAccessMemo = new LRUCache<string, 'public' | 'restricted'>({ max: 10_000, ttl: Math.max(1, opts.authTtlMs), ...ttlClock });
   }
 
   async resolve(req: FileRequest, auth: string | undefined): Promise<FileEntry> {

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { Writable } from 'node:stream';
 import { DEFAULT_CONFIG, type Config } from '../../src/config/config.js';
 import { createLogger } from '../../src/observability/logger.js';
-import { startServer } from '../../src/server.js';
+import { startServer, type ServerOptions } from '../../src/server.js';
 
 export interface TestMirror {
   url: string;
@@ -22,7 +22,8 @@ export interface TestMirror {
   destroy(): Promise<void>;
 }
 
-export async function startMirror(upstream: string, overrides: Partial<Config> = {}): Promise<TestMirror> {
+/** `opts.clock`: a TestClock (test/support/test-clock.ts) to step TTLs instead of sleeping through them. */
+export async function startMirror(upstream: string, overrides: Partial<Config> = {}, opts: ServerOptions = {}): Promise<TestMirror> {
   const dataDir = overrides.dataDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'hubcache-test-'));
   // The fake CDN is on 127.0.0.1 (the upstream's own host, so allowed): tests must allow loopback redirects.
   const config: Config = { ...DEFAULT_CONFIG, host: '127.0.0.1', port: 0, logLevel: 'info', allowPrivateRedirects: true, ...overrides, upstream, dataDir };
@@ -33,7 +34,7 @@ export async function startMirror(upstream: string, overrides: Partial<Config> =
       cb();
     },
   });
-  const running = await startServer(config, createLogger(config.logLevel, sink));
+  const running = await startServer(config, createLogger(config.logLevel, sink), opts);
   return {
     url: running.url,
     dataDir,

@@ -24,7 +24,7 @@ export async function waitFor<T>(condition: () => T | Promise<T>, opts: WaitForO
   const deadline = performance.now() + timeoutMs;
   for (;;) {
     const value = await condition();
-    if (value) return value as NonNullable<T>;
+    if (value) return value;
     if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${opts.what}`);
     await new Promise((resolve) => setTimeout(resolve, intervalMs));
   }

@@ -417,10 +417,10 @@ describe.skipIf(noTmpfs !== undefined)('T26: a full disk (64 MiB tmpfs)', () => 
 
 /**
  * Slowloris senders (run with `node -e`; argv: host port request). 400 connections send the
- * request one byte every 100 ms ("drip": the request would be complete after ~30 s), 50 send
+ * request one byte every 250 ms ("drip": the request would be complete after ~70 s), 50 send
  * nothing ("silent"), 50 send 5 bytes and then nothing ("stall"). Prints `connected` once all are
  * connected, then `<mode> <ms>` when the server closes each one (ms since start); exits when all
- * are closed, or after 15 s (well before a dripped request could complete).
+ * are closed, or after 45 s (a generous bound, well before a dripped request could complete).
  */
 const SLOWLORIS = `
 const net = require('node:net');
@@ -434,7 +434,7 @@ for (const mode of modes) {
     if (++connected === modes.length) process.stdout.write('connected\\n');
   });
   let i = 0;
-  const timer = mode === 'drip' ? setInterval(() => { if (i < line.length && !s.destroyed) s.write(line[i++]); }, 100) : undefined;
+  const timer = mode === 'drip' ? setInterval(() => { if (i < line.length && !s.destroyed) s.write(line[i++]); }, 250) : undefined;
   if (mode === 'stall') s.write(line.slice(0, 5));
   s.on('error', () => {});
   s.on('close', () => {
@@ -443,7 +443,7 @@ for (const mode of modes) {
     if (--open === 0) process.exit(0);
   });
 }
-setTimeout(() => process.exit(0), 15000);
+setTimeout(() => process.exit(0), 45000);
 `;
 
 describe('T27: slow clients', () => {
@@ -539,7 +539,7 @@ describe('T27: slow clients', () => {
     const byMode = (m: string) => closes.filter(([mode]) => mode === m).map(([, ms]) => Number(ms));
     const range = (xs: number[]) => `${xs.length} closed at ${Math.min(...xs)}-${Math.max(...xs)} ms`;
     report(`T27 slowloris: drip ${range(byMode('drip'))}, silent ${range(byMode('silent'))}, stall ${range(byMode('stall'))}; ${closedDuringHits} closed while the 30 hits ran`);
-    // Every one was closed by the mirror (the senders give up after 15 s, long before a dripped
+    // Every one was closed by the mirror (the senders give up after 45 s, long before a dripped
     // request could complete; the idle timeout is 120 s), and none before the headers timeout.
     expect([byMode('drip').length, byMode('silent').length, byMode('stall').length]).toEqual([400, 50, 50]);
     expect(Math.min(...closedAt)).toBeGreaterThanOrEqual(HEADERS_TIMEOUT_MS - 500);

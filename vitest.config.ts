@@ -1,7 +1,17 @@
-import { defineConfig } from 'vitest/config';
+import { configDefaults, defineConfig } from 'vitest/config';
 
-// Two projects: fast pure unit tests, and integration tests that start real servers
-// (the mirror and the fake hub) on 127.0.0.1 port 0 and drive real clients.
+/**
+ * Integration files that load the machine (herds of clients, 2,000 connections, kill -9 loops,
+ * a tmpfs filled up, hundreds of MB through the mirror): they run one at a time, after the rest.
+ */
+const HEAVY = ['test/integration/crash-safety.test.ts', 'test/integration/fill.test.ts', 'test/integration/resources.test.ts'];
+
+/** Files run at once in the first group: most integration files mostly wait (timeouts, Retry-After, child tools). */
+const PARALLEL_WORKERS = 3;
+
+// Three projects: fast pure unit tests; integration tests that start real servers (the mirror
+// and the fake hub) on 127.0.0.1 port 0 and drive real clients, several files at a time; and the
+// heavy integration files, alone, once the others are done (sequence.groupOrder).
 export default defineConfig({
   test: {
     projects: [
@@ -9,16 +19,33 @@ export default defineConfig({
         test: {
           name: 'unit',
           include: ['test/unit/**/*.test.ts'],
+          // Bounds, not budgets: a test ends on its own long before (see wait-for.ts).
+          testTimeout: 30_000,
+          sequence: { groupOrder: 0 },
+          maxWorkers: PARALLEL_WORKERS,
         },
       },
       {
         test: {
           name: 'integration',
           include: ['test/integration/**/*.test.ts'],
+          exclude: [...configDefaults.exclude, ...HEAVY],
           testTimeout: 120_000,
-          hookTimeout: 60_000,
-          // Servers and big files: keep files from competing for the 2 cores.
-          fileParallelism: false,
+          hookTimeout: 120_000,
+          globalSetup: ['test/support/global-setup.ts'],
+          sequence: { groupOrder: 0 },
+          maxWorkers: PARALLEL_WORKERS,
+        },
+      },
+      {
+        test: {
+          name: 'integration-heavy',
+          include: HEAVY,
+          testTimeout: 180_000,
+          hookTimeout: 120_000,
+          globalSetup: ['test/support/global-setup.ts'],
+          sequence: { groupOrder: 1 },
+          maxWorkers: 1,
         },
       },
     ],

@@ -8,7 +8,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import { createAdaptorServer } from '@hono/node-server';
 import type { Logger } from 'pino';
 import { createApp } from './app.js';
-import { systemClock } from './clock.js';
+import { systemClock, type Clock } from './clock.js';
 import type { Config } from './config/config.js';
 import { AccessPolicy } from './hub/access-policy.js';
 import { FileResolver } from './hub/file-resolver.js';
@@ -77,6 +77,8 @@ export async function openDataDir(dataDir: string, log: Logger): Promise<OpenDat
 export interface ServerEnvironment {
   /** Outbound proxy (HTTPS_PROXY, HTTP_PROXY, NO_PROXY); none by default. */
   proxy?: ProxySettings;
+  /** Time for every freshness decision (branch pins, grants); tests inject one they can step. */
+  clock?: Clock;
 }
 
 export async function startServer(config: Config, log: Logger, env: ServerEnvironment = {}): Promise<RunningServer> {
@@ -114,7 +116,7 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
   if (config.allowWrites) log.warn(`allowWrites: API write requests are passed upstream${config.hfToken ? ', with the service token for clients that send none' : ''}`);
   if (config.offline) log.warn('offline mode (offline: true): upstream is never contacted; only cached files and metadata are served');
   // One clock for every freshness decision; one policy for who may read what.
-  const clock = systemClock;
+  const clock = env.clock ?? systemClock;
   const access = new AccessPolicy({ hfToken: config.hfToken, hub, authTtlMs: config.authTtlSeconds * 1000, clock });
   // One branch → commit pin per revision for files and metadata alike.
   const pins = new RefPins(index, config.refsTtlSeconds * 1000, clock);

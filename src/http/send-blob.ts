@@ -139,6 +139,10 @@ export async function writeBlobResponse(
     stats.completed = true;
     return stats;
   }
+  // A fill's bytes may be seconds away (queued, upstream slow, a range far ahead of the fill):
+  // the headers go out now, as promised by fillStartWaitMs, not with the first byte. Hits and
+  // bypasses have their bytes at hand and send both together.
+  if (source.cacheStatus === 'miss' || source.cacheStatus === 'joined') res.flushHeaders();
   try {
     if (plan.multipart) {
       for (const [i, span] of plan.spans.entries()) {

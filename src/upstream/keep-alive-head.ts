@@ -28,6 +28,8 @@ export interface KeepAliveHeadOptions {
   /** The proxy to reach `url` through, or undefined to connect directly. */
   proxyFor?: (url: URL) => URL | undefined;
 }
+/** Fresh attempts after a kept-alive connection turned out closed (more than one may be stale). */
+const MAX_STALE_RETRIES = 3;
 
 export class KeepAliveHead {
   readonly #http: http.Agent;
@@ -45,8 +47,25 @@ export class KeepAliveHead {
     this.#proxyFor = opts.proxyFor;
   }
 
-  /** Sends a HEAD; rejects on network errors, on `signal`, or when connecting takes too long. */
-  head(url: URL, headers: Record<string, string>, signal: AbortSignal): Promise<HeadResponse> {
+  /**
+   * Sends a HEAD; rejects on network errors, on `signal`, or when connecting takes too long.
+   *
+   * A kept-alive connection that upstream closes just as the request goes out (its idle timeout
+   * met our reuse) fails with ECONNRESET before any answer: the HEAD is sent again, on another
+   * connection (HEAD is idempotent; Node leaves this retry to the caller, `req.reusedSocket`).
+   */
+  async head(url: URL, headers: Record<string, string>, signal: AbortSignal): Promise<HeadResponse> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.#headOnce(url, headers, signal);
+      } catch (err) {
+        const stale = (err as { reusedSocket?: boolean }).reusedSocket === true && (err as NodeJS.ErrnoException).code === 'ECONNRESET';
+        if (!stale || signal.aborted || attempt > MAX_STALE_RETRIES) throw err;
+      }
+    }
+  }
+
+  #headOnce(url: URL, headers: Record<string, string>, signal: AbortSignal): Promise<HeadResponse> {
     const isHttps = url.protocol === 'https:';
     const request = isHttps ? https.request : http.request;
     const proxy = this.#proxyFor?.(url);
@@ -67,7 +86,7 @@ export class KeepAliveHead {
       });
       req.on('error', (err) => {
         signal.removeEventListener('abort', onAbort);
-        reject(err);
+        reject(Object.assign(err, { reusedSocket: req.reusedSocket }));
       });
       req.on('socket', (socket) => {
         if (!socket.connecting) return;

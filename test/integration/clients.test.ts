@@ -15,6 +15,8 @@ import { startFakeHub, type FakeHub, type RepoRef } from '../support/fake-hub.js
 import { makeContent, sha256Hex } from '../support/content.js';
 import { startMirror, type TestMirror } from '../support/start-mirror.js';
 import { lastResponseHead, runTool, type ResponseHead } from '../support/run-tool.js';
+import { download } from '../support/download.js';
+import { waitFor } from '../support/wait-for.js';
 
 const MiB = 1 << 20;
 
@@ -36,6 +38,7 @@ let hub: FakeHub;
 let mirror: TestMirror;
 let tmp: string;
 let outCounter = 0;
+let repoCounter = 0;
 
 function url(repo: RepoRef, file: string, kind: 'resolve' | 'raw' = 'resolve', revision = 'main'): string {
   return `${mirror.url}/${URL_PREFIX[repo.type ?? 'model']}${repo.id}/${kind}/${revision}/${file}`;
@@ -49,6 +52,25 @@ function outPath(name = 'out'): string {
 function fileSha256(p: string): string {
   return sha256Hex(fs.readFileSync(p));
 }
+
+/** A repo of its own for one test (so no other test has fetched its files): its id and files. */
+function freshRepo(files: Record<string, Buffer>): RepoRef {
+  const repo: RepoRef = { id: `org/fresh-${++repoCounter}` };
+  hub.addRepo({ ...repo, files });
+  return repo;
+}
+
+/** The fake CDN's body GETs for an LFS file (by its sha256). */
+function cdnGets(sha256: string) {
+  return hub.requests.filter((r) => r.server === 'cdn' && r.method === 'GET' && r.path.includes(sha256));
+}
+
+/** Holds the upstream body of `sha256` at `atBytes` until released. */
+function holdUpstream(sha256: string, atBytes: number) {
+  return hub.setFault({ server: 'cdn', pathIncludes: sha256 }, { kind: 'barrier', atBytes });
+}
+
+const sizeOf = (p: string): number => (fs.existsSync(p) ? fs.statSync(p).size : 0);
 
 /** Runs curl and returns its exit code + last response head (printed with `-D -`). */
 async function curl(args: string[]): Promise<{ code: number; head: ResponseHead; stderr: string }> {
@@ -88,6 +110,19 @@ function expectNoXet(head: ResponseHead): void {
   expect(head.headers['content-type'] ?? '').not.toContain('xet');
 }
 
+/** aria2c with 8 connections of 1 MiB pieces into a fresh directory; returns the output path. */
+async function aria2(target: string, name: string): Promise<string> {
+  const dir = fs.mkdtempSync(path.join(tmp, 'aria2-'));
+  const r = await runTool('aria2c', [
+    '-x', '8', '-s', '8', '-k', '1M',
+    '--allow-overwrite=true', '--auto-file-renaming=false', '--file-allocation=none',
+    '--console-log-level=warn', '--summary-interval=0', '--download-result=hide',
+    '-d', dir, '-o', name, target,
+  ]);
+  expect(r.code, `aria2c exit ${r.code}: ${r.stdout}\n${r.stderr}`).toBe(0);
+  return path.join(dir, name);
+}
+
 beforeAll(async () => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'hubcache-clients-'));
   hub = await startFakeHub();
@@ -96,7 +131,6 @@ beforeAll(async () => {
     files: {
       'config.json': Buffer.from(JSON.stringify({ architectures: ['FakeModel'], hidden_size: 64 }, null, 2) + '\n'),
       [BIG]: makeContent(24 * MiB + 12_345, 101),
-      [COLD]: makeContent(24 * MiB + 777, 102),
       [NESTED]: makeContent(3 * MiB + 5, 103),
     },
   });
@@ -216,16 +250,33 @@ describe('curl', { timeout: 60_000 }, () => {
     expectNoXet(head);
   });
 
-  it('-C - resumes a partial file into the full correct file', async () => {
-    const info = hub.fileInfo(MODEL, BIG);
+  it('-C - resumes a partial copy of a cold file: one fill, and the resumed bytes stream as they land', async () => {
+    const repo = freshRepo({ [BIG]: makeContent(12 * MiB + 4321, 111) });
+    const info = hub.fileInfo(repo, BIG);
     const prefix = 5 * MiB + 3;
     const out = outPath(BIG);
     fs.writeFileSync(out, info.content.subarray(0, prefix));
-    const { head } = await curl(['-f', '-D', '-', '-C', '-', '-o', out, url(MODEL, BIG)]);
-    expect(head.status).toBe(206);
-    expect(head.headers['content-range']).toBe(`bytes ${prefix}-${info.size - 1}/${info.size}`);
+    // Upstream holds the body 2 MiB past the prefix: curl's resume can only be served from the
+    // fill its own request started.
+    const held = holdUpstream(info.sha256, prefix + 2 * MiB);
+    try {
+      const resumed = curl(['-f', '-D', '-', '-C', '-', '-o', out, url(repo, BIG)]);
+      await held.reached;
+      await waitFor(() => sizeOf(out) > prefix, { what: 'curl to append bytes of the fill in flight' });
+      expect(sizeOf(out)).toBeLessThanOrEqual(prefix + 2 * MiB);
+      held.release();
+      const { head } = await resumed;
+      expect(head.status).toBe(206);
+      expect(head.headers['content-range']).toBe(`bytes ${prefix}-${info.size - 1}/${info.size}`);
+      expect(head.headers['x-mirror-cache']).toBe('miss');
+    } finally {
+      held.release();
+      held.remove();
+    }
     expect(fs.statSync(out).size).toBe(info.size);
     expect(fileSha256(out)).toBe(info.sha256);
+    // The resume started a fill of the whole file (no range bypass for a big range): one GET.
+    expect(cdnGets(info.sha256).map((r) => r.headers.range)).toEqual([undefined]);
   });
 });
 
@@ -238,56 +289,69 @@ describe('wget', { timeout: 60_000 }, () => {
     expect(fileSha256(out)).toBe(info.sha256);
   });
 
-  it('-c resumes a partial file into the full correct file', async () => {
-    const info = hub.fileInfo(MODEL, BIG);
+  it('-c resumes a partial copy of a file still filling: it joins the fill and gets the rest as it lands', async () => {
+    const repo = freshRepo({ [BIG]: makeContent(12 * MiB + 77, 112) });
+    const info = hub.fileInfo(repo, BIG);
     const prefix = 7 * MiB + 11;
     const out = outPath(BIG);
     fs.writeFileSync(out, info.content.subarray(0, prefix));
-    const r = await runTool('wget', ['-q', '-c', '-O', out, url(MODEL, BIG)]);
-    expect(r.code, r.stderr).toBe(0);
+    const held = holdUpstream(info.sha256, prefix + 2 * MiB);
+    try {
+      // Another client's download is filling the file, held upstream 2 MiB past wget's prefix.
+      const first = download(url(repo, BIG), { keepBody: false });
+      await held.reached;
+      const resumed = runTool('wget', ['-nv', '-S', '-c', '-O', out, url(repo, BIG)]);
+      await waitFor(() => sizeOf(out) > prefix, { what: 'wget to append bytes of the fill in flight' });
+      held.release();
+      const r = await resumed;
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toMatch(/HTTP\/1\.1 206/);
+      expect(r.stderr).toMatch(/X-Mirror-Cache: joined/i);
+      expect((await first).sha256).toBe(info.sha256);
+    } finally {
+      held.release();
+      held.remove();
+    }
     expect(fs.statSync(out).size).toBe(info.size);
     expect(fileSha256(out)).toBe(info.sha256);
+    expect(cdnGets(info.sha256)).toHaveLength(1);
   });
 });
 
 describe('aria2c', { timeout: 90_000 }, () => {
-  async function aria2(target: string, name: string): Promise<string> {
-    const dir = fs.mkdtempSync(path.join(tmp, 'aria2-'));
-    const r = await runTool('aria2c', [
-      '-x', '8', '-s', '8', '-k', '1M',
-      '--allow-overwrite=true', '--auto-file-renaming=false', '--file-allocation=none',
-      '--console-log-level=warn', '--summary-interval=0', '--download-result=hide',
-      '-d', dir, '-o', name, target,
-    ]);
-    expect(r.code, `aria2c exit ${r.code}: ${r.stdout}\n${r.stderr}`).toBe(0);
-    return path.join(dir, name);
-  }
-
   it('parallel ranged download of a cached LFS file', async () => {
     const info = hub.fileInfo(MODEL, BIG);
+    expect((await download(url(MODEL, BIG), { keepBody: false })).sha256).toBe(info.sha256);
+    expect((await download(url(MODEL, BIG), { method: 'HEAD' })).headers['x-mirror-cache']).toBe('hit');
     const out = await aria2(url(MODEL, BIG), BIG);
     expect(fs.statSync(out).size).toBe(info.size);
     expect(fileSha256(out)).toBe(info.sha256);
   });
 
   it('parallel ranged download of a cold LFS file still filling: correct bytes, one upstream body GET', async () => {
-    const info = hub.fileInfo(MODEL, COLD);
-    expect(hub.count({ server: 'cdn', method: 'GET', pathIncludes: info.sha256 })).toBe(0);
-    // Pace upstream (~2 s for the file) so aria2's 8 ranged connections all hit a blob still filling.
-    const throttle = hub.setFault({ server: 'cdn', pathIncludes: info.sha256 }, { kind: 'throttle', bytesPerSecond: 12 * MiB });
+    const repo = freshRepo({ [COLD]: makeContent(24 * MiB + 777, 102) });
+    const info = hub.fileInfo(repo, COLD);
+    const gets = () => mirrorRequestLogs().filter((l) => l.method === 'GET' && l.path === `/${repo.id}/resolve/main/${COLD}`);
+    // Upstream holds the body at half the file: aria2's ranged connections below it are served
+    // from the fill in flight, and those above it wait for the release.
+    const held = holdUpstream(info.sha256, Math.floor(info.size / 2));
+    let out: string;
     try {
-      const out = await aria2(url(MODEL, COLD), COLD);
-      expect(fs.statSync(out).size).toBe(info.size);
-      expect(fileSha256(out)).toBe(info.sha256);
+      const running = aria2(url(repo, COLD), COLD);
+      await held.reached;
+      await waitFor(() => gets().some((l) => l.status === 206 && l.cache === 'joined' && l.completed), { what: 'a ranged GET served in full from the fill in flight' });
+      expect(cdnGets(info.sha256)).toHaveLength(1);
+      held.release();
+      out = await running;
     } finally {
-      throttle.remove();
+      held.release();
+      held.remove();
     }
-    // The scenario really happened: several ranged GETs, some joining the fill in flight.
-    const gets = mirrorRequestLogs().filter((l) => l.method === 'GET' && l.path?.endsWith(`/${COLD}`));
-    expect(gets.length).toBeGreaterThanOrEqual(2);
-    expect(gets.filter((l) => l.cache === 'miss')).toHaveLength(1);
-    expect(gets.some((l) => l.status === 206 && l.cache === 'joined')).toBe(true);
-    expect(hub.count({ server: 'cdn', method: 'GET', pathIncludes: info.sha256 })).toBe(1);
+    expect(fs.statSync(out).size).toBe(info.size);
+    expect(fileSha256(out)).toBe(info.sha256);
+    expect(gets().length).toBeGreaterThanOrEqual(2);
+    expect(gets().filter((l) => l.cache === 'miss')).toHaveLength(1);
+    expect(cdnGets(info.sha256)).toHaveLength(1);
   });
 });
 
@@ -358,7 +422,21 @@ describe('@huggingface/hub', { timeout: 60_000 }, () => {
     expect(sha256Hex(Buffer.from(await blob!.arrayBuffer()))).toBe(info.sha256);
   });
 
-  it('the Xet file-info Accept header never reaches the hub', () => {
+  it('the Xet file-info Accept the JS client sends never reaches the hub', async () => {
+    const repo = freshRepo({ [BIG]: makeContent(2 * MiB + 3, 131) });
+    const info = hub.fileInfo(repo, BIG);
+    expect(info.xetHash).toBeDefined();
+    // What the client sends to the mirror (to prove the header is really there to be dropped).
+    const sentAccepts: string[] = [];
+    const spy: typeof fetch = (input, init) => {
+      sentAccepts.push(new Headers(init?.headers).get('accept') ?? '');
+      return fetch(input, init);
+    };
+    const dl = await fileDownloadInfo({ repo: repo.id, path: BIG, hubUrl: mirror.url, fetch: spy });
+    expect(dl?.size).toBe(info.size);
+    const blob = await downloadFile({ repo: repo.id, path: BIG, hubUrl: mirror.url, fetch: spy });
+    expect(sha256Hex(Buffer.from(await blob!.arrayBuffer()))).toBe(info.sha256);
+    expect(sentAccepts.some((a) => a.includes('xet'))).toBe(true);
     const leaked = hub.requests.filter((r) => r.server === 'hub' && String(r.headers.accept ?? '').includes('xet'));
     expect(leaked.map((r) => `${r.method} ${r.path} accept=${String(r.headers.accept)}`)).toEqual([]);
   });
@@ -402,27 +480,48 @@ describe('repo types and legacy ids (curl)', { timeout: 60_000 }, () => {
   });
 });
 
-describe('upstream traffic', () => {
-  it('each LFS file crossed the WAN once, whatever the clients did', () => {
-    for (const [repo, file] of [
-      [MODEL, BIG],
-      [MODEL, COLD],
-      [MODEL, NESTED],
-      [LEGACY, LEGACY_NESTED],
-      [DATASET, DATASET_FILE],
-      [SPACE, SPACE_FILE],
-    ] as const) {
+describe('upstream traffic', { timeout: 90_000 }, () => {
+  it('each LFS file crosses the WAN once, whatever mix of clients asks for it, cold and at once', async () => {
+    const files = { 'a.safetensors': makeContent(6 * MiB + 1, 121), 'sub/b.bin': makeContent(3 * MiB + 5, 122) };
+    const repo = freshRepo(files);
+    for (const file of Object.keys(files)) {
       const info = hub.fileInfo(repo, file);
-      // One whole-body GET; small ranges on a cold file may be fetched as ranges (bypass), never as
-      // another full download.
-      const gets = hub.requests.filter((r) => r.server === 'cdn' && r.method === 'GET' && r.path.includes(info.sha256));
-      expect(gets.filter((r) => r.headers.range === undefined).length, `${repo.id}/${file}`).toBe(1);
-      expect(hub.bytesSent({ server: 'cdn', method: 'GET', pathIncludes: info.sha256 }), `${repo.id}/${file}`).toBeLessThanOrEqual(info.size + 2 * 1024 * 1024);
+      const what = `${repo.id}/${file}`;
+      // Cold: a size probe and a header read (small ranges: fetched upstream as ranges only).
+      for (const range of ['0-0', '100-199']) {
+        const out = outPath();
+        await curl(['-f', '-D', '-', '-o', out, '-r', range, url(repo, file)]);
+        const [from, to] = range.split('-').map(Number) as [number, number];
+        expect(fs.readFileSync(out).equals(info.content.subarray(from, to + 1)), what).toBe(true);
+      }
+      // Then curl, wget, aria2c and the JS client all at once on the still cold file.
+      const curlOut = outPath();
+      const wgetOut = outPath();
+      const [, wget, aria2Out, blob] = await Promise.all([
+        curl(['-f', '-L', '-D', '-', '-o', curlOut, url(repo, file)]),
+        runTool('wget', ['-q', '-O', wgetOut, url(repo, file)]),
+        aria2(url(repo, file), path.basename(file)),
+        downloadFile({ repo: repo.id, path: file, hubUrl: mirror.url }),
+      ]);
+      expect(wget.code, wget.stderr).toBe(0);
+      for (const out of [curlOut, wgetOut, aria2Out]) expect(fileSha256(out), what).toBe(info.sha256);
+      expect(sha256Hex(Buffer.from(await blob!.arrayBuffer())), what).toBe(info.sha256);
+      // Afterwards a resume, a slice and a HEAD, from the cache.
+      const partial = outPath();
+      fs.writeFileSync(partial, info.content.subarray(0, MiB));
+      await curl(['-f', '-D', '-', '-C', '-', '-o', partial, url(repo, file)]);
+      expect(fileSha256(partial), what).toBe(info.sha256);
+      expect(Buffer.from(await blob!.slice(MiB, MiB + 10).arrayBuffer()).equals(info.content.subarray(MiB, MiB + 10)), what).toBe(true);
+      expect((await curl(['-f', '-I', url(repo, file)])).head.headers['x-mirror-cache'], what).toBe('hit');
+      // One whole-body GET. Small ranges that reached a cold file (the two probes, and whatever
+      // small range a client sent before the fill started) were fetched as ranges of at most
+      // rangeBypassMaxBytes, never as another full download.
+      const gets = cdnGets(info.sha256);
+      expect(gets.filter((r) => r.headers.range === undefined).length, what).toBe(1);
+      const ranged = gets.filter((r) => r.headers.range !== undefined);
+      expect(ranged.map((r) => r.headers.range), what).toEqual(expect.arrayContaining(['bytes=0-0', 'bytes=100-199']));
+      for (const r of ranged) expect(r.bytesSent, `${what} ${String(r.headers.range)}`).toBeLessThanOrEqual(mirror.config.rangeBypassMaxBytes);
+      expect(hub.bytesSent({ server: 'cdn', method: 'GET', pathIncludes: info.sha256 }), what).toBe(info.size + ranged.reduce((n, r) => n + r.bytesSent, 0));
     }
-  });
-
-  it('no request to the hub ever carried the Xet file-info Accept', () => {
-    const leaked = hub.requests.filter((r) => r.server === 'hub' && String(r.headers.accept ?? '').includes('xet'));
-    expect(leaked.map((r) => `${r.method} ${r.path}`)).toEqual([]);
   });
 });

@@ -6,15 +6,18 @@
  *
  * Only `Date` is faked (vitest fake timers with `toFake: ['Date']`, advancing with real time):
  * timers, `performance.now()` and the upstream's clock are left alone, like a real clock step.
+ * Time passing (past a TTL) is a step of the mirror's injected clock (both its wall and its
+ * monotonic time move, as they would), not a sleep.
  */
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { makeContent } from '../support/content.js';
 import { download, header } from '../support/download.js';
 import { startFakeHub, type FakeHub } from '../support/fake-hub.js';
 import { startMirror, type TestMirror } from '../support/start-mirror.js';
+import { TestClock } from '../support/test-clock.js';
 
 const DAY = 86_400_000;
-const TTL_S = 1.5;
+const TTL_S = 60;
 const TOKEN = 'hf_valid_skew_token';
 const MiB = 1024 * 1024;
 const repo = { id: 'org/skew' };
@@ -22,13 +25,18 @@ const gated = { id: 'org/skew-gated' };
 let hub: FakeHub;
 let mirror: TestMirror;
 let seed = 9100;
+const clock = new TestClock();
 
 beforeAll(async () => {
   hub = await startFakeHub();
   hub.addRepo({ ...repo, files: { 'model.safetensors': makeContent(2 * MiB, seed++), 'config.json': Buffer.from('{"v": 1}\n') } });
   hub.addRepo({ ...gated, files: { 'w.safetensors': makeContent(MiB, seed++) }, gated: { allowedTokens: [TOKEN] } });
-  mirror = await startMirror(hub.url, { refsTtlSeconds: TTL_S, authTtlSeconds: TTL_S });
+  mirror = await startMirror(hub.url, { refsTtlSeconds: TTL_S, authTtlSeconds: TTL_S }, { clock });
   vi.useFakeTimers({ toFake: ['Date'], shouldAdvanceTime: true });
+});
+// Each test starts from the true time and makes its own steps.
+beforeEach(() => {
+  vi.setSystemTime(vi.getRealSystemTime());
 });
 afterAll(async () => {
   vi.useRealTimers();
@@ -36,8 +44,7 @@ afterAll(async () => {
   await hub?.stop();
 });
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const pastTtl = () => sleep(TTL_S * 1000 + 400);
+const pastTtl = () => clock.advance(TTL_S * 1000 + 1);
 const modelUrl = () => `${mirror.url}/${repo.id}/resolve/main/model.safetensors`;
 const gatedUrl = () => `${mirror.url}/${gated.id}/resolve/main/w.safetensors`;
 const bearer = { authorization: `Bearer ${TOKEN}` };
@@ -62,7 +69,7 @@ describe('T31: wall-clock steps', () => {
 
     hub.revoke(gated, TOKEN);
     const c2 = moveMain();
-    await pastTtl();
+    pastTtl();
     // The grant and the pin were made "a day in the future": by wall-clock arithmetic both would
     // now live for a day more.
     const denied = await download(gatedUrl(), { headers: bearer });
@@ -78,21 +85,24 @@ describe('T31: wall-clock steps', () => {
   it('a day forward: a fresh pin stays fresh (the snapshot does not change under a client), then expires on time', async () => {
     const pinned = hub.head(repo);
     expect(header(await download(modelUrl(), { method: 'HEAD' }), 'x-repo-commit')).toBe(pinned);
-    vi.setSystemTime(Date.now() + 2 * DAY); // from a day behind to a day ahead
+    vi.setSystemTime(Date.now() + DAY);
     const c3 = moveMain();
-    // By wall-clock arithmetic the pin would be two days old: still fresh by the monotonic clock.
+    // By wall-clock arithmetic the pin would be a day old: still fresh by the monotonic clock.
     expect(header(await download(modelUrl(), { method: 'HEAD' }), 'x-repo-commit')).toBe(pinned);
-    await pastTtl();
+    pastTtl();
     const after = await download(modelUrl(), { keepBody: false });
     expect([header(after, 'x-repo-commit'), after.sha256]).toEqual([c3.commit, c3.sha256]);
   });
 
   it('a pin stored while the clock was a day ahead is stale for the next process once the clock is corrected', async () => {
+    vi.setSystemTime(Date.now() + DAY); // a day ahead
+    pastTtl(); // whatever pin this process holds has expired: the next answer pins (and stores) anew
     const stored = hub.head(repo);
-    expect(header(await download(modelUrl(), { method: 'HEAD' }), 'x-repo-commit')).toBe(stored);
+    const fetched = await download(modelUrl(), { keepBody: false });
+    expect([fetched.status, header(fetched, 'x-repo-commit')]).toEqual([200, stored]);
     await mirror.close();
     vi.setSystemTime(Date.now() - DAY); // corrected
-    mirror = await startMirror(hub.url, { dataDir: mirror.dataDir, refsTtlSeconds: TTL_S, authTtlSeconds: TTL_S });
+    mirror = await startMirror(hub.url, { dataDir: mirror.dataDir, refsTtlSeconds: TTL_S, authTtlSeconds: TTL_S }, { clock });
     const c4 = moveMain();
     // checked_at is a day in the future: a negative age is not "fresh".
     const answer = await download(modelUrl(), { keepBody: false });

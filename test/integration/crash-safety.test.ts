@@ -14,6 +14,7 @@ import { download, header } from '../support/download.js';
 import { startFakeHub, type FakeHub } from '../support/fake-hub.js';
 import { runCli, startMirrorProcess } from '../support/mirror-process.js';
 import { startMirror } from '../support/start-mirror.js';
+import { waitFor } from '../support/wait-for.js';
 
 const MiB = 1024 * 1024;
 let hub: FakeHub;
@@ -102,39 +103,68 @@ describe('kill -9', () => {
     checkDataDir(dataDir);
   });
 
-  it('50 random kills during 4 concurrent downloads never leave a wrong or lost blob', async () => {
+  it('20 kills at random points of 4 concurrent fills never leave a wrong or lost blob', async () => {
     const dataDir = tempDir();
-    const throttle = hub.setFault({ server: 'cdn' }, { kind: 'throttle', bytesPerSecond: 40e6 });
+    // Each round its own 4 files, so every kill lands in fills of its own: before upstream
+    // answered, mid-body, or between the last byte and the commit (the kill point is a random
+    // count of upstream bytes, or some ms after the last one). What was cut short is fetched
+    // again, correctly, after the last restart.
+    const ROUNDS = 20;
+    const SIZE = 2 * MiB;
+    const rounds: Array<{ id: string; files: Map<string, Buffer> }> = [];
     const wrong: string[] = [];
-    try {
-      for (let round = 0; round < 50; round++) {
+    for (let round = 0; round < ROUNDS; round++) {
+      const id = `org/crash-kill-${round}`;
+      const roundFiles = new Map<string, Buffer>();
+      for (let i = 0; i < 4; i++) roundFiles.set(`w-${i}.safetensors`, makeContent(SIZE + round * 4 + i, 1000 + round * 4 + i));
+      hub.addRepo({ id, files: Object.fromEntries(roundFiles) });
+      rounds.push({ id, files: roundFiles });
+      const shas = [...roundFiles.values()].map((c) => sha256Hex(c));
+      // ~130 ms per file: long enough for the kill to land anywhere in it.
+      const throttles = shas.map((sha) => hub.setFault({ server: 'cdn', pathIncludes: sha }, { kind: 'throttle', bytesPerSecond: 16e6 }));
+      const cdnBytes = () => shas.reduce((n, sha) => n + hub.bytesSent({ server: 'cdn', method: 'GET', pathIncludes: sha }), 0);
+      try {
         const m = await startMirrorProcess(hub.url, dataDir);
         const before = checkDataDir(dataDir).blobs;
         // Cut short by the kill, or complete if it won the race: a complete 200 must be right.
         const downloads = Promise.all(
-          [...files.entries()].map(async ([name, content]) => {
-            const d = await download(`${m.url}/org/crash/resolve/main/${name}`, { keepBody: false }).catch(() => null);
-            if (d?.status === 200 && d.complete && d.sha256 !== sha256Hex(content)) wrong.push(`${name} round ${round}`);
+          [...roundFiles.entries()].map(async ([name, content]) => {
+            const d = await download(`${m.url}/${id}/resolve/main/${name}`, { keepBody: false }).catch(() => null);
+            if (d?.status === 200 && d.complete && d.sha256 !== sha256Hex(content)) wrong.push(`${id}/${name}`);
           }),
         );
-        await new Promise((r) => setTimeout(r, 100 + Math.random() * 600));
+        const total = 4 * SIZE;
+        const killAt = Math.floor(Math.random() * total * 1.2);
+        if (killAt < total) {
+          await waitFor(() => cdnBytes() >= killAt, { what: `upstream to send ${killAt} bytes`, intervalMs: 1 });
+        } else {
+          await waitFor(() => cdnBytes() >= total, { what: 'upstream to send every byte', intervalMs: 1 });
+          await new Promise((resolve) => setTimeout(resolve, Math.random() * 30)); // somewhere in verify/rename/commit
+        }
         await m.kill('SIGKILL');
         await downloads;
         // Nothing completed is ever lost: the blob count never goes down.
         expect(checkDataDir(dataDir).blobs).toBeGreaterThanOrEqual(before);
+      } finally {
+        for (const t of throttles) t.remove();
       }
-    } finally {
-      throttle.remove();
     }
     const last = await startMirrorProcess(hub.url, dataDir);
     try {
-      await downloadAll(last.url);
+      await Promise.all(
+        rounds.flatMap(({ id, files: roundFiles }) =>
+          [...roundFiles.entries()].map(async ([name, content]) => {
+            const d = await download(`${last.url}/${id}/resolve/main/${name}`, { keepBody: false });
+            expect([`${id}/${name}`, d.status, d.complete, d.sha256]).toEqual([`${id}/${name}`, 200, true, sha256Hex(content)]);
+          }),
+        ),
+      );
     } finally {
       await last.kill('SIGTERM');
     }
-    expect(checkDataDir(dataDir).blobs).toBe(5);
+    expect(checkDataDir(dataDir).blobs).toBe(ROUNDS * 4);
     expect(wrong).toEqual([]);
-  }, 300_000);
+  });
 });
 
 describe('tampering and reconcile', () => {

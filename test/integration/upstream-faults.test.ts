@@ -60,6 +60,22 @@ function requestsMatching(filter: { server: 'hub' | 'cdn'; method: string; pathI
   return hub.requests.filter((r) => r.server === filter.server && r.method === filter.method && (r.path.includes(filter.pathIncludes) || decodeURIComponent(r.path).includes(filter.pathIncludes)));
 }
 
+/**
+ * The waits the mirror announced before retrying (its "upstream busy: retrying" log lines for
+ * `what`), in order.
+ */
+function announcedWaits(m: TestMirror, what: string): number[] {
+  return m.logs
+    .filter((l) => l.includes('upstream busy: retrying') && l.includes(what))
+    .map((l) => (JSON.parse(l) as { waitMs: number }).waitMs);
+}
+
+/**
+ * A retry never comes before the wait upstream asked for: the gaps between attempts are at least
+ * that long (less 10 ms of timer granularity). A lower bound only: a slow machine lengthens gaps.
+ */
+const MIN_GAP_MS = 1000 - 10;
+
 /** Milliseconds between consecutive matching requests. */
 function gapsMs(filter: Parameters<typeof requestsMatching>[0]): number[] {
   const times = requestsMatching(filter).map((r) => arrivedAt.get(r) ?? NaN);
@@ -135,9 +151,7 @@ describe('T24: 429 and 5xx with Retry-After', () => {
   it('503 with Retry-After: 1 twice on the resolve GET, then 200: 50 waiters, 3 upstream attempts ≥ 1 s apart, all succeed', async () => {
     const f = lfsFile(mirror.url, 4 * MiB);
     const fault = hub.setFault(f.hubGet, { kind: 'status', status: 503, retryAfter: 1, times: 2 });
-    const t0 = performance.now();
     const all = await herd(f.url, 50);
-    const ms = performance.now() - t0;
     fault.remove();
     for (const d of all) {
       expect(d.status).toBe(200);
@@ -147,10 +161,13 @@ describe('T24: 429 and 5xx with Retry-After', () => {
     expect(hub.count(f.hubGet)).toBe(3);
     expect(hub.count(f.cdnGet)).toBe(1);
     expect(hub.count(f.hubHead)).toBe(1);
+    // Retry-After: 1 was honoured: the mirror chose waits of at least 1 s, and kept to them.
+    const waits = announcedWaits(mirror, f.id);
+    expect(waits).toHaveLength(2);
+    for (const w of waits) expect(w).toBeGreaterThanOrEqual(1000);
     const gaps = gapsMs(f.hubGet);
-    for (const g of gaps) expect(g).toBeGreaterThanOrEqual(1000);
-    expect(ms).toBeGreaterThanOrEqual(2000);
-    note(`T24 503×2: 50 waiters in ${ms.toFixed(0)} ms, upstream GET gaps ${gaps.map((g) => g.toFixed(0)).join(', ')} ms`);
+    for (const g of gaps) expect(g).toBeGreaterThanOrEqual(MIN_GAP_MS);
+    note(`T24 503×2: upstream GET gaps ${gaps.map((g) => g.toFixed(0)).join(', ')} ms (announced waits ${waits.join(', ')} ms)`);
   });
 
   it('429 with Retry-After: 1 twice on the CDN GET, then 200: the whole chain is asked again (fresh signed URL), 3 attempts, 50 succeed', async () => {
@@ -163,8 +180,9 @@ describe('T24: 429 and 5xx with Retry-After', () => {
     expect(hub.count(f.hubGet)).toBe(3);
     const cdnUrls = new Set(requestsMatching(f.cdnGet).map((r) => r.path));
     expect(cdnUrls.size).toBe(3);
+    for (const w of announcedWaits(mirror, f.sha256)) expect(w).toBeGreaterThanOrEqual(1000);
     const gaps = gapsMs(f.cdnGet);
-    for (const g of gaps) expect(g).toBeGreaterThanOrEqual(1000);
+    for (const g of gaps) expect(g).toBeGreaterThanOrEqual(MIN_GAP_MS);
     note(`T24 429×2 on CDN: upstream CDN GET gaps ${gaps.map((g) => g.toFixed(0)).join(', ')} ms`);
   });
 
@@ -175,16 +193,14 @@ describe('T24: 429 and 5xx with Retry-After', () => {
     fault.remove();
     expect(all.every((d) => d.status === 200 && d.sha256 === f.sha256)).toBe(true);
     expect(hub.count(f.hubHead)).toBe(2);
-    for (const g of gapsMs(f.hubHead)) expect(g).toBeGreaterThanOrEqual(1000);
+    for (const g of gapsMs(f.hubHead)) expect(g).toBeGreaterThanOrEqual(MIN_GAP_MS);
   });
 
   it('when the budget runs out clients get the 503 with its Retry-After; nothing is cached; after recovery the next request is a clean miss', async () => {
     const f = lfsFile(mirror.url, 4 * MiB);
     const blobsBefore = blobCount(mirror.dataDir);
     const fault = hub.setFault(f.hubGet, { kind: 'status', status: 503, retryAfter: 1 });
-    const t0 = performance.now();
     const all = await herd(f.url, 10);
-    const ms = performance.now() - t0;
     for (const d of all) {
       expect(d.status).toBe(503);
       expect(header(d, 'retry-after')).toBe('1');
@@ -199,19 +215,17 @@ describe('T24: 429 and 5xx with Retry-After', () => {
     const again = await download(f.url, { keepBody: false });
     expect([again.status, again.sha256, header(again, 'x-mirror-cache')]).toEqual([200, f.sha256, 'miss']);
     expect(hub.count(f.hubGet)).toBe(before + 1);
-    note(`T24 budget spent: 10 clients got 503 + Retry-After after ${ms.toFixed(0)} ms`);
   });
 
   it('a Retry-After longer than upstreamRetryMaxWaitSeconds is passed to the client at once', async () => {
     const f = lfsFile(mirror.url, MiB);
     const fault = hub.setFault(f.hubGet, { kind: 'status', status: 429, retryAfter: 120 });
-    const t0 = performance.now();
     const d = await download(f.url);
-    const ms = performance.now() - t0;
     fault.remove();
+    // One attempt, no wait announced: the 429 went to the client as upstream gave it.
     expect([d.status, header(d, 'retry-after')]).toEqual([429, '120']);
     expect(hub.count(f.hubGet)).toBe(1);
-    expect(ms).toBeLessThan(1000);
+    expect(announcedWaits(mirror, f.id)).toEqual([]);
   });
 
   it("the Hub's RateLimit header (no Retry-After) is understood and turned into a Retry-After", async () => {
@@ -224,24 +238,25 @@ describe('T24: 429 and 5xx with Retry-After', () => {
   });
 
   it('metadata retries stay inside the metadata timeout', async () => {
-    const m = await startMirror(hub.url, { metadataTimeoutSeconds: 2 });
+    // 2.6 s: after an attempt at ~1 s, another wait of 1 s plus time for an attempt (a quarter of
+    // the timeout) cannot fit, however fast this machine is.
+    const m = await startMirror(hub.url, { metadataTimeoutSeconds: 2.6 });
     try {
       const f = lfsFile(m.url, MiB);
       const fault = hub.setFault(f.hubHead, { kind: 'status', status: 503, retryAfter: 1 });
-      const t0 = performance.now();
       const d = await download(f.url);
-      const ms = performance.now() - t0;
       fault.remove();
+      // Upstream's own 503 and Retry-After: the mirror gave up before its timeout (waiting into
+      // it would have ended in a 504 UpstreamTimeout).
       expect([d.status, header(d, 'retry-after'), header(d, 'x-error-code')]).toEqual([503, '1', 'UpstreamUnavailable']);
-      // Attempts at 0 and ~1 s; a third at ~2 s would not fit in the 2 s timeout.
-      expect(hub.count(f.hubHead)).toBe(2);
-      expect(ms).toBeLessThan(2000);
+      // The first attempt, and a retry after ~1 s if the first answer came in time for one.
+      expect(hub.count(f.hubHead)).toBeGreaterThanOrEqual(1);
+      expect(hub.count(f.hubHead)).toBeLessThanOrEqual(2);
       const api = `${m.url}/api/models/${f.id}/revision/main?expand=downloads`;
       const apiFault = hub.setFault({ server: 'hub', pathIncludes: `/api/models/${f.id}/revision/main` }, { kind: 'status', status: 503, retryAfter: 1, times: 1 });
       const answer = await download(api);
       apiFault.remove();
       expect(answer.status).toBe(200);
-      note(`T24 metadata: 503 forever answered in ${ms.toFixed(0)} ms with a 2 s metadata timeout`);
     } finally {
       await m.destroy();
     }
@@ -255,12 +270,14 @@ describe('T24: 429 and 5xx with Retry-After', () => {
 describe('T25: stalled or trickling upstream', () => {
   let mirror: TestMirror;
   beforeAll(async () => {
+    // Short windows to keep the file quick, but not so short that a busy machine's pause in a
+    // healthy transfer would look like a stall: 2 s.
     mirror = await startMirror(hub.url, {
-      upstreamHeadersTimeoutSeconds: 1,
-      upstreamIdleTimeoutSeconds: 1,
+      upstreamHeadersTimeoutSeconds: 2,
+      upstreamIdleTimeoutSeconds: 2,
       upstreamMinBytesPerSecond: 100_000,
       maxResumes: 1,
-      fillStartWaitMs: 3000,
+      fillStartWaitMs: 5000,
     });
     // Warm the pools (HEAD and body connections) so the baseline includes them.
     const warm = lfsFile(mirror.url, MiB);
@@ -273,19 +290,18 @@ describe('T25: stalled or trickling upstream', () => {
   it('headers never come: the headers timeout fires, every waiter gets a 504 UpstreamTimeout, fds back to baseline', async () => {
     const f = lfsFile(mirror.url, 8 * MiB);
     const baseline = fds(mirror.dataDir);
-    const fault = hub.setFault(f.cdnGet, { kind: 'headerDelay', ms: 20_000 });
-    const t0 = performance.now();
+    // Upstream would send headers after a minute: the 504s come from the 2 s headers timeout.
+    const fault = hub.setFault(f.cdnGet, { kind: 'headerDelay', ms: 60_000 });
     const all = await herd(f.url, 5);
-    const ms = performance.now() - t0;
     fault.remove();
     for (const d of all) expect([d.status, header(d, 'x-error-code')]).toEqual([504, 'UpstreamTimeout']);
-    expect(ms).toBeLessThan(2500);
+    expect(requestsMatching(f.cdnGet).map((r) => r.status)).toEqual([undefined]); // never answered
     expect(hub.count(f.cdnGet)).toBe(1);
     expect(stagingFiles(mirror.dataDir)).toEqual([]);
     const after = await fdsSettle(mirror.dataDir, baseline);
     expect(after.staging).toBe(0);
     expect(after.total).toBeLessThanOrEqual(baseline.total);
-    note(`T25 headers stall: 5 waiters got 504 after ${ms.toFixed(0)} ms; fds ${baseline.total} → ${after.total} (sockets ${baseline.sockets} → ${after.sockets})`);
+    note(`T25 headers stall: fds ${baseline.total} → ${after.total} (sockets ${baseline.sockets} → ${after.sockets})`);
   });
 
   it('headers then silence, once: the idle timeout fires, the fill resumes with Range + If-Range and every waiter gets the right bytes', async () => {
@@ -305,9 +321,7 @@ describe('T25: stalled or trickling upstream', () => {
     const blobsBefore = blobCount(mirror.dataDir);
     const baseline = fds(mirror.dataDir);
     const fault = hub.setFault(f.cdnGet, { kind: 'stall', afterBytes: MiB });
-    const t0 = performance.now();
     const all = await herd(f.url, 5);
-    const ms = performance.now() - t0;
     fault.remove();
     // Headers went out with the first bytes: the failure can only be a cut body, never a complete one.
     for (const d of all) {
@@ -326,23 +340,24 @@ describe('T25: stalled or trickling upstream', () => {
     // The failure is not remembered.
     const again = await download(f.url, { keepBody: false });
     expect([again.status, again.complete, again.sha256]).toEqual([200, true, f.sha256]);
-    note(`T25 body stall: 2 upstream GETs, waiters released after ${ms.toFixed(0)} ms; fds ${baseline.total} → ${after.total}`);
+    note(`T25 body stall: fds ${baseline.total} → ${after.total}`);
   });
 
   it('a 20 KB/s trickle is dropped after one window and resumed at full speed', async () => {
     const f = lfsFile(mirror.url, 4 * MiB);
     const fault = hub.setFault(f.cdnGet, { kind: 'throttle', bytesPerSecond: 20_000, times: 1 });
-    const t0 = performance.now();
     const all = await herd(f.url, 3);
-    const ms = performance.now() - t0;
     fault.remove();
     for (const d of all) expect([d.status, d.complete, d.sha256]).toEqual([200, true, f.sha256]);
     const gets = requestsMatching(f.cdnGet);
     expect(gets).toHaveLength(2);
     expect(gets[1]?.headers['if-range']).toBe(`"${f.sha256}"`);
-    // At 20 KB/s the file would take 200 s.
-    expect(ms).toBeLessThan(5000);
-    note(`T25 trickle: resumed after one 1 s window, done in ${ms.toFixed(0)} ms`);
+    // The trickle was given up early (at 20 KB/s the whole file would take 200 s): the resume
+    // fetched most of the file, from where the trickle had got to.
+    const resumedAt = Number(/^bytes=(\d+)-$/.exec(String(gets[1]?.headers.range))?.[1]);
+    expect(resumedAt).toBeGreaterThan(0);
+    expect(resumedAt).toBeLessThan(4 * MiB / 2);
+    expect(gets[1]!.bytesSent).toBe(4 * MiB - resumedAt);
   });
 
   it('a trickle that never ends fails cleanly after maxResumes, and fds return to baseline', async () => {
@@ -361,10 +376,9 @@ describe('T25: stalled or trickling upstream', () => {
   it('connection refused: a miss fails at once with 503, nothing is remembered', async () => {
     const m = await startMirror('http://127.0.0.1:1', {});
     try {
-      const t0 = performance.now();
+      // Refused at once: 503 UpstreamUnavailable (a wait for a timeout would end in a 504).
       const d = await download(`${m.url}/org/x/resolve/main/config.json`);
       expect([d.status, header(d, 'x-error-code')]).toEqual([503, 'UpstreamUnavailable']);
-      expect(performance.now() - t0).toBeLessThan(1000);
     } finally {
       await m.destroy();
     }
@@ -423,11 +437,9 @@ describe('T23: redirects only to allowed hosts, never to private addresses', () 
       [`http://canary.evil.example:${canaryPort}/`, /canary\.evil\.example:\d+ is not in allowedRedirectHosts/],
     ];
     for (const [location, message] of cases) {
-      const t0 = performance.now();
       const d = await redirectedTo(mirror, location);
       expect([location, d.status, header(d, 'x-error-code')]).toEqual([location, 502, 'UpstreamError']);
       expect(header(d, 'x-error-message')).toMatch(message);
-      expect(performance.now() - t0).toBeLessThan(1000);
     }
     expect(connections).toBe(0);
   });

@@ -1,10 +1,12 @@
 /**
- * The mirror as a child process (`hubcache serve` from the TypeScript sources via tsx), so a test
- * can SIGKILL it mid-fill and start another one on the same data dir.
+ * The mirror as a child process (`hubcache serve`), so a test can SIGKILL it mid-fill and start
+ * another one on the same data dir. It runs the bundle of src/main.ts built by the global setup
+ * (test/support/global-setup.ts), or the TypeScript sources through tsx where there is none.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { inject } from 'vitest';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -28,15 +30,25 @@ const PROXY_VARIABLES = ['http_proxy', 'HTTP_PROXY', 'https_proxy', 'HTTPS_PROXY
 
 export function runCli(args: string[], env: Record<string, string> = {}): { child: ChildProcess; output: string[]; exited: MirrorProcess['exited'] } {
   const inherited = Object.fromEntries(Object.entries(process.env).filter(([name]) => !PROXY_VARIABLES.includes(name)));
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src/main.ts'), ...args], {
+  const bundle = inject('mirrorBundle') as string | undefined;
+  const entry = bundle ? [bundle] : ['--import', 'tsx', path.join(ROOT, 'src/main.ts')];
+  const child = spawn(process.execPath, [...entry, ...args], {
     cwd: ROOT,
     env: { ...inherited, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const output: string[] = [];
-  const collect = (c: Buffer) => output.push(...c.toString().split('\n').filter(Boolean));
-  child.stdout?.on('data', collect);
-  child.stderr?.on('data', collect);
+  // Whole lines only: a chunk may end in the middle of one (kept until its end arrives).
+  const collector = () => {
+    let partial = '';
+    return (c: Buffer) => {
+      const lines = (partial + c.toString()).split('\n');
+      partial = lines.pop() ?? '';
+      output.push(...lines.filter(Boolean));
+    };
+  };
+  child.stdout?.on('data', collector());
+  child.stderr?.on('data', collector());
   live.add(child);
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     child.on('exit', (code, signal) => {

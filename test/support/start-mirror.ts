@@ -22,7 +22,10 @@ export interface TestMirror {
   destroy(): Promise<void>;
 }
 
-/** `env`: what `hubcache serve` would take from the process environment (e.g. the outbound proxy). */
+/**
+ * `env`: what `hubcache serve` would take from the process environment (e.g. the outbound proxy);
+ * `env.clock`: a TestClock (test/support/test-clock.ts) to step TTLs instead of sleeping through them.
+ */
 export async function startMirror(upstream: string, overrides: Partial<Config> = {}, env: ServerEnvironment = {}): Promise<TestMirror> {
   const dataDir = overrides.dataDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'hubcache-test-'));
   // The fake CDN is on 127.0.0.1 (the upstream's own host, so allowed): tests must allow loopback redirects.

@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { GrowingFileReader, type GrowingSource } from '../../src/mirror/growing-file-reader.js';
+import { waitFor } from '../support/wait-for.js';
 
 /** A hand-driven source: the test appends bytes and decides the limit, commit and failure. */
 class ManualSource implements GrowingSource {
@@ -52,7 +53,6 @@ function collect(reader: GrowingFileReader): { chunks: Buffer[]; done: Promise<B
   return { chunks, done };
 }
 
-const tick = () => new Promise((r) => setTimeout(r, 20));
 
 describe('GrowingFileReader', () => {
   it('delivers bytes as soon as they are readable, then ends at the span end', async () => {
@@ -61,7 +61,8 @@ describe('GrowingFileReader', () => {
     const reader = new GrowingFileReader(src, 0, 9);
     const { chunks, done } = collect(reader);
     src.append(Buffer.from('abc'));
-    await tick();
+    // The first bytes arrive while the rest is still to come.
+    await waitFor(() => Buffer.concat(chunks).length === 3, { what: 'the first three bytes' });
     expect(Buffer.concat(chunks).toString()).toBe('abc');
     src.append(Buffer.from('defghij'));
     expect((await done).toString()).toBe('abcdefghij');
@@ -83,12 +84,25 @@ describe('GrowingFileReader', () => {
     expect((await done).toString()).toBe('committed!');
   });
 
+  it('can be created before the file exists: it opens it once bytes are readable', async () => {
+    // A fill just admitted (or waiting for upstream) has no staging file yet; a client whose
+    // headers went out meanwhile gets a reader on it.
+    const src = new ManualSource(path.join(dir, 'f.part'), path.join(dir, 'f'));
+    const reader = new GrowingFileReader(src, 0, 5);
+    const { done } = collect(reader);
+    await waitFor(() => src.listeners.size === 1, { what: 'the reader to wait for bytes' });
+    expect(fs.existsSync(src.file)).toBe(false);
+    fs.writeFileSync(src.file, '');
+    src.append(Buffer.from('abcdef'));
+    expect((await done).toString()).toBe('abcdef');
+  });
+
   it('is destroyed with the source failure, even while waiting', async () => {
     const src = new ManualSource(path.join(dir, 'f.part'), path.join(dir, 'f'));
     fs.writeFileSync(src.file, '');
-    const { done } = collect(new GrowingFileReader(src, 0, 9));
+    const { chunks, done } = collect(new GrowingFileReader(src, 0, 9));
     src.append(Buffer.from('abc'));
-    await tick();
+    await waitFor(() => Buffer.concat(chunks).length === 3 && src.listeners.size === 1, { what: 'the reader to wait after three bytes' });
     src.failure = new Error('digest mismatch');
     src.fire();
     await expect(done).rejects.toThrow('digest mismatch');
@@ -99,10 +113,9 @@ describe('GrowingFileReader', () => {
     fs.writeFileSync(src.file, '');
     const reader = new GrowingFileReader(src, 0, 9);
     reader.resume();
-    await tick();
-    expect(src.listeners.size).toBe(1);
+    await waitFor(() => src.listeners.size === 1, { what: 'the reader to subscribe' });
     reader.destroy();
-    await tick();
+    await new Promise((resolve) => reader.once('close', resolve));
     expect(src.listeners.size).toBe(0);
   });
 });

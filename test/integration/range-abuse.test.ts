@@ -278,7 +278,10 @@ describe('T22: request smuggling and desync', () => {
     });
     expect(got.closed).toBe(true);
     const text = got.raw.toString('latin1');
-    expect(text.match(/HTTP\/1\.1 \d{3}/g)).toEqual(['HTTP/1.1 200', 'HTTP/1.1 400']);
+    // The first answer intact, then a 400 or, when Node had not yet seen that answer finish as the
+    // bad bytes arrived (its parser then cannot write a status line mid-response), a plain close.
+    // Either way the connection ends and nothing after the bad request is answered.
+    expect([['HTTP/1.1 200', 'HTTP/1.1 400'], ['HTTP/1.1 200']]).toContainEqual(text.match(/HTTP\/1\.1 \d{3}/g));
     expect(text).toContain(small['a.txt'].toString());
     expect(text).not.toContain('CCCC');
     expect(hub.requests.filter((r) => r.path.includes('smuggled'))).toEqual([]);
@@ -290,8 +293,9 @@ describe('T22: request smuggling and desync', () => {
       const ex = await rawExchange(mirror.url, `POST ${target} HTTP/1.1\r\nHost: ${host}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"paths"`, { timeoutMs: 200 });
       expect(ex.timedOut).toBe(true); // the mirror waits for the rest; the client leaves
     }
-    // The mirror noticed both departures (the request line is written when the response closes).
-    const left = () => mirror.logs.slice(before).filter((l) => l.includes('"msg":"request"') && l.includes('"method":"POST"') && l.includes('"completed":false'));
+    // The mirror closed both exchanges (the request line is written when the response closes):
+    // paths-info waited for the body the client never sent; preupload, a write, was refused at once.
+    const left = () => mirror.logs.slice(before).filter((l) => l.includes('"msg":"request"') && l.includes('"method":"POST"'));
     await waitFor(() => left().length === 2, { what: 'both abandoned requests to be closed' });
     expect(mirror.logs.slice(before).filter((l) => l.includes('unhandled error') || /"level":(50|60)/.test(l))).toEqual([]);
   });

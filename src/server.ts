@@ -47,13 +47,16 @@ export interface OpenDataDir {
  * Takes the data dir's process lock, opens the index and reconciles it with the disk (a crash
  * may have left staging files, lost index rows, or rows whose files are gone).
  */
-export async function openDataDir(dataDir: string, log: Logger): Promise<OpenDataDir> {
+export async function openDataDir(dataDir: string, log: Logger, opts: { diskWriters?: number } = {}): Promise<OpenDataDir> {
   const layout = new BlobLayout(dataDir);
   await fsp.mkdir(layout.root, { recursive: true });
   await assertLocalFilesystem(layout.root);
   const lock = DataDirLock.acquire(layout.lockPath, layout.root);
   try {
-    const store = new FsBlobStore(layout);
+    const store = new FsBlobStore(layout, {
+      ...(opts.diskWriters === undefined ? {} : { diskWriters: opts.diskWriters }),
+      onPreallocateUnsupported: (reason) => log.warn({ reason }, 'staging files cannot be preallocated on this filesystem: written without it (more fragmentation, no space reserved up front)'),
+    });
     await store.init();
     const index = CacheIndex.open(layout.indexPath, {
       onWriteProblem: (event, detail) => {
@@ -83,7 +86,7 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
   const proxy = env.proxy ?? {};
   // Validates the proxy settings before the data dir is locked; the log never shows credentials.
   const proxyRoutes = new ProxyRoutes(proxy);
-  const { layout, store, index, lock } = await openDataDir(config.dataDir, log);
+  const { layout, store, index, lock } = await openDataDir(config.dataDir, log, { diskWriters: config.diskWriters });
   const hub = new HubClient({
     upstream: config.upstream,
     connectTimeoutMs: config.connectTimeoutSeconds * 1000,
@@ -133,9 +136,13 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
     rangeBypassMaxBytes: config.rangeBypassMaxBytes,
     maxConcurrentFills: config.maxConcurrentFills,
     maxQueuedFills: config.maxQueuedFills,
+    segmentMinBytes: config.segmentMinBytes,
+    upstreamConnections: config.upstreamConnections,
+    maxUpstreamConnections: config.maxUpstreamConnections,
     diskSpace: new DiskSpace(layout.root, config.minFreeBytes),
     onFillEvent: (event, key, error) => {
       if (event === 'failed') log.warn({ blob: key, code: error?.code, message: error?.message }, 'fill failed');
+      else if (event === 'split') log.debug({ blob: key }, 'fill split');
       else log.info({ blob: key }, `fill ${event}`);
     },
   });

@@ -32,6 +32,10 @@ export interface Config {
   rangeBypassMaxBytes: number;
   maxConcurrentFills: number;
   maxQueuedFills: number;
+  segmentMinBytes: number;
+  upstreamConnections: number;
+  maxUpstreamConnections: number;
+  diskWriters: number;
   minFreeBytes: number;
   clientHeadersTimeoutSeconds: number;
   clientKeepAliveTimeoutSeconds: number;
@@ -88,6 +92,10 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'rangeBypassMaxBytes', type: { kind: 'integer', min: 0, max: 1024 * 1024 * 1024 }, default: 1024 * 1024, description: 'A Range request of at most this many bytes (all its ranges together) on a file that is neither cached nor downloading is fetched upstream as those ranges only, not by downloading the whole file (size probes, safetensors header reads). 0: every request fills the whole file.' },
   { key: 'maxConcurrentFills', type: { kind: 'integer', min: 1, max: 10_000 }, default: 16, description: 'Most files downloaded from upstream at once. Further cache misses wait in a first-come first-served queue (their clients wait as for a slow upstream); requests for a file already downloading, cache hits and small range reads never wait.' },
   { key: 'maxQueuedFills', type: { kind: 'integer', min: 0, max: 1_000_000 }, default: 1000, description: 'Most cache misses waiting for a download slot. Past it a new miss is answered at once with 503, `X-Error-Code: Overloaded` and `Retry-After`.' },
+  { key: 'segmentMinBytes', type: { kind: 'integer', min: 1024 * 1024, max: Number.MAX_SAFE_INTEGER }, default: 64 * 1024 * 1024, description: 'A file of at least this size that is neither cached nor downloading is fetched with several ranged upstream GETs at once (upstreamConnections), into one staging file, when upstream names its version with a strong ETag and honours Range; smaller files, and any upstream that does not, are fetched with one GET. Still one download per file, however many clients.' },
+  { key: 'upstreamConnections', type: { kind: 'integer', min: 1, max: 64 }, default: 8, description: 'Upstream connections one segmented download uses (segments of 16–64 MiB, each resumed on its own). A client reading a part of a downloading file that no connection is about to fetch gets it fetched next, with one connection more if all are busy. 1: every file is one stream.' },
+  { key: 'maxUpstreamConnections', type: { kind: 'integer', min: 1, max: 10_000 }, default: 32, description: 'Most upstream download connections of all files together. Each running download always has its first connection (maxConcurrentFills of them at most); the connections segmented downloads add wait for this cap, so 16 downloads × 8 segments never open 128 connections to the Hub.' },
+  { key: 'diskWriters', type: { kind: 'integer', min: 1, max: 64 }, default: 4, description: 'Writes to the cache disk in flight at once (each a sequential run of at least 4 MiB, or the end of a file). 1 serializes them (HDDs). Downloads whose writes wait keep at most 32 MiB each in memory, then stop reading from upstream until the disk catches up.' },
   { key: 'minFreeBytes', type: { kind: 'integer', min: 0, max: Number.MAX_SAFE_INTEGER }, default: 1024 * 1024 * 1024, description: 'Free space always left on the cache disk. A download that would not fit (free space minus this, minus what downloads in progress still need) is refused up front with 507 `InsufficientStorage`.' },
   { key: 'clientHeadersTimeoutSeconds', type: { kind: 'number', min: 1, max: 600 }, default: 30, description: 'Longest time a client may take to send its request headers before the connection is closed (slowloris guard). Response bodies have no time limit.' },
   { key: 'clientKeepAliveTimeoutSeconds', type: { kind: 'number', min: 0.1, max: 3600 }, default: 65, description: 'How long an idle keep-alive client connection stays open between requests (above the 60 s idle timeout of common load balancers).' },

@@ -13,7 +13,8 @@
  *   split), but only of a remainder of at least 2 × MIN_SPLIT_BYTES: every split ends a running
  *   request early, and what upstream had already sent past the new end is wasted.
  * - Demand first: a reader waiting at `x` gets the bytes soon if a connection will reach `x`
- *   within about a second (DEMAND_SOON); otherwise the plan answers with work that starts at
+ *   within about a second (DEMAND_SOON; a connection whose rate is not measured yet counts as
+ *   about to); otherwise the plan answers with work that starts at
  *   `x` (aligned down to DEMAND_ALIGN, never below what a connection already has): a new span in
  *   a gap, or a split of the claim that holds `x`. Single-stream fills (`segmented` false) only
  *   ever get demand work; a fill that cannot ask for ranges (`ranged` false) gets none.
@@ -49,7 +50,10 @@ export interface Claim {
    * claim whose end was moved down can be moved back up to here while its request still runs.
    */
   reach: number;
-  /** Bytes per second lately (the Fill keeps it current), for demand decisions. */
+  /**
+   * Bytes per second lately (the Fill keeps it current), for demand decisions; NaN until measured
+   * (a connection that just started: readers wait for its first sample rather than split it).
+   */
   rate: number;
 }
 
@@ -110,7 +114,7 @@ export class SegmentPlan {
 
   /** A new claim of `[start, end)` (after `take`, or for a fill's first request). */
   claim(start: number, end: number): Claim {
-    const c: Claim = { id: this.#nextId++, start, pos: start, end, reach: start, rate: 0 };
+    const c: Claim = { id: this.#nextId++, start, pos: start, end, reach: start, rate: Number.NaN };
     this.#claims.set(c.id, c);
     return c;
   }
@@ -171,7 +175,7 @@ export class SegmentPlan {
     const c = this.#claimAt(x);
     if (c) {
       if (x < c.pos) return 'wait'; // received, being written
-      if (x - c.pos <= Math.max(DEMAND_SOON_BYTES, c.rate)) return 'wait';
+      if (Number.isNaN(c.rate) || x - c.pos <= Math.max(DEMAND_SOON_BYTES, c.rate)) return 'wait';
       if (!this.ranged) return 'wait';
       const at = Math.max(c.pos, alignDown(x, DEMAND_ALIGN));
       return { start: at, end: c.end, victim: c, demand: true };

@@ -134,6 +134,11 @@ export interface UpstreamBody {
   statusCode: number;
   headers: Headers;
   body: Readable;
+  /**
+   * The URL that answered (the last redirect hop, e.g. a signed CDN URL). It may carry
+   * credentials in its query: never log it (use `describe`).
+   */
+  url: URL;
 }
 
 const MAX_REDIRECTS = 5;
@@ -375,7 +380,23 @@ export class HubClient {
     for (let attempt = 0; ; attempt++) {
       const { url, res } = await this.#followRedirects(pathAndQuery, auth, extra, signal);
       if (res.statusCode >= 400 && (await this.#retryDiscarding(res, attempt, url, signal))) continue;
-      return { statusCode: res.statusCode, headers: res.headers, body: res.body };
+      return { statusCode: res.statusCode, headers: res.headers, body: res.body, url };
+    }
+  }
+
+  /**
+   * GET of an absolute URL an earlier `openBody` was redirected to (a fill's further ranges of the
+   * same file go straight to the CDN URL it resolved), redirects not followed: any answer is
+   * returned as is. `Authorization` is sent only if the URL is on the upstream origin; the pools
+   * are the same as for redirect hops (with the private-address guard). A 429/5xx is retried like
+   * openBody's; the caller re-resolves through `openBody` when the URL stopped working.
+   */
+  async openUrl(url: URL, auth: string | undefined, extra: Record<string, string>, signal?: AbortSignal): Promise<UpstreamBody> {
+    const token = url.origin === this.#base.origin ? auth : undefined;
+    for (let attempt = 0; ; attempt++) {
+      const res = await this.#send('GET', url, this.#headers(token, extra), signal);
+      if (res.statusCode >= 400 && (await this.#retryDiscarding(res, attempt, url, signal))) continue;
+      return { statusCode: res.statusCode, headers: res.headers, body: res.body, url };
     }
   }
 

@@ -122,6 +122,7 @@ describe('work list', () => {
     const p = new SegmentPlan({ size: 32 * MiB, connections: 1, segmentBytes: 16 * MiB });
     const only = p.claim(0, 32 * MiB);
     only.reach = 32 * MiB;
+    only.rate = 0; // stalled
     expect(p.next()).toBeNull();
     expect(p.demandFor(30 * MiB)).toBe('wait'); // not ranged: the stream will get there
     p.ranged = true;
@@ -143,6 +144,8 @@ describe('demand', () => {
     s.reach = size;
     s.pos = 10 * MiB;
     p.written(0, 9 * MiB);
+    expect(p.demandFor(200 * MiB)).toBe('wait'); // rate not measured yet: wait for the first sample
+    s.rate = 0;
     expect(p.demandFor(5 * MiB)).toBe('ready');
     expect(p.demandFor(9 * MiB + 5)).toBe('wait'); // received, being written
     expect(p.demandFor(14 * MiB)).toBe('wait'); // within 4 MiB of the connection
@@ -154,6 +157,7 @@ describe('demand', () => {
     const c = p.take(d as Exclude<typeof d, string>)!;
     expect(s.end).toBe(c.start);
     // The suffix of the file is inside the new claim, 56 MiB past its start: split again there.
+    c.rate = 0;
     const tail = p.demandFor(size - 500);
     expect(tail).toEqual({ start: size - DEMAND_ALIGN, end: size, victim: c, demand: true });
     // Once the new claim's connection is close enough, its readers wait for it.
@@ -185,6 +189,7 @@ describe('demand', () => {
     const s = p.claim(0, size);
     s.reach = size;
     s.pos = MiB;
+    s.rate = 0;
     const d = p.demandFor(100 * MiB) as { start: number; end: number; victim?: Claim; demand: boolean };
     const c = p.take(d)!;
     expect(s.end).toBe(100 * MiB);

@@ -21,14 +21,20 @@ const READ_BYTES = 1024 * 1024;
 /** Most bytes handed out from memory per call. */
 const WINDOW_SLICE_BYTES = 512 * 1024;
 /**
- * Bytes all fill readers together hand out from memory in one turn of the event loop; past it,
- * readers wait for the next turn (in the order they came). Window bytes need no I/O to wait for:
- * a hundred readers at the head would otherwise each copy megabytes into their sockets within a
- * single turn and stall every other connection (reads from the file are paced by the thread pool).
+ * Bytes all fill readers together hand out in one turn of the event loop; past it, readers wait
+ * for the next turn (in the order they came). Each chunk handed out is copied into a socket at
+ * once: a hundred readers at the head (window bytes need no I/O) or a hundred reads completed by
+ * the thread pool together would otherwise copy a hundred megabytes in a single turn and stall
+ * every other connection.
  */
 const TURN_BUDGET_BYTES = 4 * 1024 * 1024;
-/** Released read buffers kept for reuse (the caller holds at most a chunk or two at a time). */
-const SPARE_BUFFERS = 2;
+/**
+ * Read buffers released by callers, shared by every fill reader (fresh memory is slow to touch
+ * the first time on VMs; reuse avoids it and the garbage). The free list is capped; a reader never
+ * waits for a buffer (a stalled client holding one must not block anyone else).
+ */
+const FREE_BUFFERS = 64;
+const freeBuffers: Buffer[] = [];
 
 class FillReader implements BlobReader {
   #fill: FillView | null = null;
@@ -41,7 +47,6 @@ class FillReader implements BlobReader {
   #interrupt: (() => void) | null = null;
   #final: fsp.FileHandle | null = null;
   #opening: Promise<fsp.FileHandle> | null = null;
-  readonly #spare: Buffer[] = [];
   readonly #lent = new Set<ArrayBufferLike>();
 
   constructor(fill: FillView | Promise<FillView>, start: number, end: number) {
@@ -83,6 +88,7 @@ class FillReader implements BlobReader {
           // The fill promised bytes the file does not have: never hand out a short body silently.
           throw fill.failure ?? new Error('staging file shorter than its readable bytes');
         }
+        await pace(n);
         this.#pos += n;
         return buf.subarray(0, n);
       }
@@ -98,9 +104,8 @@ class FillReader implements BlobReader {
   }
 
   release(chunk: Buffer): void {
-    if (!this.#lent.has(chunk.buffer)) return;
-    this.#lent.delete(chunk.buffer);
-    if (!this.#closed && this.#spare.length < SPARE_BUFFERS) this.#spare.push(Buffer.from(chunk.buffer, 0, READ_BYTES));
+    if (!this.#lent.delete(chunk.buffer)) return;
+    if (freeBuffers.length < FREE_BUFFERS) freeBuffers.push(Buffer.from(chunk.buffer, 0, READ_BYTES));
   }
 
   close(): void {
@@ -108,7 +113,8 @@ class FillReader implements BlobReader {
     this.#closed = true;
     this.#cancelWait?.();
     this.#interrupt?.();
-    this.#spare.length = 0;
+    // Buffers still lent stay the caller's (a socket may still hold them): never reused.
+    this.#lent.clear();
     const final = this.#final;
     this.#final = null;
     if (final) void final.close().catch(() => undefined);
@@ -129,14 +135,14 @@ class FillReader implements BlobReader {
   }
 
   #buffer(): Buffer {
-    const buf = this.#spare.pop() ?? Buffer.allocUnsafeSlow(READ_BYTES);
+    const buf = freeBuffers.pop() ?? Buffer.allocUnsafeSlow(READ_BYTES);
     this.#lent.add(buf.buffer);
     return buf;
   }
 
   #giveBack(buf: Buffer): void {
     this.#lent.delete(buf.buffer);
-    if (this.#spare.length < SPARE_BUFFERS) this.#spare.push(buf);
+    if (freeBuffers.length < FREE_BUFFERS) freeBuffers.push(buf);
   }
 
   /** After the commit: the final file, through the reader's own descriptor. */
@@ -157,6 +163,7 @@ class FillReader implements BlobReader {
       this.#giveBack(buf);
       throw new Error(`blob file ends at ${this.#pos}, before ${this.#stop}`);
     }
+    await pace(bytesRead);
     this.#pos += bytesRead;
     return buf.subarray(0, bytesRead);
   }

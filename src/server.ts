@@ -20,6 +20,7 @@ import { BlobLayout } from './storage/blob-layout.js';
 import { FsBlobStore } from './storage/blob-store.js';
 import { CacheIndex } from './storage/cache-index.js';
 import { HubClient } from './upstream/hub-client.js';
+import { UpstreamSet } from './upstream/upstream-set.js';
 import { ProxyRoutes, showProxy, type ProxySettings } from './upstream/proxy-routes.js';
 import fsp from 'node:fs/promises';
 import { DataDirLock } from './storage/data-dir-lock.js';
@@ -87,8 +88,9 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
   // Validates the proxy settings before the data dir is locked; the log never shows credentials.
   const proxyRoutes = new ProxyRoutes(proxy);
   const { layout, store, index, lock } = await openDataDir(config.dataDir, log, { diskWriters: config.diskWriters });
-  const hub = new HubClient({
-    upstream: config.upstream,
+  // One HubClient per upstream (its own pools, redirect policy and retries); the set picks.
+  const clientFor = (upstream: string): HubClient => new HubClient({
+    upstream,
     connectTimeoutMs: config.connectTimeoutSeconds * 1000,
     metadataTimeoutMs: config.metadataTimeoutSeconds * 1000,
     headersTimeoutMs: config.upstreamHeadersTimeoutSeconds * 1000,
@@ -106,8 +108,17 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
       else log.warn({ upstream: e.what, status: e.status, retries: e.attempt, reason: e.gaveUp }, 'upstream busy: giving up, the client gets the error');
     },
   });
+  const hub = new UpstreamSet(
+    config.upstream.map((base) => ({ base, client: clientFor(base) })),
+    {
+      onState: (e) => {
+        if (e.state === 'down') log.warn({ upstream: e.upstream, reason: e.reason, coolDownMs: e.coolDownMs }, config.upstream.length > 1 ? 'upstream down: skipped until its cool-down ends, the next one is asked' : 'upstream down');
+        else log.info({ upstream: e.upstream }, 'upstream answering again');
+      },
+    },
+  );
   if (proxyRoutes.configured && !config.offline) {
-    const upstreamProxy = proxyRoutes.proxyFor(new URL(config.upstream));
+    const upstreamProxy = proxyRoutes.proxyFor(new URL(config.upstream[0]!));
     log.info({ ...proxyRoutes.describe(), upstreamVia: upstreamProxy ? showProxy(upstreamProxy) : 'direct (NO_PROXY)' }, 'outbound proxy: upstream connections go through it (CONNECT tunnels), except NO_PROXY hosts');
   }
   if (config.allowPrivateRedirects) log.warn('allowPrivateRedirects: upstream redirects may lead to loopback, private and link-local addresses');
@@ -143,7 +154,11 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
     onFillEvent: (event, key, error) => {
       if (event === 'failed') log.warn({ blob: key, code: error?.code, message: error?.message }, 'fill failed');
       else if (event === 'split') log.debug({ blob: key }, 'fill split');
-      else log.info({ blob: key }, `fill ${event}`);
+      else if (event !== 'failover') log.info({ blob: key }, `fill ${event}`);
+    },
+    onFailover: (key, d) => {
+      if ('to' in d) log.warn({ blob: key, upstream: d.to }, 'fill continues from the next upstream at the bytes it holds');
+      else log.warn({ blob: key, upstream: d.refused, reason: d.reason }, 'fill cannot continue from this upstream');
     },
   });
   const metadata = new MetadataCache({

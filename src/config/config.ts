@@ -15,7 +15,7 @@ export interface Config {
   host: string;
   port: number;
   dataDir: string;
-  upstream: string;
+  upstream: string[];
   refsTtlSeconds: number;
   authTtlSeconds: number;
   connectTimeoutSeconds: number;
@@ -75,7 +75,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'host', type: { kind: 'string', check: checkListenHost }, default: '0.0.0.0', description: 'Address to listen on.' },
   { key: 'port', type: { kind: 'integer', min: 0, max: 65535 }, default: 8080, description: 'TCP port to listen on (0 picks a free port).' },
   { key: 'dataDir', type: { kind: 'string', check: checkPath }, default: './data', description: 'Cache directory: blobs, staging files and the SQLite index. Must be on a local filesystem.' },
-  { key: 'upstream', type: { kind: 'url' }, default: 'https://huggingface.co', description: 'The Hub to mirror.' },
+  { key: 'upstream', type: { kind: 'list', check: checkUpstreamUrl }, default: ['https://huggingface.co'], description: "The Hub to mirror; several, in order of preference, e.g. the Hub first and a regional mirror of it second (each trusted alike: clients' tokens go to whichever is asked). Metadata comes from the first healthy one; a connect error, timeout, 5xx or stall moves the work to the next, and a download in progress continues there at the bytes already held once that upstream names the same blob and size (else the switch is refused). A failing upstream is skipped for a cool-down (30 s, doubling while it keeps failing, at most 5 min), logged when it goes down and comes back." },
   { key: 'refsTtlSeconds', type: { kind: 'number', min: 0, max: 31_536_000 }, default: 60, description: 'How long a branch or tag → commit answer is reused before asking upstream again. Within it every answer names the same commit.' },
   { key: 'authTtlSeconds', type: { kind: 'number', min: 0, max: 86_400 }, default: 60, description: "How long upstream's grant of a file to one token is reused; revocation upstream takes effect within it." },
   { key: 'connectTimeoutSeconds', type: { kind: 'number', min: 0.1, max: 600 }, default: 5, description: 'Upstream TCP/TLS connect timeout.' },
@@ -235,6 +235,14 @@ function checked(check: Check, text: string, where: string, errors: string[]): s
 function combinationProblems(c: Config, sourceOf: (key: keyof Config) => string, valid: (...keys: Array<keyof Config>) => boolean): string[] {
   const problems: string[] = [];
   const at = (key: keyof Config) => `${key} (from ${sourceOf(key)})`;
+  if (valid('upstream')) {
+    if (c.upstream.length === 0) problems.push(`${at('upstream')}: at least one upstream URL is needed`);
+    const seen = new Set<string>();
+    for (const u of c.upstream) {
+      if (seen.has(u)) problems.push(`${at('upstream')}: ${JSON.stringify(u)} is listed twice`);
+      seen.add(u);
+    }
+  }
   if (valid('corsOrigins') && c.corsOrigins.includes('*') && c.corsOrigins.length > 1) {
     problems.push(`${at('corsOrigins')}: "*" allows every origin and cannot be combined with a list of origins`);
   }
@@ -253,6 +261,19 @@ function combinationProblems(c: Config, sourceOf: (key: keyof Config) => string,
 
 // A DNS name (labels of letters, digits and hyphens), optionally with a trailing dot.
 const HOSTNAME_RE = /^(?=.{1,253}\.?$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*\.?$/i;
+
+/** An upstream base URL: http(s), no query, fragment or credentials; normalized without a trailing slash. */
+function checkUpstreamUrl(text: string): string {
+  let u: URL;
+  try {
+    u = new URL(text);
+  } catch {
+    throw new Error(`not a valid URL: ${JSON.stringify(text)}`);
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error(`must be an http:// or https:// URL, got ${JSON.stringify(text)}`);
+  if (u.search || u.hash || u.username || u.password) throw new Error('must not carry a query, fragment or credentials');
+  return text.replace(/\/+$/, '');
+}
 
 /** `host`: an IPv4 or IPv6 address (no brackets) or a host name, as `server.listen` takes it. */
 function checkListenHost(text: string): string {

@@ -46,13 +46,13 @@ import type { CacheIndex } from '../storage/cache-index.js';
 import { crashPoint } from '../storage/crash-points.js';
 import type { StagedBlob } from '../storage/staged-blob.js';
 import { discardBody, type BodySpeedFloor, type UpstreamBody } from '../upstream/hub-client.js';
-import { fromNetworkError, fromUpstreamStatus, headerValue } from '../upstream/upstream-errors.js';
+import { fromNetworkError, fromUpstreamStatus, headerValue, isUnhealthy } from '../upstream/upstream-errors.js';
 import type { ConnGrant, ConnLimiter } from './conn-limiter.js';
 import type { FillSource } from './fill-source.js';
 import { SegmentPlan, segmentSize, type Claim, type Work } from './segment-plan.js';
 
 export type FillState = 'planning' | 'filling' | 'verifying' | 'committed' | 'failed';
-export type FillEvent = 'committed' | 'failed' | 'resumed' | 'split';
+export type FillEvent = 'committed' | 'failed' | 'resumed' | 'split' | 'failover';
 
 const MiB = 1024 * 1024;
 /** A connection writes once this much is pending... */
@@ -136,6 +136,11 @@ export class Fill implements FillView {
   #fatal: MirrorError | undefined;
   #staged: StagedBlob | null = null;
   #validator: string | undefined;
+  /** Upstream switches so far: an answer opened before the last switch came from the previous upstream. */
+  #epoch = 0;
+  /** Just switched upstream: the next answer of the new one names its validator. */
+  #adoptValidator = false;
+  #switching: Promise<boolean> | null = null;
   readonly #abort = new AbortController();
   readonly #workers = new Set<Connection>();
   #base: ConnGrant | null = null;
@@ -450,9 +455,12 @@ export class Fill implements FillView {
       if (claim.pos >= claim.end && !first) return;
       const span = { start: claim.pos, end: claim.end };
       let res: UpstreamBody;
+      const epoch = this.#epoch;
       try {
         res = first ? await this.#deps.source.openFirst(kind === 'segment' ? span : undefined, this.#abort.signal) : await this.#openRange(span);
       } catch (err) {
+        // The upstream cannot be reached (or timed out, or kept answering 5xx): the next one, if any.
+        if (isUnhealthy(err) && (await this.#failover(err, epoch))) continue;
         // A resume that cannot connect, or whose headers never come, is one more resume attempt.
         // The first request's failures are final: nothing was received, the client gets a clean error.
         if (first || !isNetworkFailure(err) || this.#abort.signal.aborted || resumes >= this.#deps.maxResumes) throw this.#fatal ?? err;
@@ -474,7 +482,7 @@ export class Fill implements FillView {
           first = false;
           claim.reach = kind === 'whole' ? this.size : span.end;
         } else {
-          this.#acceptRange(res, span, kind === 'range' && claim.pos === claim.start && resumes === 0);
+          this.#acceptRange(res, span, kind === 'range' && claim.pos === claim.start && resumes === 0, epoch);
           claim.reach = span.end;
           if (resumes > 0) this.#deps.onEvent?.('resumed', this);
         }
@@ -485,9 +493,17 @@ export class Fill implements FillView {
         discardBody(res.body);
         await conn.settle();
         if (err instanceof RangesUnsupported || this.#fatal) throw this.#fatal ?? err;
+        // A 5xx answer, or a body that stalled or trickled: the upstream is failing, the next one
+        // continues at this offset. A plain drop is resumed on the same upstream first.
+        const failure = bodyStarted && !isMirrorError(err) ? fromNetworkError(err, `blob ${this.key}`) : err;
+        const failing = bodyStarted ? isMirrorError(failure) && failure.code === 'UpstreamTimeout' : isUnhealthy(failure);
+        if (failing && (await this.#failover(failure, epoch))) {
+          if (claim.pos === 0) first = true;
+          continue;
+        }
         // A body that broke, stalled or trickled: resume where it stopped (Range + If-Range), or
         // start over when nothing had landed yet. Anything upstream *said* (a MirrorError) stands.
-        const resumable = claim.pos > 0 ? this.#validator !== undefined : bodyStarted;
+        const resumable = claim.pos > 0 ? this.#validator !== undefined || this.#adoptValidator : bodyStarted;
         if (isMirrorError(err) || this.#abort.signal.aborted || !resumable || resumes >= this.#deps.maxResumes) throw this.#fatal ?? err;
         resumes++;
         if (claim.pos === 0) first = true; // nothing landed: ask the way the fill started
@@ -495,7 +511,35 @@ export class Fill implements FillView {
     }
   }
 
+  /**
+   * Moves the fill to the next upstream after `err` on a connection opened at `epoch`. One switch
+   * for all connections: those that failed on the old upstream meanwhile just ask the new one.
+   * Resolves false when no other upstream has the blob (the caller's usual rules then apply).
+   */
+  async #failover(err: unknown, epoch: number): Promise<boolean> {
+    if (this.#abort.signal.aborted) return false;
+    if (epoch !== this.#epoch) return true;
+    this.#switching ??= this.#deps.source.failover(err instanceof Error ? err.message : String(err)).then((moved) => {
+      this.#switching = null;
+      if (moved) {
+        this.#epoch++;
+        this.#validator = undefined;
+        this.#adoptValidator = true;
+        this.#deps.onEvent?.('failover', this);
+      }
+      return moved;
+    });
+    const moved = await this.#switching;
+    return moved && !this.#abort.signal.aborted;
+  }
+
+  /** Where the fill's bytes come from now (its configured base URL). */
+  get upstream(): string {
+    return this.#deps.source.upstream;
+  }
+
   #openRange(span: Interval): Promise<UpstreamBody> {
+    if (this.#adoptValidator) return this.#deps.source.open(span, undefined, this.#abort.signal);
     if (!this.#validator) throw new MirrorError('UpstreamError', 'Upstream connection dropped and the body has no strong ETag to resume with');
     return this.#deps.source.open(span, this.#validator, this.#abort.signal);
   }
@@ -544,15 +588,23 @@ export class Fill implements FillView {
    * ignored Range (RangesUnsupported, for a demand request: the fill just stops asking); any other
    * answer fails the fill.
    */
-  #acceptRange(res: UpstreamBody, span: Interval, mayBeUnsupported: boolean): void {
+  #acceptRange(res: UpstreamBody, span: Interval, mayBeUnsupported: boolean, epoch: number): void {
     const etag = headerValue(res.headers, 'etag');
-    const sameVersion = etag === undefined || etag === this.#validator;
+    // After a switch, the new upstream's first answer names its validator; an answer opened before
+    // the switch comes from the old upstream (same blob: the commit verifies the whole content).
+    const adopting = this.#adoptValidator && epoch === this.#epoch;
+    const sameVersion = epoch !== this.#epoch || adopting || etag === undefined || etag === this.#validator;
     if (res.statusCode === 200 && mayBeUnsupported && sameVersion && etag !== undefined) throw new RangesUnsupported();
     const m = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(headerValue(res.headers, 'content-range') ?? '');
     const wantEnd = span.end >= this.size ? this.size - 1 : span.end - 1;
     if (res.statusCode !== 206 || !m || Number(m[1]) !== span.start || Number(m[2]) !== wantEnd || Number(m[3]) !== this.size || !sameVersion) {
       if (res.statusCode >= 400 && res.statusCode !== 416) throw fromUpstreamStatus(res.statusCode, res.headers, `blob ${this.key}`);
       throw new MirrorError('UpstreamError', `Upstream file changed while resuming (status ${res.statusCode}); fill abandoned`);
+    }
+    if (adopting) {
+      if (!etag || !/^"[^"]*"$/.test(etag)) throw new MirrorError('UpstreamError', `Upstream ${this.#deps.source.upstream} names no strong ETag for ${this.key}: the fill cannot continue there`);
+      this.#validator = etag;
+      this.#adoptValidator = false;
     }
   }
 

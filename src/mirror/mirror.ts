@@ -18,12 +18,13 @@
 import type { Readable } from 'node:stream';
 import type { ByteSpan } from '../http/byte-range.js';
 import { MirrorError } from '../errors.js';
-import type { FileEntry } from '../hub/file-resolver.js';
 import { fileUrlPath } from '../hub/repo-ref.js';
 import type { BlobKey } from '../storage/blob-layout.js';
 import type { FsBlobStore } from '../storage/blob-store.js';
 import type { CacheIndex } from '../storage/cache-index.js';
 import { discardBody, type HubClient } from '../upstream/hub-client.js';
+import type { UpstreamSet } from '../upstream/upstream-set.js';
+import { toEntry, type FileEntry } from '../hub/file-resolver.js';
 import { DiskSpace, formatBytes } from '../storage/disk-space.js';
 import { ConnLimiter } from './conn-limiter.js';
 import { Fill, type FillEvent } from './fill.js';
@@ -60,7 +61,8 @@ const BYPASS_CONCURRENCY = 4;
 export interface MirrorOptions {
   store: FsBlobStore;
   index: CacheIndex;
-  hub: HubClient;
+  /** The upstreams (one or several, in order): metadata from the first healthy, fills fail over. */
+  hub: UpstreamSet;
   maxResumes: number;
   /**
    * Ranges of at most this many bytes together, on a blob that is neither cached nor being filled,
@@ -81,6 +83,8 @@ export interface MirrorOptions {
   /** Upstream body connections of all fills together, beyond each running fill's first (default 32). */
   maxUpstreamConnections?: number;
   onFillEvent?: (event: 'started' | FillEvent, key: BlobKey, error?: MirrorError) => void;
+  /** A fill moved to another upstream (`to`), or a switch to `refused` was refused (why). */
+  onFailover?: (key: BlobKey, detail: { to: string } | { refused: string; reason: string }) => void;
 }
 
 /**
@@ -100,7 +104,7 @@ interface FillFlight {
 export class Mirror {
   readonly #store: FsBlobStore;
   readonly #index: CacheIndex;
-  readonly #hub: HubClient;
+  readonly #hub: UpstreamSet;
   readonly #maxResumes: number;
   readonly #fills = new Flights<FillFlight>((flight) => flight.done);
   readonly #limiter: FillLimiter;
@@ -108,6 +112,7 @@ export class Mirror {
   readonly #slices = new PromiseFlights<Buffer | null>();
   readonly #rangeBypassMaxBytes: number;
   readonly #onFillEvent: MirrorOptions['onFillEvent'];
+  readonly #onFailover: MirrorOptions['onFailover'];
   readonly #conns: ConnLimiter;
   readonly #segmentMinBytes: number;
   readonly #upstreamConnections: number;
@@ -119,6 +124,7 @@ export class Mirror {
     this.#hub = opts.hub;
     this.#maxResumes = opts.maxResumes;
     this.#onFillEvent = opts.onFillEvent;
+    this.#onFailover = opts.onFailover;
     this.#limiter = new FillLimiter(opts.maxConcurrentFills ?? 16, opts.maxQueuedFills ?? 1000);
     this.#diskSpace = opts.diskSpace;
     this.#conns = new ConnLimiter(opts.maxUpstreamConnections ?? 32);
@@ -215,14 +221,24 @@ export class Mirror {
         {
           store: this.#store,
           index: this.#index,
-          source: new UpstreamFillSource(this.#hub, upstreamPath, auth, entry.size),
+          source: new UpstreamFillSource({
+            upstreams: this.#hub,
+            path: upstreamPath,
+            auth,
+            size: entry.size,
+            sameBlob: (client) => sameBlob(client, entry, auth),
+            onRefused: (upstream, reason) => this.#onFailover?.(key, { refused: upstream, reason }),
+          }),
           maxResumes: this.#maxResumes,
           speedFloor: this.#hub.bodySpeedFloor,
           conns: this.#conns,
           upstreamConnections: this.#upstreamConnections,
           segmentMinBytes: this.#segmentMinBytes,
           rangesIgnored,
-          onEvent: (event, f, error) => this.#onFillEvent?.(event, f.key, error),
+          onEvent: (event, f, error) => {
+            if (event === 'failover') this.#onFailover?.(f.key, { to: f.upstream });
+            this.#onFillEvent?.(event, f.key, error);
+          },
         },
       );
       started = fill;
@@ -349,6 +365,13 @@ export class Mirror {
     for (const f of flights) f.fill?.cancel();
     await Promise.allSettled(flights.map((f) => f.done));
   }
+}
+
+/** Whether `client` names the same blob (digest and size) for the entry's file at its commit. */
+async function sameBlob(client: HubClient, entry: FileEntry, auth: string | undefined): Promise<boolean> {
+  const req = { ...entry.request, revision: entry.commit };
+  const other = toEntry(req, await client.headFile(req, auth));
+  return other.blobKey === entry.blobKey && other.size === entry.size;
 }
 
 /**

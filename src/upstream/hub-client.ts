@@ -141,10 +141,23 @@ export interface UpstreamBody {
   url: URL;
 }
 
+/**
+ * What the hub/ and http/ layers ask upstream: one HubClient, or the UpstreamSet that picks the
+ * first healthy of several.
+ */
+export interface UpstreamApi {
+  readonly bodySpeedFloor: BodySpeedFloor | undefined;
+  headFile(req: FileRequest, auth: string | undefined): Promise<UpstreamFileMeta>;
+  requestApi(method: Dispatcher.HttpMethod, pathAndQuery: string, auth: string | undefined, opts?: ApiRequestOptions): Promise<UpstreamApiAnswer>;
+  openBody(pathAndQuery: string, auth: string | undefined, extra: Record<string, string>, signal?: AbortSignal): Promise<UpstreamBody>;
+  upstreamPathOf(url: string, from?: URL): string | undefined;
+  close(): Promise<void>;
+}
+
 const MAX_REDIRECTS = 5;
 const MAX_API_BODY = 32 * 1024 * 1024;
 
-export class HubClient {
+export class HubClient implements UpstreamApi {
   /** Connections to the upstream origin (trusted configuration). */
   readonly #agent: Agent;
   /** Connections to every other origin a redirect leads to (CDN), with the DNS guard. */

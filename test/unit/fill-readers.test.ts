@@ -22,6 +22,7 @@ import { FsBlobStore } from '../../src/storage/blob-store.js';
 import type { StagedBlob } from '../../src/storage/staged-blob.js';
 import { CacheIndex } from '../../src/storage/cache-index.js';
 import type { HubClient, UpstreamBody } from '../../src/upstream/hub-client.js';
+import { UpstreamSet } from '../../src/upstream/upstream-set.js';
 import { MirrorError } from '../../src/errors.js';
 import { makeContent, sha256Hex } from '../support/content.js';
 
@@ -111,7 +112,8 @@ function blob(size = SIZE): { content: Buffer; key: BlobKey } {
 }
 
 function startFill(key: BlobKey, hub: FedHub): Fill {
-  const source = new UpstreamFillSource(hub.client, '/org/r/resolve/main/w.bin', undefined, hub.size);
+  const upstreams = new UpstreamSet([{ base: 'http://hub.invalid', client: hub.client }]);
+  const source = new UpstreamFillSource({ upstreams, path: '/org/r/resolve/main/w.bin', auth: undefined, size: hub.size, sameBlob: () => Promise.resolve(false) });
   return Fill.start({ key, size: hub.size }, { store, index, source, maxResumes: 0 });
 }
 
@@ -250,7 +252,7 @@ describe('a reader of a fill still queued for a slot', () => {
     const first = blob();
     const second = blob();
     const hub = new FedHub(SIZE);
-    const mirror = new Mirror({ store, index, hub: hub.client, maxResumes: 0, rangeBypassMaxBytes: 0, maxConcurrentFills: 1, maxQueuedFills: 1 });
+    const mirror = new Mirror({ store, index, hub: new UpstreamSet([{ base: 'http://hub.invalid', client: hub.client }]), maxResumes: 0, rangeBypassMaxBytes: 0, maxConcurrentFills: 1, maxQueuedFills: 1 });
     const entry = (key: BlobKey, name: string): FileEntry => ({
       request: { repo: { type: 'model', id: 'org/r' }, view: 'resolve', revision: 'main', path: name },
       commit: 'c'.repeat(40),

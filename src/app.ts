@@ -19,7 +19,7 @@ import { filesRoutes } from './http/routes/files.js';
 import { healthRoutes } from './http/routes/health.js';
 import type { Mirror } from './mirror/mirror.js';
 import type { CacheIndex } from './storage/cache-index.js';
-import type { HubClient } from './upstream/hub-client.js';
+import type { UpstreamApi } from './upstream/hub-client.js';
 
 export interface AppDeps {
   log: Logger;
@@ -27,7 +27,7 @@ export interface AppDeps {
   resolver: FileResolver;
   mirror: Mirror;
   metadata: MetadataCache;
-  hub: HubClient;
+  hub: UpstreamApi;
   dataDir: string;
   fillStartWaitMs: number;
   /** Config `publicUrl` ('' when unset): the mirror's origin in the URLs it writes. */

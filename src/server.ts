@@ -20,6 +20,7 @@ import { BlobLayout } from './storage/blob-layout.js';
 import { FsBlobStore } from './storage/blob-store.js';
 import { CacheIndex } from './storage/cache-index.js';
 import { HubClient } from './upstream/hub-client.js';
+import { UpstreamSet } from './upstream/upstream-set.js';
 import { ProxyRoutes, showProxy, type ProxySettings } from './upstream/proxy-routes.js';
 import fsp from 'node:fs/promises';
 import { DataDirLock } from './storage/data-dir-lock.js';
@@ -47,13 +48,16 @@ export interface OpenDataDir {
  * Takes the data dir's process lock, opens the index and reconciles it with the disk (a crash
  * may have left staging files, lost index rows, or rows whose files are gone).
  */
-export async function openDataDir(dataDir: string, log: Logger): Promise<OpenDataDir> {
+export async function openDataDir(dataDir: string, log: Logger, opts: { diskWriters?: number } = {}): Promise<OpenDataDir> {
   const layout = new BlobLayout(dataDir);
   await fsp.mkdir(layout.root, { recursive: true });
   await assertLocalFilesystem(layout.root);
   const lock = DataDirLock.acquire(layout.lockPath, layout.root);
   try {
-    const store = new FsBlobStore(layout);
+    const store = new FsBlobStore(layout, {
+      ...(opts.diskWriters === undefined ? {} : { diskWriters: opts.diskWriters }),
+      onPreallocateUnsupported: (reason) => log.warn({ reason }, 'staging files cannot be preallocated on this filesystem: written without it (more fragmentation, no space reserved up front)'),
+    });
     await store.init();
     const index = CacheIndex.open(layout.indexPath, {
       onWriteProblem: (event, detail) => {
@@ -85,9 +89,10 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
   const proxy = env.proxy ?? {};
   // Validates the proxy settings before the data dir is locked; the log never shows credentials.
   const proxyRoutes = new ProxyRoutes(proxy);
-  const { layout, store, index, lock } = await openDataDir(config.dataDir, log);
-  const hub = new HubClient({
-    upstream: config.upstream,
+  const { layout, store, index, lock } = await openDataDir(config.dataDir, log, { diskWriters: config.diskWriters });
+  // One HubClient per upstream (its own pools, redirect policy and retries); the set picks.
+  const clientFor = (upstream: string): HubClient => new HubClient({
+    upstream,
     connectTimeoutMs: config.connectTimeoutSeconds * 1000,
     metadataTimeoutMs: config.metadataTimeoutSeconds * 1000,
     headersTimeoutMs: config.upstreamHeadersTimeoutSeconds * 1000,
@@ -105,8 +110,17 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
       else log.warn({ upstream: e.what, status: e.status, retries: e.attempt, reason: e.gaveUp }, 'upstream busy: giving up, the client gets the error');
     },
   });
+  const hub = new UpstreamSet(
+    config.upstream.map((base) => ({ base, client: clientFor(base) })),
+    {
+      onState: (e) => {
+        if (e.state === 'down') log.warn({ upstream: e.upstream, reason: e.reason, coolDownMs: e.coolDownMs }, config.upstream.length > 1 ? 'upstream down: skipped until its cool-down ends, the next one is asked' : 'upstream down');
+        else log.info({ upstream: e.upstream }, 'upstream answering again');
+      },
+    },
+  );
   if (proxyRoutes.configured && !config.offline) {
-    const upstreamProxy = proxyRoutes.proxyFor(new URL(config.upstream));
+    const upstreamProxy = proxyRoutes.proxyFor(new URL(config.upstream[0]!));
     log.info({ ...proxyRoutes.describe(), upstreamVia: upstreamProxy ? showProxy(upstreamProxy) : 'direct (NO_PROXY)' }, 'outbound proxy: upstream connections go through it (CONNECT tunnels), except NO_PROXY hosts');
   }
   if (config.allowPrivateRedirects) log.warn('allowPrivateRedirects: upstream redirects may lead to loopback, private and link-local addresses');
@@ -135,10 +149,18 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
     rangeBypassMaxBytes: config.rangeBypassMaxBytes,
     maxConcurrentFills: config.maxConcurrentFills,
     maxQueuedFills: config.maxQueuedFills,
+    segmentMinBytes: config.segmentMinBytes,
+    upstreamConnections: config.upstreamConnections,
+    maxUpstreamConnections: config.maxUpstreamConnections,
     diskSpace: new DiskSpace(layout.root, config.minFreeBytes),
     onFillEvent: (event, key, error) => {
       if (event === 'failed') log.warn({ blob: key, code: error?.code, message: error?.message }, 'fill failed');
-      else log.info({ blob: key }, `fill ${event}`);
+      else if (event === 'split') log.debug({ blob: key }, 'fill split');
+      else if (event !== 'failover') log.info({ blob: key }, `fill ${event}`);
+    },
+    onFailover: (key, d) => {
+      if ('to' in d) log.warn({ blob: key, upstream: d.to }, 'fill continues from the next upstream at the bytes it holds');
+      else log.warn({ blob: key, upstream: d.refused, reason: d.reason }, 'fill cannot continue from this upstream');
     },
   });
   const metadata = new MetadataCache({

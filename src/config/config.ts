@@ -15,7 +15,7 @@ export interface Config {
   host: string;
   port: number;
   dataDir: string;
-  upstream: string;
+  upstream: string[];
   refsTtlSeconds: number;
   authTtlSeconds: number;
   connectTimeoutSeconds: number;
@@ -32,6 +32,10 @@ export interface Config {
   rangeBypassMaxBytes: number;
   maxConcurrentFills: number;
   maxQueuedFills: number;
+  segmentMinBytes: number;
+  upstreamConnections: number;
+  maxUpstreamConnections: number;
+  diskWriters: number;
   minFreeBytes: number;
   clientHeadersTimeoutSeconds: number;
   clientKeepAliveTimeoutSeconds: number;
@@ -71,7 +75,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'host', type: { kind: 'string', check: checkListenHost }, default: '0.0.0.0', description: 'Address to listen on.' },
   { key: 'port', type: { kind: 'integer', min: 0, max: 65535 }, default: 8080, description: 'TCP port to listen on (0 picks a free port).' },
   { key: 'dataDir', type: { kind: 'string', check: checkPath }, default: './data', description: 'Cache directory: blobs, staging files and the SQLite index. Must be on a local filesystem.' },
-  { key: 'upstream', type: { kind: 'url' }, default: 'https://huggingface.co', description: 'The Hub to mirror.' },
+  { key: 'upstream', type: { kind: 'list', check: checkUpstreamUrl }, default: ['https://huggingface.co'], description: "The Hub to mirror; several, in order of preference, e.g. the Hub first and a regional mirror of it second (each trusted alike: clients' tokens go to whichever is asked). Metadata comes from the first healthy one; a connect error, timeout, 5xx or stall moves the work to the next, and a download in progress continues there at the bytes already held once that upstream names the same blob and size (else the switch is refused). A failing upstream is skipped for a cool-down (30 s, doubling while it keeps failing, at most 5 min), logged when it goes down and comes back." },
   { key: 'refsTtlSeconds', type: { kind: 'number', min: 0, max: 31_536_000 }, default: 60, description: 'How long a branch or tag → commit answer is reused before asking upstream again. Within it every answer names the same commit.' },
   { key: 'authTtlSeconds', type: { kind: 'number', min: 0, max: 86_400 }, default: 60, description: "How long upstream's grant of a file to one token is reused; revocation upstream takes effect within it." },
   { key: 'connectTimeoutSeconds', type: { kind: 'number', min: 0.1, max: 600 }, default: 5, description: 'Upstream TCP/TLS connect timeout.' },
@@ -88,6 +92,10 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'rangeBypassMaxBytes', type: { kind: 'integer', min: 0, max: 1024 * 1024 * 1024 }, default: 1024 * 1024, description: 'A Range request of at most this many bytes (all its ranges together) on a file that is neither cached nor downloading is fetched upstream as those ranges only, not by downloading the whole file (size probes, safetensors header reads). 0: every request fills the whole file.' },
   { key: 'maxConcurrentFills', type: { kind: 'integer', min: 1, max: 10_000 }, default: 16, description: 'Most files downloaded from upstream at once. Further cache misses wait in a first-come first-served queue (their clients wait as for a slow upstream); requests for a file already downloading, cache hits and small range reads never wait.' },
   { key: 'maxQueuedFills', type: { kind: 'integer', min: 0, max: 1_000_000 }, default: 1000, description: 'Most cache misses waiting for a download slot. Past it a new miss is answered at once with 503, `X-Error-Code: Overloaded` and `Retry-After`.' },
+  { key: 'segmentMinBytes', type: { kind: 'integer', min: 1024 * 1024, max: Number.MAX_SAFE_INTEGER }, default: 64 * 1024 * 1024, description: 'A file of at least this size that is neither cached nor downloading is fetched with several ranged upstream GETs at once (upstreamConnections), into one staging file, when upstream names its version with a strong ETag and honours Range; smaller files, and any upstream that does not, are fetched with one GET. Still one download per file, however many clients.' },
+  { key: 'upstreamConnections', type: { kind: 'integer', min: 1, max: 64 }, default: 8, description: 'Upstream connections one segmented download uses (segments of 16–64 MiB, each resumed on its own). A client reading a part of a downloading file that no connection is about to fetch gets it fetched next, with one connection more if all are busy. 1: every file is one stream.' },
+  { key: 'maxUpstreamConnections', type: { kind: 'integer', min: 1, max: 10_000 }, default: 32, description: 'Most upstream download connections of all files together. Each running download always has its first connection (maxConcurrentFills of them at most); the connections segmented downloads add wait for this cap, so 16 downloads × 8 segments never open 128 connections to the Hub.' },
+  { key: 'diskWriters', type: { kind: 'integer', min: 1, max: 64 }, default: 4, description: 'Writes to the cache disk in flight at once (each a sequential run of at least 4 MiB, or the end of a file). 1 serializes them (HDDs). Downloads whose writes wait keep at most 32 MiB each in memory, then stop reading from upstream until the disk catches up.' },
   { key: 'minFreeBytes', type: { kind: 'integer', min: 0, max: Number.MAX_SAFE_INTEGER }, default: 1024 * 1024 * 1024, description: 'Free space always left on the cache disk. A download that would not fit (free space minus this, minus what downloads in progress still need) is refused up front with 507 `InsufficientStorage`.' },
   { key: 'clientHeadersTimeoutSeconds', type: { kind: 'number', min: 1, max: 600 }, default: 30, description: 'Longest time a client may take to send its request headers before the connection is closed (slowloris guard). Response bodies have no time limit.' },
   { key: 'clientKeepAliveTimeoutSeconds', type: { kind: 'number', min: 0.1, max: 3600 }, default: 65, description: 'How long an idle keep-alive client connection stays open between requests (above the 60 s idle timeout of common load balancers).' },
@@ -227,6 +235,14 @@ function checked(check: Check, text: string, where: string, errors: string[]): s
 function combinationProblems(c: Config, sourceOf: (key: keyof Config) => string, valid: (...keys: Array<keyof Config>) => boolean): string[] {
   const problems: string[] = [];
   const at = (key: keyof Config) => `${key} (from ${sourceOf(key)})`;
+  if (valid('upstream')) {
+    if (c.upstream.length === 0) problems.push(`${at('upstream')}: at least one upstream URL is needed`);
+    const seen = new Set<string>();
+    for (const u of c.upstream) {
+      if (seen.has(u)) problems.push(`${at('upstream')}: ${JSON.stringify(u)} is listed twice`);
+      seen.add(u);
+    }
+  }
   if (valid('corsOrigins') && c.corsOrigins.includes('*') && c.corsOrigins.length > 1) {
     problems.push(`${at('corsOrigins')}: "*" allows every origin and cannot be combined with a list of origins`);
   }
@@ -245,6 +261,19 @@ function combinationProblems(c: Config, sourceOf: (key: keyof Config) => string,
 
 // A DNS name (labels of letters, digits and hyphens), optionally with a trailing dot.
 const HOSTNAME_RE = /^(?=.{1,253}\.?$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*\.?$/i;
+
+/** An upstream base URL: http(s), no query, fragment or credentials; normalized without a trailing slash. */
+function checkUpstreamUrl(text: string): string {
+  let u: URL;
+  try {
+    u = new URL(text);
+  } catch {
+    throw new Error(`not a valid URL: ${JSON.stringify(text)}`);
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error(`must be an http:// or https:// URL, got ${JSON.stringify(text)}`);
+  if (u.search || u.hash || u.username || u.password) throw new Error('must not carry a query, fragment or credentials');
+  return text.replace(/\/+$/, '');
+}
 
 /** `host`: an IPv4 or IPv6 address (no brackets) or a host name, as `server.listen` takes it. */
 function checkListenHost(text: string): string {

@@ -37,7 +37,7 @@ import { LRUCache } from 'lru-cache';
 import { MirrorError } from '../errors.js';
 import { systemClock, type Clock } from '../clock.js';
 import { PromiseFlights } from '../mirror/flights.js';
-import type { HubClient } from '../upstream/hub-client.js';
+import type { UpstreamApi } from '../upstream/hub-client.js';
 import { isUnreachable } from '../upstream/upstream-errors.js';
 import { apiTypeSegment, repoKey, type RepoRef } from './repo-ref.js';
 
@@ -64,7 +64,7 @@ export type Publicity = 'public' | 'restricted' | 'unknown';
 export interface AccessPolicyOptions {
   /** Config `hfToken` ('' when unset). */
   hfToken: string;
-  hub: HubClient;
+  hub: UpstreamApi;
   /** How long upstream's grant (and a repo's publicity) is trusted. */
   authTtlMs: number;
   clock?: Clock;
@@ -75,7 +75,7 @@ export class AccessPolicy {
   readonly tokenless: Identity;
   readonly clock: Clock;
   readonly #authTtlMs: number;
-  readonly #hub: HubClient;
+  readonly #hub: UpstreamApi;
   /** Per-process key for hashing client tokens: memo keys are useless outside this process. */
   readonly #tokenKey = randomBytes(32);
   readonly #publicity: LRUCache<string, { value: 'public' | 'restricted'; at: number }>;

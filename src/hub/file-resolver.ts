@@ -16,7 +16,7 @@
 import { MirrorError } from '../errors.js';
 import { blobKey, type BlobKey } from '../storage/blob-layout.js';
 import type { CacheIndex, FileRow } from '../storage/cache-index.js';
-import type { HubClient, UpstreamFileMeta } from '../upstream/hub-client.js';
+import type { UpstreamApi, UpstreamFileMeta } from '../upstream/hub-client.js';
 import { isUnreachable } from '../upstream/upstream-errors.js';
 import { PromiseFlights } from '../mirror/flights.js';
 import type { AccessPolicy, GrantMemo, Identity } from './access-policy.js';
@@ -38,7 +38,7 @@ export interface FileEntry {
 
 export interface FileResolverOptions {
   index: CacheIndex;
-  hub: HubClient;
+  hub: UpstreamApi;
   /** Branch or tag → commit, shared with the metadata API (one pin per revision within the refs TTL). */
   pins: RefPins;
   policy: AccessPolicy;
@@ -47,7 +47,7 @@ export interface FileResolverOptions {
 
 export class FileResolver {
   readonly #index: CacheIndex;
-  readonly #hub: HubClient;
+  readonly #hub: UpstreamApi;
   readonly #pins: RefPins;
   readonly #policy: AccessPolicy;
   readonly #probes = new PromiseFlights<FileEntry>();
@@ -150,7 +150,7 @@ function fromRow(req: FileRequest, row: FileRow, source: FileEntry['source']): F
  * A redirect (the Hub's LFS answer) is keyed by its `X-Linked-Etag` sha256 and `X-Linked-Size`; a
  * direct 200 (regular files, and `/raw/` of an LFS pointer) by its git blob id and `Content-Length`.
  */
-function toEntry(req: FileRequest, meta: UpstreamFileMeta): FileEntry {
+export function toEntry(req: FileRequest, meta: UpstreamFileMeta): FileEntry {
   const lfsKey = meta.linkedEtag ? blobKey('sha256', meta.linkedEtag) : null;
   const gitKey = meta.etag ? blobKey('gitsha1', meta.etag) : null;
   const useLfs = meta.redirected ? lfsKey !== null : gitKey === null && lfsKey !== null;

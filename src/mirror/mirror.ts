@@ -3,8 +3,11 @@
  * being fetched by another request (joined) or fetched now (miss), so routes never branch on it
  * (the decorator of distribution's proxy blob store).
  *
- * However many requests ask for a blob at once, one Fill runs; every reader streams from the disk
- * at its own pace, so a slow client never slows the fill or the others.
+ * However many requests ask for a blob at once, one Fill runs (one stream, or several ranged
+ * connections for a big file); every reader goes at its own pace, from the fill's recent bytes in
+ * memory or from the staging file, so a slow client never slows the fill or the others. Upstream
+ * connections of all fills together are capped (ConnLimiter, `maxUpstreamConnections`), beyond
+ * each running fill's first.
  *
  * Resources (test-plan S7, T26, T28): at most `maxConcurrentFills` fills run at once, further
  * misses wait in a FIFO queue (joinable like a running fill; their clients wait as for a slow
@@ -12,22 +15,25 @@
  * admitted, the disk must hold it: free space, less `minFreeBytes`, less what admitted fills still
  * have to write (507 InsufficientStorage otherwise). Joiners, hits and bypasses are never limited.
  */
-import { PassThrough, Readable, pipeline } from 'node:stream';
+import type { Readable } from 'node:stream';
 import type { ByteSpan } from '../http/byte-range.js';
 import { MirrorError } from '../errors.js';
-import type { FileEntry } from '../hub/file-resolver.js';
 import { fileUrlPath } from '../hub/repo-ref.js';
 import type { BlobKey } from '../storage/blob-layout.js';
 import type { FsBlobStore } from '../storage/blob-store.js';
 import type { CacheIndex } from '../storage/cache-index.js';
 import { discardBody, type HubClient } from '../upstream/hub-client.js';
+import type { UpstreamSet } from '../upstream/upstream-set.js';
+import { toEntry, type FileEntry } from '../hub/file-resolver.js';
 import { DiskSpace, formatBytes } from '../storage/disk-space.js';
-import { Fill } from './fill.js';
+import { ConnLimiter } from './conn-limiter.js';
+import { Fill, type FillEvent } from './fill.js';
 import { FillLimiter } from './fill-limiter.js';
+import { fillReader } from './fill-reader.js';
+import { UpstreamFillSource } from './fill-source.js';
 import { fromNetworkError, fromUpstreamStatus, headerValue } from '../upstream/upstream-errors.js';
 import { bufferReader, readableReader, type BlobReader } from './blob-reader.js';
 import { Flights, PromiseFlights } from './flights.js';
-import { GrowingFileReader } from './growing-file-reader.js';
 
 /**
  * `hit`: from disk. `miss`: this request started the fill. `joined`: another request's fill.
@@ -55,7 +61,8 @@ const BYPASS_CONCURRENCY = 4;
 export interface MirrorOptions {
   store: FsBlobStore;
   index: CacheIndex;
-  hub: HubClient;
+  /** The upstreams (one or several, in order): metadata from the first healthy, fills fail over. */
+  hub: UpstreamSet;
   maxResumes: number;
   /**
    * Ranges of at most this many bytes together, on a blob that is neither cached nor being filled,
@@ -69,7 +76,15 @@ export interface MirrorOptions {
   maxQueuedFills?: number;
   /** Free-space guard of the data dir; omitted: no check. */
   diskSpace?: DiskSpace;
-  onFillEvent?: (event: 'started' | 'committed' | 'failed' | 'resumed', key: BlobKey, error?: MirrorError) => void;
+  /** Files at least this big are fetched with several ranged GETs at once (default 64 MiB). */
+  segmentMinBytes?: number;
+  /** Upstream connections of one segmented fill (default 8). */
+  upstreamConnections?: number;
+  /** Upstream body connections of all fills together, beyond each running fill's first (default 32). */
+  maxUpstreamConnections?: number;
+  onFillEvent?: (event: 'started' | FillEvent, key: BlobKey, error?: MirrorError) => void;
+  /** A fill moved to another upstream (`to`), or a switch to `refused` was refused (why). */
+  onFailover?: (key: BlobKey, detail: { to: string } | { refused: string; reason: string }) => void;
 }
 
 /**
@@ -89,7 +104,7 @@ interface FillFlight {
 export class Mirror {
   readonly #store: FsBlobStore;
   readonly #index: CacheIndex;
-  readonly #hub: HubClient;
+  readonly #hub: UpstreamSet;
   readonly #maxResumes: number;
   readonly #fills = new Flights<FillFlight>((flight) => flight.done);
   readonly #limiter: FillLimiter;
@@ -97,6 +112,10 @@ export class Mirror {
   readonly #slices = new PromiseFlights<Buffer | null>();
   readonly #rangeBypassMaxBytes: number;
   readonly #onFillEvent: MirrorOptions['onFillEvent'];
+  readonly #onFailover: MirrorOptions['onFailover'];
+  readonly #conns: ConnLimiter;
+  readonly #segmentMinBytes: number;
+  readonly #upstreamConnections: number;
 
   constructor(opts: MirrorOptions) {
     this.#rangeBypassMaxBytes = opts.rangeBypassMaxBytes;
@@ -105,8 +124,12 @@ export class Mirror {
     this.#hub = opts.hub;
     this.#maxResumes = opts.maxResumes;
     this.#onFillEvent = opts.onFillEvent;
+    this.#onFailover = opts.onFailover;
     this.#limiter = new FillLimiter(opts.maxConcurrentFills ?? 16, opts.maxQueuedFills ?? 1000);
     this.#diskSpace = opts.diskSpace;
+    this.#conns = new ConnLimiter(opts.maxUpstreamConnections ?? 32);
+    this.#segmentMinBytes = opts.segmentMinBytes ?? 64 * 1024 * 1024;
+    this.#upstreamConnections = opts.upstreamConnections ?? 8;
   }
 
   /** Whether the blob is verified and on disk (for HEAD's cache status; no I/O beyond the index). */
@@ -120,7 +143,12 @@ export class Mirror {
    *   most `rangeBypassMaxBytes` are fetched upstream as ranges instead of starting a fill.
    * @param auth credentials already granted by upstream for this file (used for the upstream GET).
    */
-  async open(entry: FileEntry, auth: string | undefined, spans?: readonly ByteSpan[]): Promise<BlobSource> {
+  open(entry: FileEntry, auth: string | undefined, spans?: readonly ByteSpan[]): Promise<BlobSource> {
+    return this.#open(entry, auth, spans, false);
+  }
+
+  /** `rangesIgnored`: upstream just answered a Range of this file with the whole body (the fill asks for none). */
+  async #open(entry: FileEntry, auth: string | undefined, spans: readonly ByteSpan[] | undefined, rangesIgnored: boolean): Promise<BlobSource> {
     const key = entry.blobKey;
     const running = this.#fills.get(key);
     if (!running && this.#index.getBlob(key)) {
@@ -137,13 +165,13 @@ export class Mirror {
       if (wanted <= this.#rangeBypassMaxBytes && wanted < entry.size) {
         const bypass = await this.#bypass(entry, auth, spans);
         // Upstream ignored Range for bytes far into the file: fetch the whole file the usual way.
-        return bypass ?? this.open(entry, auth);
+        return bypass ?? this.#open(entry, auth, undefined, true);
       }
     }
     // A new fill must fit on the disk (joining one needs nothing more). The check awaits statfs:
     // whoever started this blob's fill meanwhile is joined below instead.
     if (!this.#fills.get(key)) await this.#checkSpace(entry);
-    const { value: flight, joined } = this.#fills.run(key, () => this.#admit(entry, auth));
+    const { value: flight, joined } = this.#fills.run(key, () => this.#admit(entry, auth, rangesIgnored));
     if (flight.fill?.state === 'committed') return this.#hit(key, entry.size);
     if (entry.size === 0) await flight.done; // nothing to hold back: wait for the verification
     return {
@@ -151,7 +179,8 @@ export class Mirror {
       cacheStatus: joined ? 'joined' : 'miss',
       // Small files are worth waiting for whole: a bad body then becomes a clean error response.
       ready: entry.size <= SMALL_FILE_BYTES ? flight.done : flight.running.then((fill) => fill.started),
-      createReader: (start, end) => readableReader(flight.fill ? new GrowingFileReader(flight.fill, start, end) : deferredReader(flight.running, start, end)),
+      // A reader may be created at any moment of a fill's life (still queued, too): it waits for its bytes.
+      createReader: (start, end) => fillReader(flight.fill ?? flight.running, start, end),
     };
   }
 
@@ -181,19 +210,35 @@ export class Mirror {
   }
 
   /** Starts the fill now if a slot is free, else queues it (throws Overloaded when the queue is full). */
-  #admit(entry: FileEntry, auth: string | undefined): FillFlight {
+  #admit(entry: FileEntry, auth: string | undefined, rangesIgnored: boolean): FillFlight {
     const key = entry.blobKey;
     let started: Fill | undefined;
     const start = (): Fill => {
       this.#onFillEvent?.('started', key);
+      const upstreamPath = fileUrlPath({ ...entry.request, revision: entry.commit });
       const fill = Fill.start(
-        { key, size: entry.size, upstreamPath: fileUrlPath({ ...entry.request, revision: entry.commit }), auth },
+        { key, size: entry.size },
         {
           store: this.#store,
           index: this.#index,
-          hub: this.#hub,
+          source: new UpstreamFillSource({
+            upstreams: this.#hub,
+            path: upstreamPath,
+            auth,
+            size: entry.size,
+            sameBlob: (client) => sameBlob(client, entry, auth),
+            onRefused: (upstream, reason) => this.#onFailover?.(key, { refused: upstream, reason }),
+          }),
           maxResumes: this.#maxResumes,
-          onEvent: (event, f, error) => this.#onFillEvent?.(event, f.key, error),
+          speedFloor: this.#hub.bodySpeedFloor,
+          conns: this.#conns,
+          upstreamConnections: this.#upstreamConnections,
+          segmentMinBytes: this.#segmentMinBytes,
+          rangesIgnored,
+          onEvent: (event, f, error) => {
+            if (event === 'failover') this.#onFailover?.(f.key, { to: f.upstream });
+            this.#onFillEvent?.(event, f.key, error);
+          },
         },
       );
       started = fill;
@@ -216,11 +261,19 @@ export class Mirror {
     };
   }
 
-  /** Bytes that admitted fills (running or queued) still have to write. */
+  /**
+   * Free space admitted fills (running or queued) will still take: what they have left to write,
+   * nothing for a fill whose staging file is preallocated (statfs already counts it).
+   */
   get reservedBytes(): number {
     let n = 0;
-    for (const f of this.#fills.values()) n += f.size - (f.fill?.bytesWritten ?? 0);
+    for (const f of this.#fills.values()) n += f.fill ? f.fill.reservedBytes : f.size;
     return n;
+  }
+
+  /** Upstream body connections of fills open now. */
+  get upstreamConnections(): number {
+    return this.#conns.active;
   }
 
   /**
@@ -314,21 +367,11 @@ export class Mirror {
   }
 }
 
-/**
- * A reader of a fill still waiting for its slot: headers may already be sent (fillStartWaitMs),
- * bytes flow once the fill runs. Destroying it (client gone) before then costs nothing.
- */
-function deferredReader(running: Promise<Fill>, start: number, end: number): Readable {
-  const out = new PassThrough({ highWaterMark: 256 * 1024 });
-  // A reader may be created at any moment of a fill's life: it waits for the bytes itself.
-  running.then(
-    (fill) => {
-      if (out.destroyed) return;
-      pipeline(new GrowingFileReader(fill, start, end), out, () => undefined);
-    },
-    (err: unknown) => out.destroy(err instanceof Error ? err : new Error(String(err))),
-  );
-  return out;
+/** Whether `client` names the same blob (digest and size) for the entry's file at its commit. */
+async function sameBlob(client: HubClient, entry: FileEntry, auth: string | undefined): Promise<boolean> {
+  const req = { ...entry.request, revision: entry.commit };
+  const other = toEntry(req, await client.headFile(req, auth));
+  return other.blobKey === entry.blobKey && other.size === entry.size;
 }
 
 /**

@@ -2,39 +2,31 @@
  * Content-addressed blob storage on the local filesystem, with staged, verified writes.
  *
  * Contract (the Commit/Cancel model of distribution's BlobWriter):
- * - `createWriter(key, size)` opens a fresh staging file. `write()` appends and hashes.
- * - `commit()` checks the byte count and the digest against the key, fsyncs the file, renames it
- *   into place and fsyncs the directory. Only then is the blob visible to `stat`/`openRead`.
- *   On mismatch it throws `IntegrityError` and removes the staging file.
- * - `abort()` removes the staging file; it is idempotent and safe after a failed commit.
+ * - `stage(key, size)` opens a fresh staging file: a StagedBlob, written at any offsets (several
+ *   connections of one fill at once), hashed as its contiguous prefix grows.
+ * - `StagedBlob.commit()` checks every byte is there and the digest against the key, fsyncs the
+ *   file, renames it into place and fsyncs the directory. Only then is the blob visible to
+ *   `stat`/`openRead`. On mismatch it throws `IntegrityError` and removes the staging file.
+ * - `StagedBlob.abort()` removes the staging file; it is idempotent and safe after a failed commit.
  * Blobs are immutable: committing a key that already exists just replaces it with identical bytes.
  * A full disk (ENOSPC, EDQUOT) surfaces as `InsufficientStorage`, whatever step hit it.
  */
 import { createHash, randomBytes, type Hash } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
-import path from 'node:path';
-import { MirrorError } from '../errors.js';
 import { BlobLayout, parseBlobKey, type BlobKey } from './blob-layout.js';
-import { crashPoint } from './crash-points.js';
-import { diskFullError } from './disk-space.js';
+import { sharedHashPool, type HashPool } from './hash-pool.js';
+import { Preallocator } from './preallocate.js';
+import { StagedBlob } from './staged-blob.js';
+import { WriteGate } from './write-gate.js';
 
-export interface BlobWriter {
-  readonly key: BlobKey;
-  readonly size: number;
-  /** Path of the staging file; readers of an in-progress fill open it (their fd survives the rename). */
-  readonly stagingPath: string;
-  /** Bytes appended so far. */
-  readonly bytesWritten: number;
-  /**
-   * Appends chunks, in order, with one vectored write; resolves when the bytes are in the file
-   * (readable by other fds). Calls must not overlap.
-   */
-  write(chunks: readonly Uint8Array[]): Promise<void>;
-  /** Verifies size and digest, fsyncs, renames into place. Returns the final path. */
-  commit(): Promise<string>;
-  /** Discards the staging file. Idempotent. */
-  abort(): Promise<void>;
+export interface BlobStoreOptions {
+  /** Writes to staging files at once (config `diskWriters`, default 4). */
+  diskWriters?: number;
+  /** Worker threads hashing staging files (default: the process's shared pool). */
+  hashPool?: HashPool;
+  /** Told once when staging files cannot be preallocated on this filesystem. */
+  onPreallocateUnsupported?: (reason: string) => void;
 }
 
 export function newHasher(key: BlobKey, size: number): Hash {
@@ -46,9 +38,15 @@ export function newHasher(key: BlobKey, size: number): Hash {
 
 export class FsBlobStore {
   readonly layout: BlobLayout;
+  readonly #gate: WriteGate;
+  readonly #hashPool: HashPool | undefined;
+  readonly #preallocator: Preallocator;
 
-  constructor(layout: BlobLayout) {
+  constructor(layout: BlobLayout, opts: BlobStoreOptions = {}) {
     this.layout = layout;
+    this.#gate = new WriteGate(opts.diskWriters ?? 4);
+    this.#hashPool = opts.hashPool;
+    this.#preallocator = new Preallocator(opts.onPreallocateUnsupported);
   }
 
   /** Creates the directory tree and removes staging leftovers from an earlier process. */
@@ -82,116 +80,14 @@ export class FsBlobStore {
     await fsp.rm(this.layout.blobPath(key), { force: true });
   }
 
-  async createWriter(key: BlobKey, size: number): Promise<BlobWriter> {
+  /** A fresh staging file for `key`, preallocated to `size` where the filesystem allows. */
+  stage(key: BlobKey, size: number): Promise<StagedBlob> {
     const stagingPath = this.layout.stagingPath(`${randomBytes(12).toString('hex')}.part`);
-    const handle = await fsp.open(stagingPath, 'wx', 0o644).catch((err: unknown) => {
-      throw diskFullError(err, key);
+    return StagedBlob.create(key, size, stagingPath, this.layout.blobPath(key), {
+      gate: this.#gate,
+      hashPool: this.#hashPool ?? sharedHashPool(),
+      preallocator: this.#preallocator,
     });
-    return new FsBlobWriter(key, size, stagingPath, handle, this.layout.blobPath(key));
-  }
-}
-
-class FsBlobWriter implements BlobWriter {
-  readonly key: BlobKey;
-  readonly size: number;
-  readonly stagingPath: string;
-  #handle: fsp.FileHandle | null;
-  #hasher: Hash;
-  #written = 0;
-  #finalPath: string;
-  #settled = false;
-
-  constructor(key: BlobKey, size: number, stagingPath: string, handle: fsp.FileHandle, finalPath: string) {
-    this.key = key;
-    this.size = size;
-    this.stagingPath = stagingPath;
-    this.#handle = handle;
-    this.#hasher = newHasher(key, size);
-    this.#finalPath = finalPath;
-  }
-
-  get bytesWritten(): number {
-    return this.#written;
-  }
-
-  async write(chunks: readonly Uint8Array[]): Promise<void> {
-    if (!this.#handle || this.#settled) throw new Error('write after commit/abort');
-    const total = chunks.reduce((n, c) => n + c.byteLength, 0);
-    if (this.#written + total > this.size) {
-      throw new MirrorError('IntegrityError', `upstream sent more than the expected ${this.size} bytes`);
-    }
-    let done = 0;
-    let rest = chunks;
-    try {
-      while (done < total) {
-        const { bytesWritten } = await this.#handle.writev(rest as Uint8Array[], this.#written + done);
-        done += bytesWritten;
-        if (done < total) rest = remainder(chunks, done); // short write (rare on regular files)
-      }
-    } catch (err) {
-      throw diskFullError(err, this.key);
-    }
-    for (const c of chunks) this.#hasher.update(c);
-    this.#written += total;
-  }
-
-  async commit(): Promise<string> {
-    if (!this.#handle || this.#settled) throw new Error('commit after commit/abort');
-    try {
-      if (this.#written !== this.size) {
-        throw new MirrorError('IntegrityError', `size mismatch: got ${this.#written} bytes, expected ${this.size}`);
-      }
-      const digest = this.#hasher.digest('hex');
-      const { hex } = parseBlobKey(this.key);
-      if (digest !== hex) {
-        throw new MirrorError('IntegrityError', `digest mismatch for ${this.key}: content hashes to ${digest}`);
-      }
-      await this.#handle.sync();
-      await this.#handle.close();
-      this.#handle = null;
-      crashPoint('after-staging-fsync');
-      await fsp.mkdir(path.dirname(this.#finalPath), { recursive: true });
-      await fsp.rename(this.stagingPath, this.#finalPath);
-      await fsyncDir(path.dirname(this.#finalPath));
-      crashPoint('after-rename');
-      this.#settled = true;
-      return this.#finalPath;
-    } catch (err) {
-      await this.abort();
-      throw diskFullError(err, this.key);
-    }
-  }
-
-  async abort(): Promise<void> {
-    if (this.#settled) return;
-    this.#settled = true;
-    const handle = this.#handle;
-    this.#handle = null;
-    await handle?.close().catch(() => undefined);
-    await fsp.rm(this.stagingPath, { force: true });
-  }
-}
-
-/** The part of `chunks` after the first `skip` bytes. */
-function remainder(chunks: readonly Uint8Array[], skip: number): Uint8Array[] {
-  const out: Uint8Array[] = [];
-  let left = skip;
-  for (const c of chunks) {
-    if (left >= c.byteLength) left -= c.byteLength;
-    else {
-      out.push(left > 0 ? c.subarray(left) : c);
-      left = 0;
-    }
-  }
-  return out;
-}
-
-async function fsyncDir(dir: string): Promise<void> {
-  const handle = await fsp.open(dir, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
   }
 }
 

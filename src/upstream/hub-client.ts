@@ -134,12 +134,30 @@ export interface UpstreamBody {
   statusCode: number;
   headers: Headers;
   body: Readable;
+  /**
+   * The URL that answered (the last redirect hop, e.g. a signed CDN URL). It may carry
+   * credentials in its query: never log it (use `describe`).
+   */
+  url: URL;
+}
+
+/**
+ * What the hub/ and http/ layers ask upstream: one HubClient, or the UpstreamSet that picks the
+ * first healthy of several.
+ */
+export interface UpstreamApi {
+  readonly bodySpeedFloor: BodySpeedFloor | undefined;
+  headFile(req: FileRequest, auth: string | undefined): Promise<UpstreamFileMeta>;
+  requestApi(method: Dispatcher.HttpMethod, pathAndQuery: string, auth: string | undefined, opts?: ApiRequestOptions): Promise<UpstreamApiAnswer>;
+  openBody(pathAndQuery: string, auth: string | undefined, extra: Record<string, string>, signal?: AbortSignal): Promise<UpstreamBody>;
+  upstreamPathOf(url: string, from?: URL): string | undefined;
+  close(): Promise<void>;
 }
 
 const MAX_REDIRECTS = 5;
 const MAX_API_BODY = 32 * 1024 * 1024;
 
-export class HubClient {
+export class HubClient implements UpstreamApi {
   /** Connections to the upstream origin (trusted configuration). */
   readonly #agent: Agent;
   /** Connections to every other origin a redirect leads to (CDN), with the DNS guard. */
@@ -375,7 +393,23 @@ export class HubClient {
     for (let attempt = 0; ; attempt++) {
       const { url, res } = await this.#followRedirects(pathAndQuery, auth, extra, signal);
       if (res.statusCode >= 400 && (await this.#retryDiscarding(res, attempt, url, signal))) continue;
-      return { statusCode: res.statusCode, headers: res.headers, body: res.body };
+      return { statusCode: res.statusCode, headers: res.headers, body: res.body, url };
+    }
+  }
+
+  /**
+   * GET of an absolute URL an earlier `openBody` was redirected to (a fill's further ranges of the
+   * same file go straight to the CDN URL it resolved), redirects not followed: any answer is
+   * returned as is. `Authorization` is sent only if the URL is on the upstream origin; the pools
+   * are the same as for redirect hops (with the private-address guard). A 429/5xx is retried like
+   * openBody's; the caller re-resolves through `openBody` when the URL stopped working.
+   */
+  async openUrl(url: URL, auth: string | undefined, extra: Record<string, string>, signal?: AbortSignal): Promise<UpstreamBody> {
+    const token = url.origin === this.#base.origin ? auth : undefined;
+    for (let attempt = 0; ; attempt++) {
+      const res = await this.#send('GET', url, this.#headers(token, extra), signal);
+      if (res.statusCode >= 400 && (await this.#retryDiscarding(res, attempt, url, signal))) continue;
+      return { statusCode: res.statusCode, headers: res.headers, body: res.body, url };
     }
   }
 

@@ -7,7 +7,7 @@ import { loadConfig } from '../../src/config/load-config.js';
 
 describe('config', () => {
   it('has the documented defaults', () => {
-    expect(DEFAULT_CONFIG).toMatchObject({ host: '0.0.0.0', port: 8080, dataDir: './data', upstream: 'https://huggingface.co' });
+    expect(DEFAULT_CONFIG).toMatchObject({ host: '0.0.0.0', port: 8080, dataDir: './data', upstream: ['https://huggingface.co'] });
     expect(envName('refsTtlSeconds')).toBe('HUBCACHE_REFS_TTL_SECONDS');
     expect(flagName('dataDir')).toBe('--data-dir');
   });
@@ -41,6 +41,15 @@ describe('config', () => {
     expect(result.errors.join('\n')).toMatch(/upstream \(from environment\): must be an http/);
     expect(result.errors.join('\n')).toMatch(/logLevel/);
     expect(result.errors.join('\n')).toMatch(/refsTtlSeconds .* between 0/);
+  });
+
+  it('reads upstream as an ordered list (comma-separated in the environment), refusing an empty list and duplicates', () => {
+    const ok = validateConfig([{ source: 'environment', values: { upstream: 'https://huggingface.co/, http://hf-mirror.local:8080' } }]);
+    expect(ok.ok && ok.config.upstream).toEqual(['https://huggingface.co', 'http://hf-mirror.local:8080']);
+    const bad = validateConfig([{ source: 'file', values: { upstream: [] } }]);
+    expect(bad.ok ? [] : bad.errors).toEqual(['upstream (from file): at least one upstream URL is needed']);
+    const twice = validateConfig([{ source: 'flags', values: { upstream: 'https://a.example,https://a.example/' } }]);
+    expect(twice.ok ? [] : twice.errors).toEqual(['upstream (from flags): "https://a.example" is listed twice']);
   });
 
   it('reads booleans as true/false/1/0 and an optional URL as empty or a URL', () => {

@@ -22,7 +22,7 @@ import { MirrorError } from '../../errors.js';
 import { renderLinks, renderUrl, toApiAnswer, type ApiAnswer } from '../../hub/api-answer.js';
 import { canonicalQuery, parseApiPath, parsePathsInfoBody, type ApiTarget } from '../../hub/api-request.js';
 import type { MetadataCache, MetadataRequest } from '../../hub/metadata-cache.js';
-import type { HubClient } from '../../upstream/hub-client.js';
+import type { UpstreamApi } from '../../upstream/hub-client.js';
 import { publicOrigin } from '../public-origin.js';
 import type { RepoPolicy } from '../../hub/repo-policy.js';
 import { isRepoType, type RepoRef } from '../../hub/repo-ref.js';
@@ -31,7 +31,7 @@ import { rawRequestPath } from './files.js';
 
 export interface ApiRoutesDeps {
   metadata: MetadataCache;
-  hub: HubClient;
+  hub: UpstreamApi;
   log: Logger;
   /** Config `publicUrl` ('' when unset). */
   publicUrl: string;

@@ -1,5 +1,6 @@
-# hubcache container image. Plain Dockerfile syntax: builds with BuildKit, the classic builder,
-# buildah or podman, offline once the base image is there.
+# hubcache container image. Plain Dockerfile syntax, no `# syntax` line and no BuildKit-only
+# feature: BuildKit, the classic builder, buildah and podman build it without fetching a
+# Dockerfile frontend (the build needs the Debian mirror and the npm registry, nothing else).
 #
 #   docker build -t hubcache .
 #   docker run -d --name hubcache -p 8080:8080 -v hubcache-data:/data hubcache

@@ -22,11 +22,13 @@ import { CacheIndex } from './storage/cache-index.js';
 import { HubClient } from './upstream/hub-client.js';
 import { UpstreamSet } from './upstream/upstream-set.js';
 import { ProxyRoutes, showProxy, type ProxySettings } from './upstream/proxy-routes.js';
+import { constants } from 'node:fs';
 import fsp from 'node:fs/promises';
 import { DataDirLock } from './storage/data-dir-lock.js';
 import { assertLocalFilesystem } from './storage/filesystem-check.js';
 import { DiskSpace } from './storage/disk-space.js';
 import { reconcile } from './storage/reconcile.js';
+import { removeListeningRecord, writeListeningRecord } from './storage/listening-record.js';
 
 export interface RunningServer {
   /** `http://host:port` as reachable from this machine. */
@@ -50,7 +52,10 @@ export interface OpenDataDir {
  */
 export async function openDataDir(dataDir: string, log: Logger, opts: { diskWriters?: number } = {}): Promise<OpenDataDir> {
   const layout = new BlobLayout(dataDir);
-  await fsp.mkdir(layout.root, { recursive: true });
+  await fsp.mkdir(layout.root, { recursive: true }).catch((err: unknown) => {
+    throw notWritable(layout.root, layout.root, err);
+  });
+  await assertWritable(layout);
   await assertLocalFilesystem(layout.root);
   const lock = DataDirLock.acquire(layout.lockPath, layout.root);
   try {
@@ -75,6 +80,32 @@ export async function openDataDir(dataDir: string, log: Logger, opts: { diskWrit
     lock.release();
     throw err;
   }
+}
+
+/**
+ * The data directory and what the process must write in it (left there by an earlier run, maybe
+ * as another user) must be writable, checked up front: SQLite would only say "unable to open
+ * database file".
+ */
+async function assertWritable(layout: BlobLayout): Promise<void> {
+  const paths = [layout.root, layout.lockPath, layout.indexPath, `${layout.indexPath}-wal`, `${layout.indexPath}-shm`, layout.blobsDir, layout.stagingDir, layout.listeningPath];
+  for (const p of paths) {
+    try {
+      await fsp.access(p, constants.W_OK);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT' && p !== layout.root) continue;
+      throw notWritable(layout.root, p, err);
+    }
+  }
+}
+
+function notWritable(root: string, p: string, err: unknown): Error {
+  const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+  const uid = process.getuid?.();
+  const gid = process.getgid?.();
+  const who = uid === undefined ? 'this process' : `this process (uid ${uid}, gid ${gid})`;
+  const fix = uid === undefined ? '' : `: make the user with uid ${uid} own it (e.g. chown -R ${uid}:${gid} ${root})`;
+  return new Error(`The data directory ${root} is not writable by ${who}: ${p}: ${code}${fix}`);
 }
 
 /** What the process environment contributes besides Config (read once by the entry point). */
@@ -232,6 +263,11 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
     }
   }, 5_000);
   flushTimer.unref();
+  try {
+    await writeListeningRecord(layout.listeningPath, { url, pid: process.pid });
+  } catch (err) {
+    log.warn({ file: layout.listeningPath, message: (err as Error).message }, 'could not record the listening address: hubcache health falls back to the configured host and port');
+  }
   log.info({ url, dataDir: layout.root, upstream: config.upstream }, 'hubcache listening');
 
   let closing: Promise<void> | null = null;
@@ -250,6 +286,7 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
         clearTimeout(timer);
         await hub.close();
         index.close();
+        removeListeningRecord(layout.listeningPath);
         lock.release();
       })();
       return closing;

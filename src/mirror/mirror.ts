@@ -18,7 +18,7 @@ import { MirrorError } from '../errors.js';
 import type { FileEntry } from '../hub/file-resolver.js';
 import { fileUrlPath } from '../hub/repo-ref.js';
 import type { BlobKey } from '../storage/blob-layout.js';
-import type { FsBlobStore } from '../storage/blob-store.js';
+import type { BlobFile, FsBlobStore } from '../storage/blob-store.js';
 import type { CacheIndex } from '../storage/cache-index.js';
 import { discardBody, type HubClient } from '../upstream/hub-client.js';
 import { DiskSpace, formatBytes } from '../storage/disk-space.js';
@@ -26,8 +26,10 @@ import { Fill } from './fill.js';
 import { FillLimiter } from './fill-limiter.js';
 import { fromNetworkError, fromUpstreamStatus, headerValue } from '../upstream/upstream-errors.js';
 import { bufferReader, readableReader, type BlobReader } from './blob-reader.js';
+import { FileSpanReader } from './file-span-reader.js';
 import { Flights, PromiseFlights } from './flights.js';
 import { GrowingFileReader } from './growing-file-reader.js';
+import { ReadBuffers } from './read-buffers.js';
 
 /**
  * `hit`: from disk. `miss`: this request started the fill. `joined`: another request's fill.
@@ -45,6 +47,12 @@ export interface BlobSource {
   readonly ready: Promise<void>;
   /** A new reader of bytes [start, end] (inclusive). The caller owns it and closes it. */
   createReader(start: number, end: number): BlobReader;
+  /**
+   * Releases what the source itself holds (a hit's open file), once the caller has created the
+   * readers it needs; readers keep what they use until they are closed. Idempotent. Sources that
+   * hold nothing leave it out.
+   */
+  close?(): void;
 }
 
 /** Files up to this size are verified before their response starts (bounded by the route's wait). */
@@ -69,6 +77,8 @@ export interface MirrorOptions {
   maxQueuedFills?: number;
   /** Free-space guard of the data dir; omitted: no check. */
   diskSpace?: DiskSpace;
+  /** The buffers readers of cached blobs read into (default: a pool with the default budget). */
+  readBuffers?: ReadBuffers;
   onFillEvent?: (event: 'started' | 'committed' | 'failed' | 'resumed', key: BlobKey, error?: MirrorError) => void;
 }
 
@@ -97,6 +107,7 @@ export class Mirror {
   readonly #slices = new PromiseFlights<Buffer | null>();
   readonly #rangeBypassMaxBytes: number;
   readonly #onFillEvent: MirrorOptions['onFillEvent'];
+  readonly #readBuffers: ReadBuffers;
 
   constructor(opts: MirrorOptions) {
     this.#rangeBypassMaxBytes = opts.rangeBypassMaxBytes;
@@ -107,6 +118,7 @@ export class Mirror {
     this.#onFillEvent = opts.onFillEvent;
     this.#limiter = new FillLimiter(opts.maxConcurrentFills ?? 16, opts.maxQueuedFills ?? 1000);
     this.#diskSpace = opts.diskSpace;
+    this.#readBuffers = opts.readBuffers ?? new ReadBuffers();
   }
 
   /** Whether the blob is verified and on disk (for HEAD's cache status; no I/O beyond the index). */
@@ -123,14 +135,9 @@ export class Mirror {
   async open(entry: FileEntry, auth: string | undefined, spans?: readonly ByteSpan[]): Promise<BlobSource> {
     const key = entry.blobKey;
     const running = this.#fills.get(key);
-    if (!running && this.#index.getBlob(key)) {
-      const st = await this.#store.stat(key);
-      if (st && st.size === entry.size) {
-        this.#index.touchBlob(key);
-        return this.#hit(key, entry.size);
-      }
-      // The index remembers a blob the disk lost (or a different size): forget it and refetch.
-      this.#index.forgetBlob(key);
+    if (!running) {
+      const hit = await this.#openHit(entry);
+      if (hit) return hit;
     }
     if (!running && spans && spans.length > 0) {
       const wanted = spans.reduce((n, s) => n + s.end - s.start + 1, 0);
@@ -144,7 +151,10 @@ export class Mirror {
     // whoever started this blob's fill meanwhile is joined below instead.
     if (!this.#fills.get(key)) await this.#checkSpace(entry);
     const { value: flight, joined } = this.#fills.run(key, () => this.#admit(entry, auth));
-    if (flight.fill?.state === 'committed') return this.#hit(key, entry.size);
+    if (flight.fill?.state === 'committed') {
+      const file = await this.#store.openBlob(key);
+      if (file) return this.#hit(key, entry.size, file);
+    }
     if (entry.size === 0) await flight.done; // nothing to hold back: wait for the verification
     return {
       size: entry.size,
@@ -285,13 +295,43 @@ export class Mirror {
     return readBody(res.body, want, true, `${asked} of ${entry.request.path}`);
   }
 
-  #hit(key: BlobKey, size: number): BlobSource {
+  /**
+   * The cached blob, opened, or `null` when the index has none. The open replaces a stat: a file
+   * the disk lost (removed behind the mirror's back), or a row of another size, is forgotten and
+   * `null` returned, so this request fetches it again.
+   */
+  async #openHit(entry: FileEntry): Promise<BlobSource | null> {
+    const key = entry.blobKey;
+    const row = this.#index.getBlob(key);
+    if (!row) return null;
+    const file = row.size === entry.size ? await this.#store.openBlob(key) : null;
+    if (!file) {
+      this.#index.forgetBlob(key);
+      return null;
+    }
+    this.#index.touchBlob(key);
+    return this.#hit(key, entry.size, file);
+  }
+
+  #hit(key: BlobKey, size: number, file: BlobFile): BlobSource {
+    let closed = false;
     return {
       size,
       cacheStatus: 'hit',
       ready: Promise.resolve(),
-      createReader: (start, end) => readableReader(this.#store.openRead(key, start, end)),
+      // A file shorter than recorded was truncated behind our back: forget it (the next request refetches).
+      createReader: (start, end) => new FileSpanReader(file, start, end, this.#readBuffers, () => this.#index.forgetBlob(key)),
+      close: () => {
+        if (closed) return;
+        closed = true;
+        file.release();
+      },
     };
+  }
+
+  /** The hit readers' buffer pool (for metrics and tests). */
+  get readBuffers(): ReadBuffers {
+    return this.#readBuffers;
   }
 
   /** Fills admitted: running or queued (for health and metrics). */

@@ -78,6 +78,20 @@ export class FsBlobStore {
     return fs.createReadStream(this.layout.blobPath(key), { start, end, highWaterMark: 256 * 1024 });
   }
 
+  /**
+   * Opens a committed blob for positional reads; `null` when its file is gone (removed behind the
+   * mirror's back: the caller forgets it and fetches it again). The caller releases it.
+   */
+  openBlob(key: BlobKey): Promise<BlobFile | null> {
+    return new Promise((resolve, reject) => {
+      fs.open(this.layout.blobPath(key), 'r', (err, fd) => {
+        if (!err) resolve(new BlobFile(fd));
+        else if (isNotFound(err)) resolve(null);
+        else reject(err);
+      });
+    });
+  }
+
   async delete(key: BlobKey): Promise<void> {
     await fsp.rm(this.layout.blobPath(key), { force: true });
   }
@@ -88,6 +102,35 @@ export class FsBlobStore {
       throw diskFullError(err, key);
     });
     return new FsBlobWriter(key, size, stagingPath, handle, this.layout.blobPath(key));
+  }
+}
+
+/**
+ * An open blob file shared by the readers of one response: each reader `retain`s it and
+ * `release`s it when done; the fd is closed with the last release (the opener holds the first).
+ */
+export class BlobFile {
+  readonly fd: number;
+  #holders = 1;
+
+  constructor(fd: number) {
+    this.fd = fd;
+  }
+
+  retain(): this {
+    if (this.#holders === 0) throw new Error('blob file already closed');
+    this.#holders++;
+    return this;
+  }
+
+  release(): void {
+    if (this.#holders === 0) return;
+    if (--this.#holders === 0) fs.close(this.fd, () => undefined);
+  }
+
+  /** Whether the fd is still open (some holder has not released it). */
+  get open(): boolean {
+    return this.#holders > 0;
   }
 }
 

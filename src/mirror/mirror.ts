@@ -152,7 +152,7 @@ export class Mirror {
     if (!this.#fills.get(key)) await this.#checkSpace(entry);
     const { value: flight, joined } = this.#fills.run(key, () => this.#admit(entry, auth));
     if (flight.fill?.state === 'committed') {
-      const file = await this.#store.openBlob(key);
+      const file = await this.#store.openBlob(key, entry.size);
       if (file) return this.#hit(key, entry.size, file);
     }
     if (entry.size === 0) await flight.done; // nothing to hold back: wait for the verification
@@ -296,15 +296,15 @@ export class Mirror {
   }
 
   /**
-   * The cached blob, opened, or `null` when the index has none. The open replaces a stat: a file
-   * the disk lost (removed behind the mirror's back), or a row of another size, is forgotten and
-   * `null` returned, so this request fetches it again.
+   * The cached blob, opened, or `null` when the index has none. A file the disk lost or that has
+   * another size (removed or cut short behind the mirror's back), or a row of another size, is
+   * forgotten and `null` returned, so this request fetches it again.
    */
   async #openHit(entry: FileEntry): Promise<BlobSource | null> {
     const key = entry.blobKey;
     const row = this.#index.getBlob(key);
     if (!row) return null;
-    const file = row.size === entry.size ? await this.#store.openBlob(key) : null;
+    const file = row.size === entry.size ? await this.#store.openBlob(key, entry.size) : null;
     if (!file) {
       this.#index.forgetBlob(key);
       return null;

@@ -79,15 +79,32 @@ export class FsBlobStore {
   }
 
   /**
-   * Opens a committed blob for positional reads; `null` when its file is gone (removed behind the
-   * mirror's back: the caller forgets it and fetches it again). The caller releases it.
+   * Opens a committed blob for positional reads, if its file is there with `size` bytes; `null`
+   * when it is gone or has another size (removed or cut short behind the mirror's back: the caller
+   * forgets it and fetches it again). The caller releases it.
    */
-  openBlob(key: BlobKey): Promise<BlobFile | null> {
+  openBlob(key: BlobKey, size: number): Promise<BlobFile | null> {
     return new Promise((resolve, reject) => {
       fs.open(this.layout.blobPath(key), 'r', (err, fd) => {
-        if (!err) resolve(new BlobFile(fd));
-        else if (isNotFound(err)) resolve(null);
-        else reject(err);
+        if (err) {
+          if (isNotFound(err)) resolve(null);
+          else reject(err);
+          return;
+        }
+        // An fstat of an open fd is a lookup in memory, cheaper than a wait for the thread pool.
+        let actual: number;
+        try {
+          actual = fs.fstatSync(fd).size;
+        } catch (e) {
+          fs.close(fd, () => undefined);
+          reject(e instanceof Error ? e : new Error(String(e)));
+          return;
+        }
+        if (actual === size) resolve(new BlobFile(fd));
+        else {
+          fs.close(fd, () => undefined);
+          resolve(null);
+        }
       });
     });
   }

@@ -1,12 +1,13 @@
 /**
- * One canonical log line per request (openstatus style): id, method, path (no query), status,
- * cache status, bytes, duration. Never the Authorization header, never a query string (signed
- * URLs and cursors stay out of logs).
+ * One canonical log line per request (openstatus style): id, method, path as sent (no query),
+ * status, cache status, bytes, duration; below the `info` level nothing is prepared for it. Never
+ * the Authorization header, never a query string (signed URLs and cursors stay out of logs).
  */
 import type { HttpBindings } from '@hono/node-server';
 import type { MiddlewareHandler } from 'hono';
 import type { Logger } from 'pino';
 import { randomUUID } from 'node:crypto';
+import { rawRequestPath } from './request-target.js';
 
 /** Progress of a body the route streams itself; read when the response closes. */
 export interface TransferStats {
@@ -21,27 +22,29 @@ export interface RequestLogFields {
 
 export function requestLog(log: Logger): MiddlewareHandler<{ Bindings: HttpBindings; Variables: RequestLogFields }> {
   return async (c, next) => {
-    const started = performance.now();
     const id = randomUUID();
-    const outgoing = c.env.outgoing;
+    const { incoming, outgoing } = c.env;
     // On the Node response itself: blob responses are written there directly, not through Hono.
     outgoing.setHeader('x-request-id', id);
-    outgoing.once('close', () => {
-      const path = new URL(c.req.url).pathname;
-      log.info(
-        {
-          reqId: id,
-          method: c.req.method,
-          path: path.length > 300 ? `${path.slice(0, 300)}…` : path,
-          status: outgoing.statusCode,
-          cache: c.get('cacheStatus'),
-          bytes: c.get('transfer')?.bytes,
-          completed: outgoing.writableFinished,
-          ms: Math.round(performance.now() - started),
-        },
-        'request',
-      );
-    });
+    if (log.isLevelEnabled('info')) {
+      const started = performance.now();
+      outgoing.once('close', () => {
+        const path = rawRequestPath(incoming.url ?? '/');
+        log.info(
+          {
+            reqId: id,
+            method: incoming.method,
+            path: path.length > 300 ? `${path.slice(0, 300)}…` : path,
+            status: outgoing.statusCode,
+            cache: c.get('cacheStatus'),
+            bytes: c.get('transfer')?.bytes,
+            completed: outgoing.writableFinished,
+            ms: Math.round(performance.now() - started),
+          },
+          'request',
+        );
+      });
+    }
     await next();
   };
 }

@@ -20,7 +20,7 @@ import type { ByteSpan } from '../http/byte-range.js';
 import { MirrorError } from '../errors.js';
 import { fileUrlPath } from '../hub/repo-ref.js';
 import type { BlobKey } from '../storage/blob-layout.js';
-import type { FsBlobStore } from '../storage/blob-store.js';
+import type { BlobFile, FsBlobStore } from '../storage/blob-store.js';
 import type { CacheIndex } from '../storage/cache-index.js';
 import { discardBody, type HubClient } from '../upstream/hub-client.js';
 import type { UpstreamSet } from '../upstream/upstream-set.js';
@@ -32,8 +32,10 @@ import { FillLimiter } from './fill-limiter.js';
 import { fillReader } from './fill-reader.js';
 import { UpstreamFillSource } from './fill-source.js';
 import { fromNetworkError, fromUpstreamStatus, headerValue } from '../upstream/upstream-errors.js';
-import { bufferReader, readableReader, type BlobReader } from './blob-reader.js';
+import { bufferReader, type BlobReader } from './blob-reader.js';
+import { FileSpanReader } from './file-span-reader.js';
 import { Flights, PromiseFlights } from './flights.js';
+import { ReadBuffers } from './read-buffers.js';
 
 /**
  * `hit`: from disk. `miss`: this request started the fill. `joined`: another request's fill.
@@ -51,6 +53,12 @@ export interface BlobSource {
   readonly ready: Promise<void>;
   /** A new reader of bytes [start, end] (inclusive). The caller owns it and closes it. */
   createReader(start: number, end: number): BlobReader;
+  /**
+   * Releases what the source itself holds (a hit's open file), once the caller has created the
+   * readers it needs; readers keep what they use until they are closed. Idempotent. Sources that
+   * hold nothing leave it out.
+   */
+  close?(): void;
 }
 
 /** Files up to this size are verified before their response starts (bounded by the route's wait). */
@@ -85,6 +93,8 @@ export interface MirrorOptions {
   onFillEvent?: (event: 'started' | FillEvent, key: BlobKey, error?: MirrorError) => void;
   /** A fill moved to another upstream (`to`), or a switch to `refused` was refused (why). */
   onFailover?: (key: BlobKey, detail: { to: string } | { refused: string; reason: string }) => void;
+  /** The buffers readers of cached blobs read into (default: a pool with the default budget). */
+  readBuffers?: ReadBuffers;
 }
 
 /**
@@ -116,6 +126,7 @@ export class Mirror {
   readonly #conns: ConnLimiter;
   readonly #segmentMinBytes: number;
   readonly #upstreamConnections: number;
+  readonly #readBuffers: ReadBuffers;
 
   constructor(opts: MirrorOptions) {
     this.#rangeBypassMaxBytes = opts.rangeBypassMaxBytes;
@@ -130,6 +141,7 @@ export class Mirror {
     this.#conns = new ConnLimiter(opts.maxUpstreamConnections ?? 32);
     this.#segmentMinBytes = opts.segmentMinBytes ?? 64 * 1024 * 1024;
     this.#upstreamConnections = opts.upstreamConnections ?? 8;
+    this.#readBuffers = opts.readBuffers ?? new ReadBuffers();
   }
 
   /** Whether the blob is verified and on disk (for HEAD's cache status; no I/O beyond the index). */
@@ -151,14 +163,9 @@ export class Mirror {
   async #open(entry: FileEntry, auth: string | undefined, spans: readonly ByteSpan[] | undefined, rangesIgnored: boolean): Promise<BlobSource> {
     const key = entry.blobKey;
     const running = this.#fills.get(key);
-    if (!running && this.#index.getBlob(key)) {
-      const st = await this.#store.stat(key);
-      if (st && st.size === entry.size) {
-        this.#index.touchBlob(key);
-        return this.#hit(key, entry.size);
-      }
-      // The index remembers a blob the disk lost (or a different size): forget it and refetch.
-      this.#index.forgetBlob(key);
+    if (!running) {
+      const hit = await this.#openHit(entry);
+      if (hit) return hit;
     }
     if (!running && spans && spans.length > 0) {
       const wanted = spans.reduce((n, s) => n + s.end - s.start + 1, 0);
@@ -172,7 +179,10 @@ export class Mirror {
     // whoever started this blob's fill meanwhile is joined below instead.
     if (!this.#fills.get(key)) await this.#checkSpace(entry);
     const { value: flight, joined } = this.#fills.run(key, () => this.#admit(entry, auth, rangesIgnored));
-    if (flight.fill?.state === 'committed') return this.#hit(key, entry.size);
+    if (flight.fill?.state === 'committed') {
+      const file = await this.#store.openBlob(key, entry.size);
+      if (file) return this.#hit(key, entry.size, file);
+    }
     if (entry.size === 0) await flight.done; // nothing to hold back: wait for the verification
     return {
       size: entry.size,
@@ -338,13 +348,43 @@ export class Mirror {
     return readBody(res.body, want, true, `${asked} of ${entry.request.path}`);
   }
 
-  #hit(key: BlobKey, size: number): BlobSource {
+  /**
+   * The cached blob, opened, or `null` when the index has none. A file the disk lost or that has
+   * another size (removed or cut short behind the mirror's back), or a row of another size, is
+   * forgotten and `null` returned, so this request fetches it again.
+   */
+  async #openHit(entry: FileEntry): Promise<BlobSource | null> {
+    const key = entry.blobKey;
+    const row = this.#index.getBlob(key);
+    if (!row) return null;
+    const file = row.size === entry.size ? await this.#store.openBlob(key, entry.size) : null;
+    if (!file) {
+      this.#index.forgetBlob(key);
+      return null;
+    }
+    this.#index.touchBlob(key);
+    return this.#hit(key, entry.size, file);
+  }
+
+  #hit(key: BlobKey, size: number, file: BlobFile): BlobSource {
+    let closed = false;
     return {
       size,
       cacheStatus: 'hit',
       ready: Promise.resolve(),
-      createReader: (start, end) => readableReader(this.#store.openRead(key, start, end)),
+      // A file shorter than recorded was truncated behind our back: forget it (the next request refetches).
+      createReader: (start, end) => new FileSpanReader(file, start, end, this.#readBuffers, () => this.#index.forgetBlob(key)),
+      close: () => {
+        if (closed) return;
+        closed = true;
+        file.release();
+      },
     };
+  }
+
+  /** The hit readers' buffer pool (for metrics and tests). */
+  get readBuffers(): ReadBuffers {
+    return this.#readBuffers;
   }
 
   /** Fills admitted: running or queued (for health and metrics). */

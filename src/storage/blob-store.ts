@@ -76,6 +76,37 @@ export class FsBlobStore {
     return fs.createReadStream(this.layout.blobPath(key), { start, end, highWaterMark: 256 * 1024 });
   }
 
+  /**
+   * Opens a committed blob for positional reads, if its file is there with `size` bytes; `null`
+   * when it is gone or has another size (removed or cut short behind the mirror's back: the caller
+   * forgets it and fetches it again). The caller releases it.
+   */
+  openBlob(key: BlobKey, size: number): Promise<BlobFile | null> {
+    return new Promise((resolve, reject) => {
+      fs.open(this.layout.blobPath(key), 'r', (err, fd) => {
+        if (err) {
+          if (isNotFound(err)) resolve(null);
+          else reject(err);
+          return;
+        }
+        // An fstat of an open fd is a lookup in memory, cheaper than a wait for the thread pool.
+        let actual: number;
+        try {
+          actual = fs.fstatSync(fd).size;
+        } catch (e) {
+          fs.close(fd, () => undefined);
+          reject(e instanceof Error ? e : new Error(String(e)));
+          return;
+        }
+        if (actual === size) resolve(new BlobFile(fd));
+        else {
+          fs.close(fd, () => undefined);
+          resolve(null);
+        }
+      });
+    });
+  }
+
   async delete(key: BlobKey): Promise<void> {
     await fsp.rm(this.layout.blobPath(key), { force: true });
   }
@@ -88,6 +119,35 @@ export class FsBlobStore {
       hashPool: this.#hashPool ?? sharedHashPool(),
       preallocator: this.#preallocator,
     });
+  }
+}
+
+/**
+ * An open blob file shared by the readers of one response: each reader `retain`s it and
+ * `release`s it when done; the fd is closed with the last release (the opener holds the first).
+ */
+export class BlobFile {
+  readonly fd: number;
+  #holders = 1;
+
+  constructor(fd: number) {
+    this.fd = fd;
+  }
+
+  retain(): this {
+    if (this.#holders === 0) throw new Error('blob file already closed');
+    this.#holders++;
+    return this;
+  }
+
+  release(): void {
+    if (this.#holders === 0) return;
+    if (--this.#holders === 0) fs.close(this.fd, () => undefined);
+  }
+
+  /** Whether the fd is still open (some holder has not released it). */
+  get open(): boolean {
+    return this.#holders > 0;
   }
 }
 

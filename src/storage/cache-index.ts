@@ -21,6 +21,7 @@
  * row never landed, and metadata is asked upstream again.
  */
 import Database from 'better-sqlite3';
+import { LRUCache } from 'lru-cache';
 import { systemClock } from '../clock.js';
 import type { BlobKey } from './blob-layout.js';
 import { MIGRATIONS } from './migrations.js';
@@ -111,6 +112,11 @@ export class CacheIndex {
   /** What those writes will set, for reads meanwhile: ref rows, and blob rows (null: forgotten). */
   readonly #pendingRefs = new Map<string, RefRow>();
   readonly #pendingBlobs = new Map<BlobKey, BlobRow | null>();
+  /**
+   * Blob rows as last read or written (`false`: none). This connection is the blobs table's only
+   * writer while the mirror runs (one process per data dir), so a hit or a HEAD reads no SQLite.
+   */
+  readonly #blobRows = new LRUCache<BlobKey, BlobRow | false>({ max: 100_000 });
   #retryTimer: NodeJS.Timeout | null = null;
   readonly #onWriteProblem: CacheIndexOptions['onWriteProblem'];
 
@@ -317,9 +323,13 @@ export class CacheIndex {
   }
 
   getBlob(key: BlobKey): BlobRow | undefined {
+    const known = this.#blobRows.get(key);
+    if (known !== undefined) return known || undefined;
     if (this.#pendingBlobs.has(key)) return this.#pendingBlobs.get(key) ?? undefined;
-    const row = this.#stmts.getBlob.get(key);
-    return row ? { blobKey: key, size: row.size, storedAt: row.stored_at, lastAccessedAt: row.last_accessed_at } : undefined;
+    const found = this.#stmts.getBlob.get(key);
+    const row = found ? { blobKey: key, size: found.size, storedAt: found.stored_at, lastAccessedAt: found.last_accessed_at } : undefined;
+    this.#blobRows.set(key, row ?? false);
+    return row;
   }
 
   /** Every recorded blob (reconcile and verify walk them; ordered for stable progress output). */
@@ -333,6 +343,7 @@ export class CacheIndex {
 
   /** Called after the blob file is committed (renamed and its directory fsynced). */
   recordBlob(key: BlobKey, size: number, now = systemClock.now()): void {
+    this.#blobRows.set(key, { blobKey: key, size, storedAt: now, lastAccessedAt: now });
     this.#write(
       () => this.#stmts.putBlob.run(key, size, now, now),
       () => this.#pendingBlobs.set(key, { blobKey: key, size, storedAt: now, lastAccessedAt: now }),
@@ -341,6 +352,7 @@ export class CacheIndex {
 
   forgetBlob(key: BlobKey): void {
     this.#pendingTouches.delete(key);
+    this.#blobRows.set(key, false);
     this.#write(
       () => this.#stmts.deleteBlob.run(key),
       () => this.#pendingBlobs.set(key, null),
@@ -350,6 +362,8 @@ export class CacheIndex {
   /** Notes an access; written on the next `flushTouches()` (batched: a hit costs no write). */
   touchBlob(key: BlobKey, now = systemClock.now()): void {
     this.#pendingTouches.set(key, now);
+    const known = this.#blobRows.get(key);
+    if (known && now > known.lastAccessedAt) this.#blobRows.set(key, { ...known, lastAccessedAt: now });
   }
 
   flushTouches(): void {

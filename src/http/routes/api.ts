@@ -27,7 +27,7 @@ import { publicOrigin } from '../public-origin.js';
 import type { RepoPolicy } from '../../hub/repo-policy.js';
 import { isRepoType, type RepoRef } from '../../hub/repo-ref.js';
 import type { AppEnv } from '../app-env.js';
-import { rawRequestPath } from './files.js';
+import { rawRequestPath } from '../request-target.js';
 
 export interface ApiRoutesDeps {
   metadata: MetadataCache;

@@ -48,15 +48,20 @@ async function cachedFile(size: number, through: TestMirror = mirror): Promise<{
   return { url, content, blob, key };
 }
 
-/** The SQL of every better-sqlite3 statement executed from now on, in order, with its arguments. */
-function recordStatements(): () => { sql: string; args: unknown[] }[] {
+/**
+ * The SQL of every better-sqlite3 statement executed from now on on a database file under `dir`,
+ * in order, with its arguments (other mirrors of this test process flush their own access times).
+ */
+function recordStatements(dir: string): () => { sql: string; args: unknown[] }[] {
   const probe = new Database(':memory:');
   const proto = Object.getPrototypeOf(probe.prepare('SELECT 1')) as Record<'run' | 'get' | 'all' | 'iterate', (...args: unknown[]) => unknown>;
   probe.close();
   const spies = (['run', 'get', 'all', 'iterate'] as const).map((m) => vi.spyOn(proto, m));
   return () =>
     spies
-      .flatMap((s) => s.mock.contexts.map((ctx, i) => ({ order: s.mock.invocationCallOrder[i]!, sql: (ctx as { source: string }).source, args: s.mock.calls[i]! })))
+      .flatMap((s) => s.mock.contexts.map((ctx, i) => ({ order: s.mock.invocationCallOrder[i]!, ctx: ctx as { source: string; database: { name: string } }, args: s.mock.calls[i]! })))
+      .filter(({ ctx }) => ctx.database.name.startsWith(dir))
+      .map(({ order, ctx, args }) => ({ order, sql: ctx.source, args }))
       .sort((a, b) => a.order - b.order)
       .map(({ sql, args }) => ({ sql, args }));
 }
@@ -88,7 +93,7 @@ describe('warm GETs and HEADs', () => {
       await download(commitUrl, { method: 'HEAD' }); // the commit-pinned question is asked once
       const before = hub.count();
       const flushes = vi.spyOn(CacheIndex.prototype, 'flushTouches');
-      const statements = recordStatements();
+      const statements = recordStatements(own.dataDir);
       for (let i = 0; i < 20; i++) {
         for (const url of [f.url, commitUrl]) {
           expect(header(await download(url, { method: 'HEAD' }), 'x-mirror-cache')).toBe('hit');

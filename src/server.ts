@@ -26,6 +26,8 @@ import { DataDirLock } from './storage/data-dir-lock.js';
 import { assertLocalFilesystem } from './storage/filesystem-check.js';
 import { DiskSpace } from './storage/disk-space.js';
 import { reconcile } from './storage/reconcile.js';
+import { Activity } from './observability/activity.js';
+import { Metrics, type StorageStats } from './observability/metrics.js';
 
 export interface RunningServer {
   /** `http://host:port` as reachable from this machine. */
@@ -81,11 +83,46 @@ export interface ServerEnvironment {
   clock?: Clock;
 }
 
+/** How often the dashboard's history records the totals (one hour of samples is kept). */
+const HISTORY_INTERVAL_MS = 10_000;
+/** Disk and index numbers are read at most this often (the dashboard polls every second). */
+const STORAGE_STATS_TTL_MS = 1_000;
+
+/**
+ * The cache's size, budget and free space, and the index's row counts. Without a cache size
+ * limit, the budget is what the admission rule allows: what the cache holds plus the free space
+ * above minFreeBytes.
+ */
+function storageStats(index: CacheIndex, disk: DiskSpace): () => Promise<StorageStats> {
+  let last: { at: number; stats: Promise<StorageStats> } | undefined;
+  return () => {
+    const now = performance.now();
+    if (last && now - last.at < STORAGE_STATS_TTL_MS) return last.stats;
+    const stats = (async (): Promise<StorageStats> => {
+      const counts = index.stats();
+      const freeBytes = await disk.available().catch(() => 0);
+      return {
+        usedBytes: counts.blobBytes,
+        budgetBytes: counts.blobBytes + Math.max(0, freeBytes - disk.minFreeBytes),
+        freeBytes,
+        rows: counts.rows,
+      };
+    })();
+    last = { at: now, stats };
+    stats.catch(() => {
+      last = undefined;
+    });
+    return stats;
+  };
+}
+
 export async function startServer(config: Config, log: Logger, env: ServerEnvironment = {}): Promise<RunningServer> {
   const proxy = env.proxy ?? {};
   // Validates the proxy settings before the data dir is locked; the log never shows credentials.
   const proxyRoutes = new ProxyRoutes(proxy);
   const { layout, store, index, lock } = await openDataDir(config.dataDir, log);
+  const metrics = new Metrics();
+  const activity = new Activity();
   const hub = new HubClient({
     upstream: config.upstream,
     connectTimeoutMs: config.connectTimeoutSeconds * 1000,
@@ -100,7 +137,9 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
     allowedRedirectHosts: config.allowedRedirectHosts,
     allowPrivateRedirects: config.allowPrivateRedirects,
     proxy,
+    observer: metrics,
     onRetry: (e) => {
+      metrics.retry(e.waitMs === undefined);
       if (e.waitMs !== undefined) log.warn({ upstream: e.what, status: e.status, attempt: e.attempt + 1, waitMs: e.waitMs }, 'upstream busy: retrying');
       else log.warn({ upstream: e.what, status: e.status, retries: e.attempt, reason: e.gaveUp }, 'upstream busy: giving up, the client gets the error');
     },
@@ -127,6 +166,7 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
     policy: access,
     onStale: (req) => log.warn({ repo: req.repo.id, revision: req.revision }, 'upstream unreachable: answered from the index'),
   });
+  const diskSpace = new DiskSpace(layout.root, config.minFreeBytes);
   const mirror = new Mirror({
     store,
     index,
@@ -135,8 +175,10 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
     rangeBypassMaxBytes: config.rangeBypassMaxBytes,
     maxConcurrentFills: config.maxConcurrentFills,
     maxQueuedFills: config.maxQueuedFills,
-    diskSpace: new DiskSpace(layout.root, config.minFreeBytes),
+    diskSpace,
     onFillEvent: (event, key, error) => {
+      metrics.fillEvent(event);
+      if (event === 'failed') activity.fillFailed(key, error?.code, error?.message);
       if (event === 'failed') log.warn({ blob: key, code: error?.code, message: error?.message }, 'fill failed');
       else log.info({ blob: key }, `fill ${event}`);
     },
@@ -148,6 +190,15 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
     policy: access,
     onStale: (repo, revision) => log.warn({ repo: repo.id, type: repo.type, revision }, 'upstream unreachable: API answered from the index'),
   });
+  metrics.attach({
+    fills: () => ({ running: mirror.runningFills, queued: mirror.queuedFills }),
+    upstreamFileBytes: () => mirror.upstreamFileBytes,
+    storage: storageStats(index, diskSpace),
+  });
+  const sampleTotals = (): void => activity.sample(metrics.totals());
+  sampleTotals();
+  const sampleTimer = setInterval(sampleTotals, HISTORY_INTERVAL_MS);
+  sampleTimer.unref();
   let url = '';
   const app = createApp({
     log,
@@ -165,6 +216,23 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
     corsOrigins: config.corsOrigins,
     access,
     allowWrites: config.allowWrites,
+    observability: {
+      metrics,
+      activity,
+      mirror,
+      metricsToken: config.metricsToken,
+      maxConcurrentFills: config.maxConcurrentFills,
+      maxQueuedFills: config.maxQueuedFills,
+      version: VERSION,
+      startedAt: Date.now(),
+    },
+    requestObserver: {
+      opened: (live) => metrics.opened(live),
+      closed: (live, outcome) => {
+        metrics.closed(live, outcome);
+        activity.request(outcome);
+      },
+    },
   });
 
   // Slowloris guard without cutting long downloads: headers must arrive within
@@ -219,6 +287,7 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
     close: () => {
       closing ??= (async () => {
         clearInterval(flushTimer);
+        clearInterval(sampleTimer);
         const serverClosed = new Promise<void>((resolve) => server.close(() => resolve()));
         server.closeIdleConnections();
         await mirror.close();

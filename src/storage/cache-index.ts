@@ -367,6 +367,16 @@ export class CacheIndex {
     }
   }
 
+  /** Row counts per table and the bytes of the recorded blobs (metrics; one scan of each table). */
+  stats(): { rows: { refs: number; files: number; blobs: number; api_responses: number }; blobBytes: number } {
+    const count = (table: string): number => this.#db.prepare<[], { n: number }>(`SELECT COUNT(*) AS n FROM ${table}`).get()?.n ?? 0;
+    const blobs = this.#db.prepare<[], { n: number; bytes: number }>('SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS bytes FROM blobs').get();
+    return {
+      rows: { refs: count('refs'), files: count('files'), blobs: blobs?.n ?? 0, api_responses: count('api_responses') },
+      blobBytes: blobs?.bytes ?? 0,
+    };
+  }
+
   /** True when the database answers a trivial query. */
   ping(): boolean {
     try {

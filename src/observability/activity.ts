@@ -59,11 +59,13 @@ export class Activity {
 
   /** A response closed (the request log's observer). */
   request(r: RequestOutcome): void {
-    if (r.status >= 400) {
+    const route = routeOf(r.path);
+    // Errors of downloads and API calls; not the dashboard's own 401s, health probes or stray URLs.
+    if (r.status >= 400 && (route === 'file' || route === 'api')) {
       this.#pushError({ at: this.#now(), status: r.status, code: r.errorCode, kind: 'request', method: r.method, path: r.path, message: r.errorMessage });
       return;
     }
-    if (r.method !== 'GET' || routeOf(r.path) !== 'file') return;
+    if (r.status >= 400 || r.method !== 'GET' || route !== 'file') return;
     const repo = repoOfFilePath(r.path);
     if (!repo) return;
     let row = this.#repos.get(repo);

@@ -12,6 +12,7 @@ export const DASHBOARD_HTML = `<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>hubcache</title>
+<link rel="icon" href="data:,">
 <link rel="stylesheet" href="/_/dashboard.css">
 <script src="/_/dashboard.js" defer></script>
 </head>
@@ -62,6 +63,7 @@ export const DASHBOARD_CSS = `
 :root { color-scheme: light dark; --fg: #1d2330; --muted: #6b7280; --bg: #f6f7f9; --card: #fff; --accent: #2563eb; --ok: #16a34a; --warn: #d97706; --bad: #dc2626; }
 @media (prefers-color-scheme: dark) { :root { --fg: #e5e7eb; --muted: #9ca3af; --bg: #111318; --card: #1b1e26; } }
 * { box-sizing: border-box; }
+[hidden] { display: none !important; }
 body { margin: 0; font: 15px/1.4 system-ui, -apple-system, "Segoe UI", sans-serif; color: var(--fg); background: var(--bg); }
 header { display: flex; align-items: baseline; gap: 1rem; padding: .8rem 1rem; }
 h1 { font-size: 1.3rem; margin: 0; }

@@ -115,6 +115,8 @@ describe.skipIf(!haveChromium)(`the dashboard in Chromium${haveChromium ? '' : `
       await within(second.reached, { what: 'the CDN body reached 2 MiB' });
       await progressShows(page, 2 * MiB);
       expect(await page.textContent('#fills li')).toContain('2.0 MiB of 3.0 MiB (66.7%)');
+      // Bytes sent by a response still open are counted as they go (the client has all 2 MiB the fill has).
+      await page.waitForFunction(() => (globalThis as unknown as PageDom).document.getElementById('served-fill')?.textContent === '2.0 MiB');
       if (process.env.DASHBOARD_SCREENSHOT) await page.screenshot({ path: process.env.DASHBOARD_SCREENSHOT, fullPage: true });
     } finally {
       first.release();

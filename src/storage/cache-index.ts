@@ -369,11 +369,15 @@ export class CacheIndex {
 
   /** Row counts per table and the bytes of the recorded blobs (metrics; one scan of each table). */
   stats(): { rows: { refs: number; files: number; blobs: number; api_responses: number }; blobBytes: number } {
-    const count = (table: string): number => this.#db.prepare<[], { n: number }>(`SELECT COUNT(*) AS n FROM ${table}`).get()?.n ?? 0;
-    const blobs = this.#db.prepare<[], { n: number; bytes: number }>('SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS bytes FROM blobs').get();
+    const row = this.#db
+      .prepare<[], { refs: number; files: number; blobs: number; api_responses: number; blob_bytes: number }>(
+        `SELECT (SELECT COUNT(*) FROM refs) AS refs, (SELECT COUNT(*) FROM files) AS files, (SELECT COUNT(*) FROM blobs) AS blobs,
+                (SELECT COUNT(*) FROM api_responses) AS api_responses, (SELECT COALESCE(SUM(size), 0) FROM blobs) AS blob_bytes`,
+      )
+      .get();
     return {
-      rows: { refs: count('refs'), files: count('files'), blobs: blobs?.n ?? 0, api_responses: count('api_responses') },
-      blobBytes: blobs?.bytes ?? 0,
+      rows: { refs: row?.refs ?? 0, files: row?.files ?? 0, blobs: row?.blobs ?? 0, api_responses: row?.api_responses ?? 0 },
+      blobBytes: row?.blob_bytes ?? 0,
     };
   }
 

@@ -12,11 +12,12 @@ import { errorResponse } from './http/hub-errors.js';
 import { accessControl } from './http/access.js';
 import type { AppEnv } from './http/app-env.js';
 import { cors } from './http/cors.js';
-import { requestLog } from './http/request-log.js';
+import { requestLog, type RequestObserver } from './http/request-log.js';
 import type { RepoPolicy } from './hub/repo-policy.js';
 import { apiRoutes } from './http/routes/api.js';
 import { filesRoutes } from './http/routes/files.js';
 import { healthRoutes } from './http/routes/health.js';
+import { dashboardPage, observabilityRoutes, type ObservabilityDeps } from './http/routes/observability.js';
 import type { Mirror } from './mirror/mirror.js';
 import type { CacheIndex } from './storage/cache-index.js';
 import type { UpstreamApi } from './upstream/hub-client.js';
@@ -44,15 +45,25 @@ export interface AppDeps {
   access: AccessPolicy;
   /** Config `allowWrites`: pass API write requests upstream instead of refusing them. */
   allowWrites: boolean;
+  /** `/metrics` and the dashboard; omitted: not served. */
+  observability?: ObservabilityDeps;
+  /** Told about every request and its outcome (metrics, the dashboard's activity). */
+  requestObserver?: RequestObserver;
 }
 
 export function createApp(deps: AppDeps): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
-  app.use(requestLog(deps.log));
+  app.use(requestLog(deps.log, deps.requestObserver));
   // Before access control: preflights carry no credentials; and outside it, so that its 401 and
   // every other answer carries the CORS headers too.
   app.use(cors({ origins: deps.corsOrigins }));
+  const observability = deps.observability;
+  // The dashboard page holds no data: anyone may load it. With a metrics token, /metrics and the
+  // status are behind that token instead of the access keys; without one, behind the access keys.
+  if (observability) app.route('/', dashboardPage());
+  if (observability?.metricsToken) app.route('/', observabilityRoutes(observability));
   app.use(accessControl({ accessKeys: deps.accessKeys, policy: deps.access }));
+  if (observability && !observability.metricsToken) app.route('/', observabilityRoutes(observability));
   app.route('/', healthRoutes({ index: deps.index, dataDir: deps.dataDir }));
   // Before the file routes: `/api/...` is never a file URL.
   app.route('/', apiRoutes({ metadata: deps.metadata, hub: deps.hub, log: deps.log, publicUrl: deps.publicUrl, listenUrl: deps.listenUrl, policy: deps.policy, allowWrites: deps.allowWrites }));

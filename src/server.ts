@@ -29,6 +29,8 @@ import { assertLocalFilesystem } from './storage/filesystem-check.js';
 import { DiskSpace } from './storage/disk-space.js';
 import { reconcile } from './storage/reconcile.js';
 import { removeListeningRecord, writeListeningRecord } from './storage/listening-record.js';
+import { Activity } from './observability/activity.js';
+import { Metrics, type StorageStats } from './observability/metrics.js';
 
 export interface RunningServer {
   /** `http://host:port` as reachable from this machine. */
@@ -116,11 +118,46 @@ export interface ServerEnvironment {
   clock?: Clock;
 }
 
+/** How often the dashboard's history records the totals (one hour of samples is kept). */
+const HISTORY_INTERVAL_MS = 10_000;
+/** Disk and index numbers are read at most this often (the dashboard polls every second). */
+const STORAGE_STATS_TTL_MS = 1_000;
+
+/**
+ * The cache's size, budget and free space, and the index's row counts. Without a cache size
+ * limit, the budget is what the admission rule allows: what the cache holds plus the free space
+ * above minFreeBytes.
+ */
+function storageStats(index: CacheIndex, disk: DiskSpace): () => Promise<StorageStats> {
+  let last: { at: number; stats: Promise<StorageStats> } | undefined;
+  return () => {
+    const now = performance.now();
+    if (last && now - last.at < STORAGE_STATS_TTL_MS) return last.stats;
+    const stats = (async (): Promise<StorageStats> => {
+      const counts = index.stats();
+      const freeBytes = await disk.available().catch(() => 0);
+      return {
+        usedBytes: counts.blobBytes,
+        budgetBytes: counts.blobBytes + Math.max(0, freeBytes - disk.minFreeBytes),
+        freeBytes,
+        rows: counts.rows,
+      };
+    })();
+    last = { at: now, stats };
+    stats.catch(() => {
+      last = undefined;
+    });
+    return stats;
+  };
+}
+
 export async function startServer(config: Config, log: Logger, env: ServerEnvironment = {}): Promise<RunningServer> {
   const proxy = env.proxy ?? {};
   // Validates the proxy settings before the data dir is locked; the log never shows credentials.
   const proxyRoutes = new ProxyRoutes(proxy);
   const { layout, store, index, lock } = await openDataDir(config.dataDir, log, { diskWriters: config.diskWriters });
+  const metrics = new Metrics();
+  const activity = new Activity();
   // One HubClient per upstream (its own pools, redirect policy and retries); the set picks.
   const clientFor = (upstream: string): HubClient => new HubClient({
     upstream,
@@ -136,7 +173,9 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
     allowedRedirectHosts: config.allowedRedirectHosts,
     allowPrivateRedirects: config.allowPrivateRedirects,
     proxy,
+    observer: metrics,
     onRetry: (e) => {
+      metrics.retry(e.waitMs === undefined);
       if (e.waitMs !== undefined) log.warn({ upstream: e.what, status: e.status, attempt: e.attempt + 1, waitMs: e.waitMs }, 'upstream busy: retrying');
       else log.warn({ upstream: e.what, status: e.status, retries: e.attempt, reason: e.gaveUp }, 'upstream busy: giving up, the client gets the error');
     },
@@ -172,6 +211,7 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
     policy: access,
     onStale: (req) => log.warn({ repo: req.repo.id, revision: req.revision }, 'upstream unreachable: answered from the index'),
   });
+  const diskSpace = new DiskSpace(layout.root, config.minFreeBytes);
   const mirror = new Mirror({
     store,
     index,
@@ -183,13 +223,16 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
     segmentMinBytes: config.segmentMinBytes,
     upstreamConnections: config.upstreamConnections,
     maxUpstreamConnections: config.maxUpstreamConnections,
-    diskSpace: new DiskSpace(layout.root, config.minFreeBytes),
+    diskSpace,
     onFillEvent: (event, key, error) => {
+      metrics.fillEvent(event);
+      if (event === 'failed') activity.fillFailed(key, error?.code, error?.message);
       if (event === 'failed') log.warn({ blob: key, code: error?.code, message: error?.message }, 'fill failed');
       else if (event === 'split') log.debug({ blob: key }, 'fill split');
       else if (event !== 'failover') log.info({ blob: key }, `fill ${event}`);
     },
     onFailover: (key, d) => {
+      if ('to' in d) metrics.failedOver();
       if ('to' in d) log.warn({ blob: key, upstream: d.to }, 'fill continues from the next upstream at the bytes it holds');
       else log.warn({ blob: key, upstream: d.refused, reason: d.reason }, 'fill cannot continue from this upstream');
     },
@@ -201,6 +244,15 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
     policy: access,
     onStale: (repo, revision) => log.warn({ repo: repo.id, type: repo.type, revision }, 'upstream unreachable: API answered from the index'),
   });
+  metrics.attach({
+    fills: () => ({ running: mirror.runningFills, queued: mirror.queuedFills }),
+    upstreamFileBytes: () => mirror.upstreamFileBytes,
+    storage: storageStats(index, diskSpace),
+  });
+  const sampleTotals = (): void => activity.sample(metrics.totals());
+  sampleTotals();
+  const sampleTimer = setInterval(sampleTotals, HISTORY_INTERVAL_MS);
+  sampleTimer.unref();
   let url = '';
   const app = createApp({
     log,
@@ -218,6 +270,23 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
     corsOrigins: config.corsOrigins,
     access,
     allowWrites: config.allowWrites,
+    observability: {
+      metrics,
+      activity,
+      mirror,
+      metricsToken: config.metricsToken,
+      maxConcurrentFills: config.maxConcurrentFills,
+      maxQueuedFills: config.maxQueuedFills,
+      version: VERSION,
+      startedAt: Date.now(),
+    },
+    requestObserver: {
+      opened: (live) => metrics.opened(live),
+      closed: (live, outcome) => {
+        metrics.closed(live, outcome);
+        activity.request(outcome);
+      },
+    },
   });
 
   // Slowloris guard without cutting long downloads: headers must arrive within
@@ -277,6 +346,7 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
     close: () => {
       closing ??= (async () => {
         clearInterval(flushTimer);
+        clearInterval(sampleTimer);
         const serverClosed = new Promise<void>((resolve) => server.close(() => resolve()));
         server.closeIdleConnections();
         await mirror.close();

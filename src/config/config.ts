@@ -48,6 +48,7 @@ export interface Config {
   allowRepos: string[];
   denyRepos: string[];
   corsOrigins: string[];
+  metricsToken: string;
   logLevel: LogLevel;
 }
 
@@ -108,6 +109,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'allowRepos', type: { kind: 'list', check: checkRepoGlob }, default: [], description: 'If set, only repos matching one of these globs are served, matched against `models/<id>`, `datasets/<id>`, `spaces/<id>` (`*` within a segment, `**` across). E.g. `models/meta-llama/*,datasets/**`.' },
   { key: 'denyRepos', type: { kind: 'list', check: checkRepoGlob }, default: [], description: 'Repos matching one of these globs (same syntax as allowRepos) are refused with 403, even if allowed.' },
   { key: 'corsOrigins', type: { kind: 'list', check: checkCorsOrigin }, default: ['*'], description: 'Web origins (`https://app.example[:port]`) whose pages may read the mirror from a browser (transformers.js, @huggingface/hub in a web page). `*`: any page, like the Hub (`Access-Control-Allow-Origin: *`); a list: only those (the matching origin is echoed, with `Vary: Origin`); empty: none. With `*` any web page a user of the mirror opens may read what the mirror serves anonymously; restrict it on an internal network.' },
+  { key: 'metricsToken', type: { kind: 'string', optional: true, check: checkToken }, default: '', description: 'Bearer token for `GET /metrics` (Prometheus) and the dashboard\'s data (`/_/status`): with it, those answer only `Authorization: Bearer <metricsToken>` (access keys are not asked for), and the dashboard names repos and files. Empty: they are served like every other request (accessKeys if set, else to anyone) and carry no repo or file names. Never logged.' },
   { key: 'logLevel', type: { kind: 'enum', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] }, default: 'info', description: 'Log level.' },
 ];
 

@@ -61,6 +61,20 @@ export interface BlobSource {
   close?(): void;
 }
 
+/** A fill as the dashboard shows it. */
+export interface FillProgress {
+  blobKey: BlobKey;
+  repo: FileEntry['request']['repo'];
+  path: string;
+  size: number;
+  /** Bytes on disk so far. */
+  bytes: number;
+  state: 'queued' | 'running';
+  /** Readers open on it: the clients waiting for its bytes. */
+  readers: number;
+  admittedAt: number;
+}
+
 /** Files up to this size are verified before their response starts (bounded by the route's wait). */
 const SMALL_FILE_BYTES = 1024 * 1024;
 /** Upstream range requests one bypassed request runs at once (a multipart answer has up to 64 parts). */
@@ -103,6 +117,11 @@ export interface MirrorOptions {
  */
 interface FillFlight {
   readonly size: number;
+  readonly entry: FileEntry;
+  /** Wall-clock ms when the fill was admitted (for the dashboard). */
+  readonly admittedAt: number;
+  /** Readers of this fill open now: the clients waiting on it. */
+  readers: number;
   /** The Fill, once it has a slot. */
   readonly fill: Fill | undefined;
   /** Resolves with the Fill when it starts; rejects if it never does (shutdown). */
@@ -127,6 +146,10 @@ export class Mirror {
   readonly #segmentMinBytes: number;
   readonly #upstreamConnections: number;
   readonly #readBuffers: ReadBuffers;
+  /** Fills running now, and the bytes received by fills that ended (for metrics). */
+  readonly #running = new Set<Fill>();
+  #settledFillBytes = 0;
+  #bypassBytes = 0;
 
   constructor(opts: MirrorOptions) {
     this.#rangeBypassMaxBytes = opts.rangeBypassMaxBytes;
@@ -189,8 +212,7 @@ export class Mirror {
       cacheStatus: joined ? 'joined' : 'miss',
       // Small files are worth waiting for whole: a bad body then becomes a clean error response.
       ready: entry.size <= SMALL_FILE_BYTES ? flight.done : flight.running.then((fill) => fill.started),
-      // A reader may be created at any moment of a fill's life (still queued, too): it waits for its bytes.
-      createReader: (start, end) => fillReader(flight.fill ?? flight.running, start, end),
+      createReader: (start, end) => counted(flight, fillReader(flight.fill ?? flight.running, start, end)),
     };
   }
 
@@ -252,7 +274,12 @@ export class Mirror {
         },
       );
       started = fill;
-      const release = (): void => this.#limiter.release();
+      this.#running.add(fill);
+      const release = (): void => {
+        this.#running.delete(fill);
+        this.#settledFillBytes += fill.bytesWritten;
+        this.#limiter.release();
+      };
       fill.done.then(release, release);
       return fill;
     };
@@ -263,6 +290,9 @@ export class Mirror {
     done.catch(() => undefined);
     return {
       size: entry.size,
+      entry,
+      admittedAt: Date.now(),
+      readers: 0,
       get fill() {
         return started;
       },
@@ -340,12 +370,15 @@ export class Mirror {
         return null;
       }
       const head = await readBody(res.body, span.end + 1, false, `the start of ${entry.request.path}`);
+      this.#bypassBytes += head.length;
       return head.subarray(span.start);
     }
     if (res.statusCode !== 206) fail(`status ${res.statusCode}`);
     if (contentRange !== `bytes ${span.start}-${span.end}/${entry.size}`) fail(`Content-Range ${contentRange ?? '(none)'}`);
     if (contentLength !== undefined && Number(contentLength) !== want) fail(`Content-Length ${contentLength}`);
-    return readBody(res.body, want, true, `${asked} of ${entry.request.path}`);
+    const bytes = await readBody(res.body, want, true, `${asked} of ${entry.request.path}`);
+    this.#bypassBytes += bytes.length;
+    return bytes;
   }
 
   /**
@@ -397,6 +430,35 @@ export class Mirror {
     return this.#limiter.queued;
   }
 
+  /** Fills running now (admitted fills that have a slot). */
+  get runningFills(): number {
+    return this.#running.size;
+  }
+
+  /**
+   * Body bytes received from upstream since start: by fills (running ones up to now; on disk, so
+   * a resume never counts a byte twice) and by range bypasses.
+   */
+  get upstreamFileBytes(): { fill: number; bypass: number } {
+    let fill = this.#settledFillBytes;
+    for (const f of this.#running) fill += f.bytesWritten;
+    return { fill, bypass: this.#bypassBytes };
+  }
+
+  /** Every admitted fill, running or queued, in admission order (for the dashboard). */
+  fillProgress(): FillProgress[] {
+    return [...this.#fills.values()].map((f) => ({
+      blobKey: f.entry.blobKey,
+      repo: f.entry.request.repo,
+      path: f.entry.request.path,
+      size: f.size,
+      bytes: f.fill?.bytesWritten ?? 0,
+      state: f.fill ? 'running' : 'queued',
+      readers: f.readers,
+      admittedAt: f.admittedAt,
+    }));
+  }
+
   /** Cancels queued and running fills and waits for them to settle (shutdown). */
   async close(): Promise<void> {
     // Queued fills first: a cancelled fill hands its slot on, and nothing may start now.
@@ -412,6 +474,23 @@ async function sameBlob(client: HubClient, entry: FileEntry, auth: string | unde
   const req = { ...entry.request, revision: entry.commit };
   const other = toEntry(req, await client.headFile(req, auth));
   return other.blobKey === entry.blobKey && other.size === entry.size;
+}
+
+/** `reader`, counted among the fill's readers while it is open. */
+function counted(flight: FillFlight, reader: BlobReader): BlobReader {
+  flight.readers++;
+  let open = true;
+  return {
+    next: () => reader.next(),
+    release: (chunk) => reader.release(chunk),
+    close: () => {
+      if (open) {
+        open = false;
+        flight.readers--;
+      }
+      reader.close();
+    },
+  };
 }
 
 /**

@@ -381,6 +381,20 @@ export class CacheIndex {
     }
   }
 
+  /** Row counts per table and the bytes of the recorded blobs (metrics; one scan of each table). */
+  stats(): { rows: { refs: number; files: number; blobs: number; api_responses: number }; blobBytes: number } {
+    const row = this.#db
+      .prepare<[], { refs: number; files: number; blobs: number; api_responses: number; blob_bytes: number }>(
+        `SELECT (SELECT COUNT(*) FROM refs) AS refs, (SELECT COUNT(*) FROM files) AS files, (SELECT COUNT(*) FROM blobs) AS blobs,
+                (SELECT COUNT(*) FROM api_responses) AS api_responses, (SELECT COALESCE(SUM(size), 0) FROM blobs) AS blob_bytes`,
+      )
+      .get();
+    return {
+      rows: { refs: row?.refs ?? 0, files: row?.files ?? 0, blobs: row?.blobs ?? 0, api_responses: row?.api_responses ?? 0 },
+      blobBytes: row?.blob_bytes ?? 0,
+    };
+  }
+
   /** True when the database answers a trivial query. */
   ping(): boolean {
     try {

@@ -73,6 +73,18 @@ export interface HubClientOptions {
   onRetry?: (event: RetryEvent) => void;
   /** Outbound proxy (from HTTPS_PROXY, HTTP_PROXY, NO_PROXY at startup); none by default. */
   proxy?: ProxySettings;
+  /** Told about every request sent upstream and the body bytes of metadata answers (metrics). */
+  observer?: UpstreamTraffic;
+}
+
+/**
+ * Upstream traffic as counted for metrics: `file` requests are body GETs (fills, resumes, range
+ * bypasses: each redirect hop and retry counts), `metadata` ones are HEADs and API calls. File
+ * body bytes are counted where they are consumed (the Mirror), metadata bytes here.
+ */
+export interface UpstreamTraffic {
+  upstreamRequest(kind: 'file' | 'metadata'): void;
+  metadataBytes(bytes: number): void;
 }
 
 export interface RetryEvent {
@@ -176,6 +188,7 @@ export class HubClient implements UpstreamApi {
   readonly #userAgent: string;
   readonly #metadataTimeoutMs: number;
   readonly #offline: boolean;
+  readonly #traffic: UpstreamTraffic | undefined;
 
   /** HEADs go over Node's http client: undici closes the connection after every HEAD. */
   readonly #heads: KeepAliveHead;
@@ -183,6 +196,7 @@ export class HubClient implements UpstreamApi {
   constructor(opts: HubClientOptions) {
     this.#metadataTimeoutMs = opts.metadataTimeoutMs;
     this.#offline = opts.offline ?? false;
+    this.#traffic = opts.observer;
     this.#base = new URL(opts.upstream);
     this.#basePath = this.#base.pathname.replace(/\/+$/, '');
     this.#userAgent = opts.userAgent;
@@ -217,6 +231,11 @@ export class HubClient implements UpstreamApi {
     this.#onRetry = opts.onRetry;
     const minRate = opts.minBodyBytesPerSecond ?? 0;
     this.#speedFloor = minRate > 0 ? { bytesPerSecond: minRate, windowMs: opts.bodyIdleTimeoutMs } : undefined;
+  }
+
+  /** Counts a request about to be sent (offline, nothing is). */
+  #sent(kind: 'file' | 'metadata'): void {
+    if (!this.#offline) this.#traffic?.upstreamRequest(kind);
   }
 
   /** The slowest upstream body the fill accepts before treating it as stalled, if any. */
@@ -328,6 +347,7 @@ export class HubClient implements UpstreamApi {
       let res: HeadResponse;
       let isRedirect: boolean;
       for (let hop = 0; ; hop++) {
+        this.#sent('metadata');
         res = await this.#head(url, this.#headers(auth), signal);
         const location = headerValue(res.headers, 'location');
         isRedirect = res.statusCode >= 300 && res.statusCode < 400 && location !== undefined;
@@ -419,6 +439,7 @@ export class HubClient implements UpstreamApi {
     let token = auth;
     for (let hop = 0; ; hop++) {
       if (url.origin !== this.#base.origin) token = undefined;
+      this.#sent('file');
       const res = await this.#send('GET', url, this.#headers(token, extra), signal);
       const location = headerValue(res.headers, 'location');
       if (res.statusCode >= 300 && res.statusCode < 400 && location !== undefined) {
@@ -444,6 +465,7 @@ export class HubClient implements UpstreamApi {
     const extra: Record<string, string> = opts.contentType ? { 'content-type': opts.contentType } : {};
     const retryable = opts.idempotent ?? (method === 'GET' || method === 'HEAD' || method === 'OPTIONS');
     for (let attempt = 0; ; attempt++) {
+      this.#sent('metadata');
       const res = await this.#send(method, url, this.#headers(auth, extra), signal, opts.body);
       if (retryable && res.statusCode >= 400 && (await this.#retryDiscarding(res, attempt, url, signal, deadline))) continue;
       return this.#bufferApiAnswer(res, url, opts);
@@ -465,6 +487,8 @@ export class HubClient implements UpstreamApi {
       }
     } catch (err) {
       throw fromNetworkError(err, describe(url));
+    } finally {
+      this.#traffic?.metadataBytes(total);
     }
     const headers: Headers = { ...res.headers };
     let body: Buffer = Buffer.concat(chunks);

@@ -68,7 +68,7 @@ export function filesRoutes(deps: FilesRoutesDeps): Hono<AppEnv> {
       // past that, send headers anyway (the size is known) and stream as bytes land.
       // (A bypass is ready when open() returns: its ranges are in memory, or open() threw.)
       await Promise.race([source.ready, delay(deps.fillStartWaitMs, undefined, { ref: false })]);
-      const transfer = { bytes: 0, completed: false };
+      const transfer = { bytes: 0, completed: false, headersAt: performance.now() };
       c.set('transfer', transfer);
       await writeBlobResponse(incoming, outgoing, plan, source, transfer);
     } finally {

@@ -7,9 +7,17 @@ import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { createAdaptorServer } from '@hono/node-server';
 import type { Logger } from 'pino';
-import { createApp } from './app.js';
+import type { Hono } from 'hono';
+import { ImportRunner } from './admin/import-cache.js';
+import { Jobs } from './admin/jobs.js';
+import { PrefetchRunner } from './admin/prefetch.js';
+import { VerifyRunner } from './admin/verify-job.js';
+import { createAdminApp, createApp } from './app.js';
 import { systemClock } from './clock.js';
-import type { Config } from './config/config.js';
+import { parseListenAddress, type Config } from './config/config.js';
+import type { AppEnv } from './http/app-env.js';
+import { adminRoutes } from './http/routes/admin.js';
+import { TrafficCounters } from './observability/traffic-counters.js';
 import { AccessPolicy } from './hub/access-policy.js';
 import { FileResolver } from './hub/file-resolver.js';
 import { MetadataCache } from './hub/metadata-cache.js';
@@ -31,6 +39,8 @@ export interface RunningServer {
   /** `http://host:port` as reachable from this machine. */
   url: string;
   port: number;
+  /** The admin listener's URL (`adminListen`), if configured. */
+  adminUrl?: string;
   close(): Promise<void>;
 }
 
@@ -44,14 +54,14 @@ export interface OpenDataDir {
 }
 
 /**
- * Takes the data dir's process lock, opens the index and reconciles it with the disk (a crash
- * may have left staging files, lost index rows, or rows whose files are gone).
+ * Takes the data dir's process lock (or uses `held`, the caller's), opens the index and reconciles
+ * it with the disk (a crash may have left staging files, lost index rows, or rows whose files are gone).
  */
-export async function openDataDir(dataDir: string, log: Logger): Promise<OpenDataDir> {
+export async function openDataDir(dataDir: string, log: Logger, held?: DataDirLock): Promise<OpenDataDir> {
   const layout = new BlobLayout(dataDir);
   await fsp.mkdir(layout.root, { recursive: true });
   await assertLocalFilesystem(layout.root);
-  const lock = DataDirLock.acquire(layout.lockPath, layout.root);
+  const lock = held ?? DataDirLock.acquire(layout.lockPath, layout.root);
   try {
     const store = new FsBlobStore(layout);
     await store.init();
@@ -79,12 +89,9 @@ export interface ServerEnvironment {
   proxy?: ProxySettings;
 }
 
-export async function startServer(config: Config, log: Logger, env: ServerEnvironment = {}): Promise<RunningServer> {
-  const proxy = env.proxy ?? {};
-  // Validates the proxy settings before the data dir is locked; the log never shows credentials.
-  const proxyRoutes = new ProxyRoutes(proxy);
-  const { layout, store, index, lock } = await openDataDir(config.dataDir, log);
-  const hub = new HubClient({
+/** The upstream client for a Config (the server's, and the offline CLI's for its few questions). */
+export function createHubClient(config: Config, log: Logger, proxy: ProxySettings = {}): HubClient {
+  return new HubClient({
     upstream: config.upstream,
     connectTimeoutMs: config.connectTimeoutSeconds * 1000,
     metadataTimeoutMs: config.metadataTimeoutSeconds * 1000,
@@ -103,6 +110,14 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
       else log.warn({ upstream: e.what, status: e.status, retries: e.attempt, reason: e.gaveUp }, 'upstream busy: giving up, the client gets the error');
     },
   });
+}
+
+export async function startServer(config: Config, log: Logger, env: ServerEnvironment = {}): Promise<RunningServer> {
+  const proxy = env.proxy ?? {};
+  // Validates the proxy settings before the data dir is locked; the log never shows credentials.
+  const proxyRoutes = new ProxyRoutes(proxy);
+  const { layout, store, index, lock } = await openDataDir(config.dataDir, log);
+  const hub = createHubClient(config, log, proxy);
   if (proxyRoutes.configured && !config.offline) {
     const upstreamProxy = proxyRoutes.proxyFor(new URL(config.upstream));
     log.info({ ...proxyRoutes.describe(), upstreamVia: upstreamProxy ? showProxy(upstreamProxy) : 'direct (NO_PROXY)' }, 'outbound proxy: upstream connections go through it (CONNECT tunnels), except NO_PROXY hosts');
@@ -125,6 +140,8 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
     policy: access,
     onStale: (req) => log.warn({ repo: req.repo.id, revision: req.revision }, 'upstream unreachable: answered from the index'),
   });
+  const traffic = new TrafficCounters(() => clock.now());
+  const diskSpace = new DiskSpace(layout.root, config.minFreeBytes);
   const mirror = new Mirror({
     store,
     index,
@@ -133,10 +150,11 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
     rangeBypassMaxBytes: config.rangeBypassMaxBytes,
     maxConcurrentFills: config.maxConcurrentFills,
     maxQueuedFills: config.maxQueuedFills,
-    diskSpace: new DiskSpace(layout.root, config.minFreeBytes),
+    diskSpace,
     onFillEvent: (event, key, error) => {
       if (event === 'failed') log.warn({ blob: key, code: error?.code, message: error?.message }, 'fill failed');
       else log.info({ blob: key }, `fill ${event}`);
+      if (event === 'committed') traffic.pulled(index.getBlob(key)?.size ?? 0);
     },
   });
   const metadata = new MetadataCache({
@@ -146,6 +164,21 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
     policy: access,
     onStale: (repo, revision) => log.warn({ repo: repo.id, type: repo.type, revision }, 'upstream unreachable: API answered from the index'),
   });
+  const repoPolicy = new RepoPolicy(config.allowRepos, config.denyRepos);
+  const jobs = new Jobs({
+    index,
+    log,
+    clock,
+    runners: {
+      prefetch: new PrefetchRunner({ resolver, mirror, metadata, access, policy: repoPolicy }),
+      import: new ImportRunner({ store, index, access, diskSpace, reservedBytes: () => mirror.reservedBytes }),
+      verify: new VerifyRunner(store, index),
+    },
+  });
+  const adminEnabled = config.adminToken !== '' || config.adminListen !== '';
+  const admin: Hono<AppEnv> | undefined = adminEnabled
+    ? adminRoutes({ token: config.adminToken, jobs, index, dataDir: layout.root, minFreeBytes: config.minFreeBytes, traffic, mirror, policy: repoPolicy, log })
+    : undefined;
   let url = '';
   const app = createApp({
     log,
@@ -158,11 +191,14 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
     fillStartWaitMs: config.fillStartWaitMs,
     publicUrl: config.publicUrl,
     listenUrl: () => url,
-    policy: new RepoPolicy(config.allowRepos, config.denyRepos),
+    policy: repoPolicy,
     accessKeys: config.accessKeys,
     corsOrigins: config.corsOrigins,
     access,
     allowWrites: config.allowWrites,
+    traffic,
+    // With adminListen the operator API lives on that listener only.
+    ...(admin && config.adminListen === '' ? { admin } : {}),
   });
 
   // Slowloris guard without cutting long downloads: headers must arrive within
@@ -198,37 +234,88 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
     });
   });
   const port = (server.address() as AddressInfo).port;
-  const shownHost = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
-  url = `http://${shownHost.includes(':') ? `[${shownHost}]` : shownHost}:${port}`;
-  const flushTimer = setInterval(() => {
+  url = shownUrl(config.host, port);
+  let adminServer: Server | undefined;
+  let adminUrl: string | undefined;
+  if (admin && config.adminListen !== '') {
+    const { host, port: adminPort } = parseListenAddress(config.adminListen);
+    adminServer = createAdaptorServer({ fetch: createAdminApp(log, admin).fetch, createServer, serverOptions: { headersTimeout, requestTimeout: 0 } }) as Server;
+    adminServer.keepAliveTimeout = config.clientKeepAliveTimeoutSeconds * 1000;
+    try {
+      await listen(adminServer, adminPort, host);
+    } catch (err) {
+      server.close();
+      await mirror.close();
+      await hub.close();
+      index.close();
+      lock.release();
+      throw new Error(`adminListen ${config.adminListen}: ${(err as Error).message}`);
+    }
+    adminUrl = shownUrl(host, (adminServer.address() as AddressInfo).port);
+    if (config.adminToken === '' && !isLoopback(host)) log.warn({ adminUrl }, 'admin API without adminToken on a non-loopback address: whoever reaches it can run prefetch, import and verify');
+    log.info({ adminUrl, tokenRequired: config.adminToken !== '' }, 'admin API listening (operator API only)');
+  } else if (admin) {
+    log.info('admin API enabled under /admin/ on the main port (adminToken required)');
+  }
+  const flush = (): void => {
     try {
       index.flushTouches();
+      traffic.flush(index.inventory);
     } catch (err) {
-      log.warn({ err: { message: (err as Error).message } }, 'index: access times not written');
+      log.warn({ err: { message: (err as Error).message } }, 'index: access times and counters not written');
     }
-  }, 5_000);
+  };
+  const flushTimer = setInterval(flush, 5_000);
   flushTimer.unref();
-  log.info({ url, dataDir: layout.root, upstream: config.upstream }, 'hubcache listening');
+  jobs.resume();
+  log.info({ url, dataDir: layout.root, upstream: config.upstream, ...(adminUrl ? { adminUrl } : {}) }, 'hubcache listening');
 
   let closing: Promise<void> | null = null;
   return {
     url,
     port,
+    ...(adminUrl ? { adminUrl } : {}),
     close: () => {
       closing ??= (async () => {
         clearInterval(flushTimer);
         const serverClosed = new Promise<void>((resolve) => server.close(() => resolve()));
         server.closeIdleConnections();
+        const adminClosed = adminServer ? new Promise<void>((resolve) => adminServer.close(() => resolve())) : Promise.resolve();
+        adminServer?.closeAllConnections();
+        // Jobs first: interrupted, they stay recorded as running and resume at the next start.
+        await jobs.close();
         await mirror.close();
         // Open responses end when their readers fail or finish; give them a moment, then cut.
         const timer = setTimeout(() => server.closeAllConnections(), 2_000);
         await serverClosed;
+        await adminClosed;
         clearTimeout(timer);
         await hub.close();
+        flush();
         index.close();
         lock.release();
       })();
       return closing;
     },
   };
+}
+
+function listen(server: Server, port: number, host: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ port, host }, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+}
+
+/** `http://host:port` as reachable from this machine (a wildcard address is shown as loopback). */
+function shownUrl(host: string, port: number): string {
+  const shown = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host;
+  return `http://${shown.includes(':') ? `[${shown}]` : shown}:${port}`;
+}
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || host.startsWith('127.');
 }

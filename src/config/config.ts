@@ -44,6 +44,8 @@ export interface Config {
   allowRepos: string[];
   denyRepos: string[];
   corsOrigins: string[];
+  adminToken: string;
+  adminListen: string;
   logLevel: LogLevel;
 }
 
@@ -100,6 +102,8 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'allowRepos', type: { kind: 'list', check: checkRepoGlob }, default: [], description: 'If set, only repos matching one of these globs are served, matched against `models/<id>`, `datasets/<id>`, `spaces/<id>` (`*` within a segment, `**` across). E.g. `models/meta-llama/*,datasets/**`.' },
   { key: 'denyRepos', type: { kind: 'list', check: checkRepoGlob }, default: [], description: 'Repos matching one of these globs (same syntax as allowRepos) are refused with 403, even if allowed.' },
   { key: 'corsOrigins', type: { kind: 'list', check: checkCorsOrigin }, default: ['*'], description: 'Web origins (`https://app.example[:port]`) whose pages may read the mirror from a browser (transformers.js, @huggingface/hub in a web page). `*`: any page, like the Hub (`Access-Control-Allow-Origin: *`); a list: only those (the matching origin is echoed, with `Vary: Origin`); empty: none. With `*` any web page a user of the mirror opens may read what the mirror serves anonymously; restrict it on an internal network.' },
+  { key: 'adminToken', type: { kind: 'string', optional: true, check: checkAdminToken }, default: '', description: 'Enables the operator API under `/admin/` on the main port (prefetch, import, ls, stats, verify, jobs): requests must send `Authorization: Bearer <adminToken>`. At least 16 visible ASCII characters, not a Hugging Face token (`hf_…`) and not equal to hfToken or an access key: no Hub token or access key ever opens `/admin/`. With adminListen, required there too. Never logged. Empty (and no adminListen): `/admin/` answers 404 like any unknown path.' },
+  { key: 'adminListen', type: { kind: 'string', optional: true, check: checkAdminListen }, default: '', description: 'A second listener, `host:port` (`[v6]:port`; port 0 picks one), that serves only `/admin/`; the main port then has no admin API. Without adminToken it is open to whoever reaches that address: bind it to loopback or a management network.' },
   { key: 'logLevel', type: { kind: 'enum', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] }, default: 'info', description: 'Log level.' },
 ];
 
@@ -230,6 +234,14 @@ function combinationProblems(c: Config, sourceOf: (key: keyof Config) => string,
   if (valid('corsOrigins') && c.corsOrigins.includes('*') && c.corsOrigins.length > 1) {
     problems.push(`${at('corsOrigins')}: "*" allows every origin and cannot be combined with a list of origins`);
   }
+  // No Hub credential may open the operator API: a token that is also the service token or an
+  // access key would be sent by clients (or upstream) and would then pass the admin check.
+  if (valid('adminToken', 'hfToken') && c.adminToken !== '' && c.adminToken === c.hfToken) {
+    problems.push(`${at('adminToken')}: must differ from hfToken (the operator API never opens with a Hub token)`);
+  }
+  if (valid('adminToken', 'accessKeys') && c.adminToken !== '' && c.accessKeys.includes(c.adminToken)) {
+    problems.push(`${at('adminToken')}: must differ from every access key (clients send those)`);
+  }
   // A stalled upstream body leaves the client connection silent too: the client side must wait
   // longer than the upstream side, or clients are cut off instead of the download being resumed.
   if (valid('clientIdleTimeoutSeconds', 'upstreamIdleTimeoutSeconds') && c.clientIdleTimeoutSeconds > 0 && c.clientIdleTimeoutSeconds <= c.upstreamIdleTimeoutSeconds) {
@@ -264,6 +276,34 @@ function checkToken(text: string): string {
   // Never echo the value: it is a secret.
   if (!/^[\x21-\x7e]+$/.test(text)) throw new Error('must be visible ASCII characters without spaces (the value is not shown)');
   return text;
+}
+
+/** The operator API's bearer token: a secret of its own, never a Hub token (its value is never shown). */
+function checkAdminToken(text: string): string {
+  checkToken(text);
+  if (text.length < 16) throw new Error('must be at least 16 characters long (the value is not shown)');
+  if (/^hf_/i.test(text)) throw new Error('looks like a Hugging Face token (hf_…): choose a separate secret for the operator API (the value is not shown)');
+  return text;
+}
+
+/** `host:port`, `[v6]:port`: the admin listener's address (see parseListenAddress). */
+function checkAdminListen(text: string): string {
+  parseListenAddress(text);
+  return text;
+}
+
+/**
+ * `host:port` or `[ipv6]:port` → its parts, as `server.listen` takes them. Throws an Error saying
+ * what is wrong.
+ */
+export function parseListenAddress(text: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(text);
+  const host = m?.[1] ?? m?.[2];
+  const port = Number(m?.[3]);
+  if (!m || host === undefined || !Number.isInteger(port) || port > 65535) throw new Error(`expected host:port (or [ipv6]:port), got ${JSON.stringify(text)}`);
+  if (m[1] !== undefined && net.isIP(host) !== 6) throw new Error(`not an IPv6 address in brackets: ${JSON.stringify(text)}`);
+  if (m[2] !== undefined) checkListenHost(host);
+  return { host, port };
 }
 
 function checkHostPattern(text: string): string {

@@ -6,6 +6,8 @@
  * - `blobs`: what is verified and on disk, with access times (flushed in batches, not per hit).
  * - `api_responses`: JSON answers of the Hub API for a commit (repo info, tree pages, paths-info),
  *   immutable like the commit they describe.
+ * - `jobs`, `job_items`, `counters`: the operator's background jobs and traffic counters, through
+ *   `jobs` (job-table.ts) and `inventory` (inventory-queries.ts).
  * Refs, files and API answers carry the scope of the identity upstream gave them to (who may read
  * them back, decided in hub/access-policy.ts): an opaque string here. On a conflict the public
  * scope `anonymous` is sticky (an answer to a token never narrows public content).
@@ -23,6 +25,8 @@
 import Database from 'better-sqlite3';
 import { systemClock } from '../clock.js';
 import type { BlobKey } from './blob-layout.js';
+import { InventoryQueries } from './inventory-queries.js';
+import { JobTable } from './job-table.js';
 import { MIGRATIONS } from './migrations.js';
 import type { FileView, RepoRef } from '../hub/repo-ref.js';
 
@@ -103,9 +107,14 @@ interface FileDbRow {
 }
 
 export class CacheIndex {
+  /** The operator's background jobs (see job-table.ts). */
+  readonly jobs: JobTable;
+  /** What `ls` and `stats` show, and the traffic counters (see inventory-queries.ts). */
+  readonly inventory: InventoryQueries;
   readonly #db: Database.Database;
   readonly #stmts;
-  #pendingTouches = new Map<BlobKey, number>();
+  /** Hits since the last flush: the latest access time and how many. */
+  #pendingTouches = new Map<BlobKey, { at: number; hits: number }>();
   /** Writes that could not land yet, in order (see the header comment). */
   #pendingWrites: Array<() => void> = [];
   /** What those writes will set, for reads meanwhile: ref rows, and blob rows (null: forgotten). */
@@ -117,6 +126,8 @@ export class CacheIndex {
   private constructor(db: Database.Database, opts: CacheIndexOptions) {
     this.#db = db;
     this.#onWriteProblem = opts.onWriteProblem;
+    this.jobs = new JobTable(db);
+    this.inventory = new InventoryQueries(db);
     this.#stmts = {
       getRef: db.prepare<[string, string, string], { commit_sha: string; checked_at: number; scope: string }>(
         'SELECT commit_sha, checked_at, scope FROM refs WHERE repo_type = ? AND repo_id = ? AND revision = ?',
@@ -146,7 +157,7 @@ export class CacheIndex {
         `INSERT INTO blobs (blob_key, size, stored_at, last_accessed_at) VALUES (?, ?, ?, ?)
          ON CONFLICT (blob_key) DO UPDATE SET size = excluded.size, stored_at = excluded.stored_at`,
       ),
-      touchBlob: db.prepare('UPDATE blobs SET last_accessed_at = max(last_accessed_at, ?) WHERE blob_key = ?'),
+      touchBlob: db.prepare('UPDATE blobs SET last_accessed_at = max(last_accessed_at, ?), hits = hits + ? WHERE blob_key = ?'),
       deleteBlob: db.prepare('DELETE FROM blobs WHERE blob_key = ?'),
       getApi: db.prepare<[string, string, string, string], { status: number; headers: string; next_page: string | null; body: Buffer; stored_at: number; scope: string }>(
         `SELECT status, headers, next_page, body, stored_at, scope FROM api_responses
@@ -347,9 +358,13 @@ export class CacheIndex {
     );
   }
 
-  /** Notes an access; written on the next `flushTouches()` (batched: a hit costs no write). */
+  /** Notes a hit (an access served from disk); written on the next `flushTouches()` (batched: a hit costs no write). */
   touchBlob(key: BlobKey, now = systemClock.now()): void {
-    this.#pendingTouches.set(key, now);
+    const t = this.#pendingTouches.get(key);
+    if (t) {
+      t.at = Math.max(t.at, now);
+      t.hits++;
+    } else this.#pendingTouches.set(key, { at: now, hits: 1 });
   }
 
   flushTouches(): void {
@@ -358,12 +373,15 @@ export class CacheIndex {
     this.#pendingTouches.clear();
     try {
       this.#db.transaction(() => {
-        for (const [key, at] of touches) this.#stmts.touchBlob.run(at, key);
+        for (const [key, t] of touches) this.#stmts.touchBlob.run(t.at, t.hits, key);
       })();
     } catch (err) {
       if (!isTransientDbError(err)) throw err;
-      // Busy or full: keep them for the next flush (newer touches win).
-      for (const [key, at] of touches) if (!this.#pendingTouches.has(key)) this.#pendingTouches.set(key, at);
+      // Busy or full: keep them for the next flush, merged with touches made meanwhile.
+      for (const [key, t] of touches) {
+        const newer = this.#pendingTouches.get(key);
+        this.#pendingTouches.set(key, newer ? { at: Math.max(t.at, newer.at), hits: t.hits + newer.hits } : t);
+      }
     }
   }
 

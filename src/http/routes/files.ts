@@ -10,6 +10,7 @@ import { Hono } from 'hono';
 import type { FileResolver } from '../../hub/file-resolver.js';
 import { parseFileUrl } from '../../hub/repo-ref.js';
 import type { Mirror } from '../../mirror/mirror.js';
+import type { TrafficCounters } from '../../observability/traffic-counters.js';
 import { planBlobResponse, writeBlobResponse } from '../send-blob.js';
 import type { RepoPolicy } from '../../hub/repo-policy.js';
 import type { AppEnv } from '../app-env.js';
@@ -20,6 +21,8 @@ export interface FilesRoutesDeps {
   /** Longest wait for upstream to start a fill before response headers are sent anyway. */
   fillStartWaitMs: number;
   policy: RepoPolicy;
+  /** Counts what each GET served, by cache status. */
+  traffic?: TrafficCounters;
 }
 
 export function filesRoutes(deps: FilesRoutesDeps): Hono<AppEnv> {
@@ -60,6 +63,7 @@ export function filesRoutes(deps: FilesRoutesDeps): Hono<AppEnv> {
     const transfer = { bytes: 0, completed: false };
     c.set('transfer', transfer);
     await writeBlobResponse(incoming, outgoing, plan, source, transfer);
+    deps.traffic?.served(source.cacheStatus, transfer.bytes);
     return RESPONSE_ALREADY_SENT;
   });
 

@@ -54,7 +54,7 @@ async function linkIn(store: FsBlobStore, key: BlobKey, source: string, size: nu
   }
   try {
     const digest = await digestOf(staging, key, size);
-    if (digest !== parseBlobKey(key).hex) throw new MirrorError('IntegrityError', `content hashes to ${digest}, not ${key}`);
+    if (digest !== parseBlobKey(key).hex) throw new MirrorError('IntegrityError', `content does not hash to ${key} (it hashes to ${digest})`);
     const handle = await fsp.open(staging, 'r');
     try {
       await handle.sync();

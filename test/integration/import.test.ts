@@ -266,7 +266,7 @@ describe('who may read imported files', () => {
     }
     const offline = await offlineMirror(dataDir);
     try {
-      for (const headers of [{}, { authorization: `Bearer ${GRANTED}` }]) {
+      for (const headers of [{}, { authorization: `Bearer ${GRANTED}` }] as Array<Record<string, string>>) {
         const d = await download(`${offline.url}/org/imp-gated/resolve/${commit}/w.safetensors`, { headers });
         expect(d.status).toBe(503);
         expect(d.body.includes(weights.subarray(0, 64))).toBe(false);

@@ -106,7 +106,11 @@ export function fileItem(f: Pick<CachedFile, 'repo' | 'commit' | 'path'>): strin
 export async function importCache(req: ImportRequest, deps: ImportDeps, ctx: ImportProgress): Promise<void> {
   const scan = await scanCache(req.path, { ...(req.repo ? { repo: req.repo } : {}), ...(req.revision ? { revision: req.revision } : {}) });
   const groups = new Map<BlobKey, CachedFile[]>();
-  for (const f of scan.files) groups.set(f.blobKey, [...(groups.get(f.blobKey) ?? []), f]);
+  for (const f of scan.files) {
+    const group = groups.get(f.blobKey);
+    if (group) group.push(f);
+    else groups.set(f.blobKey, [f]);
+  }
   const bytesTotal = [...groups.values()].reduce((n, g) => n + (g[0]?.size ?? 0), 0);
   ctx.setTotals(scan.files.length + scan.problems.length + scan.refs.length, bytesTotal);
   for (const p of scan.problems) ctx.item(p.item).finish(p.outcome, false, 0, p.message);

@@ -101,6 +101,10 @@ export class Jobs {
   /** Takes up the jobs the last process left queued or running. */
   resume(): void {
     for (const row of this.#index.jobs.unfinished()) {
+      if (!(row.kind in this.#runners)) {
+        this.#save({ ...row, state: 'failed', message: `unknown job kind ${JSON.stringify(row.kind)}`, finishedAt: this.#clock.now() });
+        continue;
+      }
       const live: LiveJob = { row: { ...row, state: 'queued', message: null }, secret: undefined, controller: undefined, settled: undefined, cancelRequested: false };
       if (this.#waitsForSecret(live)) live.row.message = 'waiting for its token (not kept across restarts): run the same request again with its token to resume';
       this.#live.set(row.id, live);

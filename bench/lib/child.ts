@@ -1,12 +1,15 @@
 /**
- * Child processes of the benchmark (servers, clients): forked with this process's tsx loader, an
- * IPC channel, and a tiny request/response protocol. Every child answers `cpu` (its CPU time) and
- * `loop` (its event-loop delay) so the parent can see where the machine's time went.
+ * Child processes of the benchmark (the mirror, the clients): forked with this process's tsx
+ * loader, an IPC channel, and a tiny request/response protocol. Every child answers `cpu` (its CPU
+ * time), `loop` (its event-loop delay) and `prof-start`/`prof-stop` (a V8 CPU profile of one
+ * measurement, written where the parent says) so the parent can see where the machine's time went.
  *
- *   parent → child: { id, op: 'cpu' | 'loop' | 'close' | 'call', reset?, body? }
+ *   parent → child: { id, op: 'cpu' | 'loop' | 'close' | 'call' | 'prof-start' | 'prof-stop', reset?, body? }
  *   child → parent: { type: 'ready', info } | { type: 'fatal', message } | { id, ok: true, body } | { id, ok: false, message }
  */
 import { fork, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import { Session } from 'node:inspector/promises';
 import path from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 
@@ -21,7 +24,7 @@ export interface LoopDelay {
   maxMs: number;
 }
 
-type Op = 'cpu' | 'loop' | 'close' | 'call';
+type Op = 'cpu' | 'loop' | 'close' | 'call' | 'prof-start' | 'prof-stop';
 interface Request {
   id: number;
   op: Op;
@@ -32,9 +35,14 @@ type Reply = { type: 'ready'; info: Record<string, unknown> } | { type: 'fatal';
 
 export interface Child {
   readonly info: Record<string, unknown>;
+  readonly pid: number;
   call<T>(body: unknown): Promise<T>;
   cpuUsage(): Promise<CpuUsage>;
   loopDelay(reset: boolean): Promise<LoopDelay>;
+  /** Starts a CPU profile (node:inspector) in the child. */
+  profileStart(): Promise<void>;
+  /** Stops it and writes it to `file` (a .cpuprofile, readable by bench/prof-top.ts and Chrome DevTools). */
+  profileStop(file: string): Promise<void>;
   /** Asks the child to shut down cleanly, then waits for it to exit (SIGKILL after 10 s). */
   close(): Promise<void>;
 }
@@ -94,9 +102,12 @@ export async function forkChild(script: string, args: string[], label: string): 
   };
   return {
     info,
+    pid: child.pid ?? 0,
     call: (body) => request('call', { body }),
     cpuUsage: () => request<CpuUsage>('cpu'),
     loopDelay: (reset) => request<LoopDelay>('loop', { reset }),
+    profileStart: () => request<void>('prof-start'),
+    profileStop: (file) => request<void>('prof-stop', { body: file }),
     close: async () => {
       if (!exited) {
         await request('close').catch(() => undefined);
@@ -119,13 +130,20 @@ export interface ChildService {
 /** The body of a child entry script: starts the service, then serves the parent's requests. */
 export function runChild(start: () => Promise<ChildService>): void {
   const send = (msg: Reply): void => {
-    process.send?.(msg);
+    // The parent may be gone already (then the 'disconnect' handler below stops this child).
+    if (process.connected) process.send?.(msg);
   };
   const main = async (): Promise<void> => {
     if (!process.send) throw new Error('a bench child must be forked with an IPC channel');
     const service = await start();
+    if (!process.connected) {
+      // The parent went away while this child was starting: nobody will ever ask it to close.
+      await service.close();
+      process.exit(0);
+    }
     const loop = monitorEventLoopDelay({ resolution: 5 });
     loop.enable();
+    let profiler: Session | null = null;
     let closing: Promise<void> | null = null;
     const close = (): Promise<void> => (closing ??= service.close());
     process.on('message', (raw) => {
@@ -144,6 +162,23 @@ export function runChild(start: () => Promise<ChildService>): void {
           case 'close':
             await close();
             return null;
+          case 'prof-start':
+            if (profiler) throw new Error('a profile is already running');
+            profiler = new Session();
+            profiler.connect();
+            await profiler.post('Profiler.enable');
+            await profiler.post('Profiler.start');
+            return null;
+          case 'prof-stop': {
+            if (!profiler) throw new Error('no profile is running');
+            const { profile } = await profiler.post('Profiler.stop');
+            profiler.disconnect();
+            profiler = null;
+            const file = String(req.body);
+            fs.mkdirSync(path.dirname(file), { recursive: true });
+            fs.writeFileSync(file, JSON.stringify(profile));
+            return null;
+          }
           case 'call':
             if (!service.handle) throw new Error('this child takes no calls');
             return service.handle(req.body);

@@ -1,34 +1,30 @@
 /**
- * Child-process entry for the benchmark's clients (see client.ts). The source bytes that bodies
- * are compared with are regenerated here from their seed (makeContent is deterministic), so no
- * 256 MiB buffer crosses the IPC channel; the last two are kept.
- *
- *   argv: <max HEAD sockets per origin>
+ * Child-process entry of the bench's clients: runs a batch of GETs (http-get.ts) all at once and
+ * answers their outcomes plus this process's CPU time over the batch.
  */
-import { makeContent } from '../../test/support/content.js';
 import { runChild } from './child.js';
-import { ClientOps, type ClientCall, type ContentRef } from './client.js';
+import { runGets, type GetOutcome, type GetSpec } from './http-get.js';
 
-const cache = new Map<string, Buffer>();
-function content(ref: ContentRef): Buffer {
-  const key = `${ref.seed}:${ref.size}`;
-  let buf = cache.get(key);
-  if (!buf) {
-    buf = makeContent(ref.size, ref.seed);
-    cache.set(key, buf);
-    if (cache.size > 2) cache.delete(cache.keys().next().value!);
-  }
-  return buf;
+export interface GetsCall {
+  specs: GetSpec[];
+  stopAfterMs?: number;
 }
 
-runChild(() => {
-  const ops = new ClientOps(content, Number(process.argv[2] ?? 16));
-  return Promise.resolve({
+export interface GetsReply {
+  outcomes: GetOutcome[];
+  cpuUs: number;
+}
+
+runChild(() =>
+  Promise.resolve({
     info: {},
-    handle: (body: unknown) => {
-      const call = body as ClientCall;
-      return call.op === 'gets' ? ops.gets(call.spec) : ops.heads(call.spec);
+    handle: async (body: unknown): Promise<GetsReply> => {
+      const call = body as GetsCall;
+      const c0 = process.cpuUsage();
+      const outcomes = await runGets(call.specs, call.stopAfterMs);
+      const c = process.cpuUsage(c0);
+      return { outcomes, cpuUs: c.user + c.system };
     },
-    close: () => ops.close(),
-  });
-});
+    close: () => Promise.resolve(),
+  }),
+);

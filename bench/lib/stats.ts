@@ -15,12 +15,33 @@ export function percentile(values: readonly number[], p: number): number {
   return s[rank - 1] ?? NaN;
 }
 
-/** Bytes per second → MB/s (1 MB = 10^6 bytes, like the throttle setting). */
+export interface Summary {
+  median: number;
+  min: number;
+  max: number;
+  n: number;
+}
+
+export function summary(values: readonly number[]): Summary {
+  return { median: median(values), min: Math.min(...values), max: Math.max(...values), n: values.length };
+}
+
+/** Bytes per ms → MB/s (1 MB = 10^6 bytes). */
 export function mbps(bytes: number, ms: number): number {
   return ms > 0 ? bytes / 1e6 / (ms / 1000) : NaN;
 }
 
+export const MiB = 1 << 20;
+
 export function fmt(n: number | null | undefined, digits = 1): string {
-  if (n === null || n === undefined || !Number.isFinite(n)) return '—';
+  if (n === null || n === undefined || Number.isNaN(n)) return '—';
+  if (n === Infinity) return '∞';
   return n.toFixed(digits);
+}
+
+/** "256 MiB", "1 GiB". */
+export function fmtSize(bytes: number): string {
+  if (bytes >= 1 << 30 && bytes % (1 << 30) === 0) return `${bytes / (1 << 30)} GiB`;
+  if (bytes % MiB === 0) return `${bytes / MiB} MiB`;
+  return `${(bytes / MiB).toFixed(2)} MiB`;
 }

@@ -1,0 +1,212 @@
+/**
+ * The rows that measure today's baseline for segmented fills (several upstream connections per
+ * file). Upstream is capped per connection (the fake hub paces each response), so one upstream
+ * connection per fill is visibly the limit.
+ *
+ * - `aria2`: aria2c -x16 -s16 -k1M of a cold 512 MiB file, through the mirror vs straight from
+ *   the hub (302 → CDN, then 16 ranged connections), cap 50 MiB/s per connection. Time and
+ *   upstream bytes ÷ file size. The downloaded file's sha256 is checked.
+ * - `curl`: one `curl` of a cold 512 MiB file through the mirror on the same cap: MiB/s vs the
+ *   cap. The goal is 0.8 × connections × cap, connections = the mirror's upstreamConnections
+ *   (8, the planned default, while the option does not exist).
+ * - `ranges`: first-byte latency of `bytes=-500` and `bytes=<60 %>-` on a 1 GiB file whose fill
+ *   is running (started by another client that read 8 MiB and left), cap 16 MiB/s per
+ *   connection so the fill is slow.
+ */
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { DEFAULT_CONFIG } from '../../src/config/config.js';
+import type { BenchContext, BenchFile, World } from '../lib/context.js';
+import { run } from '../lib/external.js';
+import { fmt, fmtSize, MiB } from '../lib/stats.js';
+import { mustTool } from '../lib/tools.js';
+
+export async function fileSha256(file: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const chunk of fs.createReadStream(file, { highWaterMark: 1 << 20 })) h.update(chunk as Buffer);
+  return h.digest('hex');
+}
+
+/** Checks a downloaded file (size and sha256), then removes it. */
+async function checkFile(ctx: BenchContext, what: string, file: string, f: BenchFile): Promise<void> {
+  try {
+    const st = fs.statSync(file);
+    if (st.size !== f.size) ctx.fail(`${what}: ${st.size} bytes on disk, expected ${f.size}`);
+    else {
+      const sha = await fileSha256(file);
+      if (sha !== f.sha256) ctx.fail(`${what}: sha256 ${sha}, expected ${f.sha256}`);
+    }
+  } catch (err) {
+    ctx.fail(`${what}: no file (${(err as Error).message})`);
+  } finally {
+    fs.rmSync(file, { force: true });
+  }
+}
+
+export async function aria2Phase(ctx: BenchContext): Promise<void> {
+  const { s } = ctx;
+  const aria2c = mustTool('aria2c');
+  const k = s.aria2Connections;
+  ctx.progress(`aria2: aria2c -x${k} -s${k} -k1M, cold ${fmtSize(s.segSize)}, ${s.segCapMiBps} MiB/s per connection, mirror vs direct; ${s.rounds} rounds`);
+  const out = path.join(ctx.tmp, 'aria2-out');
+  fs.mkdirSync(out, { recursive: true });
+  await ctx.world('aria2', async (w: World) => {
+    const fault = w.hub.setFault({ server: 'cdn' }, { kind: 'throttle', bytesPerSecond: s.segCapMiBps * MiB });
+    const fig = { mirror: [] as number[], direct: [] as number[], upstreamRatio: [] as number[], upstreamGets: [] as number[] };
+    try {
+      const aria = async (what: string, url: string, f: BenchFile): Promise<number> => {
+        const name = `${what}-${f.path}`;
+        const r = await run(aria2c, [
+          `-x${k}`, `-s${k}`, '-k1M', '--file-allocation=none', '--allow-overwrite=true', '--auto-file-renaming=false',
+          '--console-log-level=warn', '--summary-interval=0', '--download-result=hide', '-d', out, '-o', name, url,
+        ]);
+        if (r.code !== 0) ctx.fail(`aria2c ${what} ${f.path}: exit ${r.code ?? r.signal}: ${(r.stderr || r.stdout).trim().slice(0, 500)}`);
+        await checkFile(ctx, `aria2c ${what} ${f.path}`, path.join(out, name), f);
+        return r.ms / 1000;
+      };
+      await ctx.profiled(w.mirror, `aria2-x${k}`, async () => {
+        for (let r = 0; r < s.rounds; r++) {
+          const f = w.addFiles(`aria2-r${r}`, 1, s.segSize)[0]!;
+          const runs = [
+            async () => {
+              const u0 = w.upstream(f);
+              fig.mirror.push(await aria('mirror', w.mirrorUrl(f), f));
+              const u1 = w.upstream(f);
+              fig.upstreamRatio.push((u1.bytes - u0.bytes) / f.size);
+              fig.upstreamGets.push(u1.gets - u0.gets);
+            },
+            async () => void fig.direct.push(await aria('direct', w.hubUrl(f), f)),
+          ];
+          for (let j = 0; j < runs.length; j++) await runs[(j + r) % runs.length]!();
+          ctx.progress(`   round ${r + 1}: mirror ${fmt(fig.mirror.at(-1), 2)} s (upstream ${fmt(fig.upstreamRatio.at(-1), 3)}× in ${fig.upstreamGets.at(-1)} GETs), direct ${fmt(fig.direct.at(-1), 2)} s`);
+        }
+      });
+    } finally {
+      fault.remove();
+    }
+    const label = `aria2c -x${k} cold ${fmtSize(s.segSize)}, ${s.segCapMiBps} MiB/s per connection`;
+    ctx.report.add({ phase: 'aria2', label: `${label}: time`, unit: 's', better: 'lower', mirror: fig.mirror, reference: fig.direct, referenceName: 'direct aria2c', goals: [{ on: 'ratio', op: '<=', value: 1.2 }], digits: 2 });
+    ctx.report.add({
+      phase: 'aria2',
+      label: `${label}: upstream body bytes ÷ file size`,
+      unit: '×',
+      better: 'lower',
+      mirror: fig.upstreamRatio,
+      reference: null,
+      referenceName: '',
+      goals: [{ on: 'mirror', op: '<=', value: 1.01 }],
+      digits: 3,
+      note: `upstream CDN GETs: ${fig.upstreamGets.join('/')}`,
+    });
+    ctx.details.aria2 = { connections: k, size: s.segSize, capMiBps: s.segCapMiBps, ...fig };
+  });
+  fs.rmSync(out, { recursive: true, force: true });
+}
+
+export async function curlPhase(ctx: BenchContext): Promise<void> {
+  const { s } = ctx;
+  const curl = mustTool('curl');
+  const configured = (s.mirrorConfig as Record<string, unknown>).upstreamConnections ?? (DEFAULT_CONFIG as unknown as Record<string, unknown>).upstreamConnections;
+  const connections = typeof configured === 'number' ? configured : 8;
+  const connNote = typeof configured === 'number' ? `upstreamConnections = ${connections}` : 'no upstreamConnections option yet: goal uses the planned default 8';
+  ctx.progress(`curl: one curl, cold ${fmtSize(s.segSize)} through the mirror, ${s.segCapMiBps} MiB/s per connection; ${s.rounds} rounds`);
+  const out = path.join(ctx.tmp, 'curl-out');
+  fs.mkdirSync(out, { recursive: true });
+  await ctx.world('curl', async (w: World) => {
+    const fault = w.hub.setFault({ server: 'cdn' }, { kind: 'throttle', bytesPerSecond: s.segCapMiBps * MiB });
+    const fig = { mirror: [] as number[], direct: [] as number[] };
+    try {
+      const get = async (what: string, url: string, f: BenchFile): Promise<number> => {
+        const file = path.join(out, `${what}-${f.path}`);
+        const r = await run(curl, ['-s', '-S', '-L', '-o', file, '-w', '%{http_code} %{size_download} %{time_total}', url]);
+        const [code, bytes, seconds] = r.stdout.trim().split(' ');
+        if (r.code !== 0 || code !== '200') ctx.fail(`curl ${what} ${f.path}: exit ${r.code ?? r.signal}, status ${code}: ${r.stderr.trim()}`);
+        await checkFile(ctx, `curl ${what} ${f.path}`, file, f);
+        return Number(bytes) / MiB / Number(seconds);
+      };
+      await ctx.profiled(w.mirror, 'curl', async () => {
+        for (let r = 0; r < s.rounds; r++) {
+          const f = w.addFiles(`curl-r${r}`, 1, s.segSize)[0]!;
+          const runs = [async () => void fig.mirror.push(await get('mirror', w.mirrorUrl(f), f)), async () => void fig.direct.push(await get('direct', w.hubUrl(f), f))];
+          for (let j = 0; j < runs.length; j++) await runs[(j + r) % runs.length]!();
+          ctx.progress(`   round ${r + 1}: mirror ${fmt(fig.mirror.at(-1), 1)} MiB/s, direct ${fmt(fig.direct.at(-1), 1)} MiB/s`);
+        }
+      });
+    } finally {
+      fault.remove();
+    }
+    const label = `one curl, cold ${fmtSize(s.segSize)} through the mirror, ${s.segCapMiBps} MiB/s per connection`;
+    ctx.report.add({
+      phase: 'curl',
+      label,
+      unit: 'MiB/s',
+      better: 'higher',
+      mirror: fig.mirror,
+      reference: fig.mirror.map(() => s.segCapMiBps),
+      referenceName: 'the cap',
+      goals: [{ on: 'ratio', op: '>=', value: 0.8 * connections }],
+      digits: 1,
+      note: `ratio = × the cap; goal 0.8 × ${connections} connections (${connNote})`,
+    });
+    ctx.report.add({ phase: 'curl', label: 'one curl, straight from the hub, same cap', unit: 'MiB/s', better: 'higher', mirror: fig.direct, reference: fig.direct.map(() => s.segCapMiBps), referenceName: 'the cap', goals: [], digits: 1, info: true, note: 'the "mirror" column is the direct curl here' });
+    ctx.details.curl = { size: s.segSize, capMiBps: s.segCapMiBps, connections, ...fig };
+  });
+  fs.rmSync(out, { recursive: true, force: true });
+}
+
+export async function rangesPhase(ctx: BenchContext): Promise<void> {
+  const { s } = ctx;
+  const size = s.rangeSize;
+  const from = Math.floor(size * 0.6);
+  ctx.progress(`ranges: bytes=-500 and bytes=${from}- on a filling ${fmtSize(size)} file (fill at ${s.rangeCapMiBps} MiB/s); ${s.rounds} rounds`);
+  await ctx.world('ranges', async (w: World) => {
+    const fault = w.hub.setFault({ server: 'cdn' }, { kind: 'throttle', bytesPerSecond: s.rangeCapMiBps * MiB });
+    const fig = { suffix: [] as number[], from60: [] as number[], fillRunning: [] as boolean[], upstreamGets: [] as number[], timedOut: 0 };
+    const deadlineMs = s.rangeDeadlineSeconds * 1000;
+    try {
+      await ctx.profiled(w.mirror, 'ranges', async () => {
+        for (let r = 0; r < s.rounds; r++) {
+          const f = w.addFiles(`ranges-r${r}`, 1, size)[0]!;
+          // Start the fill: a client reads the first 8 MiB and leaves; the fill goes on.
+          const starter = await ctx.clients.gets([{ url: w.mirrorUrl(f), expect: f.ref, maxBodyBytes: 8 * MiB }]);
+          ctx.checkGet(`ranges starter ${f.path}`, starter.outcomes[0]!, { size, stoppedOk: true, cache: 'miss' });
+          const gets0 = w.upstream(f).gets;
+          const b = await ctx.clients.gets([
+            { url: w.mirrorUrl(f), headers: { range: 'bytes=-500' }, expect: f.ref, deadlineMs },
+            { url: w.mirrorUrl(f), headers: { range: `bytes=${from}-` }, expect: f.ref, maxBodyBytes: 64 * 1024, deadlineMs },
+          ]);
+          fig.upstreamGets.push(w.upstream(f).gets - gets0);
+          const [suffix, tail] = b.outcomes;
+          const firstByte = (o: typeof suffix, what: string, start: number, bodyLength: number, stoppedOk: boolean): number => {
+            if (o!.error === 'deadline') {
+              fig.timedOut++;
+              console.error(`  note: ${what}: no answer within ${s.rangeDeadlineSeconds} s`);
+              return Infinity;
+            }
+            if (ctx.checkGet(what, o!, { size, status: 206, bodyLength, stoppedOk })) {
+              const want = `bytes ${start}-${size - 1}/${size}`;
+              if (o!.headers['content-range'] !== want) ctx.fail(`${what}: content-range ${String(o!.headers['content-range'])}, expected ${want}`);
+            }
+            return (o!.firstByteMs - o!.startMs) / 1000;
+          };
+          fig.suffix.push(firstByte(suffix, `bytes=-500 ${f.path}`, size - 500, 500, false));
+          fig.from60.push(firstByte(tail, `bytes=${from}- ${f.path}`, from, size - from, true));
+          // Was the fill still running when the ranges were asked? (fake hub times are this process's performance.now())
+          const fill = w.hub.requests.filter((q) => q.server === 'cdn' && q.method === 'GET' && q.path.startsWith(f.cdnPath)).sort((a, c) => c.bytesSent - a.bytesSent)[0];
+          const asked = Math.min(suffix!.startMs, tail!.startMs) - performance.timeOrigin;
+          fig.fillRunning.push(fill !== undefined && (fill.endedAt === undefined || fill.endedAt > asked));
+          ctx.progress(`   round ${r + 1}: bytes=-500 first byte ${fmt(fig.suffix.at(-1), 2)} s, bytes=${from}- ${fmt(fig.from60.at(-1), 2)} s; fill still running: ${fig.fillRunning.at(-1)}`);
+        }
+      });
+    } finally {
+      fault.remove();
+    }
+    const label = `on a filling ${fmtSize(size)} file (fill at ${s.rangeCapMiBps} MiB/s)`;
+    const note = `extra upstream GETs for the ranges: ${fig.upstreamGets.join('/')}; fill still running when the ranges were asked: ${fig.fillRunning.filter(Boolean).length}/${fig.fillRunning.length}${fig.timedOut ? `; ${fig.timedOut} answers timed out (∞)` : ''}`;
+    const base = { phase: 'ranges', unit: 's', better: 'lower', reference: null, referenceName: '', goals: [{ on: 'mirror', op: '<=', value: 1.5 }], digits: 2 } as const;
+    ctx.report.add({ ...base, goals: [...base.goals], label: `bytes=-500 ${label}: first byte`, mirror: fig.suffix, note });
+    ctx.report.add({ ...base, goals: [...base.goals], label: `bytes=<60 %>- ${label}: first byte`, mirror: fig.from60 });
+    ctx.details.ranges = { size, from, capMiBps: s.rangeCapMiBps, ...fig };
+  });
+}

@@ -259,8 +259,8 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
   }
   const flush = (): void => {
     try {
-      index.flushTouches();
-      traffic.flush(index.inventory);
+      // One transaction: a locked index costs one short busy wait per flush.
+      traffic.flush((deltas, initial) => index.flushTouches(() => index.inventory.addCounters(deltas, initial)));
     } catch (err) {
       log.warn({ err: { message: (err as Error).message } }, 'index: access times and counters not written');
     }

@@ -48,15 +48,18 @@ export class TrafficCounters {
     this.#add('bytes_pulled', bytes);
   }
 
-  /** Adds what was counted since the last flush to the index; kept for the next flush if that fails. */
-  flush(store: InventoryQueries): void {
+  /**
+   * Hands what was counted since the last flush to `write` (with the initial `since`), which adds
+   * it to the index and says whether that landed; what did not land is kept for the next flush.
+   */
+  flush(write: (deltas: Readonly<Record<string, number>>, initial: Readonly<Record<string, number>>) => boolean): void {
     const deltas = this.#pending;
     this.#pending = {};
+    let landed = false;
     try {
-      store.addCounters(deltas, { since: this.#now() });
-    } catch (err) {
-      for (const [k, v] of Object.entries(deltas)) this.#add(k, v);
-      throw err;
+      landed = write(deltas, { since: this.#now() });
+    } finally {
+      if (!landed) for (const [k, v] of Object.entries(deltas)) this.#add(k, v);
     }
   }
 

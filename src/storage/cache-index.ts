@@ -367,23 +367,32 @@ export class CacheIndex {
     } else this.#pendingTouches.set(key, { at: now, hits: 1 });
   }
 
-  flushTouches(): void {
-    if (this.#pendingTouches.size === 0) return;
+  /**
+   * Writes the batched hits, and `also` (e.g. traffic counters) in the same transaction, so a
+   * locked database costs one short busy wait, not one per kind of write. Returns whether it
+   * landed; when busy or full the hits are kept for the next flush (the caller keeps its own).
+   */
+  flushTouches(also?: () => void): boolean {
+    if (this.#pendingTouches.size === 0 && !also) return true;
     const touches = [...this.#pendingTouches];
     this.#pendingTouches.clear();
     try {
       this.#db.transaction(() => {
         for (const [key, t] of touches) this.#stmts.touchBlob.run(t.at, t.hits, key);
+        also?.();
       })();
+      return true;
     } catch (err) {
-      if (!isTransientDbError(err)) throw err;
-      // Busy or full: keep them for the next flush, merged with touches made meanwhile.
+      // Keep them for the next flush, merged with touches made meanwhile.
       for (const [key, t] of touches) {
         const newer = this.#pendingTouches.get(key);
         this.#pendingTouches.set(key, newer ? { at: Math.max(t.at, newer.at), hits: t.hits + newer.hits } : t);
       }
+      if (!isTransientDbError(err)) throw err;
+      return false;
     }
   }
+
 
   /** True when the database answers a trivial query. */
   ping(): boolean {

@@ -242,6 +242,41 @@ describe('jobs', () => {
     }
   });
 
+  it('with the server stopped, jobs are listed and cancelled on the data dir itself: a cancelled job does not resume', async () => {
+    const id = 'org/pre-offline-cancel';
+    const files: Record<string, Buffer> = { 'a.bin': makeContent(2 * MiB, 95), 'b.bin': makeContent(2 * MiB, 96) };
+    hub.addRepo({ id, files });
+    const dataDir = tempDir();
+    const env = { HUBCACHE_ADMIN_TOKEN: ADMIN };
+    const barrier = hub.setFault({ server: 'cdn', pathIncludes: hub.fileInfo({ id }, 'a.bin').sha256 }, { kind: 'barrier', atBytes: 1024, times: 1 });
+    let m = await startMirrorProcess(hub.url, dataDir, env);
+    let jobId = '';
+    try {
+      const submitted = await cli(['prefetch', id, '--url', m.url, '--concurrency', '1', '--detach']);
+      jobId = submitted.output.at(-1) ?? '';
+      await barrier.reached;
+    } finally {
+      await m.kill('SIGKILL');
+      barrier.release();
+    }
+    const listed = await cli(['jobs', '--data-dir', dataDir, '--json']);
+    expect(listed.code, listed.output.join('\n')).toBe(0);
+    expect((JSON.parse(listed.output.join('\n')) as { jobs: JobJson[] }).jobs.map((j) => [j.id, j.state])).toEqual([[jobId, 'running']]);
+    const cancelled = await cli(['jobs', 'cancel', jobId, '--data-dir', dataDir]);
+    expect(cancelled.code, cancelled.output.join('\n')).toBe(0);
+    expect(cancelled.output).toContain(`job ${jobId}: cancelled`);
+
+    m = await startMirrorProcess(hub.url, dataDir, env);
+    try {
+      const { job } = await adminGet<{ job: JobJson }>(`${m.url}/admin/jobs/${jobId}`);
+      expect(job.state).toBe('cancelled');
+      expect(contentGets(id, 'a.bin')).toBe(1); // the one cut by the kill
+      expect(contentGets(id, 'b.bin')).toBe(0);
+    } finally {
+      await m.kill('SIGTERM');
+    }
+  });
+
   it('usage errors exit 2 before anything is asked', async () => {
     const bad = await cli(['prefetch', 'org/x', '--type', 'modle', '--url', 'http://127.0.0.1:9']);
     expect(bad.code).toBe(2);

@@ -32,7 +32,8 @@ import { ProxyRoutes, showProxy, type ProxySettings } from './upstream/proxy-rou
 import fsp from 'node:fs/promises';
 import { DataDirLock } from './storage/data-dir-lock.js';
 import { assertLocalFilesystem } from './storage/filesystem-check.js';
-import { DiskSpace } from './storage/disk-space.js';
+import { cacheBudget, DiskSpace } from './storage/disk-space.js';
+import { Evictor } from './mirror/eviction.js';
 import { reconcile } from './storage/reconcile.js';
 
 export interface RunningServer {
@@ -142,6 +143,18 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
   });
   const traffic = new TrafficCounters(() => clock.now());
   const diskSpace = new DiskSpace(layout.root, config.minFreeBytes);
+  const evictor = new Evictor({
+    store,
+    index,
+    budgetBytes: await cacheBudget(config.maxCacheBytes, diskSpace),
+    policy: config.evictionPolicy,
+    graceMs: config.evictionGraceSeconds * 1000,
+    maxMetadataBytes: config.maxMetadataBytes,
+    clock,
+    onEvicted: (key, size, why) => log.info({ blob: key, size, why }, 'blob evicted'),
+    onProblem: (what, err) => log.warn({ err: { message: (err as Error).message } }, `eviction: ${what} failed`),
+  });
+  log.info({ budgetBytes: evictor.budgetBytes, storedBytes: index.storedBytes, policy: evictor.policy }, 'cache budget');
   const mirror = new Mirror({
     store,
     index,
@@ -151,6 +164,7 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
     maxConcurrentFills: config.maxConcurrentFills,
     maxQueuedFills: config.maxQueuedFills,
     diskSpace,
+    evictor,
     onFillEvent: (event, key, error) => {
       if (event === 'failed') log.warn({ blob: key, code: error?.code, message: error?.message }, 'fill failed');
       else log.info({ blob: key }, `fill ${event}`);
@@ -177,7 +191,7 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
   });
   const adminEnabled = config.adminToken !== '' || config.adminListen !== '';
   const admin: Hono<AppEnv> | undefined = adminEnabled
-    ? adminRoutes({ token: config.adminToken, jobs, index, dataDir: layout.root, minFreeBytes: config.minFreeBytes, traffic, mirror, policy: repoPolicy, log })
+    ? adminRoutes({ token: config.adminToken, jobs, index, dataDir: layout.root, minFreeBytes: config.minFreeBytes, traffic, mirror, evictor, policy: repoPolicy, log })
     : undefined;
   let url = '';
   const app = createApp({
@@ -245,6 +259,7 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
       await listen(adminServer, adminPort, host);
     } catch (err) {
       server.close();
+      await evictor.close();
       await mirror.close();
       await hub.close();
       index.close();
@@ -268,6 +283,7 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
   const flushTimer = setInterval(flush, 5_000);
   flushTimer.unref();
   jobs.resume();
+  evictor.start();
   log.info({ url, dataDir: layout.root, upstream: config.upstream, ...(adminUrl ? { adminUrl } : {}) }, 'hubcache listening');
 
   let closing: Promise<void> | null = null;
@@ -284,6 +300,7 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
         adminServer?.closeAllConnections();
         // Jobs first: interrupted, they stay recorded as running and resume at the next start.
         await jobs.close();
+        await evictor.close();
         await mirror.close();
         // Open responses end when their readers fail or finish; give them a moment, then cut.
         const timer = setTimeout(() => server.closeAllConnections(), 2_000);

@@ -41,7 +41,7 @@ export interface StatsReport {
     totalBytes: number | null;
     /** Config minFreeBytes: always left free. */
     minFreeBytes: number;
-    /** The most the cache may hold; null: no budget, the cache grows until only minFreeBytes is free. */
+    /** The most the cache may hold (maxCacheBytes, resolved against the filesystem); null: unknown. */
     budgetBytes: number | null;
   };
   repos: number;
@@ -87,6 +87,8 @@ export interface StatsSources {
   index: CacheIndex;
   dataDir: string;
   minFreeBytes: number;
+  /** The cache budget in bytes (null: unknown). */
+  budgetBytes: number | null;
   /** The running server's counters (persisted totals plus what is not flushed yet). */
   traffic?: TrafficCounters;
   fills?: { active: number; queued: number };
@@ -106,7 +108,7 @@ export async function statsReport(s: StatsSources): Promise<StatsReport> {
   }
   return {
     dataDir: s.dataDir,
-    disk: { usedBytes: totals.bytes, blobs: totals.blobs, freeBytes, totalBytes, minFreeBytes: s.minFreeBytes, budgetBytes: null },
+    disk: { usedBytes: totals.bytes, blobs: totals.blobs, freeBytes, totalBytes, minFreeBytes: s.minFreeBytes, budgetBytes: s.budgetBytes },
     repos: s.index.inventory.repos().length,
     traffic: s.traffic ? s.traffic.report(s.index.inventory) : trafficReport(s.index.inventory.counters()),
     ...(s.fills ? { fills: s.fills } : {}),

@@ -24,7 +24,7 @@ import { nextPage } from '../hub/api-answer.js';
 import type { ApiAnswer } from '../hub/api-answer.js';
 import type { RepoPolicy } from '../hub/repo-policy.js';
 import { isCommitSha, isRepoType, validatePath, validateRepoId, validateRevision, type RepoRef } from '../hub/repo-ref.js';
-import type { Mirror } from '../mirror/mirror.js';
+import type { BlobSource, Mirror } from '../mirror/mirror.js';
 import { fromUpstreamStatus } from '../upstream/upstream-errors.js';
 import type { JobContext, JobRunner } from './jobs.js';
 import { globToRegExp, pathSelector } from './path-glob.js';
@@ -192,6 +192,15 @@ export class PrefetchRunner implements JobRunner {
     const { mirror } = this.#deps;
     if (mirror.isCached(entry.blobKey)) return { status: 'cached', size: entry.size };
     const source = await mirror.open(entry, who.auth);
+    try {
+      return await this.#follow(source, entry, path, moved, signal);
+    } finally {
+      source.release();
+    }
+  }
+
+  async #follow(source: BlobSource, entry: FileEntry, path: string, moved: (n: number) => void, signal: AbortSignal): Promise<{ status: 'cached' | 'filled' | 'joined'; size: number }> {
+    const { mirror } = this.#deps;
     if (source.cacheStatus === 'hit') return { status: 'cached', size: entry.size };
     if (entry.size > 0) {
       const reader = source.createReader(0, entry.size - 1);

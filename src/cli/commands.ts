@@ -25,12 +25,14 @@ import { createHubClient, openDataDir } from '../server.js';
 import { BlobLayout } from '../storage/blob-layout.js';
 import { CacheIndex } from '../storage/cache-index.js';
 import { DataDirLock } from '../storage/data-dir-lock.js';
-import { DiskSpace } from '../storage/disk-space.js';
+import { cacheBudget, DiskSpace, formatBytes } from '../storage/disk-space.js';
 import type { JobItem, JobProgress, JobRow } from '../storage/job-table.js';
 import { verifyBlobs, type VerifyProgress } from '../storage/verify.js';
 import { proxySettingsFromEnv } from '../upstream/proxy-routes.js';
 import { AdminClient, CliFailure } from './admin-client.js';
-import { ProgressView, type ItemLine } from './progress.js';
+import { formatItem, ProgressView, type ItemLine } from './progress.js';
+import { parseDuration, parseEvictRequest, parseSize, runEviction, type EvictRequest } from '../admin/evict.js';
+import { Evictor, type EvictReport } from '../mirror/eviction.js';
 import { renderJob, renderJobs, renderRepo, renderRepos, renderStats, summary, type JobView } from './render.js';
 
 interface CommonOptions {
@@ -113,9 +115,44 @@ export function registerOperatorCommands(program: Command): void {
       run(async () => {
         const config = loadCliConfig(opts);
         const layout = new BlobLayout(config.dataDir);
-        const report = await onIndex(opts, config, (index) => statsReport({ index, dataDir: layout.root, minFreeBytes: config.minFreeBytes }), (client) => client.get('/admin/stats'));
+        const report = await onIndex(
+          opts,
+          config,
+          async (index) => statsReport({ index, dataDir: layout.root, minFreeBytes: config.minFreeBytes, budgetBytes: await cacheBudget(config.maxCacheBytes, new DiskSpace(layout.root, config.minFreeBytes)).catch(() => null) }),
+          (client) => client.get('/admin/stats'),
+        );
         out(opts.json ? JSON.stringify(report, null, 2) : renderStats(report as Parameters<typeof renderStats>[0]));
         return 0;
+      }),
+    );
+
+  common(program.command('evict [repo]'), true)
+    .description('Evict cached files: those of a repo (`org/name`, `org/name@revision`; blobs shared with another repo stay), those unused for a while (--unused-for 30d), or some bytes (--bytes 10G) in the eviction policy\'s order; files in use are never evicted. Through the server when it runs, else directly. Exit 1 if a file could not be removed.')
+    .option('--type <type>', 'with a repo: model, dataset or space', 'model')
+    .option('--unused-for <duration>', 'only files not used for this long (30d, 12h, 45m, 90s)')
+    .option('--bytes <size>', 'at most about this much (10G, 500M, bytes), least recently used (or largest) first')
+    .option('--dry-run', 'show what would be evicted, remove nothing')
+    .action((repo: string | undefined, opts: CommonOptions & { type: string; unusedFor?: string; bytes?: string; dryRun?: boolean }) =>
+      run(async () => {
+        const at = repo?.lastIndexOf('@') ?? -1;
+        const body: Record<string, unknown> = {
+          ...(repo === undefined ? {} : { repo: at > 0 ? repo.slice(0, at) : repo, type: opts.type }),
+          ...(repo !== undefined && at > 0 ? { revision: repo.slice(at + 1) } : {}),
+          ...(opts.unusedFor === undefined ? {} : { unusedForSeconds: usage(() => parseDuration(opts.unusedFor ?? '')) }),
+          ...(opts.bytes === undefined ? {} : { bytes: usage(() => parseSize(opts.bytes ?? '')) }),
+          dryRun: opts.dryRun === true,
+        };
+        const req = usage(() => parseEvictRequest(body));
+        const config = loadCliConfig(opts);
+        const lock = opts.url ? null : localLock(config.dataDir, false);
+        const report = lock ? await localEvict(config, lock, req) : await adminClient(opts, config).post<EvictReport>('/admin/evict', body);
+        if (opts.json) out(JSON.stringify(report, null, 2));
+        else {
+          for (const b of report.blobs) out(formatItem({ item: b.blob, outcome: b.outcome, ok: b.outcome !== 'failed', bytes: b.size, message: b.message ?? null }));
+          const n = report.blobs.filter((b) => b.outcome === 'evicted' || b.outcome === 'would-evict').length;
+          out(`${report.dryRun ? 'would evict' : 'evicted'} ${n} blobs, ${formatBytes(report.bytes)}${report.blobs.length > n ? `; ${report.blobs.length - n} not (in use or failed)` : ''}`);
+        }
+        return report.blobs.some((b) => b.outcome === 'failed') ? 1 : 0;
       }),
     );
 
@@ -365,6 +402,26 @@ async function localImport(config: Config, lock: DataDirLock, req: ImportRequest
   const job = jobJson(local.row) as unknown as JobView;
   out(json ? JSON.stringify({ job, items: local.items }, null, 2) : summary(job));
   return local.row.state === 'done' ? 0 : 1;
+}
+
+/** `evict` with the server stopped: the same Evictor on the data dir under its lock (no reader can hold a lease). */
+async function localEvict(config: Config, lock: DataDirLock, req: EvictRequest): Promise<EvictReport> {
+  const log = createLogger('warn', process.stderr);
+  const opened = await openDataDir(config.dataDir, log, lock);
+  try {
+    const diskSpace = new DiskSpace(opened.layout.root, config.minFreeBytes);
+    const evictor = new Evictor({
+      store: opened.store,
+      index: opened.index,
+      budgetBytes: await cacheBudget(config.maxCacheBytes, diskSpace).catch(() => Infinity),
+      policy: config.evictionPolicy,
+      graceMs: config.evictionGraceSeconds * 1000,
+    });
+    return await runEviction(req, evictor, opened.index);
+  } finally {
+    opened.index.close();
+    opened.lock.release();
+  }
 }
 
 /** `verify` with the server stopped: progress on stderr, the JSON report on stdout. */

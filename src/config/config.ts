@@ -7,6 +7,7 @@
  */
 import net from 'node:net';
 import { parseRepoGlob } from '../hub/repo-policy.js';
+import { parseCacheBudget } from '../storage/disk-space.js';
 import { HostPattern } from '../upstream/redirect-policy.js';
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -33,6 +34,10 @@ export interface Config {
   maxConcurrentFills: number;
   maxQueuedFills: number;
   minFreeBytes: number;
+  maxCacheBytes: string;
+  evictionPolicy: 'lru' | 'largest-first';
+  evictionGraceSeconds: number;
+  maxMetadataBytes: number;
   clientHeadersTimeoutSeconds: number;
   clientKeepAliveTimeoutSeconds: number;
   clientIdleTimeoutSeconds: number;
@@ -53,7 +58,8 @@ export interface Config {
 type Check = (text: string) => string;
 
 type OptionType =
-  | { kind: 'string'; optional?: boolean; check?: Check }
+  /** `numbers`: a JSON number is taken as its decimal text (e.g. a size in bytes). */
+  | { kind: 'string'; optional?: boolean; check?: Check; numbers?: boolean }
   /** A list of strings: a JSON array in the config file, comma-separated in env and flags. */
   | { kind: 'list'; check?: Check }
   | { kind: 'url'; optional?: boolean }
@@ -91,6 +97,10 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'maxConcurrentFills', type: { kind: 'integer', min: 1, max: 10_000 }, default: 16, description: 'Most files downloaded from upstream at once. Further cache misses wait in a first-come first-served queue (their clients wait as for a slow upstream); requests for a file already downloading, cache hits and small range reads never wait.' },
   { key: 'maxQueuedFills', type: { kind: 'integer', min: 0, max: 1_000_000 }, default: 1000, description: 'Most cache misses waiting for a download slot. Past it a new miss is answered at once with 503, `X-Error-Code: Overloaded` and `Retry-After`.' },
   { key: 'minFreeBytes', type: { kind: 'integer', min: 0, max: Number.MAX_SAFE_INTEGER }, default: 1024 * 1024 * 1024, description: 'Free space always left on the cache disk. A download that would not fit (free space minus this, minus what downloads in progress still need) is refused up front with 507 `InsufficientStorage`.' },
+  { key: 'maxCacheBytes', type: { kind: 'string', optional: true, numbers: true, check: checkCacheBudget }, default: '', description: 'Most bytes of files the cache holds: a number of bytes, or a percentage of the cache filesystem\'s size (`90%`). Past it, files not in use are evicted (evictionPolicy), in the background from 95 % of it down to 90 %, and before a download that would not fit is admitted; 507 `InsufficientStorage` only when nothing is left to evict. Empty: the filesystem\'s size minus minFreeBytes.' },
+  { key: 'evictionPolicy', type: { kind: 'enum', values: ['lru', 'largest-first'] }, default: 'lru', description: 'Which files are evicted first when the cache is over maxCacheBytes or the disk is short of minFreeBytes: `lru` the least recently used, `largest-first` the largest. Files being read or downloaded, and those used in the last evictionGraceSeconds, are never evicted.' },
+  { key: 'evictionGraceSeconds', type: { kind: 'number', min: 0, max: 31_536_000 }, default: 60, description: 'A file used (read, downloaded or stored) within this many seconds is not evicted, so a client that asks for the next file of a model does not lose the previous one. Files being read or downloaded are never evicted, whatever this says.' },
+  { key: 'maxMetadataBytes', type: { kind: 'integer', min: 0, max: Number.MAX_SAFE_INTEGER }, default: 256 * 1024 * 1024, description: 'Most bytes of recorded Hub API answers and branch → commit refs kept in the index; past it the oldest are pruned (they are asked upstream again when needed; offline they are gone). 0: unbounded.' },
   { key: 'clientHeadersTimeoutSeconds', type: { kind: 'number', min: 1, max: 600 }, default: 30, description: 'Longest time a client may take to send its request headers before the connection is closed (slowloris guard). Response bodies have no time limit.' },
   { key: 'clientKeepAliveTimeoutSeconds', type: { kind: 'number', min: 0.1, max: 3600 }, default: 65, description: 'How long an idle keep-alive client connection stays open between requests (above the 60 s idle timeout of common load balancers).' },
   { key: 'clientIdleTimeoutSeconds', type: { kind: 'number', min: 0, max: 86_400 }, default: 120, description: 'A client connection on which nothing moves for this long (a client that stopped reading) is closed. Above the upstream idle timeout, so a stalled upstream is resumed first. 0: never.' },
@@ -130,6 +140,7 @@ function coerce(spec: OptionSpec, { value, source }: SourcedValue, errors: strin
   const t = spec.type;
   switch (t.kind) {
     case 'string': {
+      if (t.numbers && typeof value === 'number') value = String(value);
       if (typeof value !== 'string' || (value.length === 0 && !t.optional)) {
         errors.push(`${where}: expected a non-empty string`);
         return value;
@@ -304,6 +315,12 @@ export function parseListenAddress(text: string): { host: string; port: number }
   if (m[1] !== undefined && net.isIP(host) !== 6) throw new Error(`not an IPv6 address in brackets: ${JSON.stringify(text)}`);
   if (m[2] !== undefined) checkListenHost(host);
   return { host, port };
+}
+
+/** `maxCacheBytes`: a whole number of bytes, or a percentage (0 < p ≤ 100) of the filesystem. */
+function checkCacheBudget(text: string): string {
+  parseCacheBudget(text);
+  return text;
 }
 
 function checkHostPattern(text: string): string {

@@ -27,6 +27,7 @@ import { FillLimiter } from './fill-limiter.js';
 import { fromNetworkError, fromUpstreamStatus, headerValue } from '../upstream/upstream-errors.js';
 import { bufferReader, readableReader, type BlobReader } from './blob-reader.js';
 import { Flights, PromiseFlights } from './flights.js';
+import type { Evictor, Lease } from './eviction.js';
 import { GrowingFileReader } from './growing-file-reader.js';
 
 /**
@@ -45,6 +46,11 @@ export interface BlobSource {
   readonly ready: Promise<void>;
   /** A new reader of bytes [start, end] (inclusive). The caller owns it and closes it. */
   createReader(start: number, end: number): BlobReader;
+  /**
+   * The caller is done with the source (its readers may still be open until closed). Until then
+   * the blob is leased: never evicted. Idempotent; every caller of `open()` calls it.
+   */
+  release(): void;
 }
 
 /** Files up to this size are verified before their response starts (bounded by the route's wait). */
@@ -69,6 +75,8 @@ export interface MirrorOptions {
   maxQueuedFills?: number;
   /** Free-space guard of the data dir; omitted: no check. */
   diskSpace?: DiskSpace;
+  /** The cache budget and its leases; omitted: no budget, nothing is evicted. */
+  evictor?: Evictor;
   onFillEvent?: (event: 'started' | 'committed' | 'failed' | 'resumed', key: BlobKey, error?: MirrorError) => void;
 }
 
@@ -97,6 +105,7 @@ export class Mirror {
   readonly #slices = new PromiseFlights<Buffer | null>();
   readonly #rangeBypassMaxBytes: number;
   readonly #onFillEvent: MirrorOptions['onFillEvent'];
+  readonly #evictor: Evictor | undefined;
 
   constructor(opts: MirrorOptions) {
     this.#rangeBypassMaxBytes = opts.rangeBypassMaxBytes;
@@ -107,6 +116,8 @@ export class Mirror {
     this.#onFillEvent = opts.onFillEvent;
     this.#limiter = new FillLimiter(opts.maxConcurrentFills ?? 16, opts.maxQueuedFills ?? 1000);
     this.#diskSpace = opts.diskSpace;
+    this.#evictor = opts.evictor;
+    this.#evictor?.attach({ isFilling: (key) => this.#fills.get(key) !== undefined, reservedBytes: () => this.#unstoredBytes() });
   }
 
   /** Whether the blob is verified and on disk (for HEAD's cache status; no I/O beyond the index). */
@@ -121,6 +132,29 @@ export class Mirror {
    * @param auth credentials already granted by upstream for this file (used for the upstream GET).
    */
   async open(entry: FileEntry, auth: string | undefined, spans?: readonly ByteSpan[]): Promise<BlobSource> {
+    const evictor = this.#evictor;
+    if (!evictor) return this.#open(entry, auth, spans);
+    // Leased from before the index is asked until the caller releases the source, and while any
+    // of its readers is open: a blob found on disk stays there until read.
+    for (let p = evictor.evicting(entry.blobKey); p; p = evictor.evicting(entry.blobKey)) await p;
+    const lease = evictor.lease(entry.blobKey);
+    let source: BlobSource;
+    try {
+      source = await this.#open(entry, auth, spans);
+    } catch (err) {
+      lease.release();
+      throw err;
+    }
+    return {
+      size: source.size,
+      cacheStatus: source.cacheStatus,
+      ready: source.ready,
+      createReader: (start, end) => leasedReader(source.createReader(start, end), evictor.lease(entry.blobKey)),
+      release: () => lease.release(),
+    };
+  }
+
+  async #open(entry: FileEntry, auth: string | undefined, spans?: readonly ByteSpan[]): Promise<BlobSource> {
     const key = entry.blobKey;
     const running = this.#fills.get(key);
     if (!running && this.#index.getBlob(key)) {
@@ -137,12 +171,12 @@ export class Mirror {
       if (wanted <= this.#rangeBypassMaxBytes && wanted < entry.size) {
         const bypass = await this.#bypass(entry, auth, spans);
         // Upstream ignored Range for bytes far into the file: fetch the whole file the usual way.
-        return bypass ?? this.open(entry, auth);
+        return bypass ?? this.#open(entry, auth);
       }
     }
     // A new fill must fit on the disk (joining one needs nothing more). The check awaits statfs:
     // whoever started this blob's fill meanwhile is joined below instead.
-    if (!this.#fills.get(key)) await this.#checkSpace(entry);
+    if (!this.#fills.get(key) && (this.#diskSpace || this.#evictor)) await this.#checkSpace(entry);
     const { value: flight, joined } = this.#fills.run(key, () => this.#admit(entry, auth));
     if (flight.fill?.state === 'committed') return this.#hit(key, entry.size);
     if (entry.size === 0) await flight.done; // nothing to hold back: wait for the verification
@@ -152,30 +186,49 @@ export class Mirror {
       // Small files are worth waiting for whole: a bad body then becomes a clean error response.
       ready: entry.size <= SMALL_FILE_BYTES ? flight.done : flight.running.then((fill) => fill.started),
       createReader: (start, end) => readableReader(flight.fill ? new GrowingFileReader(flight.fill, start, end) : deferredReader(flight.running, start, end)),
+      release: () => undefined,
     };
   }
 
   /**
-   * Refuses (507) a fill the disk cannot hold: the bytes it needs, plus what admitted fills still
-   * have to write, plus `minFreeBytes`, must be available. When free space cannot be read, the
-   * fill goes ahead (ENOSPC would still fail it cleanly).
+   * Admits a new fill only when it fits: within the cache budget (stored bytes, plus what admitted
+   * fills still have to write, plus this fill) and on the disk (the same, plus `minFreeBytes`,
+   * must be free). What does not fit is made room for by evicting blobs nobody uses (leases: see
+   * eviction.ts); 507 only when nothing evictable is left. When free space cannot be read, the disk
+   * part is skipped (ENOSPC would still fail the fill cleanly).
    */
   async #checkSpace(entry: FileEntry): Promise<void> {
-    if (!this.#diskSpace) return;
-    let available: number;
-    try {
-      available = await this.#diskSpace.available();
-    } catch {
-      return;
-    }
-    if (this.#fills.get(entry.blobKey)) return; // started meanwhile: joining costs no space
-    const reserved = this.reservedBytes;
-    const minFree = this.#diskSpace.minFreeBytes;
-    if (entry.size + reserved + minFree > available) {
+    for (;;) {
+      let available = Infinity;
+      if (this.#diskSpace) {
+        try {
+          available = await this.#diskSpace.available();
+        } catch {
+          // unknown: only the budget is checked
+        }
+      }
+      if (this.#fills.get(entry.blobKey)) return; // started meanwhile: joining costs no space
+      const reserved = this.reservedBytes;
+      const minFree = this.#diskSpace?.minFreeBytes ?? 0;
+      const overDisk = entry.size + reserved + minFree - available;
+      const overBudget = this.#evictor ? entry.size - this.#evictor.headroom() : -Infinity;
+      const deficit = Math.max(overDisk, overBudget);
+      if (deficit <= 0) return;
+      // Freed bytes may not show as free space (a hard-linked blob): then the loop evicts more.
+      if (this.#evictor && (await this.#evictor.evict(deficit)) > 0) continue;
+      if (this.#fills.get(entry.blobKey)) return;
+      const what = `${entry.request.path} (${formatBytes(entry.size)})`;
+      if (overBudget >= overDisk && this.#evictor) {
+        throw new MirrorError(
+          'InsufficientStorage',
+          `The mirror's cache is full for ${what}: ${formatBytes(this.#evictor.budgetBytes)} budget (maxCacheBytes), ${formatBytes(this.#index.storedBytes)} stored, ` +
+            `${formatBytes(reserved)} promised to downloads in progress, and every stored file is in use`,
+        );
+      }
       throw new MirrorError(
         'InsufficientStorage',
-        `Not enough free space in the mirror's cache for ${entry.request.path} (${formatBytes(entry.size)}): ` +
-          `${formatBytes(available)} free, ${formatBytes(reserved)} promised to downloads in progress, ${formatBytes(minFree)} kept free (minFreeBytes)`,
+        `Not enough free space in the mirror's cache for ${what}: ` +
+          `${formatBytes(available)} free, ${formatBytes(reserved)} promised to downloads in progress, ${formatBytes(minFree)} kept free (minFreeBytes)${this.#evictor ? ', and nothing left to evict' : ''}`,
       );
     }
   }
@@ -199,6 +252,8 @@ export class Mirror {
       started = fill;
       const release = (): void => this.#limiter.release();
       fill.done.then(release, release);
+      // A stored blob may have crossed the high-water mark.
+      if (this.#evictor) fill.done.then(() => this.#evictor?.check(), () => undefined);
       return fill;
     };
     // A free slot starts the fill now; else `start` runs when a slot is handed over.
@@ -224,6 +279,17 @@ export class Mirror {
   }
 
   /**
+   * Bytes admitted fills (running or queued) will add to the stored blobs: the whole size of each
+   * until its blob is recorded (the written bytes are on disk too, in the staging file or already
+   * renamed into place).
+   */
+  #unstoredBytes(): number {
+    let n = 0;
+    for (const f of this.#fills.values()) if (f.fill?.state !== 'committed') n += f.size;
+    return n;
+  }
+
+  /**
    * The spans fetched upstream as ranges, at most BYPASS_CONCURRENCY at once, and kept in memory
    * only; one upstream GET per (blob, span) however many requests ask at once. Resolves once every
    * span arrived (so a failure is still a clean error response), or with `null` when upstream
@@ -245,6 +311,7 @@ export class Mirror {
         if (!slice || !span) throw new Error(`bytes ${start}-${end} were not fetched`);
         return bufferReader(slice.subarray(start - span.start, end - span.start + 1));
       },
+      release: () => undefined,
     };
   }
 
@@ -291,6 +358,7 @@ export class Mirror {
       cacheStatus: 'hit',
       ready: Promise.resolve(),
       createReader: (start, end) => readableReader(this.#store.openRead(key, start, end)),
+      release: () => undefined,
     };
   }
 
@@ -312,6 +380,18 @@ export class Mirror {
     for (const f of flights) f.fill?.cancel();
     await Promise.allSettled(flights.map((f) => f.done));
   }
+}
+
+/** A reader that holds a lease on its blob until it is closed. */
+function leasedReader(reader: BlobReader, lease: Lease): BlobReader {
+  return {
+    next: () => reader.next(),
+    release: (chunk) => reader.release(chunk),
+    close: () => {
+      reader.close();
+      lease.release();
+    },
+  };
 }
 
 /**

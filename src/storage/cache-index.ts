@@ -25,6 +25,7 @@
 import Database from 'better-sqlite3';
 import { systemClock } from '../clock.js';
 import type { BlobKey } from './blob-layout.js';
+import { EvictionQueries } from './eviction-queries.js';
 import { InventoryQueries } from './inventory-queries.js';
 import { JobTable } from './job-table.js';
 import { MIGRATIONS } from './migrations.js';
@@ -122,9 +123,15 @@ export class CacheIndex {
   readonly #pendingBlobs = new Map<BlobKey, BlobRow | null>();
   #retryTimer: NodeJS.Timeout | null = null;
   readonly #onWriteProblem: CacheIndexOptions['onWriteProblem'];
+  /** Sum of the recorded blobs' sizes, kept up to date by this connection's writes. */
+  #storedBytes: number;
+  /** Eviction's view of blobs and the metadata bound (see eviction-queries.ts). */
+  readonly eviction: EvictionQueries;
 
   private constructor(db: Database.Database, opts: CacheIndexOptions) {
     this.#db = db;
+    this.#storedBytes = (db.prepare('SELECT coalesce(sum(size), 0) AS n FROM blobs').get() as { n: number }).n;
+    this.eviction = new EvictionQueries(db);
     this.#onWriteProblem = opts.onWriteProblem;
     this.jobs = new JobTable(db);
     this.inventory = new InventoryQueries(db);
@@ -159,6 +166,7 @@ export class CacheIndex {
       ),
       touchBlob: db.prepare('UPDATE blobs SET last_accessed_at = max(last_accessed_at, ?), hits = hits + ? WHERE blob_key = ?'),
       deleteBlob: db.prepare('DELETE FROM blobs WHERE blob_key = ?'),
+      deleteFilesOfBlob: db.prepare('DELETE FROM files WHERE blob_key = ?'),
       getApi: db.prepare<[string, string, string, string], { status: number; headers: string; next_page: string | null; body: Buffer; stored_at: number; scope: string }>(
         `SELECT status, headers, next_page, body, stored_at, scope FROM api_responses
          WHERE repo_type = ? AND repo_id = ? AND commit_sha = ? AND request_key = ?`,
@@ -342,8 +350,14 @@ export class CacheIndex {
     }
   }
 
+  /** Bytes of the blobs recorded (what the cache budget counts). */
+  get storedBytes(): number {
+    return this.#storedBytes;
+  }
+
   /** Called after the blob file is committed (renamed and its directory fsynced). */
   recordBlob(key: BlobKey, size: number, now = systemClock.now()): void {
+    this.#storedBytes += size - (this.getBlob(key)?.size ?? 0);
     this.#write(
       () => this.#stmts.putBlob.run(key, size, now, now),
       () => this.#pendingBlobs.set(key, { blobKey: key, size, storedAt: now, lastAccessedAt: now }),
@@ -351,9 +365,27 @@ export class CacheIndex {
   }
 
   forgetBlob(key: BlobKey): void {
+    this.#storedBytes -= this.getBlob(key)?.size ?? 0;
     this.#pendingTouches.delete(key);
     this.#write(
       () => this.#stmts.deleteBlob.run(key),
+      () => this.#pendingBlobs.set(key, null),
+    );
+  }
+
+  /**
+   * Forgets an evicted blob and the file rows that name it, in one transaction: no file row is
+   * left pointing at a blob that is gone (the next request asks upstream about the file again).
+   */
+  evictBlob(key: BlobKey): void {
+    this.#storedBytes -= this.getBlob(key)?.size ?? 0;
+    this.#pendingTouches.delete(key);
+    this.#write(
+      () =>
+        this.#db.transaction(() => {
+          this.#stmts.deleteBlob.run(key);
+          this.#stmts.deleteFilesOfBlob.run(key);
+        })(),
       () => this.#pendingBlobs.set(key, null),
     );
   }

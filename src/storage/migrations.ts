@@ -99,4 +99,11 @@ export const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (job_id, seq)
   ) WITHOUT ROWID;
   `,
+  // 5: eviction walks blobs least recently used first, or largest first.
+  `
+  CREATE INDEX blobs_by_access ON blobs (last_accessed_at, blob_key);
+  CREATE INDEX blobs_by_size ON blobs (size, blob_key);
+  CREATE INDEX refs_by_checked ON refs (checked_at);
+  CREATE INDEX api_responses_by_stored ON api_responses (stored_at);
+  `,
 ];

@@ -13,6 +13,7 @@
  *   POST /admin/prefetch                     {repo, type?, revision?, include?, exclude?, hubToken?, concurrency?} → 202 job
  *   POST /admin/import                       {path, repo?, type?, revision?, public?, copy?} → 202 job
  *   POST /admin/verify                       → 202 job
+ *   POST /admin/evict                        {repo?, type?, revision?, unusedForSeconds?, bytes?, dryRun?} → the report
  *   GET  /admin/jobs                         the newest jobs
  *   GET  /admin/jobs/{id}?after=N&limit=M    one job and its items finished after seq N
  *   POST /admin/jobs/{id}/cancel             → the job
@@ -22,6 +23,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { Hono, type Context } from 'hono';
 import type { Logger } from 'pino';
 import { MirrorError } from '../../errors.js';
+import { parseEvictRequest, runEviction } from '../../admin/evict.js';
 import { detectShape } from '../../admin/hf-cache.js';
 import { parseImportRequest, importParams } from '../../admin/import-cache.js';
 import { describeRepo, listRepos, statsReport } from '../../admin/inventory.js';
@@ -29,6 +31,7 @@ import type { Jobs } from '../../admin/jobs.js';
 import { parsePrefetchRequest, prefetchKey, prefetchParams } from '../../admin/prefetch.js';
 import type { RepoPolicy } from '../../hub/repo-policy.js';
 import { isRepoType, validateRepoId } from '../../hub/repo-ref.js';
+import type { Evictor } from '../../mirror/eviction.js';
 import type { Mirror } from '../../mirror/mirror.js';
 import type { TrafficCounters } from '../../observability/traffic-counters.js';
 import type { CacheIndex } from '../../storage/cache-index.js';
@@ -44,6 +47,7 @@ export interface AdminDeps {
   minFreeBytes: number;
   traffic: TrafficCounters;
   mirror: Mirror;
+  evictor: Evictor;
   policy: RepoPolicy;
   log: Logger;
 }
@@ -61,7 +65,16 @@ export function adminRoutes(deps: AdminDeps): Hono<AppEnv> {
   app.use('/admin/*', authenticate(expected));
 
   app.get('/admin/stats', async (c) =>
-    c.json(await statsReport({ index: deps.index, dataDir: deps.dataDir, minFreeBytes: deps.minFreeBytes, traffic: deps.traffic, fills: { active: deps.mirror.activeFills, queued: deps.mirror.queuedFills } })),
+    c.json(
+      await statsReport({
+        index: deps.index,
+        dataDir: deps.dataDir,
+        minFreeBytes: deps.minFreeBytes,
+        budgetBytes: deps.evictor.budgetBytes,
+        traffic: deps.traffic,
+        fills: { active: deps.mirror.activeFills, queued: deps.mirror.queuedFills },
+      }),
+    ),
   );
   app.get('/admin/repos', (c) => c.json({ repos: listRepos(deps.index) }));
   app.get('/admin/repos/:type/:id{.+}', (c) => {
@@ -89,6 +102,8 @@ export function adminRoutes(deps: AdminDeps): Hono<AppEnv> {
     await jsonBody(c, true);
     return c.json({ job: jobJson(deps.jobs.submit('verify', {}, { key: 'verify' })) }, 202);
   });
+
+  app.post('/admin/evict', async (c) => c.json(await runEviction(parseEvictRequest(await jsonBody(c)), deps.evictor, deps.index)));
 
   app.get('/admin/jobs', (c) => c.json({ jobs: deps.jobs.list().map(jobJson) }));
   app.get('/admin/jobs/:id', (c) => {

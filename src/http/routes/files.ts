@@ -54,17 +54,21 @@ export function filesRoutes(deps: FilesRoutesDeps): Hono<AppEnv> {
       return RESPONSE_ALREADY_SENT;
     }
     const source = await deps.mirror.open(entry, identity.auth, plan.status === 206 ? plan.spans : undefined);
-    c.set('cacheStatus', source.cacheStatus);
-    plan.headers['x-mirror-cache'] = source.cacheStatus;
-    // Give upstream a moment to answer so an immediate failure becomes a proper error response;
-    // past that, send headers anyway (the size is known) and stream as bytes land.
-    // (A bypass is ready when open() returns: its ranges are in memory, or open() threw.)
-    await Promise.race([source.ready, delay(deps.fillStartWaitMs, undefined, { ref: false })]);
-    const transfer = { bytes: 0, completed: false };
-    c.set('transfer', transfer);
-    await writeBlobResponse(incoming, outgoing, plan, source, transfer);
-    deps.traffic?.served(source.cacheStatus, transfer.bytes);
-    return RESPONSE_ALREADY_SENT;
+    try {
+      c.set('cacheStatus', source.cacheStatus);
+      plan.headers['x-mirror-cache'] = source.cacheStatus;
+      // Give upstream a moment to answer so an immediate failure becomes a proper error response;
+      // past that, send headers anyway (the size is known) and stream as bytes land.
+      // (A bypass is ready when open() returns: its ranges are in memory, or open() threw.)
+      await Promise.race([source.ready, delay(deps.fillStartWaitMs, undefined, { ref: false })]);
+      const transfer = { bytes: 0, completed: false };
+      c.set('transfer', transfer);
+      await writeBlobResponse(incoming, outgoing, plan, source, transfer);
+      deps.traffic?.served(source.cacheStatus, transfer.bytes);
+      return RESPONSE_ALREADY_SENT;
+    } finally {
+      source.release(); // the blob may be evicted once no one reads it
+    }
   });
 
   return app;

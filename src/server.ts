@@ -185,7 +185,7 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
     clock,
     runners: {
       prefetch: new PrefetchRunner({ resolver, mirror, metadata, access, policy: repoPolicy }),
-      import: new ImportRunner({ store, index, access, diskSpace, reservedBytes: () => mirror.reservedBytes }),
+      import: new ImportRunner({ store, index, access, diskSpace, reservedBytes: () => mirror.reservedBytes, ...(config.maxCacheBytes === '' ? {} : { budgetBytes: evictor.budgetBytes }) }),
       verify: new VerifyRunner(store, index),
     },
   });

@@ -88,6 +88,11 @@ export interface ImportDeps {
   diskSpace?: DiskSpace;
   /** Bytes running downloads still have to write (the server's Mirror), 0 with the server stopped. */
   reservedBytes?: () => number;
+  /**
+   * The cache budget, when maxCacheBytes is set: a blob larger than it is refused. Smaller ones are adopted
+   * and count against it like downloads (background eviction makes room by the policy).
+   */
+  budgetBytes?: number;
 }
 
 /** The parts of a job an import reports to (the offline CLI provides its own). */
@@ -197,6 +202,9 @@ async function adoptBlob(deps: ImportDeps, key: BlobKey, file: CachedFile, copy:
   const known = deps.index.getBlob(key);
   const st = await deps.store.stat(key);
   if (known && st && st.size === known.size) return 'present';
+  if (deps.budgetBytes !== undefined && file.size > deps.budgetBytes) {
+    throw new MirrorError('InsufficientStorage', `too large for the cache budget: ${formatBytes(file.size)}, maxCacheBytes is ${formatBytes(deps.budgetBytes)}`);
+  }
   const mode = await adoptFile(deps.store, key, file.source, {
     copy,
     signal,

@@ -388,7 +388,10 @@ async function localImport(config: Config, lock: DataDirLock, req: ImportRequest
   const stop = (): void => local.controller.abort();
   process.once('SIGINT', stop);
   try {
-    await importCache(req, { store: opened.store, index: opened.index, access, diskSpace: new DiskSpace(opened.layout.root, config.minFreeBytes) }, local);
+    const diskSpace = new DiskSpace(opened.layout.root, config.minFreeBytes);
+    // The default budget (the filesystem less minFreeBytes) is the free-space check's already.
+    const budgetBytes = config.maxCacheBytes === '' ? undefined : await cacheBudget(config.maxCacheBytes, diskSpace);
+    await importCache(req, { store: opened.store, index: opened.index, access, diskSpace, ...(budgetBytes === undefined ? {} : { budgetBytes }) }, local);
     local.end(local.controller.signal.aborted ? 'cancelled' : undefined);
   } catch (err) {
     local.end('failed', (err as Error).message);

@@ -222,6 +222,11 @@ describe('import with the server stopped', () => {
     expect(full.code).toBe(1);
     expect(full.output.filter((l) => l.startsWith('refused') && l.includes('too large for the cache disk'))).toHaveLength(2);
     expect(fs.readdirSync(path.join(dataDir, 'blobs-v1'), { recursive: true }).filter((f) => fs.statSync(path.join(dataDir, 'blobs-v1', String(f))).isFile())).toEqual([]);
+    // A blob larger than the whole cache budget is refused, linked or copied; the rest is imported.
+    const small = await cli(['import', cacheDir, '--data-dir', tempDir()], { HUBCACHE_MAX_CACHE_BYTES: String(MiB) });
+    expect(small.code).toBe(1);
+    expect(small.output.filter((l) => l.startsWith('refused') && l.includes('too large for the cache budget') && l.includes('w.safetensors'))).toHaveLength(1);
+    expect(small.output.filter((l) => l.startsWith('linked') && l.includes('c.json'))).toHaveLength(1);
 
     const copied = await cli(['import', cacheDir, '--copy', '--data-dir', dataDir]);
     expect(copied.code, copied.output.join('\n')).toBe(0);

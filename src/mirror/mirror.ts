@@ -176,7 +176,12 @@ export class Mirror {
     }
     // A new fill must fit on the disk (joining one needs nothing more). The check awaits statfs:
     // whoever started this blob's fill meanwhile is joined below instead.
-    if (!this.#fills.get(key) && (this.#diskSpace || this.#evictor)) await this.#checkSpace(entry);
+    if (!this.#fills.get(key) && (this.#diskSpace || this.#evictor)) {
+      let available = await this.#checkSpace(entry);
+      // Admission below is synchronous with this last check: misses admitted while this one
+      // awaited its check count now, so two never share the same room.
+      while (!this.#fills.get(key) && this.#deficit(entry, available) > 0) available = await this.#checkSpace(entry);
+    }
     const { value: flight, joined } = this.#fills.run(key, () => this.#admit(entry, auth));
     if (flight.fill?.state === 'committed') return this.#hit(key, entry.size);
     if (entry.size === 0) await flight.done; // nothing to hold back: wait for the verification
@@ -197,7 +202,7 @@ export class Mirror {
    * eviction.ts); 507 only when nothing evictable is left. When free space cannot be read, the disk
    * part is skipped (ENOSPC would still fail the fill cleanly).
    */
-  async #checkSpace(entry: FileEntry): Promise<void> {
+  async #checkSpace(entry: FileEntry): Promise<number> {
     for (;;) {
       let available = Infinity;
       if (this.#diskSpace) {
@@ -207,16 +212,16 @@ export class Mirror {
           // unknown: only the budget is checked
         }
       }
-      if (this.#fills.get(entry.blobKey)) return; // started meanwhile: joining costs no space
+      if (this.#fills.get(entry.blobKey)) return available; // started meanwhile: joining costs no space
       const reserved = this.reservedBytes;
       const minFree = this.#diskSpace?.minFreeBytes ?? 0;
       const overDisk = entry.size + reserved + minFree - available;
       const overBudget = this.#evictor ? entry.size - this.#evictor.headroom() : -Infinity;
-      const deficit = Math.max(overDisk, overBudget);
-      if (deficit <= 0) return;
+      const deficit = this.#deficit(entry, available);
+      if (deficit <= 0) return available;
       // Freed bytes may not show as free space (a hard-linked blob): then the loop evicts more.
       if (this.#evictor && (await this.#evictor.evict(deficit)) > 0) continue;
-      if (this.#fills.get(entry.blobKey)) return;
+      if (this.#fills.get(entry.blobKey)) return available;
       const what = `${entry.request.path} (${formatBytes(entry.size)})`;
       if (overBudget >= overDisk && this.#evictor) {
         throw new MirrorError(
@@ -231,6 +236,13 @@ export class Mirror {
           `${formatBytes(available)} free, ${formatBytes(reserved)} promised to downloads in progress, ${formatBytes(minFree)} kept free (minFreeBytes)${this.#evictor ? ', and nothing left to evict' : ''}`,
       );
     }
+  }
+
+  /** Bytes a new fill of `entry` lacks, on the disk (`available` free) or in the budget; <= 0: it fits. */
+  #deficit(entry: FileEntry, available: number): number {
+    const overDisk = entry.size + this.reservedBytes + (this.#diskSpace?.minFreeBytes ?? 0) - available;
+    const overBudget = this.#evictor ? entry.size - this.#evictor.headroom() : -Infinity;
+    return Math.max(overDisk, overBudget);
   }
 
   /** Starts the fill now if a slot is free, else queues it (throws Overloaded when the queue is full). */

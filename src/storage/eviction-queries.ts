@@ -37,30 +37,50 @@ interface CandidateDbRow {
   last_accessed_at: number;
 }
 
-/** A rough size of one row besides its texts (keys, integers, page overhead). */
-const ROW_OVERHEAD = 48;
-const PRUNE_BATCH = 200;
+interface SelectionParams {
+  type: string | null;
+  id: string | null;
+  commit: string | null;
+  before: number | null;
+}
 
 export class EvictionQueries {
-  readonly #db: Database.Database;
   readonly #stmts;
 
   constructor(db: Database.Database) {
-    this.#db = db;
-    const cols = 'blob_key, size, last_accessed_at';
     this.#stmts = {
-      lru: db.prepare<[number, string, number], CandidateDbRow>(`SELECT ${cols} FROM blobs WHERE (last_accessed_at, blob_key) > (?, ?) ORDER BY last_accessed_at, blob_key LIMIT ?`),
-      largest: db.prepare<[number, string, number], CandidateDbRow>(`SELECT ${cols} FROM blobs WHERE (size, blob_key) < (?, ?) ORDER BY size DESC, blob_key DESC LIMIT ?`),
-      apiBytes: db.prepare<[], { n: number }>(
-        `SELECT coalesce(sum(length(body) + length(headers) + length(request_key) + length(repo_id) + length(commit_sha) + coalesce(length(next_page), 0) + ${ROW_OVERHEAD}), 0) AS n FROM api_responses`,
+      lru: db.prepare<[number, string, number], CandidateDbRow>(
+        'SELECT blob_key, size, last_accessed_at FROM blobs WHERE (last_accessed_at, blob_key) > (?, ?) ORDER BY last_accessed_at, blob_key LIMIT ?',
       ),
-      refBytes: db.prepare<[], { n: number }>(`SELECT coalesce(sum(length(repo_id) + length(revision) + length(commit_sha) + length(scope) + ${ROW_OVERHEAD}), 0) AS n FROM refs`),
+      largest: db.prepare<[number, string, number], CandidateDbRow>('SELECT blob_key, size, last_accessed_at FROM blobs WHERE (size, blob_key) < (?, ?) ORDER BY size DESC, blob_key DESC LIMIT ?'),
+      // Operator selections: every condition is optional (NULL: not asked for). A repo's blobs
+      // named by a file outside the selection (another repo or commit) stay.
+      selectedLru: db.prepare<[SelectionParams], CandidateDbRow>(
+        `SELECT b.blob_key, b.size, b.last_accessed_at FROM blobs b WHERE
+           (@type IS NULL OR (
+             EXISTS (SELECT 1 FROM files f WHERE f.blob_key = b.blob_key AND f.repo_type = @type AND f.repo_id = @id AND (@commit IS NULL OR f.commit_sha = @commit))
+             AND NOT EXISTS (SELECT 1 FROM files f WHERE f.blob_key = b.blob_key AND NOT (f.repo_type = @type AND f.repo_id = @id AND (@commit IS NULL OR f.commit_sha = @commit)))))
+           AND (@before IS NULL OR b.last_accessed_at < @before)
+         ORDER BY b.last_accessed_at, b.blob_key`,
+      ),
+      selectedLargest: db.prepare<[SelectionParams], CandidateDbRow>(
+        `SELECT b.blob_key, b.size, b.last_accessed_at FROM blobs b WHERE
+           (@type IS NULL OR (
+             EXISTS (SELECT 1 FROM files f WHERE f.blob_key = b.blob_key AND f.repo_type = @type AND f.repo_id = @id AND (@commit IS NULL OR f.commit_sha = @commit))
+             AND NOT EXISTS (SELECT 1 FROM files f WHERE f.blob_key = b.blob_key AND NOT (f.repo_type = @type AND f.repo_id = @id AND (@commit IS NULL OR f.commit_sha = @commit)))))
+           AND (@before IS NULL OR b.last_accessed_at < @before)
+         ORDER BY b.size DESC, b.blob_key DESC`,
+      ),
+      // Sizes: the texts and blobs of a row plus about 48 bytes for its keys, integers and page overhead.
+      apiBytes: db.prepare<[], { n: number }>(
+        'SELECT coalesce(sum(length(body) + length(headers) + length(request_key) + length(repo_id) + length(commit_sha) + coalesce(length(next_page), 0) + 48), 0) AS n FROM api_responses',
+      ),
+      refBytes: db.prepare<[], { n: number }>('SELECT coalesce(sum(length(repo_id) + length(revision) + length(commit_sha) + length(scope) + 48), 0) AS n FROM refs'),
       oldestApi: db.prepare<[], { t: number | null }>('SELECT min(stored_at) AS t FROM api_responses'),
       oldestRef: db.prepare<[], { t: number | null }>('SELECT min(checked_at) AS t FROM refs'),
-      pruneApi: db.prepare(`DELETE FROM api_responses WHERE rowid IN (SELECT rowid FROM api_responses ORDER BY stored_at LIMIT ${PRUNE_BATCH})`),
-      pruneRefs: db.prepare(
-        `DELETE FROM refs WHERE (repo_type, repo_id, revision) IN (SELECT repo_type, repo_id, revision FROM refs ORDER BY checked_at LIMIT ${PRUNE_BATCH})`,
-      ),
+      // 200 rows per step: few statements, little pruned beyond the bound.
+      pruneApi: db.prepare('DELETE FROM api_responses WHERE rowid IN (SELECT rowid FROM api_responses ORDER BY stored_at LIMIT 200)'),
+      pruneRefs: db.prepare('DELETE FROM refs WHERE (repo_type, repo_id, revision) IN (SELECT repo_type, repo_id, revision FROM refs ORDER BY checked_at LIMIT 200)'),
     };
   }
 
@@ -82,24 +102,8 @@ export class EvictionQueries {
 
   /** The stored blobs an operator's selection names, in the policy's order. */
   selection(sel: EvictionSelection, policy: EvictionPolicy): EvictionCandidate[] {
-    const where: string[] = [];
-    const params: Record<string, unknown> = {};
-    if (sel.repo) {
-      const mine = `f.repo_type = @type AND f.repo_id = @id${sel.commit ? ' AND f.commit_sha = @commit' : ''}`;
-      where.push(`EXISTS (SELECT 1 FROM files f WHERE f.blob_key = b.blob_key AND ${mine})`);
-      // A blob also named by another repo (or another commit) stays: evicting this one must not take it from them.
-      where.push(`NOT EXISTS (SELECT 1 FROM files f WHERE f.blob_key = b.blob_key AND NOT (${mine}))`);
-      params.type = sel.repo.type;
-      params.id = sel.repo.id;
-      if (sel.commit) params.commit = sel.commit;
-    }
-    if (sel.usedBefore !== undefined) {
-      where.push('b.last_accessed_at < @before');
-      params.before = sel.usedBefore;
-    }
-    const order = policy === 'lru' ? 'b.last_accessed_at, b.blob_key' : 'b.size DESC, b.blob_key DESC';
-    const sql = `SELECT b.blob_key, b.size, b.last_accessed_at FROM blobs b${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY ${order}`;
-    return this.#db.prepare<[Record<string, unknown>], CandidateDbRow>(sql).all(params).map(toCandidate);
+    const params: SelectionParams = { type: sel.repo?.type ?? null, id: sel.repo?.id ?? null, commit: sel.commit ?? null, before: sel.usedBefore ?? null };
+    return (policy === 'lru' ? this.#stmts.selectedLru : this.#stmts.selectedLargest).all(params).map(toCandidate);
   }
 
   /** Approximate bytes of the recorded API answers and refs. */

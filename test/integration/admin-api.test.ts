@@ -77,7 +77,7 @@ describe('who reaches /admin/', () => {
       expect(basic.status).toBe(401);
       const ok = await call(`${m.url}/admin/stats`, { token: ADMIN });
       expect(ok.status).toBe(200);
-      expect(ok.json).toMatchObject({ disk: { blobs: 0, budgetBytes: null } });
+      expect(ok.json).toMatchObject({ disk: { blobs: 0, budgetBytes: expect.any(Number) } });
       // The access key still guards the Hub routes, and the admin token is not one.
       expect((await call(`${m.url}/org/admin-api/resolve/main/config.json`, { token: ADMIN })).status).toBe(401);
       expect((await call(`${m.url}/org/admin-api/resolve/main/config.json`, { token: ACCESS_KEY })).status).toBe(200);
@@ -138,14 +138,16 @@ describe('admin API answers', () => {
       expect([miss.sha256, header(miss, 'x-mirror-cache'), header(hit, 'x-mirror-cache')]).toEqual([sha256Hex(weights), 'miss', 'hit']);
       const stats = await call(`${m.url}/admin/stats`, { token: ADMIN });
       expect(stats.json).toMatchObject({
-        disk: { blobs: 1, usedBytes: weights.length, budgetBytes: null, minFreeBytes: m.config.minFreeBytes },
+        disk: { blobs: 1, usedBytes: weights.length, minFreeBytes: m.config.minFreeBytes },
         repos: 1,
         traffic: { requests: { hit: 1, miss: 1, joined: 0, bypass: 0, total: 2 }, hitRatio: 0.5, bytesServed: { hit: weights.length, miss: weights.length }, byteHitRatio: 0.5, bytesPulledFromUpstream: weights.length },
         fills: { active: 0, queued: 0 },
       });
-      const free = (stats.json as { disk: { freeBytes: number; totalBytes: number } }).disk;
+      const free = (stats.json as { disk: { freeBytes: number; totalBytes: number; budgetBytes: number } }).disk;
       expect(free.freeBytes).toBeGreaterThan(0);
       expect(free.totalBytes).toBeGreaterThanOrEqual(free.freeBytes);
+      // No maxCacheBytes: the budget is the filesystem less minFreeBytes.
+      expect(free.budgetBytes).toBe(Math.max(0, free.totalBytes - m.config.minFreeBytes));
 
       const repos = await call(`${m.url}/admin/repos`, { token: ADMIN });
       expect(repos.json).toMatchObject({ repos: [{ type: 'model', id: 'org/admin-api', files: 1, cachedFiles: 1, cachedBytes: weights.length, hits: 1, refs: { main: hub.head({ id: 'org/admin-api' }) } }] });

@@ -19,6 +19,7 @@ import { filesRoutes } from './http/routes/files.js';
 import { healthRoutes } from './http/routes/health.js';
 import { dashboardPage, observabilityRoutes, type ObservabilityDeps } from './http/routes/observability.js';
 import type { Mirror } from './mirror/mirror.js';
+import type { TrafficCounters } from './observability/traffic-counters.js';
 import type { CacheIndex } from './storage/cache-index.js';
 import type { UpstreamApi } from './upstream/hub-client.js';
 
@@ -49,11 +50,18 @@ export interface AppDeps {
   observability?: ObservabilityDeps;
   /** Told about every request and its outcome (metrics, the dashboard's activity). */
   requestObserver?: RequestObserver;
+  /** What file GETs served, for `stats`. */
+  traffic?: TrafficCounters;
+  /** The operator API (routes/admin.ts), when it is served on this port (adminToken without adminListen). */
+  admin?: Hono<AppEnv>;
 }
 
 export function createApp(deps: AppDeps): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
   app.use(requestLog(deps.log, deps.requestObserver));
+  // Before CORS and access keys: the operator API has its own token, no access key opens it, and
+  // no web page is told it may read it. It answers everything under /admin/ (404 for the rest).
+  if (deps.admin) app.route('/', deps.admin);
   // Before access control: preflights carry no credentials; and outside it, so that its 401 and
   // every other answer carries the CORS headers too.
   app.use(cors({ origins: deps.corsOrigins }));
@@ -67,12 +75,23 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.route('/', healthRoutes({ index: deps.index, dataDir: deps.dataDir }));
   // Before the file routes: `/api/...` is never a file URL.
   app.route('/', apiRoutes({ metadata: deps.metadata, hub: deps.hub, log: deps.log, publicUrl: deps.publicUrl, listenUrl: deps.listenUrl, policy: deps.policy, allowWrites: deps.allowWrites }));
-  app.route('/', filesRoutes({ resolver: deps.resolver, mirror: deps.mirror, fillStartWaitMs: deps.fillStartWaitMs, policy: deps.policy }));
+  app.route('/', filesRoutes({ resolver: deps.resolver, mirror: deps.mirror, fillStartWaitMs: deps.fillStartWaitMs, policy: deps.policy, ...(deps.traffic ? { traffic: deps.traffic } : {}) }));
+  return withErrors(app, deps.log);
+}
 
+/** The app of the admin listener (`adminListen`): the operator API only, every other path a 404. */
+export function createAdminApp(log: Logger, admin: Hono<AppEnv>): Hono<AppEnv> {
+  const app = new Hono<AppEnv>();
+  app.use(requestLog(log));
+  app.route('/', admin);
+  return withErrors(app, log);
+}
+
+function withErrors(app: Hono<AppEnv>, log: Logger): Hono<AppEnv> {
   app.notFound(() => notFound());
   app.onError((err) => {
-    if (!isMirrorError(err)) deps.log.error({ err: { message: err.message, stack: err.stack } }, 'unhandled error');
-    else if (err.status >= 500) deps.log.warn({ code: err.code, message: err.message }, 'request failed');
+    if (!isMirrorError(err)) log.error({ err: { message: err.message, stack: err.stack } }, 'unhandled error');
+    else if (err.status >= 500) log.warn({ code: err.code, message: err.message }, 'request failed');
     return errorResponse(err);
   });
   return app;

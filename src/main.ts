@@ -1,16 +1,18 @@
 #!/usr/bin/env node
 /**
- * The process entry: `hubcache serve`, `health` and `verify`. The only module that reads the environment, parses argv,
- * installs signal handlers and exits. Exit codes: 0 ok, 1 runtime failure, 2 invalid configuration.
+ * The process entry: `hubcache serve`, `health`, and the operator commands (cli/commands.ts:
+ * prefetch, import, ls, stats, verify, jobs, evict). The only modules that read the environment,
+ * parse argv, install signal handlers and exit. Exit codes: 0 ok, 1 runtime failure, 2 invalid
+ * configuration or usage (`health`: 1, see there).
  */
 import { Command, CommanderError, Option } from 'commander';
 import { OPTIONS, envName, flagName } from './config/config.js';
 import { loadConfig } from './config/load-config.js';
 import { createLogger } from './observability/logger.js';
-import { VERSION, openDataDir, startServer } from './server.js';
+import { VERSION, startServer } from './server.js';
 import { proxySettingsFromEnv, proxySettingsProblems } from './upstream/proxy-routes.js';
-import { verifyBlobs, type VerifyProgress } from './storage/verify.js';
 import { healthTarget, probeHealth } from './health-probe.js';
+import { registerOperatorCommands } from './cli/commands.js';
 
 const program = new Command();
 // Usage errors (a flag without its value, an unknown command) are configuration problems: exit 2.
@@ -103,30 +105,7 @@ withConfigOptions(
   process.exit(1);
 });
 
-program
-  .command('verify')
-  .description('Re-hash every stored blob; quarantine and forget corrupt ones (run with the server stopped). Exit 1 if any was corrupt.')
-  .option('-c, --config <file>', 'JSON configuration file')
-  .option('--data-dir <dir>', 'cache directory [env HUBCACHE_DATA_DIR, default "./data"]')
-  .action(async (opts: { config?: string; dataDir?: string }) => {
-    const loaded = loadConfig({ configFile: opts.config, env: process.env, flags: opts.dataDir === undefined ? {} : { dataDir: opts.dataDir } });
-    if (!loaded.ok) exitInvalid(loaded.errors);
-    const log = createLogger('warn', process.stderr);
-    let opened;
-    try {
-      opened = await openDataDir(loaded.config.dataDir, log);
-    } catch (err) {
-      process.stderr.write(`hubcache verify: ${(err as Error).message}\n`);
-      process.exit(1);
-    }
-    const bar = progressBar(process.stderr);
-    const report = await verifyBlobs(opened.store, opened.index, bar.update);
-    bar.done();
-    opened.index.close();
-    opened.lock.release();
-    process.stdout.write(`${JSON.stringify({ verified: report.verified, bytes: report.bytes, corrupt: report.corrupt, missing: report.missing }, null, 2)}\n`);
-    process.exit(report.corrupt.length > 0 ? 1 : 0);
-  });
+registerOperatorCommands(program);
 
 /** Prints every configuration problem in one message and exits 2. */
 function exitInvalid(problems: readonly string[]): never {
@@ -137,25 +116,6 @@ function exitInvalid(problems: readonly string[]): never {
 /** Command-line words commander did not take: unknown flags (`--ofline`) and stray arguments. */
 function unexpectedArguments(args: readonly string[]): string[] {
   return args.map((a) => (a.startsWith('-') ? `unknown option ${a.split('=')[0] ?? a} (from command line)` : `unexpected argument ${JSON.stringify(a)} (from command line)`));
-}
-
-/** A one-line progress bar on a TTY, a line every 10 % otherwise. */
-function progressBar(out: NodeJS.WriteStream): { update: (p: VerifyProgress) => void; done: () => void } {
-  let lastDecile = -1;
-  return {
-    update: (p) => {
-      const frac = p.bytesTotal > 0 ? p.bytesDone / p.bytesTotal : p.done / Math.max(1, p.total);
-      const line = `verify [${'#'.repeat(Math.round(frac * 30)).padEnd(30, '.')}] ${(frac * 100).toFixed(0)}%  ${p.done}/${p.total} blobs  ${(p.bytesDone / 1e9).toFixed(2)}/${(p.bytesTotal / 1e9).toFixed(2)} GB`;
-      if (out.isTTY) out.write(`\r${line}`);
-      else if (Math.floor(frac * 10) > lastDecile) {
-        lastDecile = Math.floor(frac * 10);
-        out.write(`${line}\n`);
-      }
-    },
-    done: () => {
-      if (out.isTTY) out.write('\n');
-    },
-  };
 }
 
 try {

@@ -7,9 +7,17 @@ import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { createAdaptorServer } from '@hono/node-server';
 import type { Logger } from 'pino';
-import { createApp } from './app.js';
+import type { Hono } from 'hono';
+import { ImportRunner } from './admin/import-cache.js';
+import { Jobs } from './admin/jobs.js';
+import { PrefetchRunner } from './admin/prefetch.js';
+import { VerifyRunner } from './admin/verify-job.js';
+import { createAdminApp, createApp } from './app.js';
 import { systemClock, type Clock } from './clock.js';
-import type { Config } from './config/config.js';
+import { parseListenAddress, type Config } from './config/config.js';
+import type { AppEnv } from './http/app-env.js';
+import { adminRoutes } from './http/routes/admin.js';
+import { TrafficCounters } from './observability/traffic-counters.js';
 import { AccessPolicy } from './hub/access-policy.js';
 import { FileResolver } from './hub/file-resolver.js';
 import { MetadataCache } from './hub/metadata-cache.js';
@@ -26,7 +34,8 @@ import { constants } from 'node:fs';
 import fsp from 'node:fs/promises';
 import { DataDirLock } from './storage/data-dir-lock.js';
 import { assertLocalFilesystem } from './storage/filesystem-check.js';
-import { DiskSpace } from './storage/disk-space.js';
+import { cacheBudget, DiskSpace } from './storage/disk-space.js';
+import { Evictor } from './mirror/eviction.js';
 import { reconcile } from './storage/reconcile.js';
 import { removeListeningRecord, writeListeningRecord } from './storage/listening-record.js';
 import { Activity } from './observability/activity.js';
@@ -36,6 +45,8 @@ export interface RunningServer {
   /** `http://host:port` as reachable from this machine. */
   url: string;
   port: number;
+  /** The admin listener's URL (`adminListen`), if configured. */
+  adminUrl?: string;
   close(): Promise<void>;
 }
 
@@ -49,17 +60,17 @@ export interface OpenDataDir {
 }
 
 /**
- * Takes the data dir's process lock, opens the index and reconciles it with the disk (a crash
- * may have left staging files, lost index rows, or rows whose files are gone).
+ * Takes the data dir's process lock (or uses `held`, the caller's), opens the index and reconciles
+ * it with the disk (a crash may have left staging files, lost index rows, or rows whose files are gone).
  */
-export async function openDataDir(dataDir: string, log: Logger, opts: { diskWriters?: number } = {}): Promise<OpenDataDir> {
+export async function openDataDir(dataDir: string, log: Logger, opts: { diskWriters?: number; held?: DataDirLock } = {}): Promise<OpenDataDir> {
   const layout = new BlobLayout(dataDir);
   await fsp.mkdir(layout.root, { recursive: true }).catch((err: unknown) => {
     throw notWritable(layout.root, layout.root, err);
   });
   await assertWritable(layout);
   await assertLocalFilesystem(layout.root);
-  const lock = DataDirLock.acquire(layout.lockPath, layout.root);
+  const lock = opts.held ?? DataDirLock.acquire(layout.lockPath, layout.root);
   try {
     const store = new FsBlobStore(layout, {
       ...(opts.diskWriters === undefined ? {} : { diskWriters: opts.diskWriters }),
@@ -124,11 +135,9 @@ const HISTORY_INTERVAL_MS = 10_000;
 const STORAGE_STATS_TTL_MS = 1_000;
 
 /**
- * The cache's size, budget and free space, and the index's row counts. Without a cache size
- * limit, the budget is what the admission rule allows: what the cache holds plus the free space
- * above minFreeBytes.
+ * The cache's size, budget (maxCacheBytes, resolved) and free space, and the index's row counts.
  */
-function storageStats(index: CacheIndex, disk: DiskSpace): () => Promise<StorageStats> {
+function storageStats(index: CacheIndex, disk: DiskSpace, budgetBytes: () => number): () => Promise<StorageStats> {
   let last: { at: number; stats: Promise<StorageStats> } | undefined;
   return () => {
     const now = performance.now();
@@ -138,7 +147,7 @@ function storageStats(index: CacheIndex, disk: DiskSpace): () => Promise<Storage
       const freeBytes = await disk.available().catch(() => 0);
       return {
         usedBytes: counts.blobBytes,
-        budgetBytes: counts.blobBytes + Math.max(0, freeBytes - disk.minFreeBytes),
+        budgetBytes: budgetBytes(),
         freeBytes,
         rows: counts.rows,
       };
@@ -151,15 +160,12 @@ function storageStats(index: CacheIndex, disk: DiskSpace): () => Promise<Storage
   };
 }
 
-export async function startServer(config: Config, log: Logger, env: ServerEnvironment = {}): Promise<RunningServer> {
-  const proxy = env.proxy ?? {};
-  // Validates the proxy settings before the data dir is locked; the log never shows credentials.
-  const proxyRoutes = new ProxyRoutes(proxy);
-  const { layout, store, index, lock } = await openDataDir(config.dataDir, log, { diskWriters: config.diskWriters });
-  const metrics = new Metrics();
-  const activity = new Activity();
-  // One HubClient per upstream (its own pools, redirect policy and retries); the set picks.
-  const clientFor = (upstream: string): HubClient => new HubClient({
+/**
+ * The client of one upstream (the server makes one per upstream; the offline CLI one for its few
+ * questions, of the first upstream).
+ */
+export function createHubClient(config: Config, log: Logger, proxy: ProxySettings = {}, upstream: string = config.upstream[0]!, metrics?: Metrics): HubClient {
+  return new HubClient({
     upstream,
     connectTimeoutMs: config.connectTimeoutSeconds * 1000,
     metadataTimeoutMs: config.metadataTimeoutSeconds * 1000,
@@ -173,15 +179,25 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
     allowedRedirectHosts: config.allowedRedirectHosts,
     allowPrivateRedirects: config.allowPrivateRedirects,
     proxy,
-    observer: metrics,
+    ...(metrics ? { observer: metrics } : {}),
     onRetry: (e) => {
-      metrics.retry(e.waitMs === undefined);
+      metrics?.retry(e.waitMs === undefined);
       if (e.waitMs !== undefined) log.warn({ upstream: e.what, status: e.status, attempt: e.attempt + 1, waitMs: e.waitMs }, 'upstream busy: retrying');
       else log.warn({ upstream: e.what, status: e.status, retries: e.attempt, reason: e.gaveUp }, 'upstream busy: giving up, the client gets the error');
     },
   });
+}
+
+export async function startServer(config: Config, log: Logger, env: ServerEnvironment = {}): Promise<RunningServer> {
+  const proxy = env.proxy ?? {};
+  // Validates the proxy settings before the data dir is locked; the log never shows credentials.
+  const proxyRoutes = new ProxyRoutes(proxy);
+  const { layout, store, index, lock } = await openDataDir(config.dataDir, log, { diskWriters: config.diskWriters });
+  const metrics = new Metrics();
+  const activity = new Activity();
+  // One HubClient per upstream (its own pools, redirect policy and retries); the set picks.
   const hub = new UpstreamSet(
-    config.upstream.map((base) => ({ base, client: clientFor(base) })),
+    config.upstream.map((base) => ({ base, client: createHubClient(config, log, proxy, base, metrics) })),
     {
       onState: (e) => {
         if (e.state === 'down') log.warn({ upstream: e.upstream, reason: e.reason, coolDownMs: e.coolDownMs }, config.upstream.length > 1 ? 'upstream down: skipped until its cool-down ends, the next one is asked' : 'upstream down');
@@ -211,7 +227,23 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
     policy: access,
     onStale: (req) => log.warn({ repo: req.repo.id, revision: req.revision }, 'upstream unreachable: answered from the index'),
   });
+  const traffic = new TrafficCounters(() => clock.now());
   const diskSpace = new DiskSpace(layout.root, config.minFreeBytes);
+  const evictor = new Evictor({
+    store,
+    index,
+    budgetBytes: await cacheBudget(config.maxCacheBytes, diskSpace),
+    policy: config.evictionPolicy,
+    graceMs: config.evictionGraceSeconds * 1000,
+    maxMetadataBytes: config.maxMetadataBytes,
+    clock,
+    onEvicted: (key, size, why) => {
+      metrics.evicted(size);
+      log.info({ blob: key, size, why }, 'blob evicted');
+    },
+    onProblem: (what, err) => log.warn({ err: { message: (err as Error).message } }, `eviction: ${what} failed`),
+  });
+  log.info({ budgetBytes: evictor.budgetBytes, storedBytes: index.storedBytes, policy: evictor.policy }, 'cache budget');
   const mirror = new Mirror({
     store,
     index,
@@ -224,12 +256,14 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
     upstreamConnections: config.upstreamConnections,
     maxUpstreamConnections: config.maxUpstreamConnections,
     diskSpace,
+    evictor,
     onFillEvent: (event, key, error) => {
       metrics.fillEvent(event);
       if (event === 'failed') activity.fillFailed(key, error?.code, error?.message);
       if (event === 'failed') log.warn({ blob: key, code: error?.code, message: error?.message }, 'fill failed');
       else if (event === 'split') log.debug({ blob: key }, 'fill split');
       else if (event !== 'failover') log.info({ blob: key }, `fill ${event}`);
+      if (event === 'committed') traffic.pulled(index.getBlob(key)?.size ?? 0);
     },
     onFailover: (key, d) => {
       if ('to' in d) metrics.failedOver();
@@ -247,12 +281,27 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
   metrics.attach({
     fills: () => ({ running: mirror.runningFills, queued: mirror.queuedFills }),
     upstreamFileBytes: () => mirror.upstreamFileBytes,
-    storage: storageStats(index, diskSpace),
+    storage: storageStats(index, diskSpace, () => evictor.budgetBytes),
   });
   const sampleTotals = (): void => activity.sample(metrics.totals());
   sampleTotals();
   const sampleTimer = setInterval(sampleTotals, HISTORY_INTERVAL_MS);
   sampleTimer.unref();
+  const repoPolicy = new RepoPolicy(config.allowRepos, config.denyRepos);
+  const jobs = new Jobs({
+    index,
+    log,
+    clock,
+    runners: {
+      prefetch: new PrefetchRunner({ resolver, mirror, metadata, access, policy: repoPolicy }),
+      import: new ImportRunner({ store, index, access, diskSpace, reservedBytes: () => mirror.reservedBytes, ...(config.maxCacheBytes === '' ? {} : { budgetBytes: evictor.budgetBytes }) }),
+      verify: new VerifyRunner(store, index),
+    },
+  });
+  const adminEnabled = config.adminToken !== '' || config.adminListen !== '';
+  const admin: Hono<AppEnv> | undefined = adminEnabled
+    ? adminRoutes({ token: config.adminToken, jobs, index, dataDir: layout.root, minFreeBytes: config.minFreeBytes, traffic, mirror, evictor, policy: repoPolicy, log })
+    : undefined;
   let url = '';
   const app = createApp({
     log,
@@ -265,7 +314,7 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
     fillStartWaitMs: config.fillStartWaitMs,
     publicUrl: config.publicUrl,
     listenUrl: () => url,
-    policy: new RepoPolicy(config.allowRepos, config.denyRepos),
+    policy: repoPolicy,
     accessKeys: config.accessKeys,
     corsOrigins: config.corsOrigins,
     access,
@@ -287,6 +336,9 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
         activity.request(outcome);
       },
     },
+    traffic,
+    // With adminListen the operator API lives on that listener only.
+    ...(admin && config.adminListen === '' ? { admin } : {}),
   });
 
   // Slowloris guard without cutting long downloads: headers must arrive within
@@ -322,39 +374,73 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
     });
   });
   const port = (server.address() as AddressInfo).port;
-  const shownHost = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
-  url = `http://${shownHost.includes(':') ? `[${shownHost}]` : shownHost}:${port}`;
-  const flushTimer = setInterval(() => {
+  url = shownUrl(config.host, port);
+  let adminServer: Server | undefined;
+  let adminUrl: string | undefined;
+  if (admin && config.adminListen !== '') {
+    const { host, port: adminPort } = parseListenAddress(config.adminListen);
+    adminServer = createAdaptorServer({ fetch: createAdminApp(log, admin).fetch, createServer, serverOptions: { headersTimeout, requestTimeout: 0 } }) as Server;
+    adminServer.keepAliveTimeout = config.clientKeepAliveTimeoutSeconds * 1000;
     try {
-      index.flushTouches();
+      await listen(adminServer, adminPort, host);
     } catch (err) {
-      log.warn({ err: { message: (err as Error).message } }, 'index: access times not written');
+      server.close();
+      await evictor.close();
+      await mirror.close();
+      await hub.close();
+      index.close();
+      lock.release();
+      throw new Error(`adminListen ${config.adminListen}: ${(err as Error).message}`);
     }
-  }, 5_000);
+    adminUrl = shownUrl(host, (adminServer.address() as AddressInfo).port);
+    if (config.adminToken === '' && !isLoopback(host)) log.warn({ adminUrl }, 'admin API without adminToken on a non-loopback address: whoever reaches it can run prefetch, import and verify');
+    log.info({ adminUrl, tokenRequired: config.adminToken !== '' }, 'admin API listening (operator API only)');
+  } else if (admin) {
+    log.info('admin API enabled under /admin/ on the main port (adminToken required)');
+  }
+  const flush = (): void => {
+    try {
+      // One transaction: a locked index costs one short busy wait per flush.
+      traffic.flush((deltas, initial) => index.flushTouches(() => index.inventory.addCounters(deltas, initial)));
+    } catch (err) {
+      log.warn({ err: { message: (err as Error).message } }, 'index: access times and counters not written');
+    }
+  };
+  const flushTimer = setInterval(flush, 5_000);
   flushTimer.unref();
   try {
     await writeListeningRecord(layout.listeningPath, { url, pid: process.pid });
   } catch (err) {
     log.warn({ file: layout.listeningPath, message: (err as Error).message }, 'could not record the listening address: hubcache health falls back to the configured host and port');
   }
-  log.info({ url, dataDir: layout.root, upstream: config.upstream }, 'hubcache listening');
+  jobs.resume();
+  evictor.start();
+  log.info({ url, dataDir: layout.root, upstream: config.upstream, ...(adminUrl ? { adminUrl } : {}) }, 'hubcache listening');
 
   let closing: Promise<void> | null = null;
   return {
     url,
     port,
+    ...(adminUrl ? { adminUrl } : {}),
     close: () => {
       closing ??= (async () => {
         clearInterval(flushTimer);
         clearInterval(sampleTimer);
         const serverClosed = new Promise<void>((resolve) => server.close(() => resolve()));
         server.closeIdleConnections();
+        const adminClosed = adminServer ? new Promise<void>((resolve) => adminServer.close(() => resolve())) : Promise.resolve();
+        adminServer?.closeAllConnections();
+        // Jobs first: interrupted, they stay recorded as running and resume at the next start.
+        await jobs.close();
+        await evictor.close();
         await mirror.close();
         // Open responses end when their readers fail or finish; give them a moment, then cut.
         const timer = setTimeout(() => server.closeAllConnections(), 2_000);
         await serverClosed;
+        await adminClosed;
         clearTimeout(timer);
         await hub.close();
+        flush();
         index.close();
         removeListeningRecord(layout.listeningPath);
         lock.release();
@@ -362,4 +448,24 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
       return closing;
     },
   };
+}
+
+function listen(server: Server, port: number, host: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ port, host }, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+}
+
+/** `http://host:port` as reachable from this machine (a wildcard address is shown as loopback). */
+function shownUrl(host: string, port: number): string {
+  const shown = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host;
+  return `http://${shown.includes(':') ? `[${shown}]` : shown}:${port}`;
+}
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || host.startsWith('127.');
 }

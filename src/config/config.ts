@@ -7,6 +7,7 @@
  */
 import net from 'node:net';
 import { parseRepoGlob } from '../hub/repo-policy.js';
+import { parseCacheBudget } from '../storage/disk-space.js';
 import { HostPattern } from '../upstream/redirect-policy.js';
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -37,6 +38,10 @@ export interface Config {
   maxUpstreamConnections: number;
   diskWriters: number;
   minFreeBytes: number;
+  maxCacheBytes: string;
+  evictionPolicy: 'lru' | 'largest-first';
+  evictionGraceSeconds: number;
+  maxMetadataBytes: number;
   clientHeadersTimeoutSeconds: number;
   clientKeepAliveTimeoutSeconds: number;
   clientIdleTimeoutSeconds: number;
@@ -49,6 +54,8 @@ export interface Config {
   denyRepos: string[];
   corsOrigins: string[];
   metricsToken: string;
+  adminToken: string;
+  adminListen: string;
   logLevel: LogLevel;
 }
 
@@ -56,7 +63,8 @@ export interface Config {
 type Check = (text: string) => string;
 
 type OptionType =
-  | { kind: 'string'; optional?: boolean; check?: Check }
+  /** `numbers`: a JSON number is taken as its decimal text (e.g. a size in bytes). */
+  | { kind: 'string'; optional?: boolean; check?: Check; numbers?: boolean }
   /** A list of strings: a JSON array in the config file, comma-separated in env and flags. */
   | { kind: 'list'; check?: Check }
   | { kind: 'url'; optional?: boolean }
@@ -98,6 +106,10 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'maxUpstreamConnections', type: { kind: 'integer', min: 1, max: 10_000 }, default: 32, description: 'Most upstream download connections of all files together. Each running download always has its first connection (maxConcurrentFills of them at most); the connections segmented downloads add wait for this cap, so 16 downloads × 8 segments never open 128 connections to the Hub.' },
   { key: 'diskWriters', type: { kind: 'integer', min: 1, max: 64 }, default: 4, description: 'Writes to the cache disk in flight at once (each a sequential run of at least 4 MiB, or the end of a file). 1 serializes them (HDDs). Downloads whose writes wait keep at most 32 MiB each in memory, then stop reading from upstream until the disk catches up.' },
   { key: 'minFreeBytes', type: { kind: 'integer', min: 0, max: Number.MAX_SAFE_INTEGER }, default: 1024 * 1024 * 1024, description: 'Free space always left on the cache disk. A download that would not fit (free space minus this, minus what downloads in progress still need) is refused up front with 507 `InsufficientStorage`.' },
+  { key: 'maxCacheBytes', type: { kind: 'string', optional: true, numbers: true, check: checkCacheBudget }, default: '', description: 'Most bytes of files the cache holds: a number of bytes, or a percentage of the cache filesystem\'s size (`90%`). Past it, files not in use are evicted (evictionPolicy), in the background from 95 % of it down to 90 %, and before a download that would not fit is admitted; 507 `InsufficientStorage` only when nothing is left to evict. Empty: the filesystem\'s size minus minFreeBytes.' },
+  { key: 'evictionPolicy', type: { kind: 'enum', values: ['lru', 'largest-first'] }, default: 'lru', description: 'Which files are evicted first when the cache is over maxCacheBytes or the disk is short of minFreeBytes: `lru` the least recently used, `largest-first` the largest. Files being read or downloaded, and those used in the last evictionGraceSeconds, are never evicted.' },
+  { key: 'evictionGraceSeconds', type: { kind: 'number', min: 0, max: 31_536_000 }, default: 60, description: 'A file used (read, downloaded or stored) within this many seconds is not evicted, so a client that asks for the next file of a model does not lose the previous one. Files being read or downloaded are never evicted, whatever this says.' },
+  { key: 'maxMetadataBytes', type: { kind: 'integer', min: 0, max: Number.MAX_SAFE_INTEGER }, default: 256 * 1024 * 1024, description: 'Most bytes of recorded Hub API answers and branch → commit refs kept in the index; past it the oldest are pruned (they are asked upstream again when needed; offline they are gone). 0: unbounded.' },
   { key: 'clientHeadersTimeoutSeconds', type: { kind: 'number', min: 1, max: 600 }, default: 30, description: 'Longest time a client may take to send its request headers before the connection is closed (slowloris guard). Response bodies have no time limit.' },
   { key: 'clientKeepAliveTimeoutSeconds', type: { kind: 'number', min: 0.1, max: 3600 }, default: 65, description: 'How long an idle keep-alive client connection stays open between requests (above the 60 s idle timeout of common load balancers).' },
   { key: 'clientIdleTimeoutSeconds', type: { kind: 'number', min: 0, max: 86_400 }, default: 120, description: 'A client connection on which nothing moves for this long (a client that stopped reading) is closed. Above the upstream idle timeout, so a stalled upstream is resumed first. 0: never.' },
@@ -110,6 +122,8 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'denyRepos', type: { kind: 'list', check: checkRepoGlob }, default: [], description: 'Repos matching one of these globs (same syntax as allowRepos) are refused with 403, even if allowed.' },
   { key: 'corsOrigins', type: { kind: 'list', check: checkCorsOrigin }, default: ['*'], description: 'Web origins (`https://app.example[:port]`) whose pages may read the mirror from a browser (transformers.js, @huggingface/hub in a web page). `*`: any page, like the Hub (`Access-Control-Allow-Origin: *`); a list: only those (the matching origin is echoed, with `Vary: Origin`); empty: none. With `*` any web page a user of the mirror opens may read what the mirror serves anonymously; restrict it on an internal network.' },
   { key: 'metricsToken', type: { kind: 'string', optional: true, check: checkToken }, default: '', description: 'Bearer token for `GET /metrics` (Prometheus) and the dashboard\'s data (`/_/status`): with it, those answer only `Authorization: Bearer <metricsToken>` (access keys are not asked for), and the dashboard names repos and files. Empty: they are served like every other request (accessKeys if set, else to anyone) and carry no repo or file names. Never logged.' },
+  { key: 'adminToken', type: { kind: 'string', optional: true, check: checkAdminToken }, default: '', description: 'Enables the operator API under `/admin/` on the main port (prefetch, import, ls, stats, verify, jobs): requests must send `Authorization: Bearer <adminToken>`. At least 16 visible ASCII characters, not a Hugging Face token (`hf_…`) and not equal to hfToken or an access key: no Hub token or access key ever opens `/admin/`. With adminListen, required there too. Never logged. Empty (and no adminListen): `/admin/` answers 404 like any unknown path.' },
+  { key: 'adminListen', type: { kind: 'string', optional: true, check: checkAdminListen }, default: '', description: 'A second listener, `host:port` (`[v6]:port`; port 0 picks one), that serves only `/admin/`; the main port then has no admin API. Without adminToken it is open to whoever reaches that address: bind it to loopback or a management network.' },
   { key: 'logLevel', type: { kind: 'enum', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] }, default: 'info', description: 'Log level.' },
 ];
 
@@ -136,6 +150,7 @@ function coerce(spec: OptionSpec, { value, source }: SourcedValue, errors: strin
   const t = spec.type;
   switch (t.kind) {
     case 'string': {
+      if (t.numbers && typeof value === 'number') value = String(value);
       if (typeof value !== 'string' || (value.length === 0 && !t.optional)) {
         errors.push(`${where}: expected a non-empty string`);
         return value;
@@ -248,6 +263,14 @@ function combinationProblems(c: Config, sourceOf: (key: keyof Config) => string,
   if (valid('corsOrigins') && c.corsOrigins.includes('*') && c.corsOrigins.length > 1) {
     problems.push(`${at('corsOrigins')}: "*" allows every origin and cannot be combined with a list of origins`);
   }
+  // No Hub credential may open the operator API: a token that is also the service token or an
+  // access key would be sent by clients (or upstream) and would then pass the admin check.
+  if (valid('adminToken', 'hfToken') && c.adminToken !== '' && c.adminToken === c.hfToken) {
+    problems.push(`${at('adminToken')}: must differ from hfToken (the operator API never opens with a Hub token)`);
+  }
+  if (valid('adminToken', 'accessKeys') && c.adminToken !== '' && c.accessKeys.includes(c.adminToken)) {
+    problems.push(`${at('adminToken')}: must differ from every access key (clients send those)`);
+  }
   // A stalled upstream body leaves the client connection silent too: the client side must wait
   // longer than the upstream side, or clients are cut off instead of the download being resumed.
   if (valid('clientIdleTimeoutSeconds', 'upstreamIdleTimeoutSeconds') && c.clientIdleTimeoutSeconds > 0 && c.clientIdleTimeoutSeconds <= c.upstreamIdleTimeoutSeconds) {
@@ -294,6 +317,40 @@ function checkPath(text: string): string {
 function checkToken(text: string): string {
   // Never echo the value: it is a secret.
   if (!/^[\x21-\x7e]+$/.test(text)) throw new Error('must be visible ASCII characters without spaces (the value is not shown)');
+  return text;
+}
+
+/** The operator API's bearer token: a secret of its own, never a Hub token (its value is never shown). */
+function checkAdminToken(text: string): string {
+  checkToken(text);
+  if (text.length < 16) throw new Error('must be at least 16 characters long (the value is not shown)');
+  if (/^hf_/i.test(text)) throw new Error('looks like a Hugging Face token (hf_…): choose a separate secret for the operator API (the value is not shown)');
+  return text;
+}
+
+/** `host:port`, `[v6]:port`: the admin listener's address (see parseListenAddress). */
+function checkAdminListen(text: string): string {
+  parseListenAddress(text);
+  return text;
+}
+
+/**
+ * `host:port` or `[ipv6]:port` → its parts, as `server.listen` takes them. Throws an Error saying
+ * what is wrong.
+ */
+export function parseListenAddress(text: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(text);
+  const host = m?.[1] ?? m?.[2];
+  const port = Number(m?.[3]);
+  if (!m || host === undefined || !Number.isInteger(port) || port > 65535) throw new Error(`expected host:port (or [ipv6]:port), got ${JSON.stringify(text)}`);
+  if (m[1] !== undefined && net.isIP(host) !== 6) throw new Error(`not an IPv6 address in brackets: ${JSON.stringify(text)}`);
+  if (m[2] !== undefined) checkListenHost(host);
+  return { host, port };
+}
+
+/** `maxCacheBytes`: a whole number of bytes, or a percentage (0 < p ≤ 100) of the filesystem. */
+function checkCacheBudget(text: string): string {
+  parseCacheBudget(text);
   return text;
 }
 

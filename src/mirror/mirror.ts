@@ -36,6 +36,7 @@ import { bufferReader, type BlobReader } from './blob-reader.js';
 import { FileSpanReader } from './file-span-reader.js';
 import { Flights, PromiseFlights } from './flights.js';
 import { ReadBuffers } from './read-buffers.js';
+import type { Evictor, Lease } from './eviction.js';
 
 /**
  * `hit`: from disk. `miss`: this request started the fill. `joined`: another request's fill.
@@ -54,11 +55,12 @@ export interface BlobSource {
   /** A new reader of bytes [start, end] (inclusive). The caller owns it and closes it. */
   createReader(start: number, end: number): BlobReader;
   /**
-   * Releases what the source itself holds (a hit's open file), once the caller has created the
-   * readers it needs; readers keep what they use until they are closed. Idempotent. Sources that
-   * hold nothing leave it out.
+   * The caller is done with the source: what the source itself holds (a hit's open file) is let
+   * go, and the blob's lease ends (it may be evicted once no reader is open either). Readers keep
+   * what they use until they are closed. Idempotent; every caller of `open()` calls it once it has
+   * created the readers it needs.
    */
-  close?(): void;
+  release(): void;
 }
 
 /** A fill as the dashboard shows it. */
@@ -109,6 +111,8 @@ export interface MirrorOptions {
   onFailover?: (key: BlobKey, detail: { to: string } | { refused: string; reason: string }) => void;
   /** The buffers readers of cached blobs read into (default: a pool with the default budget). */
   readBuffers?: ReadBuffers;
+  /** The cache budget and its leases; omitted: no budget, nothing is evicted. */
+  evictor?: Evictor;
 }
 
 /**
@@ -150,6 +154,7 @@ export class Mirror {
   readonly #running = new Set<Fill>();
   #settledFillBytes = 0;
   #bypassBytes = 0;
+  readonly #evictor: Evictor | undefined;
 
   constructor(opts: MirrorOptions) {
     this.#rangeBypassMaxBytes = opts.rangeBypassMaxBytes;
@@ -165,6 +170,8 @@ export class Mirror {
     this.#segmentMinBytes = opts.segmentMinBytes ?? 64 * 1024 * 1024;
     this.#upstreamConnections = opts.upstreamConnections ?? 8;
     this.#readBuffers = opts.readBuffers ?? new ReadBuffers();
+    this.#evictor = opts.evictor;
+    this.#evictor?.attach({ isFilling: (key) => this.#fills.get(key) !== undefined, reservedBytes: () => this.#unstoredBytes() });
   }
 
   /** Whether the blob is verified and on disk (for HEAD's cache status; no I/O beyond the index). */
@@ -178,8 +185,30 @@ export class Mirror {
    *   most `rangeBypassMaxBytes` are fetched upstream as ranges instead of starting a fill.
    * @param auth credentials already granted by upstream for this file (used for the upstream GET).
    */
-  open(entry: FileEntry, auth: string | undefined, spans?: readonly ByteSpan[]): Promise<BlobSource> {
-    return this.#open(entry, auth, spans, false);
+  async open(entry: FileEntry, auth: string | undefined, spans?: readonly ByteSpan[]): Promise<BlobSource> {
+    const evictor = this.#evictor;
+    if (!evictor) return this.#open(entry, auth, spans, false);
+    // Leased from before the index is asked until the caller releases the source, and while any
+    // of its readers is open: a blob found on disk stays there until read.
+    for (let p = evictor.evicting(entry.blobKey); p; p = evictor.evicting(entry.blobKey)) await p;
+    const lease = evictor.lease(entry.blobKey);
+    let source: BlobSource;
+    try {
+      source = await this.#open(entry, auth, spans, false);
+    } catch (err) {
+      lease.release();
+      throw err;
+    }
+    return {
+      size: source.size,
+      cacheStatus: source.cacheStatus,
+      ready: source.ready,
+      createReader: (start, end) => leasedReader(source.createReader(start, end), evictor.lease(entry.blobKey)),
+      release: () => {
+        source.release();
+        lease.release();
+      },
+    };
   }
 
   /** `rangesIgnored`: upstream just answered a Range of this file with the whole body (the fill asks for none). */
@@ -200,7 +229,12 @@ export class Mirror {
     }
     // A new fill must fit on the disk (joining one needs nothing more). The check awaits statfs:
     // whoever started this blob's fill meanwhile is joined below instead.
-    if (!this.#fills.get(key)) await this.#checkSpace(entry);
+    if (!this.#fills.get(key) && (this.#diskSpace || this.#evictor)) {
+      let available = await this.#checkSpace(entry);
+      // Admission below is synchronous with this last check: misses admitted while this one
+      // awaited its check count now, so two never share the same room.
+      while (!this.#fills.get(key) && this.#deficit(entry, available) > 0) available = await this.#checkSpace(entry);
+    }
     const { value: flight, joined } = this.#fills.run(key, () => this.#admit(entry, auth, rangesIgnored));
     if (flight.fill?.state === 'committed') {
       const file = await this.#store.openBlob(key, entry.size);
@@ -213,32 +247,58 @@ export class Mirror {
       // Small files are worth waiting for whole: a bad body then becomes a clean error response.
       ready: entry.size <= SMALL_FILE_BYTES ? flight.done : flight.running.then((fill) => fill.started),
       createReader: (start, end) => counted(flight, fillReader(flight.fill ?? flight.running, start, end)),
+      release: () => undefined,
     };
   }
 
   /**
-   * Refuses (507) a fill the disk cannot hold: the bytes it needs, plus what admitted fills still
-   * have to write, plus `minFreeBytes`, must be available. When free space cannot be read, the
-   * fill goes ahead (ENOSPC would still fail it cleanly).
+   * Admits a new fill only when it fits: within the cache budget (stored bytes, plus what admitted
+   * fills still have to write, plus this fill) and on the disk (the same, plus `minFreeBytes`,
+   * must be free). What does not fit is made room for by evicting blobs nobody uses (leases: see
+   * eviction.ts); 507 only when nothing evictable is left. When free space cannot be read, the disk
+   * part is skipped (ENOSPC would still fail the fill cleanly).
    */
-  async #checkSpace(entry: FileEntry): Promise<void> {
-    if (!this.#diskSpace) return;
-    let available: number;
-    try {
-      available = await this.#diskSpace.available();
-    } catch {
-      return;
-    }
-    if (this.#fills.get(entry.blobKey)) return; // started meanwhile: joining costs no space
-    const reserved = this.reservedBytes;
-    const minFree = this.#diskSpace.minFreeBytes;
-    if (entry.size + reserved + minFree > available) {
+  async #checkSpace(entry: FileEntry): Promise<number> {
+    for (;;) {
+      let available = Infinity;
+      if (this.#diskSpace) {
+        try {
+          available = await this.#diskSpace.available();
+        } catch {
+          // unknown: only the budget is checked
+        }
+      }
+      if (this.#fills.get(entry.blobKey)) return available; // started meanwhile: joining costs no space
+      const reserved = this.reservedBytes;
+      const minFree = this.#diskSpace?.minFreeBytes ?? 0;
+      const overDisk = entry.size + reserved + minFree - available;
+      const overBudget = this.#evictor ? entry.size - this.#evictor.headroom() : -Infinity;
+      const deficit = this.#deficit(entry, available);
+      if (deficit <= 0) return available;
+      // Freed bytes may not show as free space (a hard-linked blob): then the loop evicts more.
+      if (this.#evictor && (await this.#evictor.evict(deficit)) > 0) continue;
+      if (this.#fills.get(entry.blobKey)) return available;
+      const what = `${entry.request.path} (${formatBytes(entry.size)})`;
+      if (overBudget >= overDisk && this.#evictor) {
+        throw new MirrorError(
+          'InsufficientStorage',
+          `The mirror's cache is full for ${what}: ${formatBytes(this.#evictor.budgetBytes)} budget (maxCacheBytes), ${formatBytes(this.#index.storedBytes)} stored, ` +
+            `${formatBytes(reserved)} promised to downloads in progress, and every stored file is in use`,
+        );
+      }
       throw new MirrorError(
         'InsufficientStorage',
-        `Not enough free space in the mirror's cache for ${entry.request.path} (${formatBytes(entry.size)}): ` +
-          `${formatBytes(available)} free, ${formatBytes(reserved)} promised to downloads in progress, ${formatBytes(minFree)} kept free (minFreeBytes)`,
+        `Not enough free space in the mirror's cache for ${what}: ` +
+          `${formatBytes(available)} free, ${formatBytes(reserved)} promised to downloads in progress, ${formatBytes(minFree)} kept free (minFreeBytes)${this.#evictor ? ', and nothing left to evict' : ''}`,
       );
     }
+  }
+
+  /** Bytes a new fill of `entry` lacks, on the disk (`available` free) or in the budget; <= 0: it fits. */
+  #deficit(entry: FileEntry, available: number): number {
+    const overDisk = entry.size + this.reservedBytes + (this.#diskSpace?.minFreeBytes ?? 0) - available;
+    const overBudget = this.#evictor ? entry.size - this.#evictor.headroom() : -Infinity;
+    return Math.max(overDisk, overBudget);
   }
 
   /** Starts the fill now if a slot is free, else queues it (throws Overloaded when the queue is full). */
@@ -281,6 +341,8 @@ export class Mirror {
         this.#limiter.release();
       };
       fill.done.then(release, release);
+      // A stored blob may have crossed the high-water mark.
+      if (this.#evictor) fill.done.then(() => this.#evictor?.check(), () => undefined);
       return fill;
     };
     // A free slot starts the fill now; else `start` runs when a slot is handed over.
@@ -317,6 +379,17 @@ export class Mirror {
   }
 
   /**
+   * Bytes admitted fills (running or queued) will add to the stored blobs: the whole size of each
+   * until its blob is recorded (the written bytes are on disk too, in the staging file or already
+   * renamed into place).
+   */
+  #unstoredBytes(): number {
+    let n = 0;
+    for (const f of this.#fills.values()) if (f.fill?.state !== 'committed') n += f.size;
+    return n;
+  }
+
+  /**
    * The spans fetched upstream as ranges, at most BYPASS_CONCURRENCY at once, and kept in memory
    * only; one upstream GET per (blob, span) however many requests ask at once. Resolves once every
    * span arrived (so a failure is still a clean error response), or with `null` when upstream
@@ -338,6 +411,7 @@ export class Mirror {
         if (!slice || !span) throw new Error(`bytes ${start}-${end} were not fetched`);
         return bufferReader(slice.subarray(start - span.start, end - span.start + 1));
       },
+      release: () => undefined,
     };
   }
 
@@ -407,7 +481,7 @@ export class Mirror {
       ready: Promise.resolve(),
       // A file shorter than recorded was truncated behind our back: forget it (the next request refetches).
       createReader: (start, end) => new FileSpanReader(file, start, end, this.#readBuffers, () => this.#index.forgetBlob(key)),
-      close: () => {
+      release: () => {
         if (closed) return;
         closed = true;
         file.release();
@@ -489,6 +563,18 @@ function counted(flight: FillFlight, reader: BlobReader): BlobReader {
         flight.readers--;
       }
       reader.close();
+    },
+  };
+}
+
+/** A reader that holds a lease on its blob until it is closed. */
+function leasedReader(reader: BlobReader, lease: Lease): BlobReader {
+  return {
+    next: () => reader.next(),
+    release: (chunk) => reader.release(chunk),
+    close: () => {
+      reader.close();
+      lease.release();
     },
   };
 }

@@ -66,6 +66,18 @@ interface JobState {
 interface PoolWorker {
   worker: Worker;
   jobs: Map<number, JobState>;
+  /** Digests asked for and not yet answered: while there are any, the worker keeps the process alive. */
+  awaiting: number;
+}
+
+/** A digest of `pw` was asked for: its answer must arrive even if nothing else keeps the process alive. */
+function awaitDigest(pw: PoolWorker): void {
+  if (pw.awaiting++ === 0) pw.worker.ref();
+}
+
+/** A digest of `pw` was answered (or failed). */
+function digestSettled(pw: PoolWorker): void {
+  if (--pw.awaiting === 0) pw.worker.unref();
 }
 
 /** One file being hashed in a worker. */
@@ -121,9 +133,16 @@ export class HashPool {
           pw.jobs.delete(id);
           return Promise.reject(state.failure);
         }
+        awaitDigest(pw);
         const p = new Promise<string>((resolve, reject) => {
-          state.resolveDigest = resolve;
-          state.rejectDigest = reject;
+          state.resolveDigest = (hex) => {
+            digestSettled(pw);
+            resolve(hex);
+          };
+          state.rejectDigest = (err) => {
+            digestSettled(pw);
+            reject(err);
+          };
         });
         pw.worker.postMessage({ op: 'digest', id });
         return p;
@@ -162,7 +181,7 @@ export class HashPool {
 
   #spawn(): PoolWorker {
     const worker = new Worker(WORKER_SOURCE, { eval: true });
-    const pw: PoolWorker = { worker, jobs: new Map() };
+    const pw: PoolWorker = { worker, jobs: new Map(), awaiting: 0 };
     worker.on('message', (m: { id: number; op: string; to?: number; hex?: string; message?: string }) => {
       const job = pw.jobs.get(m.id);
       if (!job) return;
@@ -192,7 +211,8 @@ export class HashPool {
     };
     worker.on('error', fail);
     worker.on('exit', (code) => fail(new Error(`hash worker exited (code ${code})`)));
-    // The pool never keeps the process alive (after the listeners: adding one refs the port again).
+    // The pool keeps the process alive only while a digest is awaited (after the listeners: adding
+    // one refs the port again).
     worker.unref();
     return pw;
   }
@@ -200,7 +220,7 @@ export class HashPool {
 
 let shared: HashPool | undefined;
 
-/** The process's hash pool (created on first use; its threads never keep the process alive). */
+/** The process's hash pool (created on first use; its threads keep the process alive only while a digest is awaited). */
 export function sharedHashPool(): HashPool {
   shared ??= new HashPool();
   return shared;

@@ -24,18 +24,30 @@ export interface VerifyProgress {
   bytesTotal: number;
 }
 
-export async function verifyBlobs(store: FsBlobStore, index: CacheIndex, onProgress?: (p: VerifyProgress) => void): Promise<VerifyReport> {
+export interface VerifyOptions {
+  onProgress?: (p: VerifyProgress) => void;
+  /** Each blob's outcome, as it is known. */
+  onBlob?: (key: BlobKey, outcome: 'ok' | 'corrupt' | 'missing', size: number) => void;
+  /** Stops between blobs (the report then covers the blobs checked so far). */
+  signal?: AbortSignal;
+}
+
+/** Safe while the server runs: a blob committed meanwhile is simply not checked this time. */
+export async function verifyBlobs(store: FsBlobStore, index: CacheIndex, opts: VerifyOptions = {}): Promise<VerifyReport> {
+  const { onProgress, onBlob, signal } = opts;
   const rows = [...index.allBlobs()];
   const bytesTotal = rows.reduce((n, r) => n + r.size, 0);
   const report: VerifyReport = { verified: 0, bytes: 0, corrupt: [], missing: [] };
   await fsp.mkdir(store.layout.quarantineDir, { recursive: true });
   let done = 0;
   for (const row of rows) {
+    if (signal?.aborted) break;
     const file = store.pathOf(row.blobKey);
     const st = await store.stat(row.blobKey);
     if (!st) {
       index.forgetBlob(row.blobKey);
       report.missing.push(row.blobKey);
+      onBlob?.(row.blobKey, 'missing', row.size);
     } else {
       const digest = await digestOf(file, row.blobKey, st.size);
       if (st.size !== row.size || digest !== row.blobKey.slice(row.blobKey.indexOf(':') + 1)) {
@@ -43,9 +55,11 @@ export async function verifyBlobs(store: FsBlobStore, index: CacheIndex, onProgr
         index.forgetBlob(row.blobKey);
         await fsp.rename(file, target);
         report.corrupt.push({ key: row.blobKey, quarantinedAs: target });
+        onBlob?.(row.blobKey, 'corrupt', row.size);
       } else {
         report.verified++;
         report.bytes += st.size;
+        onBlob?.(row.blobKey, 'ok', st.size);
       }
     }
     done++;

@@ -113,7 +113,7 @@ describe('warm GETs and HEADs', () => {
       const touches = statements().filter((s) => isTouch(s.sql));
       expect(touches.length).toBeGreaterThanOrEqual(1);
       expect(touches.length).toBeLessThanOrEqual(flushes.mock.calls.length);
-      expect(touches.every((t) => t.args[1] === f.key)).toBe(true);
+      expect(touches.every((t) => t.args[2] === f.key)).toBe(true); // (at, hits, key)
     } finally {
       await own.destroy();
     }

@@ -13,6 +13,8 @@ import { startServer, type ServerEnvironment } from '../../src/server.js';
 
 export interface TestMirror {
   url: string;
+  /** The admin listener's URL, when `adminListen` is configured. */
+  adminUrl: string | undefined;
   dataDir: string;
   config: Config;
   /** Every log line so far. */
@@ -40,6 +42,7 @@ export async function startMirror(upstream: string | string[], overrides: Partia
   const running = await startServer(config, createLogger(config.logLevel, sink), env);
   return {
     url: running.url,
+    adminUrl: running.adminUrl,
     dataDir,
     config,
     logs,

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_CONFIG, OPTIONS, envName, flagName, validateConfig } from '../../src/config/config.js';
+import { DEFAULT_CONFIG, OPTIONS, envName, flagName, parseListenAddress, validateConfig } from '../../src/config/config.js';
 import { loadConfig } from '../../src/config/load-config.js';
 
 describe('config', () => {
@@ -140,6 +140,17 @@ describe('config', () => {
     const readme = fs.readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
     for (const o of OPTIONS) {
       expect(readme).toContain(`| \`${o.key}\` | \`${flagName(o.key)}\` | \`${envName(o.key)}\` | \`${JSON.stringify(o.default)}\` |`);
+    }
+  });
+});
+
+describe('admin options', () => {
+  it('adminListen takes host:port and [ipv6]:port', () => {
+    expect(parseListenAddress('127.0.0.1:8081')).toEqual({ host: '127.0.0.1', port: 8081 });
+    expect(parseListenAddress('[::1]:0')).toEqual({ host: '::1', port: 0 });
+    expect(parseListenAddress('admin.internal:9000')).toEqual({ host: 'admin.internal', port: 9000 });
+    for (const bad of ['127.0.0.1', ':8080', '[127.0.0.1]:80', '::1:80', '127.0.0.1:70000', 'host:port', 'a b:1']) {
+      expect(() => parseListenAddress(bad), bad).toThrow(/expected host:port|not an IPv6|not an IP address or host name/);
     }
   });
 });

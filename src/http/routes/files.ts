@@ -11,6 +11,7 @@ import type { FileResolver } from '../../hub/file-resolver.js';
 import { LRUCache } from 'lru-cache';
 import { parseFileUrl, type FileRequest } from '../../hub/repo-ref.js';
 import type { Mirror } from '../../mirror/mirror.js';
+import type { TrafficCounters } from '../../observability/traffic-counters.js';
 import { planBlobResponse, writeBlobResponse } from '../send-blob.js';
 import type { RepoPolicy } from '../../hub/repo-policy.js';
 import type { AppEnv } from '../app-env.js';
@@ -22,6 +23,8 @@ export interface FilesRoutesDeps {
   /** Longest wait for upstream to start a fill before response headers are sent anyway. */
   fillStartWaitMs: number;
   policy: RepoPolicy;
+  /** Counts what each GET served, by cache status. */
+  traffic?: TrafficCounters;
 }
 
 export function filesRoutes(deps: FilesRoutesDeps): Hono<AppEnv> {
@@ -71,10 +74,11 @@ export function filesRoutes(deps: FilesRoutesDeps): Hono<AppEnv> {
       const transfer = { bytes: 0, completed: false, headersAt: performance.now() };
       c.set('transfer', transfer);
       await writeBlobResponse(incoming, outgoing, plan, source, transfer);
+      deps.traffic?.served(source.cacheStatus, transfer.bytes);
+      return RESPONSE_ALREADY_SENT;
     } finally {
-      source.close?.();
+      source.release(); // a hit's file is let go; the blob may be evicted once no one reads it
     }
-    return RESPONSE_ALREADY_SENT;
   });
 
   return app;

@@ -2,7 +2,7 @@
  * Clock: wall time for what is persisted or shown (timestamps in the index, logs), monotonic time
  * for every freshness decision (TTLs). A wall clock that steps (NTP, a VM resumed, an operator
  * fixing the date) must neither keep an answer alive for a day nor expire everything at once
- * (test-plan F10/T31). Injected so tests can step the wall clock without touching timers.
+ *. Injected so tests can step the wall clock without touching timers.
  */
 export interface Clock {
   /** Wall-clock milliseconds since the epoch. Persist it; never measure elapsed time with it alone. */

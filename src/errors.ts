@@ -52,7 +52,7 @@ export const ERROR_TABLE: Record<ErrorCode, ErrorSpec> = {
   RepoNotFound: { status: 404, hubCode: 'RepoNotFound' },
   // The Hub answers an anonymous request for a missing or private repo with a bare 401. Python's
   // huggingface_hub only recognises that as "repo not found" on https:// URLs, so an http://
-  // mirror must name the code explicitly (hf-protocol §5.1 item 6).
+  // mirror must name the code explicitly.
   RepoUnauthenticated: { status: 401, hubCode: 'RepoNotFound' },
   RevisionNotFound: { status: 404, hubCode: 'RevisionNotFound' },
   EntryNotFound: { status: 404, hubCode: 'EntryNotFound' },

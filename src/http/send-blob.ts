@@ -1,7 +1,7 @@
 /**
  * Turns a FileEntry (+ a BlobSource for GET) and the request's conditional and Range headers into
  * the response the Hub would give: 200, 206, 304 or 416, with the headers clients read
- * (hf-protocol §4.3, §4.5). Several ranges get one `multipart/byteranges` 206 (RFC 9110 §14.6).
+ *. Several ranges get one `multipart/byteranges` 206 (RFC 9110 §14.6).
  * Planning is pure (bar the random boundary); `writeBlobResponse` does the I/O on Node's response
  * directly, so bytes go from the file to the socket without web-stream conversions. CORS headers
  * are set on that response beforehand by the cors middleware.

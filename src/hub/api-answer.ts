@@ -1,7 +1,7 @@
 /**
  * ApiAnswer: a Hub API answer as the mirror hands it on, in a form that does not depend on the
  * mirror's own origin (URLs on upstream are kept as upstream paths; the absolute mirror URL is
- * built per request), with the Xet hygiene of hf-protocol §10.3 applied:
+ * built per request), with the Xet hygiene applied (no Xet hints reach clients):
  *
  * - `xetHash` removed from JSON bodies (tree and paths-info entries, anywhere else too);
  * - `X-Xet-*` headers dropped, and `Link` relations `xet-*` (xet-auth, xet-reconstruction-info);
@@ -114,7 +114,7 @@ export function isXetLink(params: string[]): boolean {
  * Upstream answer → ApiAnswer. `toUpstreamPath` maps a URL from the answer (absolute, or relative
  * to the request) to its path below the upstream base, or undefined when it points elsewhere.
  * `repoScoped`: the request named a repo, so a bare 401 gets `X-Error-Code: RepoNotFound` (an
- * http:// mirror must name it, hf-protocol §5.1 item 6).
+ * http:// mirror must name it: huggingface_hub reads a bare 401 from a non-Hub host as a bad token).
  */
 export function toApiAnswer(raw: RawAnswer, toUpstreamPath: (url: string) => string | undefined, opts: { repoScoped: boolean }): ApiAnswer {
   const headers: Record<string, string> = {};

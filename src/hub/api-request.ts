@@ -1,5 +1,5 @@
 /**
- * Pure parsing of Hub API request targets (hf-protocol §2, §3): which endpoint, repo, revision and
+ * Pure parsing of Hub API request targets: which endpoint, repo, revision and
  * path a raw `/api/...` path names, the canonical query and paths-info body the cache keys on, and
  * the upstream path for a given revision. Nothing here touches the network or the disk.
  *

@@ -4,9 +4,9 @@
  *
  * A pin is trusted for `ttlMs` after upstream named it; within that window every answer is
  * computed for the pinned commit, so a snapshot never mixes two commits even when upstream moves
- * the branch meanwhile (test-plan T15). Past it, the last pin is still the offline answer.
+ * the branch meanwhile. Past it, the last pin is still the offline answer.
  *
- * Freshness is measured on the monotonic clock (test-plan F10/T31): the stored `checked_at` is
+ * Freshness is measured on the monotonic clock: the stored `checked_at` is
  * wall-clock time, for the record and for the next process; a pin this process set or has judged
  * once is then aged monotonically, so a wall clock stepped back a day does not keep it alive for a
  * day and one stepped forward does not drop it early. A stored time in the future is not trusted.

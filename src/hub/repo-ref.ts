@@ -1,6 +1,6 @@
 /**
  * Pure parsing and validation of Hub names: repo ids, revisions and file paths, and the
- * `/{prefix}{repo}/{resolve|raw}/{revision}/{path}` URL shape (hf-protocol §2).
+ * `/{prefix}{repo}/{resolve|raw}/{revision}/{path}` URL shape.
  * Nothing here touches the network or the disk; every rejection is a MirrorError with a 400 code.
  */
 import { MirrorError } from '../errors.js';
@@ -111,8 +111,8 @@ export function parseFileUrl(rawPath: string): FileRequest | null {
     type = prefixType;
     segs.shift();
   }
-  // The repo id has one or two segments; find the view marker right after it (§2: never split
-  // on a fixed count).
+  // The repo id has one or two segments; find the view marker right after it (never split
+  // on a fixed count: model ids have no namespace or one).
   let markerAt: number;
   if (isView(segs[2]) && segs.length >= 5) markerAt = 2;
   else if (isView(segs[1]) && segs.length >= 4) markerAt = 1;

@@ -1,5 +1,5 @@
 /**
- * FillLimiter: a global cap on fills running at once (test-plan S7/T28). Coalescing cannot help
+ * FillLimiter: a global cap on fills running at once. Coalescing cannot help
  * thousands of distinct misses; without a cap each would open an upstream connection, a staging
  * file and its own buffers at the same moment.
  *

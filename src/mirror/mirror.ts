@@ -9,7 +9,7 @@
  * connections of all fills together are capped (ConnLimiter, `maxUpstreamConnections`), beyond
  * each running fill's first.
  *
- * Resources (test-plan S7, T26, T28): at most `maxConcurrentFills` fills run at once, further
+ * Resources: at most `maxConcurrentFills` fills run at once, further
  * misses wait in a FIFO queue (joinable like a running fill; their clients wait as for a slow
  * upstream) and past `maxQueuedFills` a miss is refused at once (503 Overloaded). Before a fill is
  * admitted, the disk must hold it: free space, less `minFreeBytes`, less what admitted fills still

@@ -15,7 +15,7 @@
  * All statements are prepared once. Writes happen on this one connection; better-sqlite3 is
  * synchronous, so every call here is short and the busy timeout is kept low.
  *
- * Writes degrade instead of failing (test-plan F7/F8): when the database is locked by another
+ * Writes degrade instead of failing: when the database is locked by another
  * connection (SQLITE_BUSY after the short busy timeout) or the disk is full (SQLITE_FULL), the
  * write waits in memory, in order, and is retried every second until it lands; meanwhile reads of
  * refs and blobs see the waiting writes, so the mirror keeps answering as if they had landed.

@@ -1,5 +1,5 @@
 /**
- * Fault injection for the crash-safety tests (test-plan F6/T13): when the environment variable
+ * Fault injection for the crash-safety tests: when the environment variable
  * HUBCACHE_TEST_CRASH_AT names a point, the process kills itself with SIGKILL there, exactly
  * like a power cut at that instruction. Unset in production; the check is a string comparison.
  */

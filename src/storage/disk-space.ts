@@ -1,5 +1,5 @@
 /**
- * Free space on the cache disk (test-plan F7/T26, nginx `min_free`): how many bytes this process may
+ * Free space on the cache disk: how many bytes this process may
  * still write under the data directory, and the one translation of "disk full" errors.
  *
  * The guard itself lives in the Mirror, which knows what fills in progress still need; this module

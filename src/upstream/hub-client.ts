@@ -105,7 +105,7 @@ export interface BodySpeedFloor {
   windowMs: number;
 }
 
-/** What the Hub's HEAD on `/resolve` or `/raw` tells about a file (hf-protocol §4.1). */
+/** What the Hub's HEAD on `/resolve` or `/raw` tells about a file. */
 export interface UpstreamFileMeta {
   commit: string;
   /** Unquoted `X-Linked-Etag` (sha256 of an LFS file), if any. */

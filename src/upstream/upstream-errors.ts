@@ -1,7 +1,7 @@
 /**
  * Upstream answers and network failures → MirrorError, keeping the Hub's codes and the headers
  * clients need (X-Repo-Commit on EntryNotFound, Retry-After on 429/503). An upstream 4xx stays a
- * 4xx: a 5xx would make clients retry and then blame the connection (hf-protocol §5.2).
+ * 4xx: a 5xx would make clients retry and then blame the connection.
  */
 import { errors as undiciErrors } from 'undici';
 import { MirrorError } from '../errors.js';

@@ -1,5 +1,5 @@
 /**
- * Gated and private repositories through a shared cache (issue 4; test-plan T01–T03), and the
+ * Gated and private repositories through a shared cache, and the
  * operator's access options: service token, client access keys, repo allow/deny policy.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

@@ -1,6 +1,5 @@
 /**
- * The Hub metadata API through the mirror (issue 3; hf-protocol §2, §3, §6, §10; checklist B, E,
- * G): the real @huggingface/hub client gets the same answers as going direct, pagination stays on
+ * The Hub metadata API through the mirror: the real @huggingface/hub client gets the same answers as going direct, pagination stays on
  * the mirror, commit-addressed answers are cached, a herd costs one upstream request, a snapshot
  * never mixes two commits, and nothing Xet reaches a client.
  */

@@ -1,7 +1,7 @@
 /**
- * Real clients against the mirror (checklist D and E): curl, wget, aria2c and @huggingface/hub
+ * Real clients against the mirror: curl, wget, aria2c and @huggingface/hub
  * download through the mirror from one fake hub and must end up with byte-identical files, with
- * the headers each client relies on (hf-protocol §4) and no Xet leaking through (§10).
+ * the headers each client relies on and no Xet leaking through.
  *
  * External tools run through `runTool` (async execFile): the mirror lives in this process, so a
  * synchronous child_process call would block the event loop serving the tool.

@@ -1,5 +1,5 @@
 /**
- * Crash safety (test-plan F6, F9, F11; T13, T14, T30): kill -9 at chosen points of a fill and at
+ * Crash safety: kill -9 at chosen points of a fill and at
  * random during concurrent fills; tampering behind the mirror's back; one process per data dir.
  * After every restart: SQLite integrity ok, every indexed blob present with the right digest,
  * no staging leftovers, and downloads give the right bytes.

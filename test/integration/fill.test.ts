@@ -1,5 +1,5 @@
 /**
- * One fill, every waiter: the cold-miss walk-through of design.md §2.3, asserted on the fake
+ * One fill, every waiter: the cold-miss walk-through, asserted on the fake
  * hub's counters. Each test uses its own file so counters never mix.
  */
 import fs from 'node:fs';

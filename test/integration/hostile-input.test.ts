@@ -1,5 +1,5 @@
 /**
- * Hostile input (issue 5, test plan §2 S3–S5): T16 path and name fuzzing on every route, T17
+ * Hostile input: T16 path and name fuzzing on every route, T17
  * SQL/LIKE-shaped names, T18 Host and forwarding-header poisoning, T19 header injection through
  * file names. Requests go over raw sockets (fetch would normalise `..` and refuse CR/LF).
  *

@@ -1,5 +1,5 @@
 /**
- * Offline (issue 3; hf-protocol §9; checklist C.22, F.41): after one online snapshot, the same
+ * Offline: after one online snapshot, the same
  * snapshot works through the mirror when upstream is down (connection refused), hangs (timeout)
  * or fails (5xx), and with `offline: true`; what was never cached fails fast with a clear 503/504;
  * public content is served to requests with a token too.
@@ -51,7 +51,7 @@ const js = (r: RepoRef) => ({ type: r.type ?? 'model', name: r.id });
 let dirCounter = 0;
 const freshDir = () => fs.mkdtempSync(path.join(tmp, `${++dirCounter}-`));
 
-/** What huggingface_hub's snapshot_download asks (hf-protocol §3): revision/main, tree pages at the commit, HEAD + GET per file. */
+/** What huggingface_hub's snapshot_download asks: revision/main, tree pages at the commit, HEAD + GET per file. */
 async function pythonStyleSnapshot(base: string): Promise<{ sources: string[]; files: Record<string, Buffer> }> {
   const sources: string[] = [];
   const info = await download(`${base}/api/models/${MODEL.id}/revision/main`);

@@ -1,5 +1,5 @@
 /**
- * Odd HTTP (issue 5, test plan §2 S6): T21 Range abuse on a cached blob (Apache CVE-2011-3192,
+ * Odd HTTP: T21 Range abuse on a cached blob (Apache CVE-2011-3192,
  * Squid CVE-2021-31806/7/8, RFC 9110 §14.2) and T22 request smuggling / desync (CL+TE, double
  * Content-Length, `chunked, chunked`, obs-fold, pipelining). Requests go over raw sockets so the
  * headers arrive exactly as written.

@@ -1,5 +1,5 @@
 /**
- * The `/resolve/` and `/raw/` protocol as clients read it (hf-protocol §2, §4, §5, §10):
+ * The `/resolve/` and `/raw/` protocol as clients read it:
  * headers, repo and revision shapes, errors, credentials, conditional requests, and when the
  * mirror does or does not ask upstream.
  */

@@ -1,5 +1,5 @@
 /**
- * Resources (test-plan S7): many distinct misses (T28), the fill cap and its queue, a full disk
+ * Resources: many distinct misses (T28), the fill cap and its queue, a full disk
  * (T26, F7) and slow clients (T27). Each describe block runs its own mirror with the limits it
  * tests.
  */

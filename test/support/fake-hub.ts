@@ -3,7 +3,7 @@
  * the Hub origin and a second one (another port, hence another origin) for the CDN that LFS
  * downloads are redirected to. Both listen on 127.0.0.1, port 0.
  *
- * What it answers follows docs/hf-protocol.md (§2–§6, §10, §12): `/resolve/` and `/raw/`
+ * What it answers follows the Hub's observed behaviour: `/resolve/` and `/raw/`
  * (regular files served directly with a git-sha1 `ETag`, LFS files answered with a `302` to a
  * signed-URL look-alike on the CDN plus `X-Linked-*` and Xet headers), the Xet file-info answer,
  * `/api/resolve-cache/`, repo info, paginated `tree`, `paths-info` (form and JSON), `refs`,

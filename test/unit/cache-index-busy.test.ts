@@ -1,5 +1,5 @@
 /**
- * The index under a lock it does not own (test-plan F8): another connection holds
+ * The index under a lock it does not own: another connection holds
  * `BEGIN IMMEDIATE`; writes are deferred (in order, visible to reads) instead of throwing or
  * blocking the event loop for long, and land once the lock is gone.
  */

@@ -5,7 +5,7 @@
  *   `POST .../paths-info/{rev}` (form or JSON) go through the MetadataCache (commit-consistent,
  *   cached for commits, offline fallback), when their query is one the cache understands.
  * - `xet-*-token` routes are refused (501): their answer would send clients to the Xet CAS,
- *   around the mirror (hf-protocol §10.3).
+ *   around the mirror.
  * - Read-only by default: POST, PUT, PATCH and DELETE are refused with 403 `ReadOnlyMirror`
  *   before anything goes upstream (with hfToken, anyone reaching the mirror would otherwise write
  *   as the service token), except the POST that only reads (`paths-info`). `allowWrites` passes

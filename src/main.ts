@@ -76,7 +76,7 @@ program
     const log = createLogger('warn', process.stderr);
     let opened;
     try {
-      opened = await openDataDir(loaded.config.dataDir, log);
+      opened = await openDataDir(loaded.config.dataDir, log, loaded.config);
     } catch (err) {
       process.stderr.write(`hubcache verify: ${(err as Error).message}\n`);
       process.exit(1);
@@ -84,6 +84,7 @@ program
     const bar = progressBar(process.stderr);
     const report = await verifyBlobs(opened.store, opened.index, bar.update);
     bar.done();
+    await opened.store.close();
     opened.index.close();
     opened.lock.release();
     process.stdout.write(`${JSON.stringify({ verified: report.verified, bytes: report.bytes, corrupt: report.corrupt, missing: report.missing }, null, 2)}\n`);

@@ -18,6 +18,8 @@ import { RepoPolicy } from './hub/repo-policy.js';
 import { Mirror } from './mirror/mirror.js';
 import { BlobLayout } from './storage/blob-layout.js';
 import { FsBlobStore } from './storage/blob-store.js';
+import type { BlobStore } from './storage/blob-store-contract.js';
+import { S3BlobStore } from './storage/s3-blob-store.js';
 import { CacheIndex } from './storage/cache-index.js';
 import { HubClient } from './upstream/hub-client.js';
 import { ProxyRoutes, showProxy, type ProxySettings } from './upstream/proxy-routes.js';
@@ -38,22 +40,41 @@ export const VERSION = '0.1.0';
 
 export interface OpenDataDir {
   layout: BlobLayout;
-  store: FsBlobStore;
+  store: BlobStore;
   index: CacheIndex;
   lock: DataDirLock;
 }
 
+/** The options that choose and reach the blob store. */
+export type StorageConfig = Pick<Config, 'storage' | 's3Endpoint' | 's3Bucket' | 's3Region' | 's3Prefix' | 's3ForcePathStyle' | 's3AccessKeyId' | 's3SecretAccessKey' | 's3TimeoutSeconds'>;
+
+/** The blob store `storage` names, over the data dir's layout (staging, local copies). */
+export function createBlobStore(layout: BlobLayout, c: StorageConfig): BlobStore {
+  if (c.storage === 'fs') return new FsBlobStore(layout);
+  return new S3BlobStore(layout, {
+    endpoint: c.s3Endpoint,
+    bucket: c.s3Bucket,
+    region: c.s3Region,
+    prefix: c.s3Prefix,
+    forcePathStyle: c.s3ForcePathStyle,
+    credentials: c.s3AccessKeyId ? { accessKeyId: c.s3AccessKeyId, secretAccessKey: c.s3SecretAccessKey } : undefined,
+    timeoutMs: c.s3TimeoutSeconds * 1000,
+  });
+}
+
 /**
- * Takes the data dir's process lock, opens the index and reconciles it with the disk (a crash
- * may have left staging files, lost index rows, or rows whose files are gone).
+ * Takes the data dir's process lock, opens the index and reconciles it with the blob store (a
+ * crash may have left staging files, lost index rows, or rows whose blobs are gone).
+ * `storage`: which blob store (default: the data dir itself).
  */
-export async function openDataDir(dataDir: string, log: Logger): Promise<OpenDataDir> {
+export async function openDataDir(dataDir: string, log: Logger, storage?: StorageConfig): Promise<OpenDataDir> {
   const layout = new BlobLayout(dataDir);
   await fsp.mkdir(layout.root, { recursive: true });
   await assertLocalFilesystem(layout.root);
   const lock = DataDirLock.acquire(layout.lockPath, layout.root);
+  let store: BlobStore | undefined;
   try {
-    const store = new FsBlobStore(layout);
+    store = storage ? createBlobStore(layout, storage) : new FsBlobStore(layout);
     await store.init();
     const index = CacheIndex.open(layout.indexPath, {
       onWriteProblem: (event, detail) => {
@@ -63,11 +84,13 @@ export async function openDataDir(dataDir: string, log: Logger): Promise<OpenDat
       },
     });
     const report = await reconcile(store, index);
+    if (report.storeUnavailable) log.warn({ storage: store.kind, reason: report.storeUnavailable }, 'blob store unreachable at startup: index not reconciled with it; local copies are served, other blobs get 503 until it answers');
     if (report.forgotten.length + report.adopted.length + report.removed.length > 0) {
-      log.warn({ checked: report.checked, forgotten: report.forgotten.length, adopted: report.adopted.length, removed: report.removed.length }, 'reconciled the index with the disk');
+      log.warn({ checked: report.checked, forgotten: report.forgotten.length, adopted: report.adopted.length, removed: report.removed.length }, 'reconciled the index with the blob store');
     }
     return { layout, store, index, lock };
   } catch (err) {
+    await store?.close().catch(() => undefined);
     lock.release();
     throw err;
   }
@@ -85,7 +108,11 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
   const proxy = env.proxy ?? {};
   // Validates the proxy settings before the data dir is locked; the log never shows credentials.
   const proxyRoutes = new ProxyRoutes(proxy);
-  const { layout, store, index, lock } = await openDataDir(config.dataDir, log);
+  const { layout, store, index, lock } = await openDataDir(config.dataDir, log, config);
+  if (config.storage === 's3') {
+    // Where, never with what credentials.
+    log.info({ storage: 's3', endpoint: config.s3Endpoint || '(AWS)', bucket: config.s3Bucket, prefix: config.s3Prefix, forcePathStyle: config.s3ForcePathStyle }, 'blobs are stored in an S3 bucket; the data dir keeps the index, staging and local copies');
+  }
   const hub = new HubClient({
     upstream: config.upstream,
     connectTimeoutMs: config.connectTimeoutSeconds * 1000,
@@ -227,6 +254,7 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
         await serverClosed;
         clearTimeout(timer);
         await hub.close();
+        await store.close();
         index.close();
         lock.release();
       })();

@@ -22,7 +22,8 @@ import type { Readable } from 'node:stream';
 import { setTimeout as delay } from 'node:timers/promises';
 import { MirrorError, isMirrorError } from '../errors.js';
 import type { BlobKey } from '../storage/blob-layout.js';
-import type { BlobWriter, FsBlobStore } from '../storage/blob-store.js';
+import type { BlobWriter } from '../storage/blob-store.js';
+import type { BlobStore } from '../storage/blob-store-contract.js';
 import { crashPoint } from '../storage/crash-points.js';
 import type { CacheIndex } from '../storage/cache-index.js';
 import { discardBody, type BodySpeedFloor, type HubClient, type UpstreamBody } from '../upstream/hub-client.js';
@@ -47,7 +48,7 @@ export interface FillRequest {
 }
 
 export interface FillDeps {
-  store: FsBlobStore;
+  store: BlobStore;
   index: CacheIndex;
   hub: HubClient;
   /** How many times a dropped upstream body is resumed before the fill fails. */

@@ -18,7 +18,7 @@ import { MirrorError } from '../errors.js';
 import type { FileEntry } from '../hub/file-resolver.js';
 import { fileUrlPath } from '../hub/repo-ref.js';
 import type { BlobKey } from '../storage/blob-layout.js';
-import type { FsBlobStore } from '../storage/blob-store.js';
+import type { BlobStore } from '../storage/blob-store-contract.js';
 import type { CacheIndex } from '../storage/cache-index.js';
 import { discardBody, type HubClient } from '../upstream/hub-client.js';
 import { DiskSpace, formatBytes } from '../storage/disk-space.js';
@@ -53,7 +53,7 @@ const SMALL_FILE_BYTES = 1024 * 1024;
 const BYPASS_CONCURRENCY = 4;
 
 export interface MirrorOptions {
-  store: FsBlobStore;
+  store: BlobStore;
   index: CacheIndex;
   hub: HubClient;
   maxResumes: number;
@@ -87,7 +87,7 @@ interface FillFlight {
 }
 
 export class Mirror {
-  readonly #store: FsBlobStore;
+  readonly #store: BlobStore;
   readonly #index: CacheIndex;
   readonly #hub: HubClient;
   readonly #maxResumes: number;

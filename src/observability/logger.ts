@@ -11,7 +11,7 @@ export function createLogger(level: LogLevel, destination?: NodeJS.WritableStrea
     {
       level,
       base: { service: 'hubcache' },
-      redact: { paths: ['authorization', 'headers.authorization', 'req.headers.authorization', 'token', 'hfToken'], censor: '[redacted]' },
+      redact: { paths: ['authorization', 'headers.authorization', 'req.headers.authorization', 'token', 'hfToken', 's3AccessKeyId', 's3SecretAccessKey', 'secretAccessKey', 'credentials'], censor: '[redacted]' },
     },
     destination ?? process.stdout,
   );

@@ -328,6 +328,7 @@ export class S3BlobStore implements BlobStore {
             const part = await this.#s3.send(new UploadPartCommand({ Bucket, Key, UploadId, PartNumber: i + 1, Body, ContentLength: Body.length }));
             if (!part.ETag) throw new MirrorError('StorageUnavailable', `the object store gave no ETag for part ${i + 1} of ${key}`);
             etags[i] = part.ETag;
+            crashPoint('during-upload');
           }
         };
         const parallel = Math.max(1, Math.min(this.#concurrency, Math.floor(UPLOAD_MEMORY / partSize), count));

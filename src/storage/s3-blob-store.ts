@@ -94,6 +94,8 @@ export class S3BlobStore implements BlobStore {
   readonly #cacheReads: boolean;
   /** Blobs being copied into the local cache. */
   readonly #caching = new Map<BlobKey, Promise<void>>();
+  /** Aborted by close: copies into the local cache stop (a 50 GB copy must not hold up a shutdown). */
+  readonly #closing = new AbortController();
 
   constructor(layout: BlobLayout, opts: S3BlobStoreOptions) {
     this.layout = layout;
@@ -219,6 +221,7 @@ export class S3BlobStore implements BlobStore {
   }
 
   async close(): Promise<void> {
+    this.#closing.abort();
     await this.settled();
     this.#s3.destroy();
   }
@@ -262,9 +265,9 @@ export class S3BlobStore implements BlobStore {
    * slows it, and a range read warms the whole blob.
    */
   #cacheLocally(key: BlobKey): void {
-    if (this.#caching.has(key)) return;
+    if (this.#caching.has(key) || this.#closing.signal.aborted) return;
     const job = (async () => {
-      const res = await this.#s3.send(new GetObjectCommand({ Bucket: this.#bucket, Key: this.objectKey(key) }));
+      const res = await this.#s3.send(new GetObjectCommand({ Bucket: this.#bucket, Key: this.objectKey(key) }), { abortSignal: this.#closing.signal });
       const body = res.Body as Readable | undefined;
       const size = res.ContentLength;
       if (!body || size === undefined) throw new Error('no body');

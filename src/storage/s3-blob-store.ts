@@ -271,14 +271,22 @@ export class S3BlobStore implements BlobStore {
       const body = res.Body as Readable | undefined;
       const size = res.ContentLength;
       if (!body || size === undefined) throw new Error('no body');
-      const writer = await createStagingWriter(this.layout, key, size, (k, staged, verified) => this.#landLocallyChecked(k, staged, verified));
+      const stop = (): void => {
+        body.destroy(new Error('blob store closing'));
+      };
+      this.#closing.signal.addEventListener('abort', stop, { once: true });
       try {
-        for await (const chunk of body) await writer.write([chunk as Buffer]);
-        await writer.commit();
-      } catch (err) {
+        const writer = await createStagingWriter(this.layout, key, size, (k, staged, verified) => this.#landLocallyChecked(k, staged, verified));
+        try {
+          for await (const chunk of body) await writer.write([chunk as Buffer]);
+          await writer.commit();
+        } catch (err) {
+          await writer.abort();
+          throw err;
+        }
+      } finally {
+        this.#closing.signal.removeEventListener('abort', stop);
         body.destroy();
-        await writer.abort();
-        throw err;
       }
     })()
       .catch(() => undefined) // a cache fill that fails costs nothing: reads go to the store

@@ -12,14 +12,16 @@ import { errorResponse } from './http/hub-errors.js';
 import { accessControl } from './http/access.js';
 import type { AppEnv } from './http/app-env.js';
 import { cors } from './http/cors.js';
-import { requestLog } from './http/request-log.js';
+import { requestLog, type RequestObserver } from './http/request-log.js';
 import type { RepoPolicy } from './hub/repo-policy.js';
 import { apiRoutes } from './http/routes/api.js';
 import { filesRoutes } from './http/routes/files.js';
 import { healthRoutes } from './http/routes/health.js';
+import { dashboardPage, observabilityRoutes, type ObservabilityDeps } from './http/routes/observability.js';
 import type { Mirror } from './mirror/mirror.js';
+import type { TrafficCounters } from './observability/traffic-counters.js';
 import type { CacheIndex } from './storage/cache-index.js';
-import type { HubClient } from './upstream/hub-client.js';
+import type { UpstreamApi } from './upstream/hub-client.js';
 
 export interface AppDeps {
   log: Logger;
@@ -27,7 +29,7 @@ export interface AppDeps {
   resolver: FileResolver;
   mirror: Mirror;
   metadata: MetadataCache;
-  hub: HubClient;
+  hub: UpstreamApi;
   dataDir: string;
   fillStartWaitMs: number;
   /** Config `publicUrl` ('' when unset): the mirror's origin in the URLs it writes. */
@@ -44,24 +46,52 @@ export interface AppDeps {
   access: AccessPolicy;
   /** Config `allowWrites`: pass API write requests upstream instead of refusing them. */
   allowWrites: boolean;
+  /** `/metrics` and the dashboard; omitted: not served. */
+  observability?: ObservabilityDeps;
+  /** Told about every request and its outcome (metrics, the dashboard's activity). */
+  requestObserver?: RequestObserver;
+  /** What file GETs served, for `stats`. */
+  traffic?: TrafficCounters;
+  /** The operator API (routes/admin.ts), when it is served on this port (adminToken without adminListen). */
+  admin?: Hono<AppEnv>;
 }
 
 export function createApp(deps: AppDeps): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
-  app.use(requestLog(deps.log));
+  app.use(requestLog(deps.log, deps.requestObserver));
+  // Before CORS and access keys: the operator API has its own token, no access key opens it, and
+  // no web page is told it may read it. It answers everything under /admin/ (404 for the rest).
+  if (deps.admin) app.route('/', deps.admin);
   // Before access control: preflights carry no credentials; and outside it, so that its 401 and
   // every other answer carries the CORS headers too.
   app.use(cors({ origins: deps.corsOrigins }));
+  const observability = deps.observability;
+  // The dashboard page holds no data: anyone may load it. With a metrics token, /metrics and the
+  // status are behind that token instead of the access keys; without one, behind the access keys.
+  if (observability) app.route('/', dashboardPage());
+  if (observability?.metricsToken) app.route('/', observabilityRoutes(observability));
   app.use(accessControl({ accessKeys: deps.accessKeys, policy: deps.access }));
+  if (observability && !observability.metricsToken) app.route('/', observabilityRoutes(observability));
   app.route('/', healthRoutes({ index: deps.index, dataDir: deps.dataDir }));
   // Before the file routes: `/api/...` is never a file URL.
   app.route('/', apiRoutes({ metadata: deps.metadata, hub: deps.hub, log: deps.log, publicUrl: deps.publicUrl, listenUrl: deps.listenUrl, policy: deps.policy, allowWrites: deps.allowWrites }));
-  app.route('/', filesRoutes({ resolver: deps.resolver, mirror: deps.mirror, fillStartWaitMs: deps.fillStartWaitMs, policy: deps.policy }));
+  app.route('/', filesRoutes({ resolver: deps.resolver, mirror: deps.mirror, fillStartWaitMs: deps.fillStartWaitMs, policy: deps.policy, ...(deps.traffic ? { traffic: deps.traffic } : {}) }));
+  return withErrors(app, deps.log);
+}
 
+/** The app of the admin listener (`adminListen`): the operator API only, every other path a 404. */
+export function createAdminApp(log: Logger, admin: Hono<AppEnv>): Hono<AppEnv> {
+  const app = new Hono<AppEnv>();
+  app.use(requestLog(log));
+  app.route('/', admin);
+  return withErrors(app, log);
+}
+
+function withErrors(app: Hono<AppEnv>, log: Logger): Hono<AppEnv> {
   app.notFound(() => notFound());
   app.onError((err) => {
-    if (!isMirrorError(err)) deps.log.error({ err: { message: err.message, stack: err.stack } }, 'unhandled error');
-    else if (err.status >= 500) deps.log.warn({ code: err.code, message: err.message }, 'request failed');
+    if (!isMirrorError(err)) log.error({ err: { message: err.message, stack: err.stack } }, 'unhandled error');
+    else if (err.status >= 500) log.warn({ code: err.code, message: err.message }, 'request failed');
     return errorResponse(err);
   });
   return app;

@@ -31,6 +31,9 @@ export type ErrorCode =
   | 'StorageUnavailable'
   | 'Overloaded'
   | 'NotSupported'
+  | 'AdminTokenRequired'
+  | 'NotFound'
+  | 'Conflict'
   | 'Internal';
 
 interface ErrorSpec {
@@ -81,6 +84,12 @@ export const ERROR_TABLE: Record<ErrorCode, ErrorSpec> = {
   // error carries a Retry-After.
   Overloaded: { status: 503, hubCode: 'Overloaded' },
   NotSupported: { status: 501, hubCode: 'NotSupported' },
+  // The operator API (`/admin/`) without its token (adminToken), or with another one.
+  AdminTokenRequired: { status: 401 },
+  // Operator API objects (a job, a repo the index does not know).
+  NotFound: { status: 404 },
+  // An operator request that contradicts the object's state (cancelling a finished job).
+  Conflict: { status: 409 },
   Internal: { status: 500, hubCode: 'InternalError' },
 };
 

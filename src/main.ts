@@ -1,15 +1,18 @@
 #!/usr/bin/env node
 /**
- * The process entry: `hubcache serve`. The only module that reads the environment, parses argv,
- * installs signal handlers and exits. Exit codes: 0 ok, 1 runtime failure, 2 invalid configuration.
+ * The process entry: `hubcache serve`, `health`, and the operator commands (cli/commands.ts:
+ * prefetch, import, ls, stats, verify, jobs, evict). The only modules that read the environment,
+ * parse argv, install signal handlers and exit. Exit codes: 0 ok, 1 runtime failure, 2 invalid
+ * configuration or usage (`health`: 1, see there).
  */
 import { Command, CommanderError, Option } from 'commander';
 import { OPTIONS, envName, flagName } from './config/config.js';
 import { loadConfig } from './config/load-config.js';
 import { createLogger } from './observability/logger.js';
-import { VERSION, openDataDir, startServer } from './server.js';
+import { VERSION, startServer } from './server.js';
 import { proxySettingsFromEnv, proxySettingsProblems } from './upstream/proxy-routes.js';
-import { verifyBlobs, type VerifyProgress } from './storage/verify.js';
+import { healthTarget, probeHealth } from './health-probe.js';
+import { registerOperatorCommands } from './cli/commands.js';
 
 const program = new Command();
 // Usage errors (a flag without its value, an unknown command) are configuration problems: exit 2.
@@ -17,24 +20,31 @@ const program = new Command();
 program.exitOverride();
 program.name('hubcache').description('A Hugging Face-compatible caching mirror').version(VERSION);
 
-const serve = program
-  .command('serve')
-  .description('Serve the mirror (configuration: flags > HUBCACHE_* environment > --config file > defaults)')
-  .option('-c, --config <file>', 'JSON configuration file (see config/hubcache.example.json)')
-  // Unknown flags and stray arguments are reported with every other configuration problem.
-  .allowUnknownOption()
-  .allowExcessArguments();
-for (const o of OPTIONS) {
-  const help = `${o.description} [env ${envName(o.key)}, default ${JSON.stringify(o.default)}]`;
-  if (o.type.kind === 'boolean') {
-    // `--offline`, `--offline=false` / `--offline false`, and `--no-offline` (added second, so the
-    // option stays unset unless given: the environment and the config file still apply).
-    serve.addOption(new Option(`${flagName(o.key)} [value]`, `${help} (true, false, 1 or 0; bare: true)`));
-    serve.addOption(new Option(`--no-${flagName(o.key).slice(2)}`, `same as ${flagName(o.key)}=false`));
-  } else {
-    serve.addOption(new Option(`${flagName(o.key)} <value>`, help));
+/**
+ * The configuration options of `serve`, as flags: `health` takes the same ones, so it reads the
+ * configuration `serve` would (config file, environment, flags).
+ */
+function withConfigOptions(command: Command): Command {
+  command
+    .option('-c, --config <file>', 'JSON configuration file (see config/hubcache.example.json)')
+    // Unknown flags and stray arguments are reported with every other configuration problem.
+    .allowUnknownOption()
+    .allowExcessArguments();
+  for (const o of OPTIONS) {
+    const help = `${o.description} [env ${envName(o.key)}, default ${JSON.stringify(o.default)}]`;
+    if (o.type.kind === 'boolean') {
+      // `--offline`, `--offline=false` / `--offline false`, and `--no-offline` (added second, so the
+      // option stays unset unless given: the environment and the config file still apply).
+      command.addOption(new Option(`${flagName(o.key)} [value]`, `${help} (true, false, 1 or 0; bare: true)`));
+      command.addOption(new Option(`--no-${flagName(o.key).slice(2)}`, `same as ${flagName(o.key)}=false`));
+    } else {
+      command.addOption(new Option(`${flagName(o.key)} <value>`, help));
+    }
   }
+  return command;
 }
+
+const serve = withConfigOptions(program.command('serve').description('Serve the mirror (configuration: flags > HUBCACHE_* environment > --config file > defaults)'));
 
 serve.action(async (opts: Record<string, unknown>, command: Command) => {
   const { config: configFile, ...flags } = opts;
@@ -65,31 +75,37 @@ serve.action(async (opts: Record<string, unknown>, command: Command) => {
   process.once('SIGINT', () => shutdown('SIGINT'));
 });
 
-program
-  .command('verify')
-  .description('Re-hash every stored blob; quarantine and forget corrupt ones (run with the server stopped). Exit 1 if any was corrupt.')
-  .option('-c, --config <file>', 'JSON configuration file')
-  .option('--data-dir <dir>', 'cache directory [env HUBCACHE_DATA_DIR, default "./data"]')
-  .action(async (opts: { config?: string; dataDir?: string }) => {
-    const loaded = loadConfig({ configFile: opts.config, env: process.env, flags: opts.dataDir === undefined ? {} : { dataDir: opts.dataDir } });
-    if (!loaded.ok) exitInvalid(loaded.errors);
-    const log = createLogger('warn', process.stderr);
-    let opened;
-    try {
-      opened = await openDataDir(loaded.config.dataDir, log, loaded.config);
-    } catch (err) {
-      process.stderr.write(`hubcache verify: ${(err as Error).message}\n`);
-      process.exit(1);
-    }
-    const bar = progressBar(process.stderr);
-    const report = await verifyBlobs(opened.store, opened.index, bar.update);
-    bar.done();
-    await opened.store.close();
-    opened.index.close();
-    opened.lock.release();
-    process.stdout.write(`${JSON.stringify({ verified: report.verified, bytes: report.bytes, corrupt: report.corrupt, missing: report.missing }, null, 2)}\n`);
-    process.exit(report.corrupt.length > 0 ? 1 : 0);
-  });
+/** Longest wait for the server's answer: below the image's HEALTHCHECK --timeout (5 s). */
+const HEALTH_TIMEOUT_MS = 4_000;
+
+withConfigOptions(
+  program
+    .command('health')
+    .description(
+      "Ask the running server's /healthz whether it is healthy; exit 0 if so, else 1. Reads the same configuration as serve; finds the server at the address it recorded in the data directory, else at the configured host and port.",
+    ),
+).action(async (opts: Record<string, unknown>, command: Command) => {
+  const { config: configFile, ...flags } = opts;
+  const loaded = loadConfig({ configFile: configFile as string | undefined, env: process.env, flags });
+  const problems = [...unexpectedArguments(command.args), ...(loaded.ok ? [] : loaded.errors)];
+  // Exit 1, not 2: container health checks reserve 2, and a server cannot be running with a
+  // configuration that does not load.
+  if (!loaded.ok || problems.length > 0) {
+    process.stderr.write(`hubcache health: invalid configuration:\n${problems.map((e) => `  - ${e}`).join('\n')}\n`);
+    process.exit(1);
+  }
+  const target = healthTarget(loaded.config, flags.host !== undefined || flags.port !== undefined);
+  const result = await probeHealth(target.url, HEALTH_TIMEOUT_MS);
+  if (result.healthy) {
+    process.stdout.write(`hubcache health: healthy: ${result.detail}\n`);
+    process.exit(0);
+  }
+  const hint = target.from === 'configuration' ? ` (address from the configuration; is "hubcache serve" running with it, data directory ${loaded.config.dataDir}?)` : ' (address recorded by the server in its data directory)';
+  process.stderr.write(`hubcache health: unhealthy: ${result.detail}${hint}\n`);
+  process.exit(1);
+});
+
+registerOperatorCommands(program);
 
 /** Prints every configuration problem in one message and exits 2. */
 function exitInvalid(problems: readonly string[]): never {
@@ -100,25 +116,6 @@ function exitInvalid(problems: readonly string[]): never {
 /** Command-line words commander did not take: unknown flags (`--ofline`) and stray arguments. */
 function unexpectedArguments(args: readonly string[]): string[] {
   return args.map((a) => (a.startsWith('-') ? `unknown option ${a.split('=')[0] ?? a} (from command line)` : `unexpected argument ${JSON.stringify(a)} (from command line)`));
-}
-
-/** A one-line progress bar on a TTY, a line every 10 % otherwise. */
-function progressBar(out: NodeJS.WriteStream): { update: (p: VerifyProgress) => void; done: () => void } {
-  let lastDecile = -1;
-  return {
-    update: (p) => {
-      const frac = p.bytesTotal > 0 ? p.bytesDone / p.bytesTotal : p.done / Math.max(1, p.total);
-      const line = `verify [${'#'.repeat(Math.round(frac * 30)).padEnd(30, '.')}] ${(frac * 100).toFixed(0)}%  ${p.done}/${p.total} blobs  ${(p.bytesDone / 1e9).toFixed(2)}/${(p.bytesTotal / 1e9).toFixed(2)} GB`;
-      if (out.isTTY) out.write(`\r${line}`);
-      else if (Math.floor(frac * 10) > lastDecile) {
-        lastDecile = Math.floor(frac * 10);
-        out.write(`${line}\n`);
-      }
-    },
-    done: () => {
-      if (out.isTTY) out.write('\n');
-    },
-  };
 }
 
 try {

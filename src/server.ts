@@ -7,9 +7,17 @@ import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { createAdaptorServer } from '@hono/node-server';
 import type { Logger } from 'pino';
-import { createApp } from './app.js';
+import type { Hono } from 'hono';
+import { ImportRunner } from './admin/import-cache.js';
+import { Jobs } from './admin/jobs.js';
+import { PrefetchRunner } from './admin/prefetch.js';
+import { VerifyRunner } from './admin/verify-job.js';
+import { createAdminApp, createApp } from './app.js';
 import { systemClock, type Clock } from './clock.js';
-import type { Config } from './config/config.js';
+import { parseListenAddress, type Config } from './config/config.js';
+import type { AppEnv } from './http/app-env.js';
+import { adminRoutes } from './http/routes/admin.js';
+import { TrafficCounters } from './observability/traffic-counters.js';
 import { AccessPolicy } from './hub/access-policy.js';
 import { FileResolver } from './hub/file-resolver.js';
 import { MetadataCache } from './hub/metadata-cache.js';
@@ -17,22 +25,30 @@ import { RefPins } from './hub/ref-pins.js';
 import { RepoPolicy } from './hub/repo-policy.js';
 import { Mirror } from './mirror/mirror.js';
 import { BlobLayout } from './storage/blob-layout.js';
-import { FsBlobStore } from './storage/blob-store.js';
+import { FsBlobStore, type BlobStoreOptions } from './storage/blob-store.js';
 import type { BlobStore } from './storage/blob-store-contract.js';
 import { S3BlobStore } from './storage/s3-blob-store.js';
 import { CacheIndex } from './storage/cache-index.js';
 import { HubClient } from './upstream/hub-client.js';
+import { UpstreamSet } from './upstream/upstream-set.js';
 import { ProxyRoutes, showProxy, type ProxySettings } from './upstream/proxy-routes.js';
+import { constants } from 'node:fs';
 import fsp from 'node:fs/promises';
 import { DataDirLock } from './storage/data-dir-lock.js';
 import { assertLocalFilesystem } from './storage/filesystem-check.js';
-import { DiskSpace } from './storage/disk-space.js';
+import { cacheBudget, DiskSpace } from './storage/disk-space.js';
+import { Evictor } from './mirror/eviction.js';
 import { reconcile } from './storage/reconcile.js';
+import { removeListeningRecord, writeListeningRecord } from './storage/listening-record.js';
+import { Activity } from './observability/activity.js';
+import { Metrics, type StorageStats } from './observability/metrics.js';
 
 export interface RunningServer {
   /** `http://host:port` as reachable from this machine. */
   url: string;
   port: number;
+  /** The admin listener's URL (`adminListen`), if configured. */
+  adminUrl?: string;
   close(): Promise<void>;
 }
 
@@ -49,9 +65,10 @@ export interface OpenDataDir {
 export type StorageConfig = Pick<Config, 'storage' | 's3Endpoint' | 's3Bucket' | 's3Region' | 's3Prefix' | 's3ForcePathStyle' | 's3AccessKeyId' | 's3SecretAccessKey' | 's3TimeoutSeconds'>;
 
 /** The blob store `storage` names, over the data dir's layout (staging, local copies). */
-export function createBlobStore(layout: BlobLayout, c: StorageConfig): BlobStore {
-  if (c.storage === 'fs') return new FsBlobStore(layout);
+export function createBlobStore(layout: BlobLayout, c: StorageConfig, fsOptions: BlobStoreOptions = {}): BlobStore {
+  if (c.storage === 'fs') return new FsBlobStore(layout, fsOptions);
   return new S3BlobStore(layout, {
+    local: fsOptions,
     endpoint: c.s3Endpoint,
     bucket: c.s3Bucket,
     region: c.s3Region,
@@ -63,18 +80,25 @@ export function createBlobStore(layout: BlobLayout, c: StorageConfig): BlobStore
 }
 
 /**
- * Takes the data dir's process lock, opens the index and reconciles it with the blob store (a
- * crash may have left staging files, lost index rows, or rows whose blobs are gone).
- * `storage`: which blob store (default: the data dir itself).
+ * Takes the data dir's process lock (or uses `held`, the caller's), opens the index and reconciles
+ * it with the blob store (a crash may have left staging files, lost index rows, or rows whose
+ * blobs are gone). `storage`: which blob store (default: the data dir itself).
  */
-export async function openDataDir(dataDir: string, log: Logger, storage?: StorageConfig): Promise<OpenDataDir> {
+export async function openDataDir(dataDir: string, log: Logger, opts: { diskWriters?: number; held?: DataDirLock; storage?: StorageConfig } = {}): Promise<OpenDataDir> {
   const layout = new BlobLayout(dataDir);
-  await fsp.mkdir(layout.root, { recursive: true });
+  await fsp.mkdir(layout.root, { recursive: true }).catch((err: unknown) => {
+    throw notWritable(layout.root, layout.root, err);
+  });
+  await assertWritable(layout);
   await assertLocalFilesystem(layout.root);
-  const lock = DataDirLock.acquire(layout.lockPath, layout.root);
+  const lock = opts.held ?? DataDirLock.acquire(layout.lockPath, layout.root);
   let store: BlobStore | undefined;
   try {
-    store = storage ? createBlobStore(layout, storage) : new FsBlobStore(layout);
+    const fsOptions: BlobStoreOptions = {
+      ...(opts.diskWriters === undefined ? {} : { diskWriters: opts.diskWriters }),
+      onPreallocateUnsupported: (reason) => log.warn({ reason }, 'staging files cannot be preallocated on this filesystem: written without it (more fragmentation, no space reserved up front)'),
+    };
+    store = opts.storage ? createBlobStore(layout, opts.storage, fsOptions) : new FsBlobStore(layout, fsOptions);
     await store.init();
     const index = CacheIndex.open(layout.indexPath, {
       onWriteProblem: (event, detail) => {
@@ -96,6 +120,32 @@ export async function openDataDir(dataDir: string, log: Logger, storage?: Storag
   }
 }
 
+/**
+ * The data directory and what the process must write in it (left there by an earlier run, maybe
+ * as another user) must be writable, checked up front: SQLite would only say "unable to open
+ * database file".
+ */
+async function assertWritable(layout: BlobLayout): Promise<void> {
+  const paths = [layout.root, layout.lockPath, layout.indexPath, `${layout.indexPath}-wal`, `${layout.indexPath}-shm`, layout.blobsDir, layout.stagingDir, layout.listeningPath];
+  for (const p of paths) {
+    try {
+      await fsp.access(p, constants.W_OK);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT' && p !== layout.root) continue;
+      throw notWritable(layout.root, p, err);
+    }
+  }
+}
+
+function notWritable(root: string, p: string, err: unknown): Error {
+  const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+  const uid = process.getuid?.();
+  const gid = process.getgid?.();
+  const who = uid === undefined ? 'this process' : `this process (uid ${uid}, gid ${gid})`;
+  const fix = uid === undefined ? '' : `: make the user with uid ${uid} own it (e.g. chown -R ${uid}:${gid} ${root})`;
+  return new Error(`The data directory ${root} is not writable by ${who}: ${p}: ${code}${fix}`);
+}
+
 /** What the process environment contributes besides Config (read once by the entry point). */
 export interface ServerEnvironment {
   /** Outbound proxy (HTTPS_PROXY, HTTP_PROXY, NO_PROXY); none by default. */
@@ -104,17 +154,44 @@ export interface ServerEnvironment {
   clock?: Clock;
 }
 
-export async function startServer(config: Config, log: Logger, env: ServerEnvironment = {}): Promise<RunningServer> {
-  const proxy = env.proxy ?? {};
-  // Validates the proxy settings before the data dir is locked; the log never shows credentials.
-  const proxyRoutes = new ProxyRoutes(proxy);
-  const { layout, store, index, lock } = await openDataDir(config.dataDir, log, config);
-  if (config.storage === 's3') {
-    // Where, never with what credentials.
-    log.info({ storage: 's3', endpoint: config.s3Endpoint || '(AWS)', bucket: config.s3Bucket, prefix: config.s3Prefix, forcePathStyle: config.s3ForcePathStyle }, 'blobs are stored in an S3 bucket; the data dir keeps the index, staging and local copies');
-  }
-  const hub = new HubClient({
-    upstream: config.upstream,
+/** How often the dashboard's history records the totals (one hour of samples is kept). */
+const HISTORY_INTERVAL_MS = 10_000;
+/** Disk and index numbers are read at most this often (the dashboard polls every second). */
+const STORAGE_STATS_TTL_MS = 1_000;
+
+/**
+ * The cache's size, budget (maxCacheBytes, resolved) and free space, and the index's row counts.
+ */
+function storageStats(index: CacheIndex, disk: DiskSpace, budgetBytes: () => number): () => Promise<StorageStats> {
+  let last: { at: number; stats: Promise<StorageStats> } | undefined;
+  return () => {
+    const now = performance.now();
+    if (last && now - last.at < STORAGE_STATS_TTL_MS) return last.stats;
+    const stats = (async (): Promise<StorageStats> => {
+      const counts = index.stats();
+      const freeBytes = await disk.available().catch(() => 0);
+      return {
+        usedBytes: counts.blobBytes,
+        budgetBytes: budgetBytes(),
+        freeBytes,
+        rows: counts.rows,
+      };
+    })();
+    last = { at: now, stats };
+    stats.catch(() => {
+      last = undefined;
+    });
+    return stats;
+  };
+}
+
+/**
+ * The client of one upstream (the server makes one per upstream; the offline CLI one for its few
+ * questions, of the first upstream).
+ */
+export function createHubClient(config: Config, log: Logger, proxy: ProxySettings = {}, upstream: string = config.upstream[0]!, metrics?: Metrics): HubClient {
+  return new HubClient({
+    upstream,
     connectTimeoutMs: config.connectTimeoutSeconds * 1000,
     metadataTimeoutMs: config.metadataTimeoutSeconds * 1000,
     headersTimeoutMs: config.upstreamHeadersTimeoutSeconds * 1000,
@@ -127,13 +204,38 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
     allowedRedirectHosts: config.allowedRedirectHosts,
     allowPrivateRedirects: config.allowPrivateRedirects,
     proxy,
+    ...(metrics ? { observer: metrics } : {}),
     onRetry: (e) => {
+      metrics?.retry(e.waitMs === undefined);
       if (e.waitMs !== undefined) log.warn({ upstream: e.what, status: e.status, attempt: e.attempt + 1, waitMs: e.waitMs }, 'upstream busy: retrying');
       else log.warn({ upstream: e.what, status: e.status, retries: e.attempt, reason: e.gaveUp }, 'upstream busy: giving up, the client gets the error');
     },
   });
+}
+
+export async function startServer(config: Config, log: Logger, env: ServerEnvironment = {}): Promise<RunningServer> {
+  const proxy = env.proxy ?? {};
+  // Validates the proxy settings before the data dir is locked; the log never shows credentials.
+  const proxyRoutes = new ProxyRoutes(proxy);
+  const { layout, store, index, lock } = await openDataDir(config.dataDir, log, { diskWriters: config.diskWriters, storage: config });
+  if (config.storage === 's3') {
+    // Where, never with what credentials.
+    log.info({ storage: 's3', endpoint: config.s3Endpoint || '(AWS)', bucket: config.s3Bucket, prefix: config.s3Prefix, forcePathStyle: config.s3ForcePathStyle }, 'blobs are stored in an S3 bucket; the data dir keeps the index, staging and local copies');
+  }
+  const metrics = new Metrics();
+  const activity = new Activity();
+  // One HubClient per upstream (its own pools, redirect policy and retries); the set picks.
+  const hub = new UpstreamSet(
+    config.upstream.map((base) => ({ base, client: createHubClient(config, log, proxy, base, metrics) })),
+    {
+      onState: (e) => {
+        if (e.state === 'down') log.warn({ upstream: e.upstream, reason: e.reason, coolDownMs: e.coolDownMs }, config.upstream.length > 1 ? 'upstream down: skipped until its cool-down ends, the next one is asked' : 'upstream down');
+        else log.info({ upstream: e.upstream }, 'upstream answering again');
+      },
+    },
+  );
   if (proxyRoutes.configured && !config.offline) {
-    const upstreamProxy = proxyRoutes.proxyFor(new URL(config.upstream));
+    const upstreamProxy = proxyRoutes.proxyFor(new URL(config.upstream[0]!));
     log.info({ ...proxyRoutes.describe(), upstreamVia: upstreamProxy ? showProxy(upstreamProxy) : 'direct (NO_PROXY)' }, 'outbound proxy: upstream connections go through it (CONNECT tunnels), except NO_PROXY hosts');
   }
   if (config.allowPrivateRedirects) log.warn('allowPrivateRedirects: upstream redirects may lead to loopback, private and link-local addresses');
@@ -154,6 +256,23 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
     policy: access,
     onStale: (req) => log.warn({ repo: req.repo.id, revision: req.revision }, 'upstream unreachable: answered from the index'),
   });
+  const traffic = new TrafficCounters(() => clock.now());
+  const diskSpace = new DiskSpace(layout.root, config.minFreeBytes);
+  const evictor = new Evictor({
+    store,
+    index,
+    budgetBytes: await cacheBudget(config.maxCacheBytes, diskSpace),
+    policy: config.evictionPolicy,
+    graceMs: config.evictionGraceSeconds * 1000,
+    maxMetadataBytes: config.maxMetadataBytes,
+    clock,
+    onEvicted: (key, size, why) => {
+      metrics.evicted(size);
+      log.info({ blob: key, size, why }, 'blob evicted');
+    },
+    onProblem: (what, err) => log.warn({ err: { message: (err as Error).message } }, `eviction: ${what} failed`),
+  });
+  log.info({ budgetBytes: evictor.budgetBytes, storedBytes: index.storedBytes, policy: evictor.policy }, 'cache budget');
   const mirror = new Mirror({
     store,
     index,
@@ -162,10 +281,23 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
     rangeBypassMaxBytes: config.rangeBypassMaxBytes,
     maxConcurrentFills: config.maxConcurrentFills,
     maxQueuedFills: config.maxQueuedFills,
-    diskSpace: new DiskSpace(layout.root, config.minFreeBytes),
+    segmentMinBytes: config.segmentMinBytes,
+    upstreamConnections: config.upstreamConnections,
+    maxUpstreamConnections: config.maxUpstreamConnections,
+    diskSpace,
+    evictor,
     onFillEvent: (event, key, error) => {
+      metrics.fillEvent(event);
+      if (event === 'failed') activity.fillFailed(key, error?.code, error?.message);
       if (event === 'failed') log.warn({ blob: key, code: error?.code, message: error?.message }, 'fill failed');
-      else log.info({ blob: key }, `fill ${event}`);
+      else if (event === 'split') log.debug({ blob: key }, 'fill split');
+      else if (event !== 'failover') log.info({ blob: key }, `fill ${event}`);
+      if (event === 'committed') traffic.pulled(index.getBlob(key)?.size ?? 0);
+    },
+    onFailover: (key, d) => {
+      if ('to' in d) metrics.failedOver();
+      if ('to' in d) log.warn({ blob: key, upstream: d.to }, 'fill continues from the next upstream at the bytes it holds');
+      else log.warn({ blob: key, upstream: d.refused, reason: d.reason }, 'fill cannot continue from this upstream');
     },
   });
   const metadata = new MetadataCache({
@@ -175,6 +307,30 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
     policy: access,
     onStale: (repo, revision) => log.warn({ repo: repo.id, type: repo.type, revision }, 'upstream unreachable: API answered from the index'),
   });
+  metrics.attach({
+    fills: () => ({ running: mirror.runningFills, queued: mirror.queuedFills }),
+    upstreamFileBytes: () => mirror.upstreamFileBytes,
+    storage: storageStats(index, diskSpace, () => evictor.budgetBytes),
+  });
+  const sampleTotals = (): void => activity.sample(metrics.totals());
+  sampleTotals();
+  const sampleTimer = setInterval(sampleTotals, HISTORY_INTERVAL_MS);
+  sampleTimer.unref();
+  const repoPolicy = new RepoPolicy(config.allowRepos, config.denyRepos);
+  const jobs = new Jobs({
+    index,
+    log,
+    clock,
+    runners: {
+      prefetch: new PrefetchRunner({ resolver, mirror, metadata, access, policy: repoPolicy }),
+      import: new ImportRunner({ store, index, access, diskSpace, reservedBytes: () => mirror.reservedBytes, ...(config.maxCacheBytes === '' ? {} : { budgetBytes: evictor.budgetBytes }) }),
+      verify: new VerifyRunner(store, index),
+    },
+  });
+  const adminEnabled = config.adminToken !== '' || config.adminListen !== '';
+  const admin: Hono<AppEnv> | undefined = adminEnabled
+    ? adminRoutes({ token: config.adminToken, jobs, index, dataDir: layout.root, minFreeBytes: config.minFreeBytes, traffic, mirror, evictor, policy: repoPolicy, log })
+    : undefined;
   let url = '';
   const app = createApp({
     log,
@@ -187,11 +343,31 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
     fillStartWaitMs: config.fillStartWaitMs,
     publicUrl: config.publicUrl,
     listenUrl: () => url,
-    policy: new RepoPolicy(config.allowRepos, config.denyRepos),
+    policy: repoPolicy,
     accessKeys: config.accessKeys,
     corsOrigins: config.corsOrigins,
     access,
     allowWrites: config.allowWrites,
+    observability: {
+      metrics,
+      activity,
+      mirror,
+      metricsToken: config.metricsToken,
+      maxConcurrentFills: config.maxConcurrentFills,
+      maxQueuedFills: config.maxQueuedFills,
+      version: VERSION,
+      startedAt: Date.now(),
+    },
+    requestObserver: {
+      opened: (live) => metrics.opened(live),
+      closed: (live, outcome) => {
+        metrics.closed(live, outcome);
+        activity.request(outcome);
+      },
+    },
+    traffic,
+    // With adminListen the operator API lives on that listener only.
+    ...(admin && config.adminListen === '' ? { admin } : {}),
   });
 
   // Slowloris guard without cutting long downloads: headers must arrive within
@@ -227,38 +403,99 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
     });
   });
   const port = (server.address() as AddressInfo).port;
-  const shownHost = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
-  url = `http://${shownHost.includes(':') ? `[${shownHost}]` : shownHost}:${port}`;
-  const flushTimer = setInterval(() => {
+  url = shownUrl(config.host, port);
+  let adminServer: Server | undefined;
+  let adminUrl: string | undefined;
+  if (admin && config.adminListen !== '') {
+    const { host, port: adminPort } = parseListenAddress(config.adminListen);
+    adminServer = createAdaptorServer({ fetch: createAdminApp(log, admin).fetch, createServer, serverOptions: { headersTimeout, requestTimeout: 0 } }) as Server;
+    adminServer.keepAliveTimeout = config.clientKeepAliveTimeoutSeconds * 1000;
     try {
-      index.flushTouches();
+      await listen(adminServer, adminPort, host);
     } catch (err) {
-      log.warn({ err: { message: (err as Error).message } }, 'index: access times not written');
+      server.close();
+      await evictor.close();
+      await mirror.close();
+      await hub.close();
+      index.close();
+      lock.release();
+      throw new Error(`adminListen ${config.adminListen}: ${(err as Error).message}`);
     }
-  }, 5_000);
+    adminUrl = shownUrl(host, (adminServer.address() as AddressInfo).port);
+    if (config.adminToken === '' && !isLoopback(host)) log.warn({ adminUrl }, 'admin API without adminToken on a non-loopback address: whoever reaches it can run prefetch, import and verify');
+    log.info({ adminUrl, tokenRequired: config.adminToken !== '' }, 'admin API listening (operator API only)');
+  } else if (admin) {
+    log.info('admin API enabled under /admin/ on the main port (adminToken required)');
+  }
+  const flush = (): void => {
+    try {
+      // One transaction: a locked index costs one short busy wait per flush.
+      traffic.flush((deltas, initial) => index.flushTouches(() => index.inventory.addCounters(deltas, initial)));
+    } catch (err) {
+      log.warn({ err: { message: (err as Error).message } }, 'index: access times and counters not written');
+    }
+  };
+  const flushTimer = setInterval(flush, 5_000);
   flushTimer.unref();
-  log.info({ url, dataDir: layout.root, upstream: config.upstream }, 'hubcache listening');
+  try {
+    await writeListeningRecord(layout.listeningPath, { url, pid: process.pid });
+  } catch (err) {
+    log.warn({ file: layout.listeningPath, message: (err as Error).message }, 'could not record the listening address: hubcache health falls back to the configured host and port');
+  }
+  jobs.resume();
+  evictor.start();
+  log.info({ url, dataDir: layout.root, upstream: config.upstream, ...(adminUrl ? { adminUrl } : {}) }, 'hubcache listening');
 
   let closing: Promise<void> | null = null;
   return {
     url,
     port,
+    ...(adminUrl ? { adminUrl } : {}),
     close: () => {
       closing ??= (async () => {
         clearInterval(flushTimer);
+        clearInterval(sampleTimer);
         const serverClosed = new Promise<void>((resolve) => server.close(() => resolve()));
         server.closeIdleConnections();
+        const adminClosed = adminServer ? new Promise<void>((resolve) => adminServer.close(() => resolve())) : Promise.resolve();
+        adminServer?.closeAllConnections();
+        // Jobs first: interrupted, they stay recorded as running and resume at the next start.
+        await jobs.close();
+        await evictor.close();
         await mirror.close();
         // Open responses end when their readers fail or finish; give them a moment, then cut.
         const timer = setTimeout(() => server.closeAllConnections(), 2_000);
         await serverClosed;
+        await adminClosed;
         clearTimeout(timer);
         await hub.close();
+        flush();
         await store.close();
         index.close();
+        removeListeningRecord(layout.listeningPath);
         lock.release();
       })();
       return closing;
     },
   };
+}
+
+function listen(server: Server, port: number, host: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ port, host }, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+}
+
+/** `http://host:port` as reachable from this machine (a wildcard address is shown as loopback). */
+function shownUrl(host: string, port: number): string {
+  const shown = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host;
+  return `http://${shown.includes(':') ? `[${shown}]` : shown}:${port}`;
+}
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || host.startsWith('127.');
 }

@@ -37,7 +37,7 @@ export async function coldPhase(ctx: BenchContext): Promise<void> {
       await ctx.clients.gets([{ url: w.hubUrl(warm), followRedirects: true }]);
       await ctx.clients.gets([{ url: w.mirrorUrl(warm) }]);
       for (const size of s.coldSizes) {
-        const fig = { mirror: [] as number[], direct: [] as number[], proxy: [] as number[], ttfbMs: [] as number[], lastByteWaitMs: [] as number[], upstreamRatio: [] as number[] };
+        const fig = { mirror: [] as number[], direct: [] as number[], proxy: [] as number[], ttfbMs: [] as number[], lastByteWaitMs: [] as number[], upstreamRatio: [] as number[], mirrorCpuSecondsPerGB: [] as number[] };
         await ctx.profiled(w.mirror, `cold-${size >> 20}MiB`, async () => {
           for (let r = 0; r < s.rounds; r++) {
             const f = w.addFiles(`cold-${size >> 20}-r${r}`, 1, size)[0]!;
@@ -46,7 +46,10 @@ export async function coldPhase(ctx: BenchContext): Promise<void> {
                 'mirror',
                 async () => {
                   const up0 = w.upstream(f).bytes;
+                  const c0 = w.mirror.cpu();
                   const o = (await ctx.clients.gets([{ url: w.mirrorUrl(f), expect: f.ref }])).outcomes[0]!;
+                  const c1 = w.mirror.cpu();
+                  if (c0 && c1) fig.mirrorCpuSecondsPerGB.push((c1.user + c1.system - c0.user - c0.system) / (size / 1e9));
                   ctx.checkGet(`mirror cold ${f.path}`, o, { size, cache: 'miss' });
                   fig.mirror.push(mbps(o.bytes, elapsed(o)));
                   fig.ttfbMs.push(o.headersMs - o.startMs);
@@ -92,7 +95,8 @@ export async function coldPhase(ctx: BenchContext): Promise<void> {
           digits: 0,
           note:
             `mirror ttfb ${fmt(median(fig.ttfbMs), 1)} ms, wait for the last byte ${fmt(median(fig.lastByteWaitMs), 1)} ms ` +
-            `(held until the fill is verified), upstream ${fmt(median(fig.upstreamRatio), 3)}× the file`,
+            `(held until the fill is verified), upstream ${fmt(median(fig.upstreamRatio), 3)}× the file, ` +
+            `mirror CPU ${fmt(median(fig.mirrorCpuSecondsPerGB), 2)} s per GB`,
         });
         if (pc && fig.proxy.length === fig.direct.length) {
           ctx.report.add({

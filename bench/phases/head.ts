@@ -42,11 +42,16 @@ export async function headPhase(ctx: BenchContext): Promise<void> {
       const runs = { mirror: [] as Awaited<ReturnType<typeof heyHead>>[], nginx: [] as Awaited<ReturnType<typeof heyHead>>[] };
       const hubHeads0 = w.hub.count({ server: 'hub', method: 'HEAD' });
       let upstreamHeads = 0;
+      // The mirror's CPU seconds per 1,000 HEADs: far less sensitive to other load than req/s.
+      const mirrorCpu: number[] = [];
       await ctx.profiled(w.mirror, `head-c${s.headConcurrency}`, async () => {
         for (let r = 0; r < s.rounds; r++) {
           for (const t of r % 2 === 0 ? targets : [...targets].reverse()) {
             const before = w.hub.count({ server: 'hub', method: 'HEAD' });
+            const c0 = t.name === 'mirror' ? w.mirror.cpu() : null;
             const res = await heyHead(hey, t.url, s.headRequests, s.headConcurrency);
+            const c1 = t.name === 'mirror' ? w.mirror.cpu() : null;
+            if (c0 && c1) mirrorCpu.push((c1.user - c0.user + c1.system - c0.system) / (s.headRequests / 1000));
             if (t.name === 'mirror') upstreamHeads += w.hub.count({ server: 'hub', method: 'HEAD' }) - before;
             // hey sends n ÷ c requests per worker, rounded down.
             const sent = Math.floor(s.headRequests / s.headConcurrency) * s.headConcurrency;
@@ -70,7 +75,8 @@ export async function headPhase(ctx: BenchContext): Promise<void> {
         digits: 0,
         note:
           `hey -n ${s.headRequests}, hey itself ${fmt(100 * median(m.map((x) => x.heyCpuSeconds / x.wallSeconds)), 0)}% (mirror runs) / ` +
-          `${fmt(100 * median(g.map((x) => x.heyCpuSeconds / x.wallSeconds)), 0)}% (nginx runs) of a core; ${upstreamHeads} upstream HEADs during the mirror's runs`,
+          `${fmt(100 * median(g.map((x) => x.heyCpuSeconds / x.wallSeconds)), 0)}% (nginx runs) of a core; ${upstreamHeads} upstream HEADs during the mirror's runs; ` +
+          `mirror CPU ${fmt(median(mirrorCpu), 3)} s per 1,000 HEADs`,
       });
       ctx.report.add({
         ...base,
@@ -92,7 +98,7 @@ export async function headPhase(ctx: BenchContext): Promise<void> {
         goals: [],
         info: true,
       });
-      ctx.details.head = { requests: s.headRequests, concurrency: s.headConcurrency, mirror: m, nginx: g, upstreamHeadsDuringMirrorRuns: upstreamHeads, hubHeadsTotal: w.hub.count({ server: 'hub', method: 'HEAD' }) - hubHeads0 };
+      ctx.details.head = { requests: s.headRequests, concurrency: s.headConcurrency, mirror: m, nginx: g, mirrorCpuSecondsPer1000: mirrorCpu, upstreamHeadsDuringMirrorRuns: upstreamHeads, hubHeadsTotal: w.hub.count({ server: 'hub', method: 'HEAD' }) - hubHeads0 };
       ctx.progress(`   mirror ${m.map((x) => fmt(x.reqPerSec, 0)).join('/')} req/s p99 ${m.map((x) => fmt(x.p99Ms, 1)).join('/')} ms; nginx ${g.map((x) => fmt(x.reqPerSec, 0)).join('/')} req/s p99 ${g.map((x) => fmt(x.p99Ms, 1)).join('/')} ms`);
     } finally {
       await stopNginx();

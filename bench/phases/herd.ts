@@ -16,7 +16,7 @@ import type { BenchContext, BenchFile, World } from '../lib/context.js';
 import { sleep } from '../lib/context.js';
 import type { GetSpec } from '../lib/http-get.js';
 import { sampleRss } from '../lib/proc.js';
-import { fmt, fmtSize, MiB } from '../lib/stats.js';
+import { fmt, fmtSize, median, MiB } from '../lib/stats.js';
 import { maybeProxyCache } from './cold.js';
 
 interface HerdRun {
@@ -27,6 +27,8 @@ interface HerdRun {
   busiestClient: number;
   /** Event-loop delay p99 of this process (the fake hub: its pacer must tick on time). */
   hubLoopP99Ms: number;
+  /** The mirror process's CPU seconds (user + system) over the run, per GB of file (not of bytes served). */
+  mirrorCpuSecondsPerGB: number | null;
 }
 
 async function herdRun(ctx: BenchContext, w: World, what: string, url: string, f: BenchFile, n: number, follow = false): Promise<HerdRun> {
@@ -34,7 +36,9 @@ async function herdRun(ctx: BenchContext, w: World, what: string, url: string, f
   const specs: GetSpec[] = Array.from({ length: n }, () => ({ url, expect: f.ref, followRedirects: follow }));
   const loop = monitorEventLoopDelay({ resolution: 5 });
   loop.enable();
+  const c0 = w.mirror.cpu();
   const b = await ctx.clients.gets(specs);
+  const c1 = w.mirror.cpu();
   loop.disable();
   const up1 = w.upstream(f);
   const statuses: Record<string, number> = {};
@@ -43,7 +47,7 @@ async function herdRun(ctx: BenchContext, w: World, what: string, url: string, f
     const c = o.headers['x-mirror-cache'] ?? String(o.status);
     statuses[c] = (statuses[c] ?? 0) + 1;
   });
-  return { doneS: b.wallMs / 1000, upstreamRatio: (up1.bytes - up0.bytes) / f.size, upstreamGets: up1.gets - up0.gets, statuses, busiestClient: b.busiestClientShare, hubLoopP99Ms: loop.percentile(99) / 1e6 };
+  return { doneS: b.wallMs / 1000, upstreamRatio: (up1.bytes - up0.bytes) / f.size, upstreamGets: up1.gets - up0.gets, statuses, busiestClient: b.busiestClientShare, hubLoopP99Ms: loop.percentile(99) / 1e6, mirrorCpuSecondsPerGB: c0 && c1 ? (c1.user + c1.system - c0.user - c0.system) / (f.size / 1e9) : null };
 }
 
 export async function herdPhase(ctx: BenchContext): Promise<void> {
@@ -73,7 +77,7 @@ export async function herdPhase(ctx: BenchContext): Promise<void> {
               await ctx.verifySha(`mirror herd ${f.path}`, w.mirrorUrl(f), f, 'hit');
               const m = fig.mirror.at(-1)!;
               ctx.progress(
-                `   ${kind} round ${r + 1}: mirror ${fmt(m.doneS, 2)} s (upstream ${fmt(m.upstreamRatio, 3)}× in ${m.upstreamGets} GET(s), ${JSON.stringify(m.statuses)}, fake hub loop p99 ${fmt(m.hubLoopP99Ms, 0)} ms), ` +
+                `   ${kind} round ${r + 1}: mirror ${fmt(m.doneS, 2)} s (upstream ${fmt(m.upstreamRatio, 3)}× in ${m.upstreamGets} GET(s), ${JSON.stringify(m.statuses)}, mirror CPU ${fmt(m.mirrorCpuSecondsPerGB ?? NaN, 2)} s per GB of file, fake hub loop p99 ${fmt(m.hubLoopP99Ms, 0)} ms), ` +
                   `1 direct ${fmt(fig.direct1.at(-1)?.doneS, 2)} s` +
                   (capped ? '' : `, ${n} direct ${fmt(fig.directN.at(-1)?.doneS, 2)} s`) +
                   (pc ? `, proxy_cache ${fmt(fig.proxy.at(-1)?.doneS, 2)} s (upstream ${fmt(fig.proxy.at(-1)?.upstreamRatio, 2)}×)` : ''),
@@ -98,7 +102,7 @@ export async function herdPhase(ctx: BenchContext): Promise<void> {
             referenceName: 'ideal (size ÷ cap)',
             goals: [{ on: 'ratio', op: '<=', value: 1.1 }],
             digits: 2,
-            note: `busiest client process ${fmt(100 * busiest, 0)}% of a core`,
+            note: `busiest client process ${fmt(100 * busiest, 0)}% of a core; mirror CPU ${fmt(median(fig.mirror.map((x) => x.mirrorCpuSecondsPerGB ?? NaN)), 2)} s per GB of file`,
           });
           ctx.report.add({ phase: 'herd', label: `${label}, vs one direct client`, unit: 's', better: 'lower', mirror: done, reference: fig.direct1.map((x) => x.doneS), referenceName: '1 direct client, same cap', goals: [], digits: 2, info: true });
         } else {
@@ -112,7 +116,7 @@ export async function herdPhase(ctx: BenchContext): Promise<void> {
             referenceName: '1 direct GET',
             goals: [{ on: 'ratio', op: '<=', value: 1.2 }],
             digits: 2,
-            note: `busiest client process ${fmt(100 * busiest, 0)}% of a core`,
+            note: `busiest client process ${fmt(100 * busiest, 0)}% of a core; mirror CPU ${fmt(median(fig.mirror.map((x) => x.mirrorCpuSecondsPerGB ?? NaN)), 2)} s per GB of file`,
           });
           ctx.report.add({ phase: 'herd', label: `${label}, vs ${n} direct GETs at once`, unit: 's', better: 'lower', mirror: done, reference: fig.directN.map((x) => x.doneS), referenceName: `${n} direct GETs in parallel`, goals: [], digits: 2, info: true });
         }

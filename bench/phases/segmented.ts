@@ -19,7 +19,7 @@ import path from 'node:path';
 import { DEFAULT_CONFIG } from '../../src/config/config.js';
 import type { BenchContext, BenchFile, World } from '../lib/context.js';
 import { run } from '../lib/external.js';
-import { fmt, fmtSize, MiB } from '../lib/stats.js';
+import { fmt, fmtSize, median, MiB } from '../lib/stats.js';
 import { mustTool } from '../lib/tools.js';
 
 export async function fileSha256(file: string): Promise<string> {
@@ -53,7 +53,7 @@ export async function aria2Phase(ctx: BenchContext): Promise<void> {
   fs.mkdirSync(out, { recursive: true });
   await ctx.world('aria2', async (w: World) => {
     const fault = w.hub.setFault({ server: 'cdn' }, { kind: 'throttle', bytesPerSecond: s.segCapMiBps * MiB });
-    const fig = { mirror: [] as number[], direct: [] as number[], upstreamRatio: [] as number[], upstreamGets: [] as number[] };
+    const fig = { mirror: [] as number[], direct: [] as number[], upstreamRatio: [] as number[], upstreamGets: [] as number[], mirrorCpuSecondsPerGB: [] as number[] };
     try {
       const aria = async (what: string, url: string, f: BenchFile): Promise<number> => {
         const name = `${what}-${f.path}`;
@@ -71,7 +71,10 @@ export async function aria2Phase(ctx: BenchContext): Promise<void> {
           const runs = [
             async () => {
               const u0 = w.upstream(f);
+              const c0 = w.mirror.cpu();
               fig.mirror.push(await aria('mirror', w.mirrorUrl(f), f));
+              const c1 = w.mirror.cpu();
+              if (c0 && c1) fig.mirrorCpuSecondsPerGB.push((c1.user + c1.system - c0.user - c0.system) / (f.size / 1e9));
               const u1 = w.upstream(f);
               fig.upstreamRatio.push((u1.bytes - u0.bytes) / f.size);
               fig.upstreamGets.push(u1.gets - u0.gets);
@@ -86,7 +89,7 @@ export async function aria2Phase(ctx: BenchContext): Promise<void> {
       fault.remove();
     }
     const label = `aria2c -x${k} cold ${fmtSize(s.segSize)}, ${s.segCapMiBps} MiB/s per connection`;
-    ctx.report.add({ phase: 'aria2', label: `${label}: time`, unit: 's', better: 'lower', mirror: fig.mirror, reference: fig.direct, referenceName: 'direct aria2c', goals: [{ on: 'ratio', op: '<=', value: 1.2 }], digits: 2 });
+    ctx.report.add({ phase: 'aria2', label: `${label}: time`, unit: 's', better: 'lower', mirror: fig.mirror, reference: fig.direct, referenceName: 'direct aria2c', goals: [{ on: 'ratio', op: '<=', value: 1.2 }], digits: 2, note: `mirror CPU ${fmt(median(fig.mirrorCpuSecondsPerGB), 2)} s per GB` });
     ctx.report.add({
       phase: 'aria2',
       label: `${label}: upstream body bytes ÷ file size`,
@@ -115,7 +118,7 @@ export async function curlPhase(ctx: BenchContext): Promise<void> {
   fs.mkdirSync(out, { recursive: true });
   await ctx.world('curl', async (w: World) => {
     const fault = w.hub.setFault({ server: 'cdn' }, { kind: 'throttle', bytesPerSecond: s.segCapMiBps * MiB });
-    const fig = { mirror: [] as number[], direct: [] as number[] };
+    const fig = { mirror: [] as number[], direct: [] as number[], mirrorCpuSecondsPerGB: [] as number[] };
     try {
       const get = async (what: string, url: string, f: BenchFile): Promise<number> => {
         const file = path.join(out, `${what}-${f.path}`);
@@ -128,7 +131,15 @@ export async function curlPhase(ctx: BenchContext): Promise<void> {
       await ctx.profiled(w.mirror, 'curl', async () => {
         for (let r = 0; r < s.rounds; r++) {
           const f = w.addFiles(`curl-r${r}`, 1, s.segSize)[0]!;
-          const runs = [async () => void fig.mirror.push(await get('mirror', w.mirrorUrl(f), f)), async () => void fig.direct.push(await get('direct', w.hubUrl(f), f))];
+          const runs = [
+            async () => {
+              const c0 = w.mirror.cpu();
+              fig.mirror.push(await get('mirror', w.mirrorUrl(f), f));
+              const c1 = w.mirror.cpu();
+              if (c0 && c1) fig.mirrorCpuSecondsPerGB.push((c1.user + c1.system - c0.user - c0.system) / (f.size / 1e9));
+            },
+            async () => void fig.direct.push(await get('direct', w.hubUrl(f), f)),
+          ];
           for (let j = 0; j < runs.length; j++) await runs[(j + r) % runs.length]!();
           ctx.progress(`   round ${r + 1}: mirror ${fmt(fig.mirror.at(-1), 1)} MiB/s, direct ${fmt(fig.direct.at(-1), 1)} MiB/s`);
         }
@@ -147,7 +158,7 @@ export async function curlPhase(ctx: BenchContext): Promise<void> {
       referenceName: 'the cap',
       goals: [{ on: 'ratio', op: '>=', value: 0.8 * connections }],
       digits: 1,
-      note: `ratio = × the cap; goal 0.8 × ${connections} connections (${connNote})`,
+      note: `ratio = × the cap; goal 0.8 × ${connections} connections (${connNote}); mirror CPU ${fmt(median(fig.mirrorCpuSecondsPerGB), 2)} s per GB`,
     });
     ctx.report.add({ phase: 'curl', label: 'one curl, straight from the hub, same cap', unit: 'MiB/s', better: 'higher', mirror: fig.direct, reference: fig.direct.map(() => s.segCapMiBps), referenceName: 'the cap', goals: [], digits: 1, info: true, note: 'the "mirror" column is the direct curl here' });
     ctx.details.curl = { size: s.segSize, capMiBps: s.segCapMiBps, connections, ...fig };

@@ -7,6 +7,7 @@
  */
 import net from 'node:net';
 import { parseRepoGlob } from '../hub/repo-policy.js';
+import { parseCacheBudget } from '../storage/disk-space.js';
 import { HostPattern } from '../upstream/redirect-policy.js';
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -15,7 +16,7 @@ export interface Config {
   host: string;
   port: number;
   dataDir: string;
-  upstream: string;
+  upstream: string[];
   refsTtlSeconds: number;
   authTtlSeconds: number;
   connectTimeoutSeconds: number;
@@ -32,6 +33,10 @@ export interface Config {
   rangeBypassMaxBytes: number;
   maxConcurrentFills: number;
   maxQueuedFills: number;
+  segmentMinBytes: number;
+  upstreamConnections: number;
+  maxUpstreamConnections: number;
+  diskWriters: number;
   minFreeBytes: number;
   storage: 'fs' | 's3';
   s3Endpoint: string;
@@ -42,6 +47,10 @@ export interface Config {
   s3AccessKeyId: string;
   s3SecretAccessKey: string;
   s3TimeoutSeconds: number;
+  maxCacheBytes: string;
+  evictionPolicy: 'lru' | 'largest-first';
+  evictionGraceSeconds: number;
+  maxMetadataBytes: number;
   clientHeadersTimeoutSeconds: number;
   clientKeepAliveTimeoutSeconds: number;
   clientIdleTimeoutSeconds: number;
@@ -53,6 +62,9 @@ export interface Config {
   allowRepos: string[];
   denyRepos: string[];
   corsOrigins: string[];
+  metricsToken: string;
+  adminToken: string;
+  adminListen: string;
   logLevel: LogLevel;
 }
 
@@ -60,7 +72,8 @@ export interface Config {
 type Check = (text: string) => string;
 
 type OptionType =
-  | { kind: 'string'; optional?: boolean; check?: Check }
+  /** `numbers`: a JSON number is taken as its decimal text (e.g. a size in bytes). */
+  | { kind: 'string'; optional?: boolean; check?: Check; numbers?: boolean }
   /** A list of strings: a JSON array in the config file, comma-separated in env and flags. */
   | { kind: 'list'; check?: Check }
   | { kind: 'url'; optional?: boolean }
@@ -80,7 +93,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'host', type: { kind: 'string', check: checkListenHost }, default: '0.0.0.0', description: 'Address to listen on.' },
   { key: 'port', type: { kind: 'integer', min: 0, max: 65535 }, default: 8080, description: 'TCP port to listen on (0 picks a free port).' },
   { key: 'dataDir', type: { kind: 'string', check: checkPath }, default: './data', description: 'Cache directory: blobs, staging files and the SQLite index. Must be on a local filesystem.' },
-  { key: 'upstream', type: { kind: 'url' }, default: 'https://huggingface.co', description: 'The Hub to mirror.' },
+  { key: 'upstream', type: { kind: 'list', check: checkUpstreamUrl }, default: ['https://huggingface.co'], description: "The Hub to mirror; several, in order of preference, e.g. the Hub first and a regional mirror of it second (each trusted alike: clients' tokens go to whichever is asked). Metadata comes from the first healthy one; a connect error, timeout, 5xx or stall moves the work to the next, and a download in progress continues there at the bytes already held once that upstream names the same blob and size (else the switch is refused). A failing upstream is skipped for a cool-down (30 s, doubling while it keeps failing, at most 5 min), logged when it goes down and comes back." },
   { key: 'refsTtlSeconds', type: { kind: 'number', min: 0, max: 31_536_000 }, default: 60, description: 'How long a branch or tag → commit answer is reused before asking upstream again. Within it every answer names the same commit.' },
   { key: 'authTtlSeconds', type: { kind: 'number', min: 0, max: 86_400 }, default: 60, description: "How long upstream's grant of a file to one token is reused; revocation upstream takes effect within it." },
   { key: 'connectTimeoutSeconds', type: { kind: 'number', min: 0.1, max: 600 }, default: 5, description: 'Upstream TCP/TLS connect timeout.' },
@@ -97,6 +110,10 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'rangeBypassMaxBytes', type: { kind: 'integer', min: 0, max: 1024 * 1024 * 1024 }, default: 1024 * 1024, description: 'A Range request of at most this many bytes (all its ranges together) on a file that is neither cached nor downloading is fetched upstream as those ranges only, not by downloading the whole file (size probes, safetensors header reads). 0: every request fills the whole file.' },
   { key: 'maxConcurrentFills', type: { kind: 'integer', min: 1, max: 10_000 }, default: 16, description: 'Most files downloaded from upstream at once. Further cache misses wait in a first-come first-served queue (their clients wait as for a slow upstream); requests for a file already downloading, cache hits and small range reads never wait.' },
   { key: 'maxQueuedFills', type: { kind: 'integer', min: 0, max: 1_000_000 }, default: 1000, description: 'Most cache misses waiting for a download slot. Past it a new miss is answered at once with 503, `X-Error-Code: Overloaded` and `Retry-After`.' },
+  { key: 'segmentMinBytes', type: { kind: 'integer', min: 1024 * 1024, max: Number.MAX_SAFE_INTEGER }, default: 64 * 1024 * 1024, description: 'A file of at least this size that is neither cached nor downloading is fetched with several ranged upstream GETs at once (upstreamConnections), into one staging file, when upstream names its version with a strong ETag and honours Range; smaller files, and any upstream that does not, are fetched with one GET. Still one download per file, however many clients.' },
+  { key: 'upstreamConnections', type: { kind: 'integer', min: 1, max: 64 }, default: 8, description: 'Upstream connections one segmented download uses (segments of 16–64 MiB, each resumed on its own). A client reading a part of a downloading file that no connection is about to fetch gets it fetched next, with one connection more if all are busy. 1: every file is one stream.' },
+  { key: 'maxUpstreamConnections', type: { kind: 'integer', min: 1, max: 10_000 }, default: 32, description: 'Most upstream download connections of all files together. Each running download always has its first connection (maxConcurrentFills of them at most); the connections segmented downloads add wait for this cap, so 16 downloads × 8 segments never open 128 connections to the Hub.' },
+  { key: 'diskWriters', type: { kind: 'integer', min: 1, max: 64 }, default: 4, description: 'Writes to the cache disk in flight at once (each a sequential run of at least 4 MiB, or the end of a file). 1 serializes them (HDDs). Downloads whose writes wait keep at most 32 MiB each in memory, then stop reading from upstream until the disk catches up.' },
   { key: 'minFreeBytes', type: { kind: 'integer', min: 0, max: Number.MAX_SAFE_INTEGER }, default: 1024 * 1024 * 1024, description: 'Free space always left on the cache disk. A download that would not fit (free space minus this, minus what downloads in progress still need) is refused up front with 507 `InsufficientStorage`.' },
   { key: 'storage', type: { kind: 'enum', values: ['fs', 's3'] }, default: 'fs', description: '`fs`: blobs live in dataDir. `s3`: blobs live in an S3-compatible object store (AWS S3, Ceph RGW, OpenStack Swift s3api, MinIO; options `s3*`), shared by every mirror that points at it; dataDir keeps the index, the staging files and a local copy of blobs (served at local disk speed). A blob counts as cached once the object store holds it, verified. Blobs without a local copy are read from the store, also offline; when the store is down they get 503 `StorageUnavailable`, blobs with a local copy are still served.' },
   { key: 's3Endpoint', type: { kind: 'url', optional: true }, default: '', description: 'S3 endpoint (`https://s3.example:443`, `http://127.0.0.1:9000`). Empty: AWS S3 of s3Region.' },
@@ -107,6 +124,10 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 's3AccessKeyId', type: { kind: 'string', optional: true, check: checkToken }, default: '', description: 'S3 access key id. Empty (with s3SecretAccessKey empty): the usual AWS variables and files (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_PROFILE, instance roles). Never logged.' },
   { key: 's3SecretAccessKey', type: { kind: 'string', optional: true, check: checkToken }, default: '', description: 'S3 secret access key, given together with s3AccessKeyId. Never logged.' },
   { key: 's3TimeoutSeconds', type: { kind: 'number', min: 0.1, max: 600 }, default: 10, description: 'Longest wait for the object store to connect or to send or take the next bytes of a request (and for a lookup or listing as a whole): a store that is down or hangs gives 503 `StorageUnavailable`, never a hung client.' },
+  { key: 'maxCacheBytes', type: { kind: 'string', optional: true, numbers: true, check: checkCacheBudget }, default: '', description: 'Most bytes of files the cache holds: a number of bytes, or a percentage of the cache filesystem\'s size (`90%`). Past it, files not in use are evicted (evictionPolicy), in the background from 95 % of it down to 90 %, and before a download that would not fit is admitted; 507 `InsufficientStorage` only when nothing is left to evict. Empty: the filesystem\'s size minus minFreeBytes.' },
+  { key: 'evictionPolicy', type: { kind: 'enum', values: ['lru', 'largest-first'] }, default: 'lru', description: 'Which files are evicted first when the cache is over maxCacheBytes or the disk is short of minFreeBytes: `lru` the least recently used, `largest-first` the largest. Files being read or downloaded, and those used in the last evictionGraceSeconds, are never evicted.' },
+  { key: 'evictionGraceSeconds', type: { kind: 'number', min: 0, max: 31_536_000 }, default: 60, description: 'A file used (read, downloaded or stored) within this many seconds is not evicted, so a client that asks for the next file of a model does not lose the previous one. Files being read or downloaded are never evicted, whatever this says.' },
+  { key: 'maxMetadataBytes', type: { kind: 'integer', min: 0, max: Number.MAX_SAFE_INTEGER }, default: 256 * 1024 * 1024, description: 'Most bytes of recorded Hub API answers and branch → commit refs kept in the index; past it the oldest are pruned (they are asked upstream again when needed; offline they are gone). 0: unbounded.' },
   { key: 'clientHeadersTimeoutSeconds', type: { kind: 'number', min: 1, max: 600 }, default: 30, description: 'Longest time a client may take to send its request headers before the connection is closed (slowloris guard). Response bodies have no time limit.' },
   { key: 'clientKeepAliveTimeoutSeconds', type: { kind: 'number', min: 0.1, max: 3600 }, default: 65, description: 'How long an idle keep-alive client connection stays open between requests (above the 60 s idle timeout of common load balancers).' },
   { key: 'clientIdleTimeoutSeconds', type: { kind: 'number', min: 0, max: 86_400 }, default: 120, description: 'A client connection on which nothing moves for this long (a client that stopped reading) is closed. Above the upstream idle timeout, so a stalled upstream is resumed first. 0: never.' },
@@ -118,6 +139,9 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'allowRepos', type: { kind: 'list', check: checkRepoGlob }, default: [], description: 'If set, only repos matching one of these globs are served, matched against `models/<id>`, `datasets/<id>`, `spaces/<id>` (`*` within a segment, `**` across). E.g. `models/meta-llama/*,datasets/**`.' },
   { key: 'denyRepos', type: { kind: 'list', check: checkRepoGlob }, default: [], description: 'Repos matching one of these globs (same syntax as allowRepos) are refused with 403, even if allowed.' },
   { key: 'corsOrigins', type: { kind: 'list', check: checkCorsOrigin }, default: ['*'], description: 'Web origins (`https://app.example[:port]`) whose pages may read the mirror from a browser (transformers.js, @huggingface/hub in a web page). `*`: any page, like the Hub (`Access-Control-Allow-Origin: *`); a list: only those (the matching origin is echoed, with `Vary: Origin`); empty: none. With `*` any web page a user of the mirror opens may read what the mirror serves anonymously; restrict it on an internal network.' },
+  { key: 'metricsToken', type: { kind: 'string', optional: true, check: checkToken }, default: '', description: 'Bearer token for `GET /metrics` (Prometheus) and the dashboard\'s data (`/_/status`): with it, those answer only `Authorization: Bearer <metricsToken>` (access keys are not asked for), and the dashboard names repos and files. Empty: they are served like every other request (accessKeys if set, else to anyone) and carry no repo or file names. Never logged.' },
+  { key: 'adminToken', type: { kind: 'string', optional: true, check: checkAdminToken }, default: '', description: 'Enables the operator API under `/admin/` on the main port (prefetch, import, ls, stats, verify, jobs): requests must send `Authorization: Bearer <adminToken>`. At least 16 visible ASCII characters, not a Hugging Face token (`hf_…`) and not equal to hfToken or an access key: no Hub token or access key ever opens `/admin/`. With adminListen, required there too. Never logged. Empty (and no adminListen): `/admin/` answers 404 like any unknown path.' },
+  { key: 'adminListen', type: { kind: 'string', optional: true, check: checkAdminListen }, default: '', description: 'A second listener, `host:port` (`[v6]:port`; port 0 picks one), that serves only `/admin/`; the main port then has no admin API. Without adminToken it is open to whoever reaches that address: bind it to loopback or a management network.' },
   { key: 'logLevel', type: { kind: 'enum', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] }, default: 'info', description: 'Log level.' },
 ];
 
@@ -144,6 +168,7 @@ function coerce(spec: OptionSpec, { value, source }: SourcedValue, errors: strin
   const t = spec.type;
   switch (t.kind) {
     case 'string': {
+      if (t.numbers && typeof value === 'number') value = String(value);
       if (typeof value !== 'string' || (value.length === 0 && !t.optional)) {
         errors.push(`${where}: expected a non-empty string`);
         return value;
@@ -245,8 +270,24 @@ function checked(check: Check, text: string, where: string, errors: string[]): s
 function combinationProblems(c: Config, sourceOf: (key: keyof Config) => string, valid: (...keys: Array<keyof Config>) => boolean): string[] {
   const problems: string[] = [];
   const at = (key: keyof Config) => `${key} (from ${sourceOf(key)})`;
+  if (valid('upstream')) {
+    if (c.upstream.length === 0) problems.push(`${at('upstream')}: at least one upstream URL is needed`);
+    const seen = new Set<string>();
+    for (const u of c.upstream) {
+      if (seen.has(u)) problems.push(`${at('upstream')}: ${JSON.stringify(u)} is listed twice`);
+      seen.add(u);
+    }
+  }
   if (valid('corsOrigins') && c.corsOrigins.includes('*') && c.corsOrigins.length > 1) {
     problems.push(`${at('corsOrigins')}: "*" allows every origin and cannot be combined with a list of origins`);
+  }
+  // No Hub credential may open the operator API: a token that is also the service token or an
+  // access key would be sent by clients (or upstream) and would then pass the admin check.
+  if (valid('adminToken', 'hfToken') && c.adminToken !== '' && c.adminToken === c.hfToken) {
+    problems.push(`${at('adminToken')}: must differ from hfToken (the operator API never opens with a Hub token)`);
+  }
+  if (valid('adminToken', 'accessKeys') && c.adminToken !== '' && c.accessKeys.includes(c.adminToken)) {
+    problems.push(`${at('adminToken')}: must differ from every access key (clients send those)`);
   }
   // A stalled upstream body leaves the client connection silent too: the client side must wait
   // longer than the upstream side, or clients are cut off instead of the download being resumed.
@@ -267,6 +308,19 @@ function combinationProblems(c: Config, sourceOf: (key: keyof Config) => string,
 
 // A DNS name (labels of letters, digits and hyphens), optionally with a trailing dot.
 const HOSTNAME_RE = /^(?=.{1,253}\.?$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*\.?$/i;
+
+/** An upstream base URL: http(s), no query, fragment or credentials; normalized without a trailing slash. */
+function checkUpstreamUrl(text: string): string {
+  let u: URL;
+  try {
+    u = new URL(text);
+  } catch {
+    throw new Error(`not a valid URL: ${JSON.stringify(text)}`);
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error(`must be an http:// or https:// URL, got ${JSON.stringify(text)}`);
+  if (u.search || u.hash || u.username || u.password) throw new Error('must not carry a query, fragment or credentials');
+  return text.replace(/\/+$/, '');
+}
 
 /** `host`: an IPv4 or IPv6 address (no brackets) or a host name, as `server.listen` takes it. */
 function checkListenHost(text: string): string {
@@ -306,6 +360,40 @@ function checkS3Prefix(text: string): string {
     throw new Error(`must be segments separated by "/" (no leading "/", no empty, "." or ".." segment, no control characters or backslash): ${JSON.stringify(text)}`);
   }
   return text.endsWith('/') ? text : `${text}/`;
+}
+
+/** The operator API's bearer token: a secret of its own, never a Hub token (its value is never shown). */
+function checkAdminToken(text: string): string {
+  checkToken(text);
+  if (text.length < 16) throw new Error('must be at least 16 characters long (the value is not shown)');
+  if (/^hf_/i.test(text)) throw new Error('looks like a Hugging Face token (hf_…): choose a separate secret for the operator API (the value is not shown)');
+  return text;
+}
+
+/** `host:port`, `[v6]:port`: the admin listener's address (see parseListenAddress). */
+function checkAdminListen(text: string): string {
+  parseListenAddress(text);
+  return text;
+}
+
+/**
+ * `host:port` or `[ipv6]:port` → its parts, as `server.listen` takes them. Throws an Error saying
+ * what is wrong.
+ */
+export function parseListenAddress(text: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(text);
+  const host = m?.[1] ?? m?.[2];
+  const port = Number(m?.[3]);
+  if (!m || host === undefined || !Number.isInteger(port) || port > 65535) throw new Error(`expected host:port (or [ipv6]:port), got ${JSON.stringify(text)}`);
+  if (m[1] !== undefined && net.isIP(host) !== 6) throw new Error(`not an IPv6 address in brackets: ${JSON.stringify(text)}`);
+  if (m[2] !== undefined) checkListenHost(host);
+  return { host, port };
+}
+
+/** `maxCacheBytes`: a whole number of bytes, or a percentage (0 < p ≤ 100) of the filesystem. */
+function checkCacheBudget(text: string): string {
+  parseCacheBudget(text);
+  return text;
 }
 
 function checkHostPattern(text: string): string {

@@ -23,6 +23,7 @@
  */
 import type { MiddlewareHandler } from 'hono';
 import type { AppEnv } from './app-env.js';
+import { requestHeader } from './request-target.js';
 
 export interface CorsOptions {
   /** `['*']`, a list of origins (`https://app.example[:port]`, as browsers send them), or `[]`. */
@@ -53,15 +54,15 @@ export function cors(opts: CorsOptions): MiddlewareHandler<AppEnv> {
   const allowedOrigin = (origin: string | undefined): string | undefined => (anyOrigin ? '*' : origin !== undefined && listed.has(origin) ? origin : undefined);
 
   return async (c, next) => {
-    const origin = c.req.header('origin');
+    const origin = requestHeader(c, 'origin');
     const allowOrigin = allowedOrigin(origin);
 
-    if (c.req.method === 'OPTIONS' && origin !== undefined && c.req.header('access-control-request-method') !== undefined) {
+    if (c.env.incoming.method === 'OPTIONS' && origin !== undefined && requestHeader(c, 'access-control-request-method') !== undefined) {
       const headers = new Headers({ vary: anyOrigin ? 'Access-Control-Request-Headers' : 'Origin, Access-Control-Request-Headers', 'content-length': '0' });
       if (allowOrigin !== undefined) {
         headers.set('access-control-allow-origin', allowOrigin);
         headers.set('access-control-allow-methods', c.req.path.startsWith('/api/') ? API_METHODS : FILE_METHODS);
-        headers.set('access-control-allow-headers', allowedRequestHeaders(c.req.header('access-control-request-headers')));
+        headers.set('access-control-allow-headers', allowedRequestHeaders(requestHeader(c, 'access-control-request-headers')));
         headers.set('access-control-max-age', String(PREFLIGHT_MAX_AGE_SECONDS));
       }
       return new Response(null, { status: 204, headers });

@@ -1,17 +1,23 @@
 /**
- * One canonical log line per request (openstatus style): id, method, path (no query), status,
- * cache status, bytes, duration. Never the Authorization header, never a query string (signed
- * URLs and cursors stay out of logs).
+ * One canonical log line per request (openstatus style): id, method, path as sent (no query),
+ * status, cache status, bytes, duration; below the `info` level nothing is prepared for it. Never
+ * the Authorization header, never a query string (signed URLs and cursors stay out of logs).
+ *
+ * The same moment feeds an optional RequestObserver (metrics, the dashboard's activity): it is
+ * told when a request starts and what came of it when its response closes.
  */
 import type { HttpBindings } from '@hono/node-server';
 import type { MiddlewareHandler } from 'hono';
 import type { Logger } from 'pino';
 import { randomUUID } from 'node:crypto';
+import { rawRequestPath } from './request-target.js';
 
 /** Progress of a body the route streams itself; read when the response closes. */
 export interface TransferStats {
   bytes: number;
   completed: boolean;
+  /** `performance.now()` when the response headers were written (time to first byte). */
+  headersAt?: number;
 }
 
 export interface RequestLogFields {
@@ -19,28 +25,93 @@ export interface RequestLogFields {
   transfer: TransferStats;
 }
 
-export function requestLog(log: Logger): MiddlewareHandler<{ Bindings: HttpBindings; Variables: RequestLogFields }> {
+/** A request in progress, as an observer may read it at any time (long downloads). */
+export interface LiveRequest {
+  readonly transfer: TransferStats | undefined;
+  readonly cacheStatus: string | undefined;
+}
+
+/** What came of a request, once its response closed (finished or cut). */
+export interface RequestOutcome {
+  method: string;
+  /** Path without the query. */
+  path: string;
+  status: number;
+  cacheStatus: string | undefined;
+  /** Body bytes of a streamed file response (0 for others). */
+  bytes: number;
+  completed: boolean;
+  /** `performance.now()` at arrival, when the headers were written (streamed bodies only), and at close. */
+  startedAt: number;
+  firstByteAt: number | undefined;
+  endedAt: number;
+  errorCode: string | undefined;
+  errorMessage: string | undefined;
+}
+
+export interface RequestObserver {
+  opened(live: LiveRequest): void;
+  closed(live: LiveRequest, outcome: RequestOutcome): void;
+}
+
+export function requestLog(log: Logger, observer?: RequestObserver): MiddlewareHandler<{ Bindings: HttpBindings; Variables: RequestLogFields }> {
   return async (c, next) => {
-    const started = performance.now();
     const id = randomUUID();
-    const outgoing = c.env.outgoing;
+    const { incoming, outgoing } = c.env;
     // On the Node response itself: blob responses are written there directly, not through Hono.
     outgoing.setHeader('x-request-id', id);
+    const logging = log.isLevelEnabled('info');
+    if (!logging && !observer) {
+      await next();
+      return;
+    }
+    const started = performance.now();
+    const live: LiveRequest | undefined = observer && {
+      get transfer() {
+        return c.get('transfer');
+      },
+      get cacheStatus() {
+        return c.get('cacheStatus');
+      },
+    };
+    if (live) observer?.opened(live);
     outgoing.once('close', () => {
-      const path = new URL(c.req.url).pathname;
-      log.info(
-        {
-          reqId: id,
-          method: c.req.method,
-          path: path.length > 300 ? `${path.slice(0, 300)}…` : path,
+      const ended = performance.now();
+      const path = rawRequestPath(incoming.url ?? '/');
+      const transfer = c.get('transfer');
+      const method = incoming.method ?? 'GET';
+      if (logging) {
+        log.info(
+          {
+            reqId: id,
+            method,
+            path: path.length > 300 ? `${path.slice(0, 300)}…` : path,
+            status: outgoing.statusCode,
+            cache: c.get('cacheStatus'),
+            bytes: transfer?.bytes,
+            completed: outgoing.writableFinished,
+            ms: Math.round(ended - started),
+          },
+          'request',
+        );
+      }
+      if (live && observer) {
+        const errorCode = outgoing.getHeader('x-error-code');
+        const errorMessage = outgoing.getHeader('x-error-message');
+        observer.closed(live, {
+          method,
+          path,
           status: outgoing.statusCode,
-          cache: c.get('cacheStatus'),
-          bytes: c.get('transfer')?.bytes,
+          cacheStatus: c.get('cacheStatus'),
+          bytes: transfer?.bytes ?? 0,
           completed: outgoing.writableFinished,
-          ms: Math.round(performance.now() - started),
-        },
-        'request',
-      );
+          startedAt: started,
+          firstByteAt: transfer?.headersAt,
+          endedAt: ended,
+          errorCode: typeof errorCode === 'string' ? errorCode : undefined,
+          errorMessage: typeof errorMessage === 'string' ? errorMessage : undefined,
+        });
+      }
     });
     await next();
   };

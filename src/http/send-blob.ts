@@ -195,9 +195,15 @@ function finish(res: ServerResponse): Promise<boolean> {
   });
 }
 
-/** Writes a chunk; waits for `drain` when the socket buffer is full. False once the client is gone. */
+/**
+ * Writes a chunk; waits for `drain` when the socket buffer is full. False once the client is gone.
+ * `written` runs once the socket is done with the chunk (at once if it never took it).
+ */
 async function send(res: ServerResponse, chunk: Buffer, stats: TransferStats, written?: () => void): Promise<boolean> {
-  if (res.destroyed) return false;
+  if (res.destroyed) {
+    written?.();
+    return false;
+  }
   stats.bytes += chunk.length;
   if (res.write(chunk, written)) return true;
   return new Promise<boolean>((resolve) => {

@@ -37,7 +37,7 @@ import { LRUCache } from 'lru-cache';
 import { MirrorError } from '../errors.js';
 import { systemClock, type Clock } from '../clock.js';
 import { PromiseFlights } from '../mirror/flights.js';
-import type { HubClient } from '../upstream/hub-client.js';
+import type { UpstreamApi } from '../upstream/hub-client.js';
 import { isUnreachable } from '../upstream/upstream-errors.js';
 import { apiTypeSegment, repoKey, type RepoRef } from './repo-ref.js';
 
@@ -64,7 +64,7 @@ export type Publicity = 'public' | 'restricted' | 'unknown';
 export interface AccessPolicyOptions {
   /** Config `hfToken` ('' when unset). */
   hfToken: string;
-  hub: HubClient;
+  hub: UpstreamApi;
   /** How long upstream's grant (and a repo's publicity) is trusted. */
   authTtlMs: number;
   clock?: Clock;
@@ -75,13 +75,13 @@ export class AccessPolicy {
   readonly tokenless: Identity;
   readonly clock: Clock;
   readonly #authTtlMs: number;
-  readonly #hub: HubClient;
+  readonly #hub: UpstreamApi;
   /** Per-process key for hashing client tokens: memo keys are useless outside this process. */
   readonly #tokenKey = randomBytes(32);
   readonly #publicity: LRUCache<string, { value: 'public' | 'restricted'; at: number }>;
   /** The last decision per repo, however old (the offline fallback's "as last seen"). */
   readonly #lastPublicity = new LRUCache<string, 'public' | 'restricted'>({ max: 10_000 });
-  readonly #publicityFlights = new PromiseFlights<Publicity>();
+  readonly #publicityFlights = new PromiseFlights<{ value: Publicity; until: number }>();
 
   constructor(opts: AccessPolicyOptions) {
     this.clock = opts.clock ?? systemClock;
@@ -122,10 +122,20 @@ export class AccessPolicy {
    * asked, the offline rule decides. Throws a 502 when upstream's repo info is unusable.
    */
   async servesFromIndex(who: Identity, scope: string, repo: RepoRef): Promise<boolean> {
-    if (who.scope === undefined || !who.sees(scope)) return false;
-    const publicity = await this.publicity(repo);
-    if (publicity === 'unknown') return this.servesStale(who, scope, repo);
-    return publicity === 'public';
+    return (await this.indexDecision(who, scope, repo)).serves;
+  }
+
+  /**
+   * `servesFromIndex`, with how long the decision may be reused: `until` is the monotonic time
+   * at which the repo's publicity must be asked again (the grant TTL after it was decided).
+   * A decision taken by the offline rule (publicity unknown) is for this request only
+   * (`until: -Infinity`), as is a refusal.
+   */
+  async indexDecision(who: Identity, scope: string, repo: RepoRef): Promise<{ serves: boolean; until: number }> {
+    if (who.scope === undefined || !who.sees(scope)) return { serves: false, until: -Infinity };
+    const publicity = await this.#publicityDecision(repo);
+    if (publicity.value === 'unknown') return { serves: this.servesStale(who, scope, repo), until: -Infinity };
+    return publicity.value === 'public' ? { serves: true, until: publicity.until } : { serves: false, until: -Infinity };
   }
 
   /**
@@ -144,26 +154,34 @@ export class AccessPolicy {
    * cannot be asked (network, timeout, 5xx). An unusable 200 is a 502.
    */
   async publicity(repo: RepoRef): Promise<Publicity> {
+    return (await this.#publicityDecision(repo)).value;
+  }
+
+  /** The publicity and the monotonic time it stands until (`-Infinity` for `unknown`: not kept). */
+  async #publicityDecision(repo: RepoRef): Promise<{ value: Publicity; until: number }> {
     const key = repoKey(repo);
     const known = this.#publicity.get(key);
-    if (known && this.clock.monotonic() - known.at < this.#authTtlMs) return known.value;
+    if (known && this.clock.monotonic() - known.at < this.#authTtlMs) return { value: known.value, until: known.at + this.#authTtlMs };
     return this.#publicityFlights.run(key, async () => {
       let res;
       try {
         res = await this.#hub.requestApi('GET', `/api/${apiTypeSegment(repo.type)}/${repo.id}`, this.tokenless.auth);
       } catch (err) {
-        if (isUnreachable(err)) return 'unknown';
+        if (isUnreachable(err)) return UNKNOWN;
         throw err;
       }
-      if (res.statusCode >= 500) return 'unknown';
+      if (res.statusCode >= 500) return UNKNOWN;
       const what = `${apiTypeSegment(repo.type)}/${repo.id}`;
       const decided = res.statusCode === 200 ? publicityOf(res.body, headerText(res.headers['content-type']), what) : 'restricted';
-      this.#publicity.set(key, { value: decided, at: this.clock.monotonic() });
+      const at = this.clock.monotonic();
+      this.#publicity.set(key, { value: decided, at });
       this.#lastPublicity.set(key, decided);
-      return decided;
+      return { value: decided, until: at + this.#authTtlMs };
     });
   }
 }
+
+const UNKNOWN = { value: 'unknown', until: -Infinity } as const;
 
 /** Upstream's grants: one answer per (identity, question), trusted for the grant TTL at most. */
 export class GrantMemo<T> {
@@ -178,17 +196,27 @@ export class GrantMemo<T> {
   }
 
   get(who: Identity, question: string): T | undefined {
+    return this.lookup(who, question)?.value;
+  }
+
+  /** The answer with the monotonic time it is trusted until. */
+  lookup(who: Identity, question: string): { value: T; until: number } | undefined {
     const key = `${who.key}|${question}`;
     const e = this.#entries.get(key);
     if (!e) return undefined;
-    if (this.#clock.monotonic() < e.until) return e.value;
+    if (this.#clock.monotonic() < e.until) return e;
     this.#entries.delete(key);
     return undefined;
   }
 
-  /** Remembers an answer for the grant TTL, or for `maxMs` if shorter (a branch question must not outlive its pin). */
-  set(who: Identity, question: string, value: T, maxMs = Infinity): void {
-    this.#entries.set(`${who.key}|${question}`, { value, until: this.#clock.monotonic() + Math.min(this.#ttlMs, maxMs) });
+  /**
+   * Remembers an answer for the grant TTL, or for `maxMs` if shorter (a branch question must not
+   * outlive its pin). Returns the monotonic time it is trusted until.
+   */
+  set(who: Identity, question: string, value: T, maxMs = Infinity): number {
+    const until = this.#clock.monotonic() + Math.min(this.#ttlMs, maxMs);
+    this.#entries.set(`${who.key}|${question}`, { value, until });
+    return until;
   }
 }
 

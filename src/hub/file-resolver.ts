@@ -12,11 +12,15 @@
  *    policy gives it; a client token's rows are kept but never read back.
  * When upstream cannot be reached, the last known ref and row answer if the policy's offline
  * rule allows (the identity's own recordings, or public content); otherwise the error stands.
+ * Answers from 1–3 are kept in memory per identity and request until the earliest expiry of what
+ * they rest on (grant, repo publicity, branch pin): a warm request reads nothing, not even the
+ * index. Offline answers are decided afresh each time.
  */
+import { LRUCache } from 'lru-cache';
 import { MirrorError } from '../errors.js';
 import { blobKey, type BlobKey } from '../storage/blob-layout.js';
 import type { CacheIndex, FileRow } from '../storage/cache-index.js';
-import type { HubClient, UpstreamFileMeta } from '../upstream/hub-client.js';
+import type { UpstreamApi, UpstreamFileMeta } from '../upstream/hub-client.js';
 import { isUnreachable } from '../upstream/upstream-errors.js';
 import { PromiseFlights } from '../mirror/flights.js';
 import type { AccessPolicy, GrantMemo, Identity } from './access-policy.js';
@@ -38,7 +42,7 @@ export interface FileEntry {
 
 export interface FileResolverOptions {
   index: CacheIndex;
-  hub: HubClient;
+  hub: UpstreamApi;
   /** Branch or tag → commit, shared with the metadata API (one pin per revision within the refs TTL). */
   pins: RefPins;
   policy: AccessPolicy;
@@ -47,11 +51,13 @@ export interface FileResolverOptions {
 
 export class FileResolver {
   readonly #index: CacheIndex;
-  readonly #hub: HubClient;
+  readonly #hub: UpstreamApi;
   readonly #pins: RefPins;
   readonly #policy: AccessPolicy;
   readonly #probes = new PromiseFlights<FileEntry>();
   readonly #grants: GrantMemo<FileEntry>;
+  /** Answers per identity and request as asked, each until its earliest expiry (see #remember). */
+  readonly #answers = new LRUCache<string, { entry: FileEntry; until: number }>({ max: 50_000 });
   readonly #onStale: ((req: FileRequest) => void) | undefined;
 
   constructor(opts: FileResolverOptions) {
@@ -64,22 +70,35 @@ export class FileResolver {
   }
 
   async resolve(req: FileRequest, who: Identity): Promise<FileEntry> {
-    const commit = isCommitSha(req.revision) ? req.revision : this.#pins.fresh(req.repo, req.revision, who.sees);
+    const asked = `${who.key}|${repoKey(req.repo)}|${req.view}|${req.revision}|${req.path}`;
+    const known = this.#answers.get(asked);
+    if (known) {
+      if (this.#policy.clock.monotonic() < known.until) return known.entry;
+      this.#answers.delete(asked);
+    }
+
+    const pin = isCommitSha(req.revision) ? undefined : this.#pins.freshPin(req.repo, req.revision, who.sees);
+    const commit = isCommitSha(req.revision) ? req.revision : pin?.commit;
+    // An answer about a branch holds no longer than the branch's pin.
+    const pinUntil = pin?.until ?? Infinity;
     const question = `${repoKey(req.repo)}|${req.view}|${commit ?? req.revision}|${req.path}`;
 
-    const granted = this.#grants.get(who, question);
-    if (granted) return { ...granted, request: req, source: 'memo' };
+    const granted = this.#grants.lookup(who, question);
+    if (granted) return this.#remember(asked, { ...granted.value, request: req, source: 'memo' }, Math.min(granted.until, pinUntil));
 
     if (commit) {
       const row = this.#index.getFile(req.repo, commit, req.view, req.path);
-      if (row?.scope && (await this.#policy.servesFromIndex(who, row.scope, req.repo))) return fromRow(req, row, 'index');
+      if (row?.scope) {
+        const decision = await this.#policy.indexDecision(who, row.scope, req.repo);
+        if (decision.serves) return this.#remember(asked, fromRow(req, row, 'index'), Math.min(decision.until, pinUntil));
+      }
     }
 
     try {
       const entry = await this.#probes.run(`${who.key}|${question}`, () => this.#probe(req, commit, who));
       // A question asked by branch name must not outlive the branch's pin.
-      this.#grants.set(who, question, entry, commit === undefined ? this.#pins.ttlMs : undefined);
-      return { ...entry, request: req };
+      const until = this.#grants.set(who, question, entry, commit === undefined ? this.#pins.ttlMs : undefined);
+      return this.#remember(asked, { ...entry, request: req }, Math.min(until, pinUntil));
     } catch (err) {
       if (isUnreachable(err)) {
         const stale = this.#staleEntry(req, who);
@@ -90,6 +109,17 @@ export class FileResolver {
       }
       throw err;
     }
+  }
+
+  /**
+   * Keeps an answer for this identity and request, as asked (branch name or commit), until the
+   * first of the facts it rests on expires: the grant, the repo's publicity, the branch pin. Within
+   * that time every path above would give the same answer, so asking again costs nothing: no
+   * index read, no upstream request. Answers decided by the offline rule are not kept.
+   */
+  #remember(asked: string, entry: FileEntry, until: number): FileEntry {
+    if (until > this.#policy.clock.monotonic()) this.#answers.set(asked, { entry: { ...entry, source: 'memo' }, until });
+    return entry;
   }
 
   #staleEntry(req: FileRequest, who: Identity): FileEntry | undefined {
@@ -150,7 +180,7 @@ function fromRow(req: FileRequest, row: FileRow, source: FileEntry['source']): F
  * A redirect (the Hub's LFS answer) is keyed by its `X-Linked-Etag` sha256 and `X-Linked-Size`; a
  * direct 200 (regular files, and `/raw/` of an LFS pointer) by its git blob id and `Content-Length`.
  */
-function toEntry(req: FileRequest, meta: UpstreamFileMeta): FileEntry {
+export function toEntry(req: FileRequest, meta: UpstreamFileMeta): FileEntry {
   const lfsKey = meta.linkedEtag ? blobKey('sha256', meta.linkedEtag) : null;
   const gitKey = meta.etag ? blobKey('gitsha1', meta.etag) : null;
   const useLfs = meta.redirected ? lfsKey !== null : gitKey === null && lfsKey !== null;

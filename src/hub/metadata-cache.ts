@@ -26,7 +26,7 @@ import type { Clock } from '../clock.js';
 import { MirrorError } from '../errors.js';
 import { PromiseFlights } from '../mirror/flights.js';
 import type { ApiResponseRow, CacheIndex } from '../storage/cache-index.js';
-import { describe, type HubClient, type UpstreamApiAnswer } from '../upstream/hub-client.js';
+import { describe, type UpstreamApi, type UpstreamApiAnswer } from '../upstream/hub-client.js';
 import { fromUpstreamStatus, isUnreachable } from '../upstream/upstream-errors.js';
 import type { AccessPolicy, Identity } from './access-policy.js';
 import { nextPage, toApiAnswer, type ApiAnswer } from './api-answer.js';
@@ -46,7 +46,7 @@ export interface MetadataRequest {
 
 export interface MetadataCacheOptions {
   index: CacheIndex;
-  hub: HubClient;
+  hub: UpstreamApi;
   pins: RefPins;
   /** Who may read what; its clock times what is stored. */
   policy: AccessPolicy;
@@ -59,7 +59,7 @@ const STORED_HEADERS = ['content-type', 'x-error-code', 'x-error-message', 'x-re
 
 export class MetadataCache {
   readonly #index: CacheIndex;
-  readonly #hub: HubClient;
+  readonly #hub: UpstreamApi;
   readonly #pins: RefPins;
   readonly #policy: AccessPolicy;
   readonly #clock: Clock;

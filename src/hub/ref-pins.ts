@@ -52,6 +52,11 @@ export class RefPins {
 
   /** The pinned commit of `revision` if upstream named it less than the TTL ago, in a scope the caller sees. */
   fresh(repo: RepoRef, revision: string, sees: Sees = publicOnly): string | undefined {
+    return this.freshPin(repo, revision, sees)?.commit;
+  }
+
+  /** Like `fresh`, with the monotonic time (the clock's) at which the pin stops being fresh. */
+  freshPin(repo: RepoRef, revision: string, sees: Sees = publicOnly): { commit: string; until: number } | undefined {
     const ref = this.#index.getRef(repo, revision);
     if (!ref || !sees(ref.scope)) return undefined;
     const key = `${repoKey(repo)}|${revision}`;
@@ -64,7 +69,8 @@ export class RefPins {
       seen = { commit: ref.commit, checkedAt: ref.checkedAt, at: this.#clock.monotonic() - age };
       this.#seen.set(key, seen);
     }
-    return this.#clock.monotonic() - seen.at < this.#ttlMs ? ref.commit : undefined;
+    const until = seen.at + this.#ttlMs;
+    return this.#clock.monotonic() < until ? { commit: ref.commit, until } : undefined;
   }
 
   /** The last commit upstream named for `revision`, however old (the offline answer), in a scope the caller sees. */

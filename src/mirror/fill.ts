@@ -1,82 +1,171 @@
 /**
  * Fill: the one upstream download of a blob, shared by every client that wants it.
  *
- * Lifecycle: filling → committed | failed. The fill streams the upstream body into a BlobWriter
- * (staging file) and notifies readers after each chunk lands. It belongs to no client: it has its
- * own AbortController and the upstream idle timeout, and it runs to the end even when every reader
- * has gone, so the next request is a hit.
+ * Lifecycle: planning → filling → verifying → committed | failed. The fill belongs to no client:
+ * it has its own AbortController and timeouts, and runs to the end even when every reader has
+ * gone, so the next request is a hit.
+ *
+ * Connections. A file of at least `segmentMinBytes` whose upstream honours ranges and names its
+ * version with a strong ETag is fetched by up to `upstreamConnections` ranged GETs at once, into
+ * one staging file (SegmentPlan decides who fetches what); anything else is one stream, exactly
+ * as a plain GET. The first request (`Range: bytes=0-(segment-1)` for a big file, no Range
+ * otherwise) follows the redirect and fixes the CDN URL, the validator and the mode; later
+ * requests carry `Range` + `If-Range` and must be answered with a 206 of exactly the bytes asked
+ * for and the same ETag, else the fill fails (never a splice of two versions). Every connection
+ * beyond the fill's first takes a slot of the global ConnLimiter. A reader waiting for bytes no
+ * connection is about to fetch gets them fetched next (demand first; one extra connection beyond
+ * `upstreamConnections` for it), in single-stream fills too when ranges work.
+ *
+ * Resumes. A connection that drops, stalls (no byte for the idle timeout) or trickles (below
+ * `upstreamMinBytesPerSecond` over that window) is resumed at its own offset with `Range` +
+ * `If-Range`, at most `maxResumes` times per connection; then the fill fails cleanly. 429/5xx
+ * answers are retried by the HubClient (Retry-After, backoff with jitter).
+ *
+ * Writes. Each connection copies what it receives into 1 MiB slabs and writes them as one vectored
+ * write at its offset once 4 MiB are pending or 20 ms after the first pending byte (and at the
+ * end of its span); past its share of the fill's buffer budget it stops reading (backpressure).
+ * After a write completes, its slabs join the fill's in-memory window, readers whose position is
+ * now readable are woken in one pass, and the staged blob's hash advances over the contiguous
+ * prefix (in a worker thread).
  *
  * Invariants:
- * - Readers may read only bytes already written, and never the last byte before the digest is
+ * - Readers get only bytes whose write completed, and never the last byte before the digest is
  *   verified: a full-body reader cannot complete on wrong bytes (it is cut short instead).
- * - A dropped upstream connection is resumed from the current offset with `Range` and a strong
- *   `If-Range`; any answer that is not the continuation of the same bytes fails the fill (never a
- *   splice of two versions). The digest check at the end covers the whole blob anyway. A stalled
- *   body (no byte for the idle timeout) or a trickle (below `upstreamMinBytesPerSecond` over that
- *   window) counts as a drop. At most `maxResumes` resumes, then the fill fails cleanly.
- * - 429/5xx answers are retried by the HubClient (Retry-After, backoff with jitter), once for
- *   the blob however many readers wait.
- * - On failure the staging file is removed and nothing reaches the index.
+ * - Upstream sends each byte about once: spans never overlap; a split or a demand jump only
+ *   wastes what upstream had already sent past the point where a connection stops.
+ * - On failure the staging file is removed before anyone learns of it, and nothing reaches the
+ *   index.
  */
 import type { Readable } from 'node:stream';
 import { setTimeout as delay } from 'node:timers/promises';
 import { MirrorError, isMirrorError } from '../errors.js';
+import type { Interval } from '../model/span-set.js';
 import type { BlobKey } from '../storage/blob-layout.js';
-import type { BlobWriter } from '../storage/blob-store.js';
 import type { BlobStore } from '../storage/blob-store-contract.js';
-import { crashPoint } from '../storage/crash-points.js';
 import type { CacheIndex } from '../storage/cache-index.js';
-import { discardBody, type BodySpeedFloor, type HubClient, type UpstreamBody } from '../upstream/hub-client.js';
-import { fromNetworkError, fromUpstreamStatus, headerValue } from '../upstream/upstream-errors.js';
-import type { GrowingSource } from './growing-file-reader.js';
+import { crashPoint } from '../storage/crash-points.js';
+import type { StagedBlob } from '../storage/staged-blob.js';
+import { discardBody, type BodySpeedFloor, type UpstreamBody } from '../upstream/hub-client.js';
+import { fromNetworkError, fromUpstreamStatus, headerValue, isUnhealthy } from '../upstream/upstream-errors.js';
+import type { ConnGrant, ConnLimiter } from './conn-limiter.js';
+import type { FillSource } from './fill-source.js';
+import { SegmentPlan, segmentSize, type Claim, type Work } from './segment-plan.js';
 
-export type FillState = 'filling' | 'committed' | 'failed';
+export type FillState = 'planning' | 'filling' | 'verifying' | 'committed' | 'failed';
+export type FillEvent = 'committed' | 'failed' | 'resumed' | 'split' | 'failover';
 
-/** Readers are woken after this many new bytes, or PROGRESS_MS after the first unannounced one. */
-const PROGRESS_BYTES = 512 * 1024;
-const PROGRESS_MS = 5;
-/** Upstream bytes received but not yet written before the body is paused. */
-const MAX_QUEUED_BYTES = 8 * 1024 * 1024;
+const MiB = 1024 * 1024;
+/** A connection writes once this much is pending... */
+const BATCH_BYTES = 4 * MiB;
+/** ...or this long after the first pending byte. */
+const BATCH_MS = 20;
+/** Memory a fill's connections may hold unwritten, together (each at least one batch). */
+const FILL_BUFFER_BYTES = 32 * MiB;
+/** Recently written slabs kept for readers at the head (one copy in memory, many sockets). */
+const WINDOW_BYTES = 16 * MiB;
+/** How often each connection's rate is sampled (demand decisions). */
+const RATE_SAMPLE_MS = 250;
 
 export interface FillRequest {
   key: BlobKey;
   size: number;
-  /** Upstream path (below the upstream base) of the file, pinned to a commit. */
-  upstreamPath: string;
-  /** Credentials of the client that started the fill (upstream origin only). */
-  auth: string | undefined;
 }
 
 export interface FillDeps {
   store: BlobStore;
   index: CacheIndex;
-  hub: HubClient;
-  /** How many times a dropped upstream body is resumed before the fill fails. */
+  source: FillSource;
+  /** Resumes allowed per connection before the fill fails. */
   maxResumes: number;
-  onEvent?: (event: 'committed' | 'failed' | 'resumed', fill: Fill, error?: MirrorError) => void;
+  /** Slowest body accepted before it counts as stalled, if any. */
+  speedFloor?: BodySpeedFloor | undefined;
+  /** Global cap on upstream connections; omitted: no cap beyond the fill's own. */
+  conns?: ConnLimiter | undefined;
+  /** Connections of a segmented fill (default 8). */
+  upstreamConnections?: number;
+  /** Files at least this big are fetched in segments (default 64 MiB). */
+  segmentMinBytes?: number;
+  /** Upstream is known to ignore Range for this file: one plain stream, no demand requests. */
+  rangesIgnored?: boolean;
+  onEvent?: (event: FillEvent, fill: Fill, error?: MirrorError) => void;
 }
 
-export class Fill implements GrowingSource {
+/** What a reader needs from a fill (see fill-reader.ts). */
+export interface FillView {
+  readonly size: number;
+  readonly state: FillState;
+  readonly failure: MirrorError | undefined;
+  readonly finalPath: string;
+  /** Settles when the fill is committed (resolves) or failed (rejects). */
+  readonly done: Promise<void>;
+  /** End (exclusive) of the bytes readable now from `pos` on (`pos` itself when none are). */
+  readableEnd(pos: number): number;
+  /** A zero-copy view of readable bytes at `pos` (at most up to `limit`), if they are in memory. */
+  slice(pos: number, limit: number): Buffer | null;
+  /** Reads readable bytes from the staging file; rejects once it is closed (committed or failed). */
+  read(buf: Buffer, pos: number, length: number): Promise<number>;
+  /** Resolves at the next change that may concern `pos` (bytes landed, commit, failure). */
+  wait(pos: number): { changed: Promise<void>; cancel: () => void };
+}
+
+interface Waiter {
+  pos: number;
+  token: number;
+  wake: () => void;
+}
+
+interface WindowEntry {
+  offset: number;
+  buf: Buffer;
+}
+
+/** An error that means "this answer cannot be used" without saying anything about the file. */
+class RangesUnsupported extends Error {}
+
+export class Fill implements FillView {
   readonly key: BlobKey;
   readonly size: number;
-  #state: FillState = 'filling';
+  readonly finalPath: string;
+  readonly #deps: FillDeps;
+  readonly #plan: SegmentPlan;
+  readonly #connections: number;
+  readonly #bufferPerConnection: number;
+  #state: FillState = 'planning';
   #failure: MirrorError | undefined;
-  #writer: BlobWriter | null = null;
-  #finalPath: string;
-  #listeners = new Set<() => void>();
-  #notifiedAt = 0;
-  #notifyTimer: NodeJS.Timeout | null = null;
+  /** The first fatal error, before it is announced (the staging file is removed first). */
+  #fatal: MirrorError | undefined;
+  #staged: StagedBlob | null = null;
+  #validator: string | undefined;
+  /** Upstream switches so far: an answer opened before the last switch came from the previous upstream. */
+  #epoch = 0;
+  /** Just switched upstream: the next answer of the new one names its validator. */
+  #adoptValidator = false;
+  #switching: Promise<boolean> | null = null;
   readonly #abort = new AbortController();
+  readonly #workers = new Set<Connection>();
+  #base: ConnGrant | null = null;
+  #baseInUse = false;
+  #spare: ConnGrant[] = [];
+  #pendingConn: { cancel: () => void } | null = null;
+  readonly #waiters = new Set<Waiter>();
+  #window: WindowEntry[] = [];
+  #windowBytes = 0;
+  #settleWorkers: Array<() => void> = [];
+  #complete: (() => void) | null = null;
   /** Resolves when upstream has answered with the body (2xx); rejects if the fill fails first. */
   readonly started: Promise<void>;
   #done: Promise<void> = Promise.resolve();
   #resolveStarted!: () => void;
   #rejectStarted!: (err: MirrorError) => void;
 
-  private constructor(req: FillRequest, finalPath: string) {
+  private constructor(req: FillRequest, deps: FillDeps) {
     this.key = req.key;
     this.size = req.size;
-    this.#finalPath = finalPath;
+    this.finalPath = deps.store.pathOf(req.key);
+    this.#deps = deps;
+    this.#connections = Math.max(1, deps.upstreamConnections ?? 8);
+    this.#bufferPerConnection = Math.max(BATCH_BYTES, Math.floor(FILL_BUFFER_BYTES / this.#connections));
+    this.#plan = new SegmentPlan({ size: req.size, connections: this.#connections, segmentBytes: segmentSize(req.size, this.#connections) });
     this.started = new Promise<void>((resolve, reject) => {
       this.#resolveStarted = resolve;
       this.#rejectStarted = reject;
@@ -87,8 +176,8 @@ export class Fill implements GrowingSource {
 
   /** Starts a fill; it runs on its own until committed or failed. */
   static start(req: FillRequest, deps: FillDeps): Fill {
-    const fill = new Fill(req, deps.store.pathOf(req.key));
-    fill.#done = fill.#run(req, deps);
+    const fill = new Fill(req, deps);
+    fill.#done = fill.#run();
     fill.#done.catch(() => undefined);
     return fill;
   }
@@ -106,137 +195,416 @@ export class Fill implements GrowingSource {
     return this.#failure;
   }
 
+  /** Bytes written to the staging file so far. */
   get bytesWritten(): number {
-    return this.#writer?.bytesWritten ?? 0;
+    return this.#plan.covered.size;
   }
 
-  readableLimit(): number {
-    if (this.#state === 'committed') return this.size;
-    if (this.#state === 'failed') return 0;
-    // Hold back the last byte until the digest is verified.
-    return Math.min(this.bytesWritten, this.size - 1);
+  /** Free space this fill will still take (nothing once its file is preallocated). */
+  get reservedBytes(): number {
+    if (this.#state === 'committed' || this.#state === 'failed') return 0;
+    return this.#staged?.preallocated ? 0 : this.size - this.bytesWritten;
   }
 
-  get settled(): boolean {
-    return this.#state !== 'filling';
-  }
-
-  paths(): { current: string; fallback: string } | undefined {
-    if (this.#state !== 'filling') return { current: this.#finalPath, fallback: this.#finalPath };
-    const staging = this.#writer?.stagingPath;
-    // No staging file yet: readers wait for the change that announces it (or the failure).
-    return staging ? { current: staging, fallback: this.#finalPath } : undefined;
-  }
-
-  onChange(listener: () => void): () => void {
-    this.#listeners.add(listener);
-    return () => this.#listeners.delete(listener);
+  /** Upstream connections open now. */
+  get connections(): number {
+    return this.#workers.size;
   }
 
   /** Stops the fill (shutdown); readers get the error. */
   cancel(reason = 'mirror shutting down'): void {
-    this.#abort.abort(new MirrorError('UpstreamUnavailable', reason));
+    this.#fatalError(new MirrorError('UpstreamUnavailable', reason));
   }
 
-  #notify(): void {
-    if (this.#notifyTimer) {
-      clearTimeout(this.#notifyTimer);
-      this.#notifyTimer = null;
+  // ------------------------------------------------------------------ reader side (FillView)
+
+  readableEnd(pos: number): number {
+    if (this.#state === 'committed') return this.size;
+    // Failing (even before it is announced): no byte goes out any more.
+    if (this.#state === 'failed' || this.#fatal || !this.#staged) return pos;
+    // Hold back the last byte until the digest is verified.
+    return Math.min(this.#plan.covered.coveredEnd(pos), this.size - 1);
+  }
+
+  slice(pos: number, limit: number): Buffer | null {
+    if (this.#fatal) return null;
+    for (const e of this.#window) {
+      if (e.offset <= pos && pos < e.offset + e.buf.length) {
+        return e.buf.subarray(pos - e.offset, Math.min(e.buf.length, limit - e.offset));
+      }
     }
-    this.#notifiedAt = this.bytesWritten;
-    const listeners = [...this.#listeners];
-    this.#listeners.clear();
-    for (const l of listeners) l();
+    return null;
   }
 
-  /**
-   * Progress after a write, coalesced: readers wake when PROGRESS_BYTES more are on disk or
-   * PROGRESS_MS after the first unannounced byte, whichever comes first. Waking every reader for
-   * every 64 KiB upstream chunk costs a read and a socket write each; at 100 readers that is the
-   * mirror's whole CPU budget, while a few milliseconds of latency cost nothing.
-   */
-  #progress(): void {
-    if (this.bytesWritten - this.#notifiedAt >= PROGRESS_BYTES) this.#notify();
-    else this.#notifyTimer ??= setTimeout(() => this.#notify(), PROGRESS_MS);
+  #clearWindow(): void {
+    this.#window = [];
+    this.#windowBytes = 0;
   }
 
-  async #run(req: FillRequest, deps: FillDeps): Promise<void> {
+  read(buf: Buffer, pos: number, length: number): Promise<number> {
+    if (!this.#staged) return Promise.reject(new Error('no staging file yet'));
+    return this.#staged.read(buf, pos, length);
+  }
+
+  wait(pos: number): { changed: Promise<void>; cancel: () => void } {
+    let resolve!: () => void;
+    const changed = new Promise<void>((r) => (resolve = r));
+    const cancel = (): void => {
+      if (this.#waiters.delete(waiter)) this.#plan.forget(waiter.token);
+    };
+    const waiter: Waiter = {
+      pos,
+      token: 0,
+      wake: () => {
+        cancel();
+        resolve();
+      },
+    };
+    if (this.#state === 'committed' || this.#state === 'failed' || this.readableEnd(pos) > pos) {
+      resolve();
+      return { changed, cancel };
+    }
+    waiter.token = this.#plan.want(pos);
+    this.#waiters.add(waiter);
+    // Only a reader no connection is about to serve changes the schedule.
+    if (this.#state === 'filling' && typeof this.#plan.demandFor(pos) !== 'string') this.#schedule();
+    return { changed, cancel };
+  }
+
+  /** Wakes waiters whose position became readable (`all`: every one, the state changed). */
+  #wake(all: boolean): void {
+    for (const w of [...this.#waiters]) if (all || this.readableEnd(w.pos) > w.pos) w.wake();
+  }
+
+  // ------------------------------------------------------------------ lifecycle
+
+  async #run(): Promise<void> {
     try {
-      this.#writer = await deps.store.createWriter(req.key, req.size);
-      this.#notify(); // readers created before the staging file existed can open it now
-      await this.#download(req, deps);
-      await this.#writer.commit();
-      deps.index.recordBlob(req.key, req.size);
+      if (this.#deps.conns) this.#base = this.#deps.conns.base();
+      this.#staged = await this.#deps.store.stage(this.key, this.size);
+      this.#throwIfFatal();
+      this.#state = 'filling';
+      this.#wake(true); // readers created before the staging file existed can open it now
+      const complete = new Promise<void>((resolve) => (this.#complete = resolve));
+      const failed = new Promise<never>((_, reject) => this.#abort.signal.addEventListener('abort', () => reject(this.#fatal ?? new Error('fill aborted')), { once: true }));
+      failed.catch(() => undefined);
+      this.#startFirst();
+      await Promise.race([complete, failed]);
+      await this.#workersSettled();
+      this.#throwIfFatal();
+      this.#state = 'verifying';
+      await this.#staged.commit();
+      this.#deps.index.recordBlob(this.key, this.size);
       crashPoint('after-index-commit');
       this.#state = 'committed';
       this.#resolveStarted();
-      deps.onEvent?.('committed', this);
-      this.#notify();
+      this.#deps.onEvent?.('committed', this);
+      this.#wake(true);
+      this.#staged.dispose();
+      this.#clearWindow();
     } catch (err) {
-      const failure = isMirrorError(err) ? err : fromNetworkError(err, `blob ${req.key}`);
+      const failure = this.#fatal ?? (isMirrorError(err) ? err : fromNetworkError(err, `blob ${this.key}`));
+      this.#fatalError(failure);
+      await this.#workersSettled();
       // Remove the staging file before anyone can observe the failure.
-      await this.#writer?.abort();
+      await this.#staged?.abort();
+      this.#clearWindow();
       this.#failure = failure;
       this.#state = 'failed';
       this.#rejectStarted(failure);
-      deps.onEvent?.('failed', this, failure);
-      this.#notify();
+      this.#deps.onEvent?.('failed', this, failure);
+      this.#wake(true);
       throw failure;
+    } finally {
+      this.#pendingConn?.cancel();
+      this.#pendingConn = null;
+      for (const g of this.#spare.splice(0)) g.release();
+      this.#base?.release();
+      this.#base = null;
     }
   }
 
-  async #download(req: FillRequest, deps: FillDeps): Promise<void> {
-    const writer = this.#writer;
-    if (!writer) throw new Error('no writer');
-    let validator: string | undefined;
-    let resumes = 0;
+  #throwIfFatal(): void {
+    if (this.#fatal) throw this.#fatal;
+  }
+
+  /** Records the first fatal error and stops every connection. */
+  #fatalError(err: MirrorError): void {
+    if (this.#fatal) return;
+    this.#fatal = err;
+    this.#abort.abort(err);
+  }
+
+  #workersSettled(): Promise<void> {
+    if (this.#workers.size === 0) return Promise.resolve();
+    return new Promise<void>((resolve) => this.#settleWorkers.push(resolve));
+  }
+
+  // ------------------------------------------------------------------ scheduling
+
+  /** The first request: it decides between one stream and segments. */
+  #startFirst(): void {
+    const segmented = this.size >= (this.#deps.segmentMinBytes ?? 64 * MiB) && this.#connections > 1 && !this.#deps.rangesIgnored;
+    const first = segmented ? segmentSize(this.size, this.#connections) : this.size;
+    const claim = this.#plan.claim(0, Math.min(first, this.size));
+    this.#baseInUse = true;
+    this.#launch(claim, { release: () => (this.#baseInUse = false) }, segmented ? 'segment' : 'whole');
+  }
+
+  /**
+   * Starts connections for whatever work the plan has, within the fill's limit (the mode's
+   * connections, plus one for demand) and the global cap. Called whenever something changed.
+   */
+  #schedule(): void {
+    if (this.#state !== 'filling' || this.#fatal) return;
     for (;;) {
-      const offset = writer.bytesWritten;
-      const extra: Record<string, string> = {};
-      if (offset > 0) {
-        if (!validator) throw new MirrorError('UpstreamError', 'Upstream connection dropped and the body has no strong ETag to resume with');
-        extra.range = `bytes=${offset}-`;
-        extra['if-range'] = validator;
+      if (this.#plan.complete) break;
+      const work = this.#plan.next();
+      if (!work) break;
+      const limit = (this.#plan.segmented ? this.#connections : 1) + (work.demand ? 1 : 0);
+      if (this.#workers.size >= limit) break;
+      const grant = this.#grant(work.demand);
+      if (!grant) break;
+      const claim = this.#plan.take(work);
+      if (!claim) {
+        this.#spare.push(grant);
+        continue;
       }
-      // 429/5xx answers are retried inside openBody (Retry-After, backoff); what comes out is final.
+      if (work.victim) this.#deps.onEvent?.('split', this);
+      this.#launch(claim, grant, 'range');
+    }
+    const more = this.#plan.complete ? null : this.#plan.next();
+    // Connections granted but not needed go back.
+    if (more === null) for (const g of this.#spare.splice(0)) g.release();
+    this.#checkProgress(more);
+  }
+
+  /** A connection for new work: the fill's own if idle, a spare, a free global slot, or null (one is asked for). */
+  #grant(demand: boolean): ConnGrant | null {
+    if (this.#base && !this.#baseInUse) {
+      this.#baseInUse = true;
+      return { release: () => (this.#baseInUse = false) };
+    }
+    if (!this.#deps.conns) {
+      if (!this.#base) return { release: () => undefined };
+      return null;
+    }
+    const spare = this.#spare.pop();
+    if (spare) return spare;
+    const now = this.#deps.conns.tryAcquire();
+    if (now) return now;
+    if (!this.#pendingConn) {
+      const req = this.#deps.conns.acquire(demand);
+      this.#pendingConn = req;
+      void req.granted.then((grant) => {
+        if (this.#pendingConn === req) this.#pendingConn = null;
+        if (this.#state !== 'filling' || this.#fatal) grant.release();
+        else {
+          this.#spare.push(grant);
+          this.#schedule();
+        }
+      });
+    }
+    return null;
+  }
+
+  /** Done when every byte is written; failed when nothing runs and nothing can fetch what is left. */
+  #checkProgress(next: Work | null): void {
+    if (this.#plan.complete) {
+      if (this.#workers.size === 0) this.#complete?.();
+      return;
+    }
+    if (this.#workers.size === 0 && !this.#pendingConn && next === null) {
+      this.#fatalError(new MirrorError('UpstreamError', `Upstream stopped answering ranges of ${this.key} before the fill was complete`));
+    }
+  }
+
+  #launch(claim: Claim, grant: ConnGrant, kind: 'whole' | 'segment' | 'range'): void {
+    const conn = new Connection(this, claim);
+    this.#workers.add(conn);
+    void this.#fetch(conn, kind)
+      .then(
+        () => this.#plan.release(claim),
+        (err: unknown) => {
+          if (err instanceof RangesUnsupported && !this.#fatal) {
+            // This answer ignored Range: stop asking for ranges; what the connection had is given back.
+            this.#plan.ranged = false;
+            this.#plan.release(claim);
+            return;
+          }
+          this.#fatalError(isMirrorError(err) ? err : fromNetworkError(err, `blob ${this.key}`));
+        },
+      )
+      .finally(() => {
+        conn.dispose();
+        this.#workers.delete(conn);
+        grant.release();
+        if (this.#workers.size === 0) for (const settle of this.#settleWorkers.splice(0)) settle();
+        this.#schedule();
+      });
+  }
+
+  // ------------------------------------------------------------------ one connection
+
+  /** Fetches a claim to its (possibly moving) end, resuming after drops. */
+  async #fetch(conn: Connection, kind: 'whole' | 'segment' | 'range'): Promise<void> {
+    const claim = conn.claim;
+    let resumes = 0;
+    let first = kind !== 'range';
+    for (;;) {
+      if (claim.pos >= claim.end && !first) return;
+      const span = { start: claim.pos, end: claim.end };
       let res: UpstreamBody;
+      const epoch = this.#epoch;
       try {
-        res = await deps.hub.openBody(req.upstreamPath, req.auth, extra, this.#abort.signal);
+        res = first ? await this.#deps.source.openFirst(kind === 'segment' ? span : undefined, this.#abort.signal) : await this.#openRange(span);
       } catch (err) {
+        // The upstream cannot be reached (or timed out, or kept answering 5xx): the next one, if any.
+        if (isUnhealthy(err) && (await this.#failover(err, epoch))) continue;
         // A resume that cannot connect, or whose headers never come, is one more resume attempt.
         // The first request's failures are final: nothing was received, the client gets a clean error.
-        if (offset === 0 || !isNetworkFailure(err) || this.#abort.signal.aborted || resumes >= deps.maxResumes) throw err;
+        if (first || !isNetworkFailure(err) || this.#abort.signal.aborted || resumes >= this.#deps.maxResumes) throw this.#fatal ?? err;
         resumes++;
         await this.#pause(resumes);
         continue;
       }
       let bodyStarted = false;
       try {
-        if (offset === 0) {
-          if (res.statusCode !== 200) throw fromUpstreamStatus(res.statusCode, res.headers, `blob ${req.key}`);
-          const length = headerValue(res.headers, 'content-length');
-          if (length !== undefined && Number(length) !== req.size) {
-            throw new MirrorError('IntegrityError', `Upstream body length ${length} differs from the expected ${req.size}`);
+        if (first) {
+          const mode = this.#acceptFirst(res, claim, kind);
+          if (mode === 'restart') {
+            // A 206 without a strong ETag: segments need one. One plain stream instead.
+            discardBody(res.body);
+            kind = 'whole';
+            continue;
           }
-          const etag = headerValue(res.headers, 'etag');
-          validator = etag && /^"[^"]*"$/.test(etag) ? etag : undefined;
-          this.#resolveStarted();
+          kind = mode;
+          first = false;
+          claim.reach = kind === 'whole' ? this.size : span.end;
         } else {
-          checkContinuation(res.statusCode, headerValue(res.headers, 'content-range'), headerValue(res.headers, 'etag'), validator, offset, req.size);
-          deps.onEvent?.('resumed', this);
+          this.#acceptRange(res, span, kind === 'range' && claim.pos === claim.start && resumes === 0, epoch);
+          claim.reach = span.end;
+          if (resumes > 0) this.#deps.onEvent?.('resumed', this);
         }
         bodyStarted = true;
-        await this.#drain(res.body, writer, deps.hub.bodySpeedFloor);
+        await conn.stream(res.body, res.statusCode === 200);
         return;
       } catch (err) {
         discardBody(res.body);
+        await conn.settle();
+        if (err instanceof RangesUnsupported || this.#fatal) throw this.#fatal ?? err;
+        // A 5xx answer, or a body that stalled or trickled: the upstream is failing, the next one
+        // continues at this offset. A plain drop is resumed on the same upstream first.
+        const failure = bodyStarted && !isMirrorError(err) ? fromNetworkError(err, `blob ${this.key}`) : err;
+        const failing = bodyStarted ? isMirrorError(failure) && failure.code === 'UpstreamTimeout' : isUnhealthy(failure);
+        if (failing && (await this.#failover(failure, epoch))) {
+          if (claim.pos === 0) first = true;
+          continue;
+        }
         // A body that broke, stalled or trickled: resume where it stopped (Range + If-Range), or
         // start over when nothing had landed yet. Anything upstream *said* (a MirrorError) stands.
-        const resumable = writer.bytesWritten > 0 ? validator !== undefined : bodyStarted;
-        const retryable = !isMirrorError(err) && !this.#abort.signal.aborted && resumable;
-        if (!retryable || resumes >= deps.maxResumes) throw err;
+        const resumable = claim.pos > 0 ? this.#validator !== undefined || this.#adoptValidator : bodyStarted;
+        if (isMirrorError(err) || this.#abort.signal.aborted || !resumable || resumes >= this.#deps.maxResumes) throw this.#fatal ?? err;
         resumes++;
+        if (claim.pos === 0) first = true; // nothing landed: ask the way the fill started
       }
+    }
+  }
+
+  /**
+   * Moves the fill to the next upstream after `err` on a connection opened at `epoch`. One switch
+   * for all connections: those that failed on the old upstream meanwhile just ask the new one.
+   * Resolves false when no other upstream has the blob (the caller's usual rules then apply).
+   */
+  async #failover(err: unknown, epoch: number): Promise<boolean> {
+    if (this.#abort.signal.aborted) return false;
+    if (epoch !== this.#epoch) return true;
+    this.#switching ??= this.#deps.source.failover(err instanceof Error ? err.message : String(err)).then((moved) => {
+      this.#switching = null;
+      if (moved) {
+        this.#epoch++;
+        this.#validator = undefined;
+        this.#adoptValidator = true;
+        this.#deps.onEvent?.('failover', this);
+      }
+      return moved;
+    });
+    const moved = await this.#switching;
+    return moved && !this.#abort.signal.aborted;
+  }
+
+  /** Where the fill's bytes come from now (its configured base URL). */
+  get upstream(): string {
+    return this.#deps.source.upstream;
+  }
+
+  #openRange(span: Interval): Promise<UpstreamBody> {
+    if (this.#adoptValidator) return this.#deps.source.open(span, undefined, this.#abort.signal);
+    if (!this.#validator) throw new MirrorError('UpstreamError', 'Upstream connection dropped and the body has no strong ETag to resume with');
+    return this.#deps.source.open(span, this.#validator, this.#abort.signal);
+  }
+
+  /**
+   * Judges the fill's first answer and fixes the mode: a 206 of exactly the first segment with a
+   * strong ETag → segments; a 200 → one stream of the whole body (ranges for demand and resumes
+   * only if it named a strong ETag). Returns how the rest of this connection's claim is fetched.
+   */
+  #acceptFirst(res: UpstreamBody, claim: Claim, kind: 'whole' | 'segment' | 'range'): 'whole' | 'segment' | 'restart' {
+    const etag = headerValue(res.headers, 'etag');
+    const strong = etag && /^"[^"]*"$/.test(etag) ? etag : undefined;
+    if (res.statusCode === 206 && kind === 'segment') {
+      const want = `bytes 0-${claim.end - 1}/${this.size}`;
+      const got = headerValue(res.headers, 'content-range');
+      if (got !== want) throw new MirrorError('UpstreamError', `Upstream answered bytes=0-${claim.end - 1} with Content-Range ${got ?? '(none)'}`);
+      if (!strong) {
+        // Segments need a strong validator (no splice of two versions): one plain stream instead.
+        claim.end = this.size;
+        return 'restart';
+      }
+      this.#validator = strong;
+      this.#plan.ranged = true;
+      this.#plan.segmented = true;
+      this.#resolveStarted();
+      this.#schedule();
+      return 'segment';
+    }
+    if (res.statusCode !== 200) throw fromUpstreamStatus(res.statusCode, res.headers, `blob ${this.key}`);
+    const length = headerValue(res.headers, 'content-length');
+    if (length !== undefined && Number(length) !== this.size) {
+      throw new MirrorError('IntegrityError', `Upstream body length ${length} differs from the expected ${this.size}`);
+    }
+    // The whole body (also when a Range was ignored).
+    claim.end = this.size;
+    this.#validator = strong;
+    this.#plan.ranged = kind === 'whole' && strong !== undefined && !this.#deps.rangesIgnored;
+    this.#resolveStarted();
+    this.#schedule();
+    return 'whole';
+  }
+
+  /**
+   * A ranged answer must be a 206 of exactly `span`, of a file of our size, of the same version:
+   * anything else would splice two versions together. A 200 carrying our validator means upstream
+   * ignored Range (RangesUnsupported, for a demand request: the fill just stops asking); any other
+   * answer fails the fill.
+   */
+  #acceptRange(res: UpstreamBody, span: Interval, mayBeUnsupported: boolean, epoch: number): void {
+    const etag = headerValue(res.headers, 'etag');
+    // After a switch, the new upstream's first answer names its validator; an answer opened before
+    // the switch comes from the old upstream (same blob: the commit verifies the whole content).
+    const adopting = this.#adoptValidator && epoch === this.#epoch;
+    const sameVersion = epoch !== this.#epoch || adopting || etag === undefined || etag === this.#validator;
+    if (res.statusCode === 200 && mayBeUnsupported && sameVersion && etag !== undefined) throw new RangesUnsupported();
+    const m = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(headerValue(res.headers, 'content-range') ?? '');
+    const wantEnd = span.end >= this.size ? this.size - 1 : span.end - 1;
+    if (res.statusCode !== 206 || !m || Number(m[1]) !== span.start || Number(m[2]) !== wantEnd || Number(m[3]) !== this.size || !sameVersion) {
+      if (res.statusCode >= 400 && res.statusCode !== 416) throw fromUpstreamStatus(res.statusCode, res.headers, `blob ${this.key}`);
+      throw new MirrorError('UpstreamError', `Upstream file changed while resuming (status ${res.statusCode}); fill abandoned`);
+    }
+    if (adopting) {
+      if (!etag || !/^"[^"]*"$/.test(etag)) throw new MirrorError('UpstreamError', `Upstream ${this.#deps.source.upstream} names no strong ETag for ${this.key}: the fill cannot continue there`);
+      this.#validator = etag;
+      this.#adoptValidator = false;
     }
   }
 
@@ -246,84 +614,244 @@ export class Fill implements GrowingSource {
     try {
       await delay(ms * (0.5 + 0.5 * Math.random()), undefined, { signal: this.#abort.signal });
     } catch {
-      const reason: unknown = this.#abort.signal.reason;
-      throw reason instanceof MirrorError ? reason : new MirrorError('UpstreamUnavailable', 'fill cancelled');
+      throw this.#fatal ?? new MirrorError('UpstreamUnavailable', 'fill cancelled');
     }
   }
 
+  // ------------------------------------------------------------------ writes (called by connections)
+
+  /** Writes one run of a connection; on completion the bytes become readable. */
+  async write(offset: number, views: Buffer[]): Promise<void> {
+    const staged = this.#staged;
+    if (!staged) throw new Error('no staging file');
+    await staged.write(offset, views);
+    const length = views.reduce((n, v) => n + v.length, 0);
+    this.#plan.written(offset, offset + length);
+    let at = offset;
+    if (this.#state === 'filling' && !this.#fatal) {
+      for (const buf of views) {
+        this.#window.push({ offset: at, buf });
+        this.#windowBytes += buf.length;
+        at += buf.length;
+      }
+    }
+    while (this.#windowBytes > WINDOW_BYTES && this.#window.length > 0) {
+      const old = this.#window.shift()!;
+      this.#windowBytes -= old.buf.length;
+    }
+    this.#wake(false);
+    if (this.#plan.complete) this.#checkProgress(null);
+  }
+
+  get bufferPerConnection(): number {
+    return this.#bufferPerConnection;
+  }
+
+  get speedFloor(): BodySpeedFloor | undefined {
+    return this.#deps.speedFloor;
+  }
+
+  /** A connection's rate changed (demand decisions); a connection stopping early may free work. */
+  reschedule(): void {
+    if (this.#waiters.size > 0) this.#schedule();
+  }
+}
+
+/**
+ * One upstream connection of a fill: reads a body into slabs, writes them in batches at its
+ * claim's position, stops at the claim's end (which may move down while it runs), keeps its rate.
+ */
+class Connection {
+  readonly #fill: Fill;
+  readonly claim: Claim;
+  /** Received, not yet handed to a write. */
+  #chunks: Buffer[] = [];
+  /** Offset of the first byte not yet handed to a write. */
+  #flushAt: number;
+  #pending = 0;
+  #inWrite = 0;
+  #writing: Promise<void> | null = null;
+  #timer: NodeJS.Timeout | null = null;
+  /** The pending bytes' time is up (their timer fired while a write was in flight). */
+  #due = false;
+  #writeError: Error | null = null;
+  #onWritten: (() => void) | null = null;
+
+  constructor(fill: Fill, claim: Claim) {
+    this.#fill = fill;
+    this.claim = claim;
+    this.#flushAt = claim.pos;
+  }
+
   /**
-   * Copies the body into the staging file. Chunks that arrive while a write is in progress are
-   * queued and written together by the next (vectored) write: few syscalls when upstream is fast,
-   * no added latency when it is slow. Past MAX_QUEUED_BYTES the body is paused (backpressure).
+   * Reads `body` until the claim's end (closing the body early when the end moved down) or the
+   * body's end. `exact`: the body is the whole rest of the file, so a byte past the file's size is
+   * an error, not a reason to stop. Whatever arrived is written before this settles.
    */
-  async #drain(body: Readable, writer: BlobWriter, floor: BodySpeedFloor | undefined): Promise<void> {
-    let queue: Buffer[] = [];
-    let queued = 0;
-    let flushing: Promise<void> | null = null;
-    // An object, not a `let`: written inside `flush`, which TypeScript's narrowing cannot see.
-    const failed: { error: Error | null } = { error: null };
-    const flush = async (): Promise<void> => {
-      try {
-        while (queue.length > 0) {
-          const batch = queue;
-          queue = [];
-          queued = 0;
-          await writer.write(batch);
-          this.#progress();
-        }
-      } catch (err) {
-        failed.error = err instanceof Error ? err : new Error(String(err));
-      } finally {
-        flushing = null;
-      }
-    };
-    // A trickle never trips the idle timeout: check the rate once per window and drop the
-    // connection (resumed like any other drop) when fewer bytes came than the floor asks for.
-    // A window in which we held the body back ourselves (disk slower than upstream) is not judged.
-    let windowBytes = 0;
-    let heldBack = false;
-    let heldBackInWindow = false;
-    const speedCheck = floor
-      ? setInterval(() => {
-          const minimum = (floor.bytesPerSecond * floor.windowMs) / 1000;
-          if (windowBytes < minimum && !heldBackInWindow) {
-            const err = new Error(`upstream body too slow: ${windowBytes} bytes in ${floor.windowMs} ms (minimum ${floor.bytesPerSecond} B/s)`);
-            (err as NodeJS.ErrnoException).code = 'UPSTREAM_TOO_SLOW';
-            err.name = 'TimeoutError'; // a failed fill reports it as UpstreamTimeout (504)
-            body.destroy(err);
+  stream(body: Readable, exact: boolean): Promise<void> {
+    const claim = this.claim;
+    const floor = this.#fill.speedFloor;
+    this.#flushAt = claim.pos;
+    return new Promise<void>((resolve, reject) => {
+      let settled = false;
+      let windowBytes = 0;
+      let heldBack = false;
+      let heldBackInWindow = false;
+      let rateBytes = 0;
+      let rateAt = performance.now();
+      const finish = (err: Error | null): void => {
+        if (settled) return;
+        settled = true;
+        clearInterval(speedCheck);
+        clearInterval(rateTimer);
+        body.off('data', onData);
+        body.off('end', onEnd);
+        body.off('error', onError);
+        claim.reach = claim.pos;
+        claim.rate = 0;
+        this.#flush(true);
+        this.settle().then(
+          () => (err ? reject(err) : this.#writeError ? reject(this.#writeError) : resolve()),
+          reject,
+        );
+      };
+      const onData = (chunk: Buffer): void => {
+        const room = claim.end - claim.pos;
+        let buf = chunk;
+        if (buf.length > room) {
+          if (exact && claim.end === claim.reach) {
+            finish(new MirrorError('IntegrityError', `upstream sent more than the expected ${claim.end} bytes`));
+            return;
           }
-          windowBytes = 0;
-          heldBackInWindow = heldBack;
-        }, floor.windowMs)
-      : undefined;
-    speedCheck?.unref();
-    try {
-      for await (const chunk of body) {
-        if (failed.error) throw failed.error;
-        const buf = chunk as Buffer;
-        windowBytes += buf.length;
-        queue.push(buf);
-        queued += buf.length;
-        flushing ??= flush();
-        if (queued >= MAX_QUEUED_BYTES) {
-          heldBack = heldBackInWindow = true;
-          await flushing;
-          heldBack = false;
+          buf = buf.subarray(0, room);
         }
+        windowBytes += buf.length;
+        rateBytes += buf.length;
+        if (buf.length > 0) this.#append(buf);
+        if (this.#writeError) {
+          finish(this.#writeError);
+          return;
+        }
+        if (claim.pos >= claim.end) {
+          // Done, or the end moved down under us: stop reading (the rest goes to other connections).
+          if (!body.readableEnded) discardBody(body);
+          finish(null);
+          return;
+        }
+        if (this.#pending + this.#inWrite >= this.#fill.bufferPerConnection) {
+          heldBack = heldBackInWindow = true;
+          body.pause();
+          this.#onWritten = () => {
+            if (settled || this.#pending + this.#inWrite >= this.#fill.bufferPerConnection) return;
+            this.#onWritten = null;
+            heldBack = false;
+            body.resume();
+          };
+        }
+      };
+      const onEnd = (): void => {
+        if (claim.pos < claim.end) {
+          const err = new Error(`upstream body ended at ${claim.pos} of ${claim.end} bytes`);
+          (err as NodeJS.ErrnoException).code = 'UPSTREAM_SHORT_BODY';
+          finish(err);
+        } else finish(null);
+      };
+      const onError = (err: Error): void => finish(err);
+      // A trickle never trips the idle timeout: check the rate once per window and drop the
+      // connection (resumed like any other drop) when fewer bytes came than the floor asks for.
+      // A window in which we held the body back ourselves (disk slower than upstream) is not judged.
+      const speedCheck = floor
+        ? setInterval(() => {
+            const minimum = (floor.bytesPerSecond * floor.windowMs) / 1000;
+            if (windowBytes < minimum && !heldBackInWindow) {
+              const err = new Error(`upstream body too slow: ${windowBytes} bytes in ${floor.windowMs} ms (minimum ${floor.bytesPerSecond} B/s)`);
+              (err as NodeJS.ErrnoException).code = 'UPSTREAM_TOO_SLOW';
+              err.name = 'TimeoutError'; // a failed fill reports it as UpstreamTimeout (504)
+              body.destroy(err);
+            }
+            windowBytes = 0;
+            heldBackInWindow = heldBack;
+          }, floor.windowMs)
+        : undefined;
+      speedCheck?.unref();
+      const rateTimer = setInterval(() => {
+        const now = performance.now();
+        // The last sample only: a connection that stalled stops counting as "about to get there" at once.
+        claim.rate = (rateBytes * 1000) / Math.max(1, now - rateAt);
+        rateBytes = 0;
+        rateAt = now;
+        this.#fill.reschedule();
+      }, RATE_SAMPLE_MS);
+      rateTimer.unref();
+      body.on('data', onData);
+      body.on('end', onEnd);
+      body.on('error', onError);
+      if (claim.pos >= claim.end) {
+        discardBody(body);
+        finish(null);
       }
-    } finally {
-      if (speedCheck) clearInterval(speedCheck);
-      // Whatever arrived before the body ended or broke is good data: land it, so a resume
-      // starts exactly at bytesWritten and never overlaps a write still in flight.
-      while (flushing) await flushing;
-      if (queue.length > 0 && !failed.error) await flush();
+    });
+  }
+
+  /** Writes whatever is pending; resolves once every write has completed. */
+  async settle(): Promise<void> {
+    for (;;) {
+      if (this.#writing) await this.#writing.catch(() => undefined);
+      else if (this.#pending > 0 && !this.#writeError) this.#flush(true);
+      else break;
     }
-    if (failed.error) throw failed.error;
-    if (writer.bytesWritten < writer.size) {
-      const err = new Error(`upstream body ended at ${writer.bytesWritten} of ${writer.size} bytes`);
-      (err as NodeJS.ErrnoException).code = 'UPSTREAM_SHORT_BODY';
-      throw err;
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = null;
+  }
+
+  /** The connection is done. */
+  dispose(): void {
+    this.#chunks = [];
+  }
+
+  #append(buf: Buffer): void {
+    // Zero-copy: the chunk itself is written, kept in the window and handed to readers.
+    this.#chunks.push(buf);
+    this.claim.pos += buf.length;
+    this.#pending += buf.length;
+    if (this.#pending >= BATCH_BYTES) this.#flush(false);
+    else this.#timer ??= setTimeout(() => {
+      this.#timer = null;
+      this.#due = true;
+      this.#flush(true);
+    }, BATCH_MS);
+  }
+
+  /** Hands what is pending to one write (one at a time per connection; `now`: even if small). */
+  #flush(now: boolean): void {
+    if (this.#writing || this.#pending === 0 || (!now && this.#pending < BATCH_BYTES)) return;
+    if (this.#timer) {
+      clearTimeout(this.#timer);
+      this.#timer = null;
     }
+    this.#due = false;
+    const views = this.#chunks;
+    this.#chunks = [];
+    const offset = this.#flushAt;
+    const length = this.#pending;
+    this.#flushAt += length;
+    this.#pending = 0;
+    this.#inWrite = length;
+    this.#writing = this.#fill.write(offset, views).then(
+      () => {
+        this.#inWrite = 0;
+        this.#writing = null;
+        this.#onWritten?.();
+        // Whatever arrived meanwhile: a full batch, or one whose time is up, now; else on its timer.
+        if (this.#pending > 0) this.#flush(this.#due);
+      },
+      (err: unknown) => {
+        this.#inWrite = 0;
+        this.#writing = null;
+        this.#writeError ??= err instanceof Error ? err : new Error(String(err));
+        this.#onWritten?.();
+      },
+    );
   }
 }
 
@@ -332,15 +860,4 @@ function isNetworkFailure(err: unknown): boolean {
   return isMirrorError(err) && (err.code === 'UpstreamUnavailable' || err.code === 'UpstreamTimeout') && err.cause !== undefined;
 }
 
-/**
- * A resumed answer must be a 206 of the same version (same strong ETag, when upstream sends one)
- * that starts exactly at `offset` of a file of the same size: anything else would splice two
- * versions together.
- */
-function checkContinuation(status: number, contentRange: string | undefined, etag: string | undefined, validator: string | undefined, offset: number, size: number): void {
-  const m = contentRange ? /^bytes (\d+)-(\d+)\/(\d+)$/.exec(contentRange) : null;
-  const sameVersion = etag === undefined || validator === undefined || etag === validator;
-  if (status !== 206 || !m || Number(m[1]) !== offset || Number(m[3]) !== size || !sameVersion) {
-    throw new MirrorError('UpstreamError', `Upstream file changed while resuming (status ${status}); fill abandoned`);
-  }
-}
+export type { Work };

@@ -3,8 +3,11 @@
  * being fetched by another request (joined) or fetched now (miss), so routes never branch on it
  * (the decorator of distribution's proxy blob store).
  *
- * However many requests ask for a blob at once, one Fill runs; every reader streams from the disk
- * at its own pace, so a slow client never slows the fill or the others.
+ * However many requests ask for a blob at once, one Fill runs (one stream, or several ranged
+ * connections for a big file); every reader goes at its own pace, from the fill's recent bytes in
+ * memory or from the staging file, so a slow client never slows the fill or the others. Upstream
+ * connections of all fills together are capped (ConnLimiter, `maxUpstreamConnections`), beyond
+ * each running fill's first.
  *
  * Resources (test-plan S7, T26, T28): at most `maxConcurrentFills` fills run at once, further
  * misses wait in a FIFO queue (joinable like a running fill; their clients wait as for a slow
@@ -12,22 +15,29 @@
  * admitted, the disk must hold it: free space, less `minFreeBytes`, less what admitted fills still
  * have to write (507 InsufficientStorage otherwise). Joiners, hits and bypasses are never limited.
  */
-import { PassThrough, Readable, pipeline } from 'node:stream';
+import type { Readable } from 'node:stream';
 import type { ByteSpan } from '../http/byte-range.js';
 import { MirrorError } from '../errors.js';
-import type { FileEntry } from '../hub/file-resolver.js';
 import { fileUrlPath } from '../hub/repo-ref.js';
 import type { BlobKey } from '../storage/blob-layout.js';
+import { BlobFile, type RemoteBlob } from '../storage/blob-store.js';
 import type { BlobStore } from '../storage/blob-store-contract.js';
 import type { CacheIndex } from '../storage/cache-index.js';
 import { discardBody, type HubClient } from '../upstream/hub-client.js';
+import type { UpstreamSet } from '../upstream/upstream-set.js';
+import { toEntry, type FileEntry } from '../hub/file-resolver.js';
 import { DiskSpace, formatBytes } from '../storage/disk-space.js';
-import { Fill } from './fill.js';
+import { ConnLimiter } from './conn-limiter.js';
+import { Fill, type FillEvent } from './fill.js';
 import { FillLimiter } from './fill-limiter.js';
+import { fillReader } from './fill-reader.js';
+import { UpstreamFillSource } from './fill-source.js';
 import { fromNetworkError, fromUpstreamStatus, headerValue } from '../upstream/upstream-errors.js';
 import { bufferReader, readableReader, type BlobReader } from './blob-reader.js';
+import { FileSpanReader } from './file-span-reader.js';
 import { Flights, PromiseFlights } from './flights.js';
-import { GrowingFileReader } from './growing-file-reader.js';
+import { ReadBuffers } from './read-buffers.js';
+import type { Evictor, Lease } from './eviction.js';
 
 /**
  * `hit`: from disk. `miss`: this request started the fill. `joined`: another request's fill.
@@ -45,6 +55,27 @@ export interface BlobSource {
   readonly ready: Promise<void>;
   /** A new reader of bytes [start, end] (inclusive). The caller owns it and closes it. */
   createReader(start: number, end: number): BlobReader;
+  /**
+   * The caller is done with the source: what the source itself holds (a hit's open file) is let
+   * go, and the blob's lease ends (it may be evicted once no reader is open either). Readers keep
+   * what they use until they are closed. Idempotent; every caller of `open()` calls it once it has
+   * created the readers it needs.
+   */
+  release(): void;
+}
+
+/** A fill as the dashboard shows it. */
+export interface FillProgress {
+  blobKey: BlobKey;
+  repo: FileEntry['request']['repo'];
+  path: string;
+  size: number;
+  /** Bytes on disk so far. */
+  bytes: number;
+  state: 'queued' | 'running';
+  /** Readers open on it: the clients waiting for its bytes. */
+  readers: number;
+  admittedAt: number;
 }
 
 /** Files up to this size are verified before their response starts (bounded by the route's wait). */
@@ -55,7 +86,8 @@ const BYPASS_CONCURRENCY = 4;
 export interface MirrorOptions {
   store: BlobStore;
   index: CacheIndex;
-  hub: HubClient;
+  /** The upstreams (one or several, in order): metadata from the first healthy, fills fail over. */
+  hub: UpstreamSet;
   maxResumes: number;
   /**
    * Ranges of at most this many bytes together, on a blob that is neither cached nor being filled,
@@ -69,7 +101,19 @@ export interface MirrorOptions {
   maxQueuedFills?: number;
   /** Free-space guard of the data dir; omitted: no check. */
   diskSpace?: DiskSpace;
-  onFillEvent?: (event: 'started' | 'committed' | 'failed' | 'resumed', key: BlobKey, error?: MirrorError) => void;
+  /** Files at least this big are fetched with several ranged GETs at once (default 64 MiB). */
+  segmentMinBytes?: number;
+  /** Upstream connections of one segmented fill (default 8). */
+  upstreamConnections?: number;
+  /** Upstream body connections of all fills together, beyond each running fill's first (default 32). */
+  maxUpstreamConnections?: number;
+  onFillEvent?: (event: 'started' | FillEvent, key: BlobKey, error?: MirrorError) => void;
+  /** A fill moved to another upstream (`to`), or a switch to `refused` was refused (why). */
+  onFailover?: (key: BlobKey, detail: { to: string } | { refused: string; reason: string }) => void;
+  /** The buffers readers of cached blobs read into (default: a pool with the default budget). */
+  readBuffers?: ReadBuffers;
+  /** The cache budget and its leases; omitted: no budget, nothing is evicted. */
+  evictor?: Evictor;
 }
 
 /**
@@ -78,6 +122,11 @@ export interface MirrorOptions {
  */
 interface FillFlight {
   readonly size: number;
+  readonly entry: FileEntry;
+  /** Wall-clock ms when the fill was admitted (for the dashboard). */
+  readonly admittedAt: number;
+  /** Readers of this fill open now: the clients waiting on it. */
+  readers: number;
   /** The Fill, once it has a slot. */
   readonly fill: Fill | undefined;
   /** Resolves with the Fill when it starts; rejects if it never does (shutdown). */
@@ -89,7 +138,7 @@ interface FillFlight {
 export class Mirror {
   readonly #store: BlobStore;
   readonly #index: CacheIndex;
-  readonly #hub: HubClient;
+  readonly #hub: UpstreamSet;
   readonly #maxResumes: number;
   readonly #fills = new Flights<FillFlight>((flight) => flight.done);
   readonly #limiter: FillLimiter;
@@ -97,6 +146,16 @@ export class Mirror {
   readonly #slices = new PromiseFlights<Buffer | null>();
   readonly #rangeBypassMaxBytes: number;
   readonly #onFillEvent: MirrorOptions['onFillEvent'];
+  readonly #onFailover: MirrorOptions['onFailover'];
+  readonly #conns: ConnLimiter;
+  readonly #segmentMinBytes: number;
+  readonly #upstreamConnections: number;
+  readonly #readBuffers: ReadBuffers;
+  /** Fills running now, and the bytes received by fills that ended (for metrics). */
+  readonly #running = new Set<Fill>();
+  #settledFillBytes = 0;
+  #bypassBytes = 0;
+  readonly #evictor: Evictor | undefined;
 
   constructor(opts: MirrorOptions) {
     this.#rangeBypassMaxBytes = opts.rangeBypassMaxBytes;
@@ -105,8 +164,15 @@ export class Mirror {
     this.#hub = opts.hub;
     this.#maxResumes = opts.maxResumes;
     this.#onFillEvent = opts.onFillEvent;
+    this.#onFailover = opts.onFailover;
     this.#limiter = new FillLimiter(opts.maxConcurrentFills ?? 16, opts.maxQueuedFills ?? 1000);
     this.#diskSpace = opts.diskSpace;
+    this.#conns = new ConnLimiter(opts.maxUpstreamConnections ?? 32);
+    this.#segmentMinBytes = opts.segmentMinBytes ?? 64 * 1024 * 1024;
+    this.#upstreamConnections = opts.upstreamConnections ?? 8;
+    this.#readBuffers = opts.readBuffers ?? new ReadBuffers();
+    this.#evictor = opts.evictor;
+    this.#evictor?.attach({ isFilling: (key) => this.#fills.get(key) !== undefined, reservedBytes: () => this.#unstoredBytes() });
   }
 
   /** Whether the blob is verified and on disk (for HEAD's cache status; no I/O beyond the index). */
@@ -121,84 +187,163 @@ export class Mirror {
    * @param auth credentials already granted by upstream for this file (used for the upstream GET).
    */
   async open(entry: FileEntry, auth: string | undefined, spans?: readonly ByteSpan[]): Promise<BlobSource> {
+    const evictor = this.#evictor;
+    if (!evictor) return this.#open(entry, auth, spans, false);
+    // Leased from before the index is asked until the caller releases the source, and while any
+    // of its readers is open: a blob found on disk stays there until read.
+    for (let p = evictor.evicting(entry.blobKey); p; p = evictor.evicting(entry.blobKey)) await p;
+    const lease = evictor.lease(entry.blobKey);
+    let source: BlobSource;
+    try {
+      source = await this.#open(entry, auth, spans, false);
+    } catch (err) {
+      lease.release();
+      throw err;
+    }
+    return {
+      size: source.size,
+      cacheStatus: source.cacheStatus,
+      ready: source.ready,
+      createReader: (start, end) => leasedReader(source.createReader(start, end), evictor.lease(entry.blobKey)),
+      release: () => {
+        source.release();
+        lease.release();
+      },
+    };
+  }
+
+  /** `rangesIgnored`: upstream just answered a Range of this file with the whole body (the fill asks for none). */
+  async #open(entry: FileEntry, auth: string | undefined, spans: readonly ByteSpan[] | undefined, rangesIgnored: boolean): Promise<BlobSource> {
     const key = entry.blobKey;
     const running = this.#fills.get(key);
-    if (!running && this.#index.getBlob(key)) {
-      const st = await this.#store.stat(key);
-      if (st && st.size === entry.size) {
-        this.#index.touchBlob(key);
-        return this.#hit(key, entry.size);
-      }
-      // The index remembers a blob the disk lost (or a different size): forget it and refetch.
-      this.#index.forgetBlob(key);
+    if (!running) {
+      const hit = await this.#openHit(entry);
+      if (hit) return hit;
     }
     if (!running && spans && spans.length > 0) {
       const wanted = spans.reduce((n, s) => n + s.end - s.start + 1, 0);
       if (wanted <= this.#rangeBypassMaxBytes && wanted < entry.size) {
         const bypass = await this.#bypass(entry, auth, spans);
         // Upstream ignored Range for bytes far into the file: fetch the whole file the usual way.
-        return bypass ?? this.open(entry, auth);
+        return bypass ?? this.#open(entry, auth, undefined, true);
       }
     }
     // A new fill must fit on the disk (joining one needs nothing more). The check awaits statfs:
     // whoever started this blob's fill meanwhile is joined below instead.
-    if (!this.#fills.get(key)) await this.#checkSpace(entry);
-    const { value: flight, joined } = this.#fills.run(key, () => this.#admit(entry, auth));
-    if (flight.fill?.state === 'committed') return this.#hit(key, entry.size);
+    if (!this.#fills.get(key) && (this.#diskSpace || this.#evictor)) {
+      let available = await this.#checkSpace(entry);
+      // Admission below is synchronous with this last check: misses admitted while this one
+      // awaited its check count now, so two never share the same room.
+      while (!this.#fills.get(key) && this.#deficit(entry, available) > 0) available = await this.#checkSpace(entry);
+    }
+    const { value: flight, joined } = this.#fills.run(key, () => this.#admit(entry, auth, rangesIgnored));
+    if (flight.fill?.state === 'committed') {
+      const file = await this.#store.openBlob(key, entry.size);
+      if (file) return this.#hit(key, entry.size, file);
+    }
     if (entry.size === 0) await flight.done; // nothing to hold back: wait for the verification
     return {
       size: entry.size,
       cacheStatus: joined ? 'joined' : 'miss',
       // Small files are worth waiting for whole: a bad body then becomes a clean error response.
       ready: entry.size <= SMALL_FILE_BYTES ? flight.done : flight.running.then((fill) => fill.started),
-      createReader: (start, end) => readableReader(flight.fill ? new GrowingFileReader(flight.fill, start, end) : deferredReader(flight.running, start, end)),
+      createReader: (start, end) => counted(flight, fillReader(flight.fill ?? flight.running, start, end)),
+      release: () => undefined,
     };
   }
 
   /**
-   * Refuses (507) a fill the disk cannot hold: the bytes it needs, plus what admitted fills still
-   * have to write, plus `minFreeBytes`, must be available. When free space cannot be read, the
-   * fill goes ahead (ENOSPC would still fail it cleanly).
+   * Admits a new fill only when it fits: within the cache budget (stored bytes, plus what admitted
+   * fills still have to write, plus this fill) and on the disk (the same, plus `minFreeBytes`,
+   * must be free). What does not fit is made room for by evicting blobs nobody uses (leases: see
+   * eviction.ts); 507 only when nothing evictable is left. When free space cannot be read, the disk
+   * part is skipped (ENOSPC would still fail the fill cleanly).
    */
-  async #checkSpace(entry: FileEntry): Promise<void> {
-    if (!this.#diskSpace) return;
-    let available: number;
-    try {
-      available = await this.#diskSpace.available();
-    } catch {
-      return;
-    }
-    if (this.#fills.get(entry.blobKey)) return; // started meanwhile: joining costs no space
-    const reserved = this.reservedBytes;
-    const minFree = this.#diskSpace.minFreeBytes;
-    if (entry.size + reserved + minFree > available) {
+  async #checkSpace(entry: FileEntry): Promise<number> {
+    for (;;) {
+      let available = Infinity;
+      if (this.#diskSpace) {
+        try {
+          available = await this.#diskSpace.available();
+        } catch {
+          // unknown: only the budget is checked
+        }
+      }
+      if (this.#fills.get(entry.blobKey)) return available; // started meanwhile: joining costs no space
+      const reserved = this.reservedBytes;
+      const minFree = this.#diskSpace?.minFreeBytes ?? 0;
+      const overDisk = entry.size + reserved + minFree - available;
+      const overBudget = this.#evictor ? entry.size - this.#evictor.headroom() : -Infinity;
+      const deficit = this.#deficit(entry, available);
+      if (deficit <= 0) return available;
+      // Freed bytes may not show as free space (a hard-linked blob): then the loop evicts more.
+      if (this.#evictor && (await this.#evictor.evict(deficit)) > 0) continue;
+      if (this.#fills.get(entry.blobKey)) return available;
+      const what = `${entry.request.path} (${formatBytes(entry.size)})`;
+      if (overBudget >= overDisk && this.#evictor) {
+        throw new MirrorError(
+          'InsufficientStorage',
+          `The mirror's cache is full for ${what}: ${formatBytes(this.#evictor.budgetBytes)} budget (maxCacheBytes), ${formatBytes(this.#index.storedBytes)} stored, ` +
+            `${formatBytes(reserved)} promised to downloads in progress, and every stored file is in use`,
+        );
+      }
       throw new MirrorError(
         'InsufficientStorage',
-        `Not enough free space in the mirror's cache for ${entry.request.path} (${formatBytes(entry.size)}): ` +
-          `${formatBytes(available)} free, ${formatBytes(reserved)} promised to downloads in progress, ${formatBytes(minFree)} kept free (minFreeBytes)`,
+        `Not enough free space in the mirror's cache for ${what}: ` +
+          `${formatBytes(available)} free, ${formatBytes(reserved)} promised to downloads in progress, ${formatBytes(minFree)} kept free (minFreeBytes)${this.#evictor ? ', and nothing left to evict' : ''}`,
       );
     }
   }
 
+  /** Bytes a new fill of `entry` lacks, on the disk (`available` free) or in the budget; <= 0: it fits. */
+  #deficit(entry: FileEntry, available: number): number {
+    const overDisk = entry.size + this.reservedBytes + (this.#diskSpace?.minFreeBytes ?? 0) - available;
+    const overBudget = this.#evictor ? entry.size - this.#evictor.headroom() : -Infinity;
+    return Math.max(overDisk, overBudget);
+  }
+
   /** Starts the fill now if a slot is free, else queues it (throws Overloaded when the queue is full). */
-  #admit(entry: FileEntry, auth: string | undefined): FillFlight {
+  #admit(entry: FileEntry, auth: string | undefined, rangesIgnored: boolean): FillFlight {
     const key = entry.blobKey;
     let started: Fill | undefined;
     const start = (): Fill => {
       this.#onFillEvent?.('started', key);
+      const upstreamPath = fileUrlPath({ ...entry.request, revision: entry.commit });
       const fill = Fill.start(
-        { key, size: entry.size, upstreamPath: fileUrlPath({ ...entry.request, revision: entry.commit }), auth },
+        { key, size: entry.size },
         {
           store: this.#store,
           index: this.#index,
-          hub: this.#hub,
+          source: new UpstreamFillSource({
+            upstreams: this.#hub,
+            path: upstreamPath,
+            auth,
+            size: entry.size,
+            sameBlob: (client) => sameBlob(client, entry, auth),
+            onRefused: (upstream, reason) => this.#onFailover?.(key, { refused: upstream, reason }),
+          }),
           maxResumes: this.#maxResumes,
-          onEvent: (event, f, error) => this.#onFillEvent?.(event, f.key, error),
+          speedFloor: this.#hub.bodySpeedFloor,
+          conns: this.#conns,
+          upstreamConnections: this.#upstreamConnections,
+          segmentMinBytes: this.#segmentMinBytes,
+          rangesIgnored,
+          onEvent: (event, f, error) => {
+            if (event === 'failover') this.#onFailover?.(f.key, { to: f.upstream });
+            this.#onFillEvent?.(event, f.key, error);
+          },
         },
       );
       started = fill;
-      const release = (): void => this.#limiter.release();
+      this.#running.add(fill);
+      const release = (): void => {
+        this.#running.delete(fill);
+        this.#settledFillBytes += fill.bytesWritten;
+        this.#limiter.release();
+      };
       fill.done.then(release, release);
+      // A stored blob may have crossed the high-water mark.
+      if (this.#evictor) fill.done.then(() => this.#evictor?.check(), () => undefined);
       return fill;
     };
     // A free slot starts the fill now; else `start` runs when a slot is handed over.
@@ -208,6 +353,9 @@ export class Mirror {
     done.catch(() => undefined);
     return {
       size: entry.size,
+      entry,
+      admittedAt: Date.now(),
+      readers: 0,
       get fill() {
         return started;
       },
@@ -216,10 +364,29 @@ export class Mirror {
     };
   }
 
-  /** Bytes that admitted fills (running or queued) still have to write. */
+  /**
+   * Free space admitted fills (running or queued) will still take: what they have left to write,
+   * nothing for a fill whose staging file is preallocated (statfs already counts it).
+   */
   get reservedBytes(): number {
     let n = 0;
-    for (const f of this.#fills.values()) n += f.size - (f.fill?.bytesWritten ?? 0);
+    for (const f of this.#fills.values()) n += f.fill ? f.fill.reservedBytes : f.size;
+    return n;
+  }
+
+  /** Upstream body connections of fills open now. */
+  get upstreamConnections(): number {
+    return this.#conns.active;
+  }
+
+  /**
+   * Bytes admitted fills (running or queued) will add to the stored blobs: the whole size of each
+   * until its blob is recorded (the written bytes are on disk too, in the staging file or already
+   * renamed into place).
+   */
+  #unstoredBytes(): number {
+    let n = 0;
+    for (const f of this.#fills.values()) if (f.fill?.state !== 'committed') n += f.size;
     return n;
   }
 
@@ -245,6 +412,7 @@ export class Mirror {
         if (!slice || !span) throw new Error(`bytes ${start}-${end} were not fetched`);
         return bufferReader(slice.subarray(start - span.start, end - span.start + 1));
       },
+      release: () => undefined,
     };
   }
 
@@ -277,21 +445,57 @@ export class Mirror {
         return null;
       }
       const head = await readBody(res.body, span.end + 1, false, `the start of ${entry.request.path}`);
+      this.#bypassBytes += head.length;
       return head.subarray(span.start);
     }
     if (res.statusCode !== 206) fail(`status ${res.statusCode}`);
     if (contentRange !== `bytes ${span.start}-${span.end}/${entry.size}`) fail(`Content-Range ${contentRange ?? '(none)'}`);
     if (contentLength !== undefined && Number(contentLength) !== want) fail(`Content-Length ${contentLength}`);
-    return readBody(res.body, want, true, `${asked} of ${entry.request.path}`);
+    const bytes = await readBody(res.body, want, true, `${asked} of ${entry.request.path}`);
+    this.#bypassBytes += bytes.length;
+    return bytes;
   }
 
-  #hit(key: BlobKey, size: number): BlobSource {
+  /**
+   * The cached blob, opened, or `null` when the index has none. A file the disk lost or that has
+   * another size (removed or cut short behind the mirror's back), or a row of another size, is
+   * forgotten and `null` returned, so this request fetches it again.
+   */
+  async #openHit(entry: FileEntry): Promise<BlobSource | null> {
+    const key = entry.blobKey;
+    const row = this.#index.getBlob(key);
+    if (!row) return null;
+    const file = row.size === entry.size ? await this.#store.openBlob(key, entry.size) : null;
+    if (!file) {
+      this.#index.forgetBlob(key);
+      return null;
+    }
+    this.#index.touchBlob(key);
+    return this.#hit(key, entry.size, file);
+  }
+
+  #hit(key: BlobKey, size: number, file: BlobFile | RemoteBlob): BlobSource {
+    let closed = false;
     return {
       size,
       cacheStatus: 'hit',
       ready: Promise.resolve(),
-      createReader: (start, end) => readableReader(this.#store.openRead(key, start, end)),
+      // A local file (always with fs): positional reads in recycled buffers. A file shorter than
+      // recorded was truncated behind our back: forget it (the next request refetches). Without a
+      // local copy (s3): ranged reads from the object store.
+      createReader: (start, end) =>
+        file instanceof BlobFile ? new FileSpanReader(file, start, end, this.#readBuffers, () => this.#index.forgetBlob(key)) : readableReader(file.openRead(start, end)),
+      release: () => {
+        if (closed) return;
+        closed = true;
+        file.release();
+      },
     };
+  }
+
+  /** The hit readers' buffer pool (for metrics and tests). */
+  get readBuffers(): ReadBuffers {
+    return this.#readBuffers;
   }
 
   /** Fills admitted: running or queued (for health and metrics). */
@@ -304,6 +508,35 @@ export class Mirror {
     return this.#limiter.queued;
   }
 
+  /** Fills running now (admitted fills that have a slot). */
+  get runningFills(): number {
+    return this.#running.size;
+  }
+
+  /**
+   * Body bytes received from upstream since start: by fills (running ones up to now; on disk, so
+   * a resume never counts a byte twice) and by range bypasses.
+   */
+  get upstreamFileBytes(): { fill: number; bypass: number } {
+    let fill = this.#settledFillBytes;
+    for (const f of this.#running) fill += f.bytesWritten;
+    return { fill, bypass: this.#bypassBytes };
+  }
+
+  /** Every admitted fill, running or queued, in admission order (for the dashboard). */
+  fillProgress(): FillProgress[] {
+    return [...this.#fills.values()].map((f) => ({
+      blobKey: f.entry.blobKey,
+      repo: f.entry.request.repo,
+      path: f.entry.request.path,
+      size: f.size,
+      bytes: f.fill?.bytesWritten ?? 0,
+      state: f.fill ? 'running' : 'queued',
+      readers: f.readers,
+      admittedAt: f.admittedAt,
+    }));
+  }
+
   /** Cancels queued and running fills and waits for them to settle (shutdown). */
   async close(): Promise<void> {
     // Queued fills first: a cancelled fill hands its slot on, and nothing may start now.
@@ -314,21 +547,40 @@ export class Mirror {
   }
 }
 
-/**
- * A reader of a fill still waiting for its slot: headers may already be sent (fillStartWaitMs),
- * bytes flow once the fill runs. Destroying it (client gone) before then costs nothing.
- */
-function deferredReader(running: Promise<Fill>, start: number, end: number): Readable {
-  const out = new PassThrough({ highWaterMark: 256 * 1024 });
-  // A reader may be created at any moment of a fill's life: it waits for the bytes itself.
-  running.then(
-    (fill) => {
-      if (out.destroyed) return;
-      pipeline(new GrowingFileReader(fill, start, end), out, () => undefined);
+/** Whether `client` names the same blob (digest and size) for the entry's file at its commit. */
+async function sameBlob(client: HubClient, entry: FileEntry, auth: string | undefined): Promise<boolean> {
+  const req = { ...entry.request, revision: entry.commit };
+  const other = toEntry(req, await client.headFile(req, auth));
+  return other.blobKey === entry.blobKey && other.size === entry.size;
+}
+
+/** `reader`, counted among the fill's readers while it is open. */
+function counted(flight: FillFlight, reader: BlobReader): BlobReader {
+  flight.readers++;
+  let open = true;
+  return {
+    next: () => reader.next(),
+    release: (chunk) => reader.release(chunk),
+    close: () => {
+      if (open) {
+        open = false;
+        flight.readers--;
+      }
+      reader.close();
     },
-    (err: unknown) => out.destroy(err instanceof Error ? err : new Error(String(err))),
-  );
-  return out;
+  };
+}
+
+/** A reader that holds a lease on its blob until it is closed. */
+function leasedReader(reader: BlobReader, lease: Lease): BlobReader {
+  return {
+    next: () => reader.next(),
+    release: (chunk) => reader.release(chunk),
+    close: () => {
+      reader.close();
+      lease.release();
+    },
+  };
 }
 
 /**

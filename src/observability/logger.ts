@@ -1,8 +1,14 @@
 /**
  * The process logger: pino, JSON lines on stdout. Anything that looks like a credential is
  * redacted by path as a second line of defence; the first is never putting one in a log call.
+ *
+ * Stdout is written asynchronously (pino's sonic-boom destination): lines logged while a write is
+ * in flight go out together in the next one, so one line per request does not cost one blocking
+ * write per request (at `info` a synchronous stdout made a warm HEAD ~40% dearer). Nothing waits
+ * for a fill-up: a line is written as soon as the previous write is done, and whatever is pending
+ * is flushed synchronously when the process exits.
  */
-import { pino, type Logger } from 'pino';
+import { destination as pinoDestination, pino, type Logger } from 'pino';
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
@@ -11,9 +17,9 @@ export function createLogger(level: LogLevel, destination?: NodeJS.WritableStrea
     {
       level,
       base: { service: 'hubcache' },
-      redact: { paths: ['authorization', 'headers.authorization', 'req.headers.authorization', 'token', 'hfToken', 's3AccessKeyId', 's3SecretAccessKey', 'secretAccessKey', 'credentials'], censor: '[redacted]' },
+      redact: { paths: ['authorization', 'headers.authorization', 'req.headers.authorization', 'token', 'hfToken', 'metricsToken', 'adminToken', 'hubToken', 's3AccessKeyId', 's3SecretAccessKey', 'secretAccessKey', 'credentials'], censor: '[redacted]' },
     },
-    destination ?? process.stdout,
+    destination ?? pinoDestination({ dest: 1, sync: false }),
   );
 }
 

@@ -73,6 +73,11 @@ export class BlobLayout {
     return path.join(this.root, 'lock.sqlite');
   }
 
+  /** Where the serving process records the address it listens on (read by `hubcache health`). */
+  get listeningPath(): string {
+    return path.join(this.root, 'listening.json');
+  }
+
   stagingPath(name: string): string {
     if (!/^[A-Za-z0-9._-]+\.part$/.test(name)) throw new TypeError(`bad staging name ${name}`);
     return path.join(this.stagingDir, name);

@@ -25,7 +25,8 @@
  */
 import type { Readable } from 'node:stream';
 import type { BlobKey, BlobLayout } from './blob-layout.js';
-import type { BlobWriter } from './blob-store.js';
+import type { BlobFile, RemoteBlob } from './blob-store.js';
+import type { StagedBlob } from './staged-blob.js';
 
 /** What the caller that hashed a staged file found: its byte count and hex digest (the key's algorithm). */
 export interface VerifiedBlob {
@@ -48,10 +49,10 @@ export interface BlobStore {
   init(): Promise<void>;
 
   /**
-   * Stages a write: a fresh staging file under the data dir, appended to and hashed as bytes
-   * arrive. Its `commit()` checks size and digest, then calls this store's `commit`.
+   * Stages a write: a fresh staging file under the data dir, written at any offsets and hashed as
+   * its prefix grows. Its `commit()` checks size and digest, then calls this store's `commit`.
    */
-  createWriter(key: BlobKey, size: number): Promise<BlobWriter>;
+  stage(key: BlobKey, size: number): Promise<StagedBlob>;
 
   /**
    * Makes a verified staged file durable in the store (see the guarantees above). The local
@@ -68,11 +69,32 @@ export interface BlobStore {
    */
   openRead(key: BlobKey, start: number, end: number): Readable;
 
+  /**
+   * Opens a committed blob of `size` bytes for the hit path: its local file (a BlobFile, read by
+   * positional reads) when there is one, else (a driver with a remote store) a RemoteBlob read
+   * by ranged requests. `null` when the store does not hold it with that size (the caller forgets
+   * it and fetches it again). The caller releases it.
+   */
+  openBlob(key: BlobKey, size: number): Promise<BlobFile | RemoteBlob | null>;
+
   /** Where the local copy of a committed blob is (or would be) on disk. */
   pathOf(key: BlobKey): string;
 
   /** Removes a blob (and its local copy). Idempotent. */
   remove(key: BlobKey): Promise<void>;
+
+  /**
+   * Removes only the local copy of a blob, to make room on the local disk. With `fs` the local
+   * copy is the blob (the same as `remove`); with a remote store the blob stays stored and
+   * visible (read remotely from then on). Idempotent.
+   */
+  dropLocal(key: BlobKey): Promise<void>;
+
+  /**
+   * Whether `dropLocal` keeps the blob stored (a remote store): then evicting the local copy must
+   * not forget the blob's index rows.
+   */
+  readonly localCopiesAreCache: boolean;
 
   /** Every committed blob, for reconciliation with the index and for eviction. */
   list(): AsyncIterable<StoredBlob>;

@@ -3,13 +3,14 @@
  * filesystem driver of the BlobStore contract (blob-store-contract.ts), and the staging writer
  * every driver shares.
  *
- * Writer contract (the Commit/Cancel model of distribution's BlobWriter):
- * - `createWriter(key, size)` opens a fresh staging file. `write()` appends and hashes.
- * - `commit()` checks the byte count and the digest against the key and fsyncs the file, then
- *   hands it to the store's `commit` (here: rename into place and fsync the directory). Only then
- *   is the blob visible to `stat`/`openRead`. On mismatch it throws `IntegrityError` and removes
- *   the staging file.
- * - `abort()` removes the staging file; it is idempotent and safe after a failed commit.
+ * Contract (the Commit/Cancel model of distribution's BlobWriter):
+ * - `stage(key, size)` opens a fresh staging file: a StagedBlob, written at any offsets (several
+ *   connections of one fill at once), hashed as its contiguous prefix grows.
+ * - `StagedBlob.commit()` checks every byte is there and the digest against the key and fsyncs
+ *   the file, then hands it to the store's `commit` (here: rename into place and fsync the
+ *   directory). Only then is the blob visible to `stat`/`openRead`. On mismatch it throws
+ *   `IntegrityError` and removes the staging file.
+ * - `StagedBlob.abort()` removes the staging file; it is idempotent and safe after a failed commit.
  * Blobs are immutable: committing a key that already exists just replaces it with identical bytes.
  * A full disk (ENOSPC, EDQUOT) surfaces as `InsufficientStorage`, whatever step hit it.
  */
@@ -17,28 +18,24 @@ import { createHash, randomBytes, type Hash } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
+import type { Readable } from 'node:stream';
 import { MirrorError } from '../errors.js';
 import { BlobLayout, blobKey, parseBlobKey, type BlobKey, type DigestAlgorithm } from './blob-layout.js';
 import type { BlobStore, StoredBlob, VerifiedBlob } from './blob-store-contract.js';
 import { crashPoint } from './crash-points.js';
 import { diskFullError } from './disk-space.js';
+import { sharedHashPool, type HashPool } from './hash-pool.js';
+import { Preallocator } from './preallocate.js';
+import { StagedBlob, type CommitStaged } from './staged-blob.js';
+import { WriteGate } from './write-gate.js';
 
-export interface BlobWriter {
-  readonly key: BlobKey;
-  readonly size: number;
-  /** Path of the staging file; readers of an in-progress fill open it (their fd survives the rename). */
-  readonly stagingPath: string;
-  /** Bytes appended so far. */
-  readonly bytesWritten: number;
-  /**
-   * Appends chunks, in order, with one vectored write; resolves when the bytes are in the file
-   * (readable by other fds). Calls must not overlap.
-   */
-  write(chunks: readonly Uint8Array[]): Promise<void>;
-  /** Verifies size and digest, fsyncs, renames into place. Returns the final path. */
-  commit(): Promise<string>;
-  /** Discards the staging file. Idempotent. */
-  abort(): Promise<void>;
+export interface BlobStoreOptions {
+  /** Writes to staging files at once (config `diskWriters`, default 4). */
+  diskWriters?: number;
+  /** Worker threads hashing staging files (default: the process's shared pool). */
+  hashPool?: HashPool;
+  /** Told once when staging files cannot be preallocated on this filesystem. */
+  onPreallocateUnsupported?: (reason: string) => void;
 }
 
 export function newHasher(key: BlobKey, size: number): Hash {
@@ -48,16 +45,20 @@ export function newHasher(key: BlobKey, size: number): Hash {
   return createHash('sha1').update(`blob ${size}\0`);
 }
 
-/** The step after a staged file is verified: what `BlobStore.commit` does. */
-export type CommitStaged = (key: BlobKey, stagedPath: string, verified: VerifiedBlob) => Promise<void>;
-
 export class FsBlobStore implements BlobStore {
   readonly kind = 'fs';
   readonly layout: BlobLayout;
   readonly listedBlobsAreVerified = false;
+  readonly localCopiesAreCache = false;
+  readonly #gate: WriteGate;
+  readonly #hashPool: HashPool | undefined;
+  readonly #preallocator: Preallocator;
 
-  constructor(layout: BlobLayout) {
+  constructor(layout: BlobLayout, opts: BlobStoreOptions = {}) {
     this.layout = layout;
+    this.#gate = new WriteGate(opts.diskWriters ?? 4);
+    this.#hashPool = opts.hashPool;
+    this.#preallocator = new Preallocator(opts.onPreallocateUnsupported);
   }
 
   /** Creates the directory tree and removes staging leftovers from an earlier process. */
@@ -87,6 +88,37 @@ export class FsBlobStore implements BlobStore {
     return fs.createReadStream(this.layout.blobPath(key), { start, end, highWaterMark: 256 * 1024 });
   }
 
+  /**
+   * Opens a committed blob for positional reads, if its file is there with `size` bytes; `null`
+   * when it is gone or has another size (removed or cut short behind the mirror's back: the caller
+   * forgets it and fetches it again). The caller releases it.
+   */
+  openBlob(key: BlobKey, size: number): Promise<BlobFile | null> {
+    return new Promise((resolve, reject) => {
+      fs.open(this.layout.blobPath(key), 'r', (err, fd) => {
+        if (err) {
+          if (isNotFound(err)) resolve(null);
+          else reject(err);
+          return;
+        }
+        // An fstat of an open fd is a lookup in memory, cheaper than a wait for the thread pool.
+        let actual: number;
+        try {
+          actual = fs.fstatSync(fd).size;
+        } catch (e) {
+          fs.close(fd, () => undefined);
+          reject(e instanceof Error ? e : new Error(String(e)));
+          return;
+        }
+        if (actual === size) resolve(new BlobFile(fd));
+        else {
+          fs.close(fd, () => undefined);
+          resolve(null);
+        }
+      });
+    });
+  }
+
   async delete(key: BlobKey): Promise<void> {
     await fsp.rm(this.layout.blobPath(key), { force: true });
   }
@@ -95,8 +127,24 @@ export class FsBlobStore implements BlobStore {
     return this.delete(key);
   }
 
-  createWriter(key: BlobKey, size: number): Promise<BlobWriter> {
-    return createStagingWriter(this.layout, key, size, (k, staged, verified) => this.commit(k, staged, verified));
+  /** The local copy is the blob: the same as `remove`. */
+  dropLocal(key: BlobKey): Promise<void> {
+    return this.delete(key);
+  }
+
+  /**
+   * A fresh staging file for `key`, preallocated to `size` where the filesystem allows. Its
+   * verified file goes to `commitStaged` (default: this store's `commit`); a driver that keeps
+   * its blobs elsewhere stages through this store and passes its own.
+   */
+  stage(key: BlobKey, size: number, commitStaged?: CommitStaged): Promise<StagedBlob> {
+    const stagingPath = this.layout.stagingPath(`${randomBytes(12).toString('hex')}.part`);
+    return StagedBlob.create(key, size, stagingPath, this.layout.blobPath(key), {
+      gate: this.#gate,
+      hashPool: this.#hashPool ?? sharedHashPool(),
+      preallocator: this.#preallocator,
+      commitStaged: commitStaged ?? ((k, staged, verified) => this.commit(k, staged, verified)),
+    });
   }
 
   /** Renames the verified staged file into place and fsyncs the directory. */
@@ -172,107 +220,52 @@ export async function checkStaged(key: BlobKey, stagedPath: string, verified: Ve
   }
 }
 
-/** Opens a fresh staging file under the data dir; its writer's `commit()` verifies, then calls `commitStaged`. */
-export async function createStagingWriter(layout: BlobLayout, key: BlobKey, size: number, commitStaged: CommitStaged): Promise<BlobWriter> {
-  const stagingPath = layout.stagingPath(`${randomBytes(12).toString('hex')}.part`);
-  const handle = await fsp.open(stagingPath, 'wx', 0o644).catch((err: unknown) => {
-    throw diskFullError(err, key);
-  });
-  return new FsBlobWriter(key, size, stagingPath, handle, layout.blobPath(key), commitStaged);
-}
+/**
+ * An open blob file shared by the readers of one response: each reader `retain`s it and
+ * `release`s it when done; the fd is closed with the last release (the opener holds the first).
+ */
+export class BlobFile {
+  readonly fd: number;
+  #holders = 1;
 
-class FsBlobWriter implements BlobWriter {
-  readonly key: BlobKey;
-  readonly size: number;
-  readonly stagingPath: string;
-  #handle: fsp.FileHandle | null;
-  #hasher: Hash;
-  #written = 0;
-  #finalPath: string;
-  #commitStaged: CommitStaged;
-  #settled = false;
-
-  constructor(key: BlobKey, size: number, stagingPath: string, handle: fsp.FileHandle, finalPath: string, commitStaged: CommitStaged) {
-    this.key = key;
-    this.size = size;
-    this.stagingPath = stagingPath;
-    this.#handle = handle;
-    this.#hasher = newHasher(key, size);
-    this.#finalPath = finalPath;
-    this.#commitStaged = commitStaged;
+  constructor(fd: number) {
+    this.fd = fd;
   }
 
-  get bytesWritten(): number {
-    return this.#written;
+  retain(): this {
+    if (this.#holders === 0) throw new Error('blob file already closed');
+    this.#holders++;
+    return this;
   }
 
-  async write(chunks: readonly Uint8Array[]): Promise<void> {
-    if (!this.#handle || this.#settled) throw new Error('write after commit/abort');
-    const total = chunks.reduce((n, c) => n + c.byteLength, 0);
-    if (this.#written + total > this.size) {
-      throw new MirrorError('IntegrityError', `upstream sent more than the expected ${this.size} bytes`);
-    }
-    let done = 0;
-    let rest = chunks;
-    try {
-      while (done < total) {
-        const { bytesWritten } = await this.#handle.writev(rest as Uint8Array[], this.#written + done);
-        done += bytesWritten;
-        if (done < total) rest = remainder(chunks, done); // short write (rare on regular files)
-      }
-    } catch (err) {
-      throw diskFullError(err, this.key);
-    }
-    for (const c of chunks) this.#hasher.update(c);
-    this.#written += total;
+  release(): void {
+    if (this.#holders === 0) return;
+    if (--this.#holders === 0) fs.close(this.fd, () => undefined);
   }
 
-  async commit(): Promise<string> {
-    if (!this.#handle || this.#settled) throw new Error('commit after commit/abort');
-    try {
-      if (this.#written !== this.size) {
-        throw new MirrorError('IntegrityError', `size mismatch: got ${this.#written} bytes, expected ${this.size}`);
-      }
-      const digest = this.#hasher.digest('hex');
-      const { hex } = parseBlobKey(this.key);
-      if (digest !== hex) {
-        throw new MirrorError('IntegrityError', `digest mismatch for ${this.key}: content hashes to ${digest}`);
-      }
-      await this.#handle.sync();
-      await this.#handle.close();
-      this.#handle = null;
-      crashPoint('after-staging-fsync');
-      await this.#commitStaged(this.key, this.stagingPath, { size: this.#written, digest });
-      this.#settled = true;
-      return this.#finalPath;
-    } catch (err) {
-      await this.abort();
-      throw diskFullError(err, this.key);
-    }
-  }
-
-  async abort(): Promise<void> {
-    if (this.#settled) return;
-    this.#settled = true;
-    const handle = this.#handle;
-    this.#handle = null;
-    await handle?.close().catch(() => undefined);
-    await fsp.rm(this.stagingPath, { force: true });
+  /** Whether the fd is still open (some holder has not released it). */
+  get open(): boolean {
+    return this.#holders > 0;
   }
 }
 
-/** The part of `chunks` after the first `skip` bytes. */
-function remainder(chunks: readonly Uint8Array[], skip: number): Uint8Array[] {
-  const out: Uint8Array[] = [];
-  let left = skip;
-  for (const c of chunks) {
-    if (left >= c.byteLength) left -= c.byteLength;
-    else {
-      out.push(left > 0 ? c.subarray(left) : c);
-      left = 0;
-    }
+/**
+ * A committed blob that only a remote store holds (no local copy): read by ranged requests, so
+ * nothing is held open and `release` has nothing to let go.
+ */
+export class RemoteBlob {
+  readonly #open: (start: number, end: number) => Readable;
+
+  constructor(open: (start: number, end: number) => Readable) {
+    this.#open = open;
   }
-  return out;
+
+  /** Bytes [start, end] (inclusive); errors (StorageUnavailable) surface on the stream. */
+  openRead(start: number, end: number): Readable {
+    return this.#open(start, end);
+  }
+
+  release(): void {}
 }
 
 export async function fsyncDir(dir: string): Promise<void> {

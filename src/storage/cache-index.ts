@@ -6,6 +6,8 @@
  * - `blobs`: what is verified and on disk, with access times (flushed in batches, not per hit).
  * - `api_responses`: JSON answers of the Hub API for a commit (repo info, tree pages, paths-info),
  *   immutable like the commit they describe.
+ * - `jobs`, `job_items`, `counters`: the operator's background jobs and traffic counters, through
+ *   `jobs` (job-table.ts) and `inventory` (inventory-queries.ts).
  * Refs, files and API answers carry the scope of the identity upstream gave them to (who may read
  * them back, decided in hub/access-policy.ts): an opaque string here. On a conflict the public
  * scope `anonymous` is sticky (an answer to a token never narrows public content).
@@ -21,8 +23,12 @@
  * row never landed, and metadata is asked upstream again.
  */
 import Database from 'better-sqlite3';
+import { LRUCache } from 'lru-cache';
 import { systemClock } from '../clock.js';
 import type { BlobKey } from './blob-layout.js';
+import { EvictionQueries } from './eviction-queries.js';
+import { InventoryQueries } from './inventory-queries.js';
+import { JobTable } from './job-table.js';
 import { MIGRATIONS } from './migrations.js';
 import type { FileView, RepoRef } from '../hub/repo-ref.js';
 
@@ -103,20 +109,38 @@ interface FileDbRow {
 }
 
 export class CacheIndex {
+  /** The operator's background jobs (see job-table.ts). */
+  readonly jobs: JobTable;
+  /** What `ls` and `stats` show, and the traffic counters (see inventory-queries.ts). */
+  readonly inventory: InventoryQueries;
   readonly #db: Database.Database;
   readonly #stmts;
-  #pendingTouches = new Map<BlobKey, number>();
+  /** Hits since the last flush: the latest access time and how many. */
+  #pendingTouches = new Map<BlobKey, { at: number; hits: number }>();
   /** Writes that could not land yet, in order (see the header comment). */
   #pendingWrites: Array<() => void> = [];
   /** What those writes will set, for reads meanwhile: ref rows, and blob rows (null: forgotten). */
   readonly #pendingRefs = new Map<string, RefRow>();
   readonly #pendingBlobs = new Map<BlobKey, BlobRow | null>();
+  /**
+   * Blob rows as last read or written (`false`: none). This connection is the blobs table's only
+   * writer while the mirror runs (one process per data dir), so a hit or a HEAD reads no SQLite.
+   */
+  readonly #blobRows = new LRUCache<BlobKey, BlobRow | false>({ max: 100_000 });
   #retryTimer: NodeJS.Timeout | null = null;
   readonly #onWriteProblem: CacheIndexOptions['onWriteProblem'];
+  /** Sum of the recorded blobs' sizes, kept up to date by this connection's writes. */
+  #storedBytes: number;
+  /** Eviction's view of blobs and the metadata bound (see eviction-queries.ts). */
+  readonly eviction: EvictionQueries;
 
   private constructor(db: Database.Database, opts: CacheIndexOptions) {
     this.#db = db;
+    this.#storedBytes = (db.prepare('SELECT coalesce(sum(size), 0) AS n FROM blobs').get() as { n: number }).n;
+    this.eviction = new EvictionQueries(db);
     this.#onWriteProblem = opts.onWriteProblem;
+    this.jobs = new JobTable(db);
+    this.inventory = new InventoryQueries(db);
     this.#stmts = {
       getRef: db.prepare<[string, string, string], { commit_sha: string; checked_at: number; scope: string }>(
         'SELECT commit_sha, checked_at, scope FROM refs WHERE repo_type = ? AND repo_id = ? AND revision = ?',
@@ -146,8 +170,9 @@ export class CacheIndex {
         `INSERT INTO blobs (blob_key, size, stored_at, last_accessed_at) VALUES (?, ?, ?, ?)
          ON CONFLICT (blob_key) DO UPDATE SET size = excluded.size, stored_at = excluded.stored_at`,
       ),
-      touchBlob: db.prepare('UPDATE blobs SET last_accessed_at = max(last_accessed_at, ?) WHERE blob_key = ?'),
+      touchBlob: db.prepare('UPDATE blobs SET last_accessed_at = max(last_accessed_at, ?), hits = hits + ? WHERE blob_key = ?'),
       deleteBlob: db.prepare('DELETE FROM blobs WHERE blob_key = ?'),
+      deleteFilesOfBlob: db.prepare('DELETE FROM files WHERE blob_key = ?'),
       getApi: db.prepare<[string, string, string, string], { status: number; headers: string; next_page: string | null; body: Buffer; stored_at: number; scope: string }>(
         `SELECT status, headers, next_page, body, stored_at, scope FROM api_responses
          WHERE repo_type = ? AND repo_id = ? AND commit_sha = ? AND request_key = ?`,
@@ -317,9 +342,13 @@ export class CacheIndex {
   }
 
   getBlob(key: BlobKey): BlobRow | undefined {
+    const known = this.#blobRows.get(key);
+    if (known !== undefined) return known || undefined;
     if (this.#pendingBlobs.has(key)) return this.#pendingBlobs.get(key) ?? undefined;
-    const row = this.#stmts.getBlob.get(key);
-    return row ? { blobKey: key, size: row.size, storedAt: row.stored_at, lastAccessedAt: row.last_accessed_at } : undefined;
+    const found = this.#stmts.getBlob.get(key);
+    const row = found ? { blobKey: key, size: found.size, storedAt: found.stored_at, lastAccessedAt: found.last_accessed_at } : undefined;
+    this.#blobRows.set(key, row ?? false);
+    return row;
   }
 
   /** Every recorded blob (reconcile and verify walk them; ordered for stable progress output). */
@@ -331,8 +360,15 @@ export class CacheIndex {
     }
   }
 
+  /** Bytes of the blobs recorded (what the cache budget counts). */
+  get storedBytes(): number {
+    return this.#storedBytes;
+  }
+
   /** Called after the blob file is committed (renamed and its directory fsynced). */
   recordBlob(key: BlobKey, size: number, now = systemClock.now()): void {
+    this.#storedBytes += size - (this.getBlob(key)?.size ?? 0);
+    this.#blobRows.set(key, { blobKey: key, size, storedAt: now, lastAccessedAt: now });
     this.#write(
       () => this.#stmts.putBlob.run(key, size, now, now),
       () => this.#pendingBlobs.set(key, { blobKey: key, size, storedAt: now, lastAccessedAt: now }),
@@ -340,31 +376,82 @@ export class CacheIndex {
   }
 
   forgetBlob(key: BlobKey): void {
+    this.#storedBytes -= this.getBlob(key)?.size ?? 0;
     this.#pendingTouches.delete(key);
+    this.#blobRows.set(key, false);
     this.#write(
       () => this.#stmts.deleteBlob.run(key),
       () => this.#pendingBlobs.set(key, null),
     );
   }
 
-  /** Notes an access; written on the next `flushTouches()` (batched: a hit costs no write). */
-  touchBlob(key: BlobKey, now = systemClock.now()): void {
-    this.#pendingTouches.set(key, now);
+  /**
+   * Forgets an evicted blob and the file rows that name it, in one transaction: no file row is
+   * left pointing at a blob that is gone (the next request asks upstream about the file again).
+   */
+  evictBlob(key: BlobKey): void {
+    this.#storedBytes -= this.getBlob(key)?.size ?? 0;
+    this.#pendingTouches.delete(key);
+    this.#blobRows.set(key, false);
+    this.#write(
+      () =>
+        this.#db.transaction(() => {
+          this.#stmts.deleteBlob.run(key);
+          this.#stmts.deleteFilesOfBlob.run(key);
+        })(),
+      () => this.#pendingBlobs.set(key, null),
+    );
   }
 
-  flushTouches(): void {
-    if (this.#pendingTouches.size === 0) return;
+  /** Notes a hit (an access served from disk); written on the next `flushTouches()` (batched: a hit costs no write). */
+  touchBlob(key: BlobKey, now = systemClock.now()): void {
+    const t = this.#pendingTouches.get(key);
+    if (t) {
+      t.at = Math.max(t.at, now);
+      t.hits++;
+    } else this.#pendingTouches.set(key, { at: now, hits: 1 });
+    const known = this.#blobRows.get(key);
+    if (known && now > known.lastAccessedAt) this.#blobRows.set(key, { ...known, lastAccessedAt: now });
+  }
+
+  /**
+   * Writes the batched hits, and `also` (e.g. traffic counters) in the same transaction, so a
+   * locked database costs one short busy wait, not one per kind of write. Returns whether it
+   * landed; when busy or full the hits are kept for the next flush (the caller keeps its own).
+   */
+  flushTouches(also?: () => void): boolean {
+    if (this.#pendingTouches.size === 0 && !also) return true;
     const touches = [...this.#pendingTouches];
     this.#pendingTouches.clear();
     try {
       this.#db.transaction(() => {
-        for (const [key, at] of touches) this.#stmts.touchBlob.run(at, key);
+        for (const [key, t] of touches) this.#stmts.touchBlob.run(t.at, t.hits, key);
+        also?.();
       })();
+      return true;
     } catch (err) {
+      // Keep them for the next flush, merged with touches made meanwhile.
+      for (const [key, t] of touches) {
+        const newer = this.#pendingTouches.get(key);
+        this.#pendingTouches.set(key, newer ? { at: Math.max(t.at, newer.at), hits: t.hits + newer.hits } : t);
+      }
       if (!isTransientDbError(err)) throw err;
-      // Busy or full: keep them for the next flush (newer touches win).
-      for (const [key, at] of touches) if (!this.#pendingTouches.has(key)) this.#pendingTouches.set(key, at);
+      return false;
     }
+  }
+
+  /** Row counts per table and the bytes of the recorded blobs (metrics; one scan of each table). */
+  stats(): { rows: { refs: number; files: number; blobs: number; api_responses: number }; blobBytes: number } {
+    const row = this.#db
+      .prepare<[], { refs: number; files: number; blobs: number; api_responses: number; blob_bytes: number }>(
+        `SELECT (SELECT COUNT(*) FROM refs) AS refs, (SELECT COUNT(*) FROM files) AS files, (SELECT COUNT(*) FROM blobs) AS blobs,
+                (SELECT COUNT(*) FROM api_responses) AS api_responses, (SELECT COALESCE(SUM(size), 0) FROM blobs) AS blob_bytes`,
+      )
+      .get();
+    return {
+      rows: { refs: row?.refs ?? 0, files: row?.files ?? 0, blobs: row?.blobs ?? 0, api_responses: row?.api_responses ?? 0 },
+      blobBytes: row?.blob_bytes ?? 0,
+    };
   }
 
   /** True when the database answers a trivial query. */

@@ -15,6 +15,13 @@ export class DataDirLock {
 
   /** Takes the lock or throws a clear error naming the directory. */
   static acquire(lockFile: string, dataDir: string): DataDirLock {
+    const lock = DataDirLock.tryAcquire(lockFile);
+    if (!lock) throw new MirrorError('Internal', `The data directory ${dataDir} is in use by another hubcache process (one process per data directory)`);
+    return lock;
+  }
+
+  /** Takes the lock, or null when another process holds it (the CLI then talks to that server). */
+  static tryAcquire(lockFile: string): DataDirLock | null {
     const db = new Database(lockFile, { timeout: 0 });
     try {
       db.pragma('locking_mode = EXCLUSIVE');
@@ -24,9 +31,7 @@ export class DataDirLock {
     } catch (err) {
       db.close();
       const code = (err as { code?: string }).code ?? '';
-      if (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED')) {
-        throw new MirrorError('Internal', `The data directory ${dataDir} is in use by another hubcache process (one process per data directory)`);
-      }
+      if (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED')) return null;
       throw err;
     }
     return new DataDirLock(db);

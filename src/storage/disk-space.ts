@@ -8,7 +8,7 @@
 import fsp from 'node:fs/promises';
 import { MirrorError } from '../errors.js';
 
-export type StatFs = (dir: string) => Promise<{ bavail: number; bsize: number }>;
+export type StatFs = (dir: string) => Promise<{ bavail: number; bsize: number; blocks?: number }>;
 
 export class DiskSpace {
   readonly dir: string;
@@ -23,6 +23,12 @@ export class DiskSpace {
     this.#statfs = statfs;
   }
 
+  /** Size of the filesystem of `dir` in bytes (`statfs` blocks × bsize). */
+  async total(): Promise<number> {
+    const st = await this.#statfs(this.dir);
+    return (st.blocks ?? 0) * st.bsize;
+  }
+
   /** Bytes available to unprivileged writers on the filesystem of `dir` (`statfs` bavail × bsize). */
   available(): Promise<number> {
     this.#inFlight ??= this.#statfs(this.dir)
@@ -32,6 +38,29 @@ export class DiskSpace {
       });
     return this.#inFlight;
   }
+}
+
+/** A maxCacheBytes value: bytes, or a fraction of the filesystem's size. Throws an Error saying what is wrong. */
+export function parseCacheBudget(text: string): { bytes: number } | { fraction: number } {
+  const pct = /^(\d+(?:\.\d+)?)\s*%$/.exec(text.trim());
+  if (pct) {
+    const p = Number(pct[1]);
+    if (!(p > 0 && p <= 100)) throw new Error(`a percentage must be above 0 and at most 100, got ${JSON.stringify(text)}`);
+    return { fraction: p / 100 };
+  }
+  if (/^\d+$/.test(text.trim()) && Number.isSafeInteger(Number(text))) return { bytes: Number(text) };
+  throw new Error(`expected a number of bytes or a percentage of the filesystem such as "90%", got ${JSON.stringify(text)}`);
+}
+
+/**
+ * The cache budget in bytes for config `maxCacheBytes` (see parseCacheBudget): bytes as given, a
+ * percentage of the filesystem's size, or (empty) the filesystem's size minus minFreeBytes.
+ */
+export async function cacheBudget(maxCacheBytes: string, diskSpace: DiskSpace): Promise<number> {
+  const parsed = maxCacheBytes === '' ? null : parseCacheBudget(maxCacheBytes);
+  if (parsed && 'bytes' in parsed) return parsed.bytes;
+  const total = await diskSpace.total();
+  return parsed ? Math.floor(total * parsed.fraction) : Math.max(0, total - diskSpace.minFreeBytes);
 }
 
 /** ENOSPC and EDQUOT become InsufficientStorage (507); any other error is returned unchanged. */

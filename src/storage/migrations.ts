@@ -64,4 +64,46 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE refs ADD COLUMN scope TEXT NOT NULL DEFAULT 'anonymous';
   ALTER TABLE api_responses ADD COLUMN scope TEXT NOT NULL DEFAULT 'anonymous';
   `,
+  // 4: operator tools. Hits per blob (served from disk), traffic counters kept across restarts,
+  // and background jobs (prefetch, import, verify) with one row per finished item, so that an
+  // interrupted job resumes where it stopped. A job row never holds a token.
+  `
+  ALTER TABLE blobs ADD COLUMN hits INTEGER NOT NULL DEFAULT 0;
+
+  CREATE TABLE counters (
+    name   TEXT PRIMARY KEY,
+    value  INTEGER NOT NULL
+  ) WITHOUT ROWID;
+
+  CREATE TABLE jobs (
+    id          TEXT PRIMARY KEY,
+    kind        TEXT NOT NULL,               -- 'prefetch' | 'import' | 'verify'
+    state       TEXT NOT NULL,               -- 'queued' | 'running' | 'done' | 'failed' | 'cancelled'
+    params      TEXT NOT NULL,               -- JSON: what was asked (never a token)
+    progress    TEXT NOT NULL,               -- JSON: counters
+    message     TEXT,                        -- why it failed, or what it waits for
+    created_at  INTEGER NOT NULL,
+    started_at  INTEGER,
+    finished_at INTEGER
+  ) WITHOUT ROWID;
+  CREATE INDEX jobs_by_created ON jobs (created_at);
+
+  CREATE TABLE job_items (
+    job_id   TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    seq      INTEGER NOT NULL,               -- 1, 2, ... per job, in the order items finished
+    item     TEXT NOT NULL,                  -- a file path, a blob key
+    outcome  TEXT NOT NULL,                  -- e.g. 'cached', 'filled', 'linked', 'corrupt', 'failed'
+    ok       INTEGER NOT NULL,               -- 1 when the outcome is a success
+    bytes    INTEGER NOT NULL,
+    message  TEXT,
+    PRIMARY KEY (job_id, seq)
+  ) WITHOUT ROWID;
+  `,
+  // 5: eviction walks blobs least recently used first, or largest first.
+  `
+  CREATE INDEX blobs_by_access ON blobs (last_accessed_at, blob_key);
+  CREATE INDEX blobs_by_size ON blobs (size, blob_key);
+  CREATE INDEX refs_by_checked ON refs (checked_at);
+  CREATE INDEX api_responses_by_stored ON api_responses (stored_at);
+  `,
 ];

@@ -45,9 +45,10 @@ import {
 import { MirrorError, isMirrorError } from '../errors.js';
 import { BlobLayout, blobKey, parseBlobKey, type BlobKey } from './blob-layout.js';
 import type { BlobStore, StoredBlob, VerifiedBlob } from './blob-store-contract.js';
-import { FsBlobStore, checkStaged, createStagingWriter, fsyncDir, isNotFound, type BlobWriter } from './blob-store.js';
+import { FsBlobStore, RemoteBlob, checkStaged, fsyncDir, isNotFound, type BlobFile, type BlobStoreOptions } from './blob-store.js';
 import { crashPoint } from './crash-points.js';
 import { diskFullError } from './disk-space.js';
+import type { StagedBlob } from './staged-blob.js';
 
 const MiB = 1024 * 1024;
 /** Most parts in one multipart upload (Swift's limit; AWS S3 allows 10000). */
@@ -76,6 +77,8 @@ export interface S3BlobStoreOptions {
   uploadConcurrency?: number;
   /** Fill the local cache from the store on a remote read (default true). */
   cacheReads?: boolean;
+  /** The local store's options (staging writes, hashing, preallocation). */
+  local?: BlobStoreOptions;
   /** Extra S3 client settings (tests). */
   client?: S3ClientConfig;
 }
@@ -84,6 +87,7 @@ export class S3BlobStore implements BlobStore {
   readonly kind = 's3';
   readonly layout: BlobLayout;
   readonly listedBlobsAreVerified = true;
+  readonly localCopiesAreCache = true;
   readonly #local: FsBlobStore;
   readonly #s3: S3Client;
   readonly #bucket: string;
@@ -99,7 +103,7 @@ export class S3BlobStore implements BlobStore {
 
   constructor(layout: BlobLayout, opts: S3BlobStoreOptions) {
     this.layout = layout;
-    this.#local = new FsBlobStore(layout);
+    this.#local = new FsBlobStore(layout, opts.local);
     this.#bucket = opts.bucket;
     this.#prefix = opts.prefix === '' || opts.prefix.endsWith('/') ? opts.prefix : `${opts.prefix}/`;
     this.#timeoutMs = opts.timeoutMs;
@@ -147,8 +151,8 @@ export class S3BlobStore implements BlobStore {
     return this.layout.blobPath(key);
   }
 
-  createWriter(key: BlobKey, size: number): Promise<BlobWriter> {
-    return createStagingWriter(this.layout, key, size, (k, staged, verified) => this.commit(k, staged, verified));
+  stage(key: BlobKey, size: number): Promise<StagedBlob> {
+    return this.#local.stage(key, size, (k, staged, verified) => this.commit(k, staged, verified));
   }
 
   async commit(key: BlobKey, stagedPath: string, verified: VerifiedBlob): Promise<void> {
@@ -177,10 +181,35 @@ export class S3BlobStore implements BlobStore {
   }
 
   openRead(key: BlobKey, start: number, end: number): Readable {
+    return this.#stream(key, start, end, true);
+  }
+
+  /**
+   * The local copy when it is there with `size` bytes (the filesystem store's fast path), else,
+   * when the object store holds the blob with that size, a RemoteBlob read by ranged GETs (which
+   * never look at a local file: one of another size must not be served).
+   */
+  async openBlob(key: BlobKey, size: number): Promise<BlobFile | RemoteBlob | null> {
+    const local = await this.#local.openBlob(key, size);
+    if (local) return local;
+    const stored = await this.#head(key);
+    if (stored?.size !== size) return null;
+    return new RemoteBlob((start, end) => this.#stream(key, start, end, false));
+  }
+
+  /**
+   * Only the local copy goes: the object stays in the bucket and the blob stays cached (read
+   * from the store until a read copies it back).
+   */
+  dropLocal(key: BlobKey): Promise<void> {
+    return this.#local.remove(key);
+  }
+
+  #stream(key: BlobKey, start: number, end: number, localFirst: boolean): Readable {
     const out = new PassThrough({ highWaterMark: 256 * 1024 });
     const abort = new AbortController();
     out.once('close', () => abort.abort());
-    void this.#read(key, start, end, out, abort.signal).catch((err: unknown) => {
+    void this.#read(key, start, end, out, abort.signal, localFirst).catch((err: unknown) => {
       if (!out.destroyed) out.destroy(this.#storageError(err, `reading ${key}`));
     });
     return out;
@@ -236,15 +265,17 @@ export class S3BlobStore implements BlobStore {
     }
   }
 
-  async #read(key: BlobKey, start: number, end: number, out: PassThrough, signal: AbortSignal): Promise<void> {
+  async #read(key: BlobKey, start: number, end: number, out: PassThrough, signal: AbortSignal, localFirst: boolean): Promise<void> {
     if (end < start) {
       out.end();
       return;
     }
-    const handle = await fsp.open(this.pathOf(key), 'r').catch((err: unknown) => {
-      if (isNotFound(err)) return null;
-      throw err;
-    });
+    const handle = !localFirst
+      ? null
+      : await fsp.open(this.pathOf(key), 'r').catch((err: unknown) => {
+          if (isNotFound(err)) return null;
+          throw err;
+        });
     if (handle) {
       await pipeline(handle.createReadStream({ start, end, highWaterMark: 256 * 1024 }), out).catch(() => undefined);
       return;
@@ -261,7 +292,7 @@ export class S3BlobStore implements BlobStore {
 
   /**
    * Fetches the whole object into the local cache in the background, verified like a fill before
-   * it lands (a staging writer). Its own GET, not a tee of the client's: a slow client never
+   * it lands (a staged blob of the local store). Its own GET, not a tee of the client's: a slow client never
    * slows it, and a range read warms the whole blob.
    */
   #cacheLocally(key: BlobKey): void {
@@ -276,13 +307,16 @@ export class S3BlobStore implements BlobStore {
       };
       this.#closing.signal.addEventListener('abort', stop, { once: true });
       try {
-        const writer = await createStagingWriter(this.layout, key, size, (k, staged, verified) => this.#landLocallyChecked(k, staged, verified));
+        const staged = await this.#local.stage(key, size, (k, path, verified) => this.#landLocallyChecked(k, path, verified));
         try {
-          for await (const chunk of body) await writer.write([chunk as Buffer]);
-          await writer.commit();
-        } catch (err) {
-          await writer.abort();
-          throw err;
+          let offset = 0;
+          for await (const chunk of body) {
+            await staged.write(offset, [chunk as Buffer]);
+            offset += (chunk as Buffer).length;
+          }
+          await staged.commit();
+        } finally {
+          await staged.abort(); // after a commit: only closes the staging fd
         }
       } finally {
         this.#closing.signal.removeEventListener('abort', stop);

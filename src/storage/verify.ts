@@ -27,17 +27,29 @@ export interface VerifyProgress {
   bytesTotal: number;
 }
 
-export async function verifyBlobs(store: BlobStore, index: CacheIndex, onProgress?: (p: VerifyProgress) => void): Promise<VerifyReport> {
+export interface VerifyOptions {
+  onProgress?: (p: VerifyProgress) => void;
+  /** Each blob's outcome, as it is known. */
+  onBlob?: (key: BlobKey, outcome: 'ok' | 'corrupt' | 'missing', size: number) => void;
+  /** Stops between blobs (the report then covers the blobs checked so far). */
+  signal?: AbortSignal;
+}
+
+/** Safe while the server runs: a blob committed meanwhile is simply not checked this time. */
+export async function verifyBlobs(store: BlobStore, index: CacheIndex, opts: VerifyOptions = {}): Promise<VerifyReport> {
+  const { onProgress, onBlob, signal } = opts;
   const rows = [...index.allBlobs()];
   const bytesTotal = rows.reduce((n, r) => n + r.size, 0);
   const report: VerifyReport = { verified: 0, bytes: 0, corrupt: [], missing: [] };
   await fsp.mkdir(store.layout.quarantineDir, { recursive: true });
   let done = 0;
   for (const row of rows) {
+    if (signal?.aborted) break;
     const st = await store.stat(row.blobKey);
     if (!st) {
       index.forgetBlob(row.blobKey);
       report.missing.push(row.blobKey);
+      onBlob?.(row.blobKey, 'missing', row.size);
     } else {
       const bytes = st.size > 0 ? store.openRead(row.blobKey, 0, st.size - 1) : Readable.from([]);
       const digest = await digestOfStream(bytes, row.blobKey, st.size);
@@ -53,9 +65,11 @@ export async function verifyBlobs(store: BlobStore, index: CacheIndex, onProgres
         );
         await store.remove(row.blobKey);
         report.corrupt.push({ key: row.blobKey, quarantinedAs: quarantined ? target : 'removed from the blob store' });
+        onBlob?.(row.blobKey, 'corrupt', row.size);
       } else {
         report.verified++;
         report.bytes += st.size;
+        onBlob?.(row.blobKey, 'ok', st.size);
       }
     }
     done++;

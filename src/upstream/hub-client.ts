@@ -73,6 +73,18 @@ export interface HubClientOptions {
   onRetry?: (event: RetryEvent) => void;
   /** Outbound proxy (from HTTPS_PROXY, HTTP_PROXY, NO_PROXY at startup); none by default. */
   proxy?: ProxySettings;
+  /** Told about every request sent upstream and the body bytes of metadata answers (metrics). */
+  observer?: UpstreamTraffic;
+}
+
+/**
+ * Upstream traffic as counted for metrics: `file` requests are body GETs (fills, resumes, range
+ * bypasses: each redirect hop and retry counts), `metadata` ones are HEADs and API calls. File
+ * body bytes are counted where they are consumed (the Mirror), metadata bytes here.
+ */
+export interface UpstreamTraffic {
+  upstreamRequest(kind: 'file' | 'metadata'): void;
+  metadataBytes(bytes: number): void;
 }
 
 export interface RetryEvent {
@@ -134,12 +146,30 @@ export interface UpstreamBody {
   statusCode: number;
   headers: Headers;
   body: Readable;
+  /**
+   * The URL that answered (the last redirect hop, e.g. a signed CDN URL). It may carry
+   * credentials in its query: never log it (use `describe`).
+   */
+  url: URL;
+}
+
+/**
+ * What the hub/ and http/ layers ask upstream: one HubClient, or the UpstreamSet that picks the
+ * first healthy of several.
+ */
+export interface UpstreamApi {
+  readonly bodySpeedFloor: BodySpeedFloor | undefined;
+  headFile(req: FileRequest, auth: string | undefined): Promise<UpstreamFileMeta>;
+  requestApi(method: Dispatcher.HttpMethod, pathAndQuery: string, auth: string | undefined, opts?: ApiRequestOptions): Promise<UpstreamApiAnswer>;
+  openBody(pathAndQuery: string, auth: string | undefined, extra: Record<string, string>, signal?: AbortSignal): Promise<UpstreamBody>;
+  upstreamPathOf(url: string, from?: URL): string | undefined;
+  close(): Promise<void>;
 }
 
 const MAX_REDIRECTS = 5;
 const MAX_API_BODY = 32 * 1024 * 1024;
 
-export class HubClient {
+export class HubClient implements UpstreamApi {
   /** Connections to the upstream origin (trusted configuration). */
   readonly #agent: Agent;
   /** Connections to every other origin a redirect leads to (CDN), with the DNS guard. */
@@ -158,6 +188,7 @@ export class HubClient {
   readonly #userAgent: string;
   readonly #metadataTimeoutMs: number;
   readonly #offline: boolean;
+  readonly #traffic: UpstreamTraffic | undefined;
 
   /** HEADs go over Node's http client: undici closes the connection after every HEAD. */
   readonly #heads: KeepAliveHead;
@@ -165,6 +196,7 @@ export class HubClient {
   constructor(opts: HubClientOptions) {
     this.#metadataTimeoutMs = opts.metadataTimeoutMs;
     this.#offline = opts.offline ?? false;
+    this.#traffic = opts.observer;
     this.#base = new URL(opts.upstream);
     this.#basePath = this.#base.pathname.replace(/\/+$/, '');
     this.#userAgent = opts.userAgent;
@@ -199,6 +231,11 @@ export class HubClient {
     this.#onRetry = opts.onRetry;
     const minRate = opts.minBodyBytesPerSecond ?? 0;
     this.#speedFloor = minRate > 0 ? { bytesPerSecond: minRate, windowMs: opts.bodyIdleTimeoutMs } : undefined;
+  }
+
+  /** Counts a request about to be sent (offline, nothing is). */
+  #sent(kind: 'file' | 'metadata'): void {
+    if (!this.#offline) this.#traffic?.upstreamRequest(kind);
   }
 
   /** The slowest upstream body the fill accepts before treating it as stalled, if any. */
@@ -310,6 +347,7 @@ export class HubClient {
       let res: HeadResponse;
       let isRedirect: boolean;
       for (let hop = 0; ; hop++) {
+        this.#sent('metadata');
         res = await this.#head(url, this.#headers(auth), signal);
         const location = headerValue(res.headers, 'location');
         isRedirect = res.statusCode >= 300 && res.statusCode < 400 && location !== undefined;
@@ -375,7 +413,23 @@ export class HubClient {
     for (let attempt = 0; ; attempt++) {
       const { url, res } = await this.#followRedirects(pathAndQuery, auth, extra, signal);
       if (res.statusCode >= 400 && (await this.#retryDiscarding(res, attempt, url, signal))) continue;
-      return { statusCode: res.statusCode, headers: res.headers, body: res.body };
+      return { statusCode: res.statusCode, headers: res.headers, body: res.body, url };
+    }
+  }
+
+  /**
+   * GET of an absolute URL an earlier `openBody` was redirected to (a fill's further ranges of the
+   * same file go straight to the CDN URL it resolved), redirects not followed: any answer is
+   * returned as is. `Authorization` is sent only if the URL is on the upstream origin; the pools
+   * are the same as for redirect hops (with the private-address guard). A 429/5xx is retried like
+   * openBody's; the caller re-resolves through `openBody` when the URL stopped working.
+   */
+  async openUrl(url: URL, auth: string | undefined, extra: Record<string, string>, signal?: AbortSignal): Promise<UpstreamBody> {
+    const token = url.origin === this.#base.origin ? auth : undefined;
+    for (let attempt = 0; ; attempt++) {
+      const res = await this.#send('GET', url, this.#headers(token, extra), signal);
+      if (res.statusCode >= 400 && (await this.#retryDiscarding(res, attempt, url, signal))) continue;
+      return { statusCode: res.statusCode, headers: res.headers, body: res.body, url };
     }
   }
 
@@ -385,6 +439,7 @@ export class HubClient {
     let token = auth;
     for (let hop = 0; ; hop++) {
       if (url.origin !== this.#base.origin) token = undefined;
+      this.#sent('file');
       const res = await this.#send('GET', url, this.#headers(token, extra), signal);
       const location = headerValue(res.headers, 'location');
       if (res.statusCode >= 300 && res.statusCode < 400 && location !== undefined) {
@@ -410,6 +465,7 @@ export class HubClient {
     const extra: Record<string, string> = opts.contentType ? { 'content-type': opts.contentType } : {};
     const retryable = opts.idempotent ?? (method === 'GET' || method === 'HEAD' || method === 'OPTIONS');
     for (let attempt = 0; ; attempt++) {
+      this.#sent('metadata');
       const res = await this.#send(method, url, this.#headers(auth, extra), signal, opts.body);
       if (retryable && res.statusCode >= 400 && (await this.#retryDiscarding(res, attempt, url, signal, deadline))) continue;
       return this.#bufferApiAnswer(res, url, opts);
@@ -431,6 +487,8 @@ export class HubClient {
       }
     } catch (err) {
       throw fromNetworkError(err, describe(url));
+    } finally {
+      this.#traffic?.metadataBytes(total);
     }
     const headers: Headers = { ...res.headers };
     let body: Buffer = Buffer.concat(chunks);

@@ -50,6 +50,15 @@ export function fromUpstreamStatus(status: number, headers: Headers, what: strin
   if (status >= 400 && status < 500) {
     return new MirrorError('UpstreamRejected', message ?? `Upstream answered ${status} for ${what}`, { status, headers: extra });
   }
+  const failure = serverFailure(status, what, extra);
+  serverFailures.add(failure);
+  return failure;
+}
+
+/** Errors made from a 5xx answer: upstream is failing (see isUnhealthy). */
+const serverFailures = new WeakSet<MirrorError>();
+
+function serverFailure(status: number, what: string, extra: Record<string, string>): MirrorError {
   // Upstream's own "unavailable" and "timeout" stay what they are (with their Retry-After): the
   // client's backoff is the right answer to them. Anything else 5xx is upstream's fault: 502.
   if (status === 503) return new MirrorError('UpstreamUnavailable', `Upstream answered 503 (unavailable) for ${what}`, { headers: extra });
@@ -82,6 +91,18 @@ export function fromNetworkError(err: unknown, what: string): MirrorError {
 /** True for failures that mean "upstream cannot be asked right now" (offline fallback applies). */
 export function isUnreachable(err: unknown): boolean {
   return err instanceof MirrorError && (err.code === 'UpstreamUnavailable' || err.code === 'UpstreamTimeout' || err.code === 'UpstreamError');
+}
+
+/**
+ * True for failures that say the upstream itself is failing, so another upstream may be asked: a
+ * connect error, reset or timeout (a network error behind it), or a 5xx answer. Not an answer
+ * about the file (4xx), not a refused redirect, not offline mode.
+ */
+export function isUnhealthy(err: unknown): boolean {
+  if (!(err instanceof MirrorError)) return false;
+  if (serverFailures.has(err)) return true;
+  if (err.code !== 'UpstreamUnavailable' && err.code !== 'UpstreamTimeout') return false;
+  return err.cause !== undefined && forbiddenAddressOf(err.cause) === undefined;
 }
 
 /** Thrown by the redirect policy's DNS guard when a redirect target resolves to a forbidden address. */

@@ -16,7 +16,7 @@ import { CreateMultipartUploadCommand, ListMultipartUploadsCommand, PutObjectCom
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BlobLayout, blobKey, type BlobKey } from '../../src/storage/blob-layout.js';
 import type { BlobStore } from '../../src/storage/blob-store-contract.js';
-import { FsBlobStore } from '../../src/storage/blob-store.js';
+import { BlobFile, FsBlobStore, RemoteBlob } from '../../src/storage/blob-store.js';
 import { S3BlobStore, type S3BlobStoreOptions } from '../../src/storage/s3-blob-store.js';
 import { makeContent } from '../support/content.js';
 import { startSwiftS3, swiftS3SkipReason, type SwiftS3 } from '../support/swift-s3.js';
@@ -45,9 +45,10 @@ async function collect(stream: Readable): Promise<Buffer> {
 const remoteOnly = new WeakSet<BlobStore>();
 
 async function put(store: BlobStore, data: Buffer, key: BlobKey = sha256Key(data)): Promise<BlobKey> {
-  const w = await store.createWriter(key, data.length);
-  for (let i = 0; i < data.length; i += 256 * 1024) await w.write([data.subarray(i, i + 256 * 1024)]);
+  const w = await store.stage(key, data.length);
+  for (let i = 0; i < data.length; i += 256 * 1024) await w.write(i, [data.subarray(i, i + 256 * 1024)]);
   await w.commit();
+  w.dispose();
   if (remoteOnly.has(store)) fs.rmSync(store.pathOf(key));
   return key;
 }
@@ -182,8 +183,8 @@ describe.each(drivers)('BlobStore contract: $name driver', (driver) => {
     const store = await driver.open({ dataDir });
     const data = makeContent(64 * 1024, 3);
     const key = sha256Key(data);
-    const w = await store.createWriter(key, data.length);
-    await w.write([data]); // every byte staged and right, never committed
+    const w = await store.stage(key, data.length);
+    await w.write(0, [data]); // every byte staged and right, never committed
     expect(await store.stat(key)).toBeNull();
     expect(await listed(store)).toEqual([]);
     await store.close();
@@ -195,6 +196,7 @@ describe.each(drivers)('BlobStore contract: $name driver', (driver) => {
       expect(await listed(next)).toEqual([]);
     } finally {
       await next.close();
+      await w.abort(); // the crashed process's fd (its file is already gone)
     }
   });
 
@@ -204,8 +206,8 @@ describe.each(drivers)('BlobStore contract: $name driver', (driver) => {
       const data = Buffer.from('the real content');
       const key = sha256Key(data);
       // Wrong bytes through the writer.
-      const w = await store.createWriter(key, data.length);
-      await w.write([Buffer.from('the fake content')]);
+      const w = await store.stage(key, data.length);
+      await w.write(0, [Buffer.from('the fake content')]);
       expect(await failure(w.commit())).toBe('IntegrityError');
       // A direct commit whose verified digest is not the key's.
       const staged = path.join(store.layout.stagingDir, 'direct.part');
@@ -249,6 +251,60 @@ describe.each(drivers)('BlobStore contract: $name driver', (driver) => {
     }
   });
 
+  test('openBlob gives the bytes of a blob of that size (a local fd, or a remote reader), null for any other size or key', async () => {
+    const store = await driver.open();
+    try {
+      const data = makeContent(700_000, 13);
+      const key = await put(store, data);
+      const opened = await store.openBlob(key, data.length);
+      expect(opened).not.toBeNull();
+      try {
+        const read = async (start: number, end: number): Promise<Buffer> => {
+          if (opened instanceof BlobFile) {
+            const buf = Buffer.alloc(end - start + 1);
+            fs.readSync(opened.fd, buf, 0, buf.length, start);
+            return buf;
+          }
+          return collect(opened!.openRead(start, end));
+        };
+        // Without local copies every read is remote; with them the local fd is the fast path.
+        expect(opened instanceof BlobFile).toBe(!remoteOnly.has(store));
+        expect((await read(0, data.length - 1)).equals(data)).toBe(true);
+        expect((await read(123_456, 654_321)).equals(data.subarray(123_456, 654_322))).toBe(true);
+      } finally {
+        opened!.release();
+      }
+      expect(await store.openBlob(key, data.length + 1)).toBeNull();
+      expect(await store.openBlob(sha256Key(Buffer.from('never stored')), 12)).toBeNull();
+    } finally {
+      await store.close();
+    }
+  });
+
+  test('dropLocal removes the local copy: with fs the blob is gone, with an object store it stays stored and readable', async () => {
+    const store = await driver.open();
+    try {
+      const data = makeContent(50_000, 14);
+      const key = await put(store, data);
+      await store.dropLocal(key);
+      await store.dropLocal(key);
+      expect(fs.existsSync(store.pathOf(key))).toBe(false);
+      if (store.localCopiesAreCache) {
+        expect(await store.stat(key)).toEqual({ size: data.length });
+        expect(await listed(store)).toEqual([[key, data.length]]);
+        const opened = await store.openBlob(key, data.length);
+        if (!(opened instanceof RemoteBlob)) throw new Error(`expected a remote reader, got ${opened === null ? "null" : "a local file"}`);
+        expect((await collect(opened.openRead(0, data.length - 1))).equals(data)).toBe(true);
+      } else {
+        expect(await store.stat(key)).toBeNull();
+        expect(await listed(store)).toEqual([]);
+        expect(await store.openBlob(key, data.length)).toBeNull();
+      }
+    } finally {
+      await store.close();
+    }
+  });
+
   test('list yields every committed blob once with its size, and nothing else', async () => {
     const store = await driver.open();
     try {
@@ -256,8 +312,8 @@ describe.each(drivers)('BlobStore contract: $name driver', (driver) => {
       const keys = [await put(store, blobs[0]!), await put(store, blobs[1]!), await put(store, blobs[2]!, gitKey(blobs[2]!))];
       await put(store, blobs[0]!); // committing the same blob again: still one entry
       await driver.addStray(store);
-      const staging = await store.createWriter(sha256Key(Buffer.from('staged only')), 11);
-      await staging.write([Buffer.from('staged only')]);
+      const staging = await store.stage(sha256Key(Buffer.from('staged only')), 11);
+      await staging.write(0, [Buffer.from('staged only')]);
       expect(await listed(store)).toEqual(keys.map((k, i) => [k, blobs[i]!.length] as [BlobKey, number]).sort((a, b) => a[0].localeCompare(b[0])));
       await staging.abort();
     } finally {
@@ -337,8 +393,8 @@ describe.skipIf(s3Skip !== undefined)('S3 driver: the object store behind the lo
     await expect(store.init()).rejects.toThrow(/access denied/);
     try {
       const data = makeContent(7 * MiB, 12);
-      const w = await store.createWriter(sha256Key(data), data.length);
-      await w.write([data]);
+      const w = await store.stage(sha256Key(data), data.length);
+      await w.write(0, [data]);
       expect(await failure(w.commit())).toBe('StorageUnavailable');
       expect(fs.readdirSync(store.layout.stagingDir)).toEqual([]);
       expect(fs.existsSync(store.pathOf(sha256Key(data)))).toBe(false);
@@ -392,8 +448,8 @@ describe('S3 driver: a store that is down or hangs', () => {
       expect(await failure(collect(store.openRead(remote, 0, 3)))).toBe('StorageUnavailable');
       expect(await failure(listed(store))).toBe('StorageUnavailable');
       const data = Buffer.from('a new blob');
-      const w = await store.createWriter(sha256Key(data), data.length);
-      await w.write([data]);
+      const w = await store.stage(sha256Key(data), data.length);
+      await w.write(0, [data]);
       expect(await failure(w.commit())).toBe('StorageUnavailable');
       expect(fs.readdirSync(layout.stagingDir)).toEqual([]);
       // A local copy (committed while the store was up) is served without asking the store.

@@ -109,13 +109,14 @@ describe('one fill, every waiter', () => {
     expect(hub.requests.length).toBe(before);
   });
 
-  it('a herd of 11 on a 64 MiB file: one upstream GET, 11 correct sha256, all streaming from it together', async () => {
-    // Not one after another: every client has bytes while upstream still holds the second half.
-    const f = lfsFile(64 * MiB, 'herd.safetensors');
-    const all = await herdWhileHeld(f, 11, 32 * MiB);
+  it('a herd of 11 on a 48 MiB file: one upstream GET, 11 correct sha256, all streaming from it together', async () => {
+    // Below segmentMinBytes (64 MiB), so one GET (segmented herds: segmented.test.ts). Not one
+    // after another: every client has bytes while upstream still holds the second half.
+    const f = lfsFile(48 * MiB, 'herd.safetensors');
+    const all = await herdWhileHeld(f, 11, 24 * MiB);
     for (const r of all) expect([r.status, r.complete, r.sha256]).toEqual([200, true, f.sha256]);
     expect(hub.count(f.cdnFilter)).toBe(1);
-    expect(hub.bytesSent(f.cdnFilter)).toBe(64 * MiB);
+    expect(hub.bytesSent(f.cdnFilter)).toBe(48 * MiB);
   });
 
   it('T09: a herd of 100 on one cold file: one upstream GET, 100 correct sha256, all served together, memory bounded', async () => {
@@ -137,7 +138,7 @@ describe('one fill, every waiter', () => {
     }
   });
 
-  it('serves a Range of a file still filling as soon as its bytes are on disk', async () => {
+  it('serves a Range of a file still filling as soon as its bytes are on disk, and fetches a far one next (demand first)', async () => {
     const f = lfsFile(16 * MiB);
     const barrier = hub.setFault({ server: 'cdn', pathIncludes: f.sha256 }, { kind: 'barrier', atBytes: 8 * MiB });
     try {
@@ -150,15 +151,24 @@ describe('one fill, every waiter', () => {
       expect(header(early, 'content-range')).toBe(`bytes 1048576-2097151/${16 * MiB}`);
       expect(early.body.equals(f.content.subarray(MiB, 2 * MiB))).toBe(true);
       expect(header(early, 'x-mirror-cache')).toBe('joined');
-      // A range past the barrier gets its headers while upstream is held, its bytes after the release.
+      // A range far past the stream's position gets its headers at once, and the fill fetches its
+      // bytes with a ranged GET of their own while the stream is still held (the file's last byte
+      // waits for the verification, so its body ends after the release).
       const tail = await request(f.url, { headers: { range: 'bytes=-1024' } });
       expect(tail.statusCode).toBe(206);
       expect(tail.headers['content-range']).toBe(`bytes ${16 * MiB - 1024}-${16 * MiB - 1}/${16 * MiB}`);
+      const cdnGets = () => hub.requests.filter((r) => r.server === 'cdn' && r.method === 'GET' && r.path.includes(f.sha256));
+      await waitFor(() => cdnGets().length === 2, { what: 'the ranged GET for the far range' });
+      expect(cdnGets()[0]?.endedAt).toBeUndefined(); // the stream is still held at the barrier
+      expect(cdnGets()[1]?.headers.range).toMatch(/^bytes=\d+-$/);
+      expect(cdnGets()[1]?.headers['if-range']).toBe(`"${f.sha256}"`);
       barrier.release();
       const [tailBody, all] = await Promise.all([tail.body.arrayBuffer(), full]);
       expect(Buffer.from(tailBody).equals(f.content.subarray(16 * MiB - 1024))).toBe(true);
       expect(all.sha256).toBe(f.sha256);
-      expect(hub.count(f.cdnFilter)).toBe(1);
+      // The stream stopped where the ranged GET began: each byte crossed about once.
+      expect(hub.count(f.cdnFilter)).toBe(2);
+      expect(hub.bytesSent(f.cdnFilter)).toBeLessThanOrEqual(1.01 * 16 * MiB);
     } finally {
       barrier.release();
       barrier.remove();

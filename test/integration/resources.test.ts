@@ -344,7 +344,7 @@ describe.skipIf(noTmpfs !== undefined)('T26: a full disk (64 MiB tmpfs)', () => 
     }
   });
 
-  it('refuses up front what cannot fit (counting fills in progress); ENOSPC mid-fill fails cleanly; hits keep flowing; it recovers', async () => {
+  it('refuses up front what cannot fit (counting fills in progress); a preallocated fill keeps its space; ENOSPC mid-fill fails cleanly; hits keep flowing; it recovers', async () => {
     const cached = lfsFile(mirror, 2 * MiB);
     expect((await download(cached.url, { keepBody: false })).sha256).toBe(cached.sha256);
 
@@ -356,29 +356,44 @@ describe.skipIf(noTmpfs !== undefined)('T26: a full disk (64 MiB tmpfs)', () => 
     expect(header(refused, 'x-error-message')).toMatch(/Not enough free space .*model\.safetensors \(80\.0 MiB\).* free.*minFreeBytes/);
     expect(hub.count(huge.cdnFilter)).toBe(0);
 
-    // A 24 MiB fill in progress holds its remaining bytes: a 36 MiB file that would fit on its own does not fit beside it.
+    // A 24 MiB fill in progress holds its space (its staging file is preallocated): a 36 MiB file
+    // that would fit on its own does not fit beside it.
     const a = lfsFile(mirror, 24 * MiB);
     const b = lfsFile(mirror, 36 * MiB);
-    const barrier = hub.setFault({ server: 'cdn', pathIncludes: a.sha256 }, { kind: 'barrier', atBytes: MiB });
+    // A small file (below the preallocation threshold) is written as it comes.
+    const c = lfsFile(mirror, 4 * MiB);
+    const barrierA = hub.setFault({ server: 'cdn', pathIncludes: a.sha256 }, { kind: 'barrier', atBytes: MiB });
+    const barrierC = hub.setFault({ server: 'cdn', pathIncludes: c.sha256 }, { kind: 'barrier', atBytes: MiB });
     try {
       const aDone = download(a.url, { keepBody: false });
-      await barrier.reached;
+      await barrierA.reached;
       const bRefused = await download(b.url);
       expect(bRefused.status).toBe(507);
       expect(header(bRefused, 'x-error-message')).toMatch(/promised to downloads in progress/);
       expect(hub.count(b.cdnFilter)).toBe(0);
+      const cDone = download(c.url, { keepBody: false });
+      await barrierC.reached;
+      // C's first MiB is on disk (a range of it can be read): the next write is mid-fill.
+      const early = await download(c.url, { headers: { range: 'bytes=0-99' } });
+      expect([early.status, header(early, 'x-mirror-cache')]).toEqual([206, 'joined']);
 
-      // Someone else fills the disk while A is downloading: A's next write fails with ENOSPC.
+      // Someone else fills the disk while A and C are downloading.
       const filler = path.join(mountPoint, 'filler');
       fillDisk(filler);
       // The index cannot grow either (SQLITE_FULL): metadata still answers, its writes wait.
-      const c = lfsFile(mirror, MiB);
-      const head = await download(c.url, { method: 'HEAD' });
+      const d = lfsFile(mirror, MiB);
+      const head = await download(d.url, { method: 'HEAD' });
       expect(head.status).toBe(200);
-      barrier.release();
+      barrierA.release();
+      barrierC.release();
+      // A's blocks were reserved before the disk filled up: it completes, right bytes.
       const ra = await aDone;
-      expect(ra.status).toBe(200); // headers went out when upstream started
-      expect(ra.complete).toBe(false); // then the connection was cut: never a complete wrong body
+      expect([ra.status, ra.complete, ra.sha256]).toEqual([200, true, a.sha256]);
+      // C's next write fails with ENOSPC: headers went out when upstream started, then the
+      // connection was cut (never a complete wrong body), and nothing is left behind.
+      const rc = await cDone;
+      expect(rc.status).toBe(200);
+      expect(rc.complete).toBe(false);
       await waitFor(() => mirror.logs.some((l) => l.includes('fill failed') && l.includes('InsufficientStorage')), { what: 'the failed fill to be logged' });
       // The staging file is removed before the failure is announced.
       expect(stagingFiles(mirror.dataDir)).toEqual([]);
@@ -387,30 +402,32 @@ describe.skipIf(noTmpfs !== undefined)('T26: a full disk (64 MiB tmpfs)', () => 
       expect(hit.status).toBe(200);
       expect(hit.sha256).toBe(cached.sha256);
       // A new fill is refused up front while the disk is full.
-      const again = await download(a.url);
+      const again = await download(c.url);
       expect(again.status).toBe(507);
-      expect((await download(a.url, { method: 'HEAD' })).headers['x-mirror-cache']).toBe('miss');
+      expect((await download(c.url, { method: 'HEAD' })).headers['x-mirror-cache']).toBe('miss');
 
       // Space comes back: the same file fills and is served, the index is sound.
       fs.rmSync(filler);
-      const recovered = await download(a.url, { keepBody: false });
+      const recovered = await download(c.url, { keepBody: false });
       expect(recovered.status).toBe(200);
-      expect(recovered.sha256).toBe(a.sha256);
-      expect((await download(a.url, { method: 'HEAD' })).headers['x-mirror-cache']).toBe('hit');
+      expect(recovered.sha256).toBe(c.sha256);
+      expect((await download(c.url, { method: 'HEAD' })).headers['x-mirror-cache']).toBe('hit');
       // The index writes deferred while the disk was full land (retried every second).
       const db = new Database(path.join(mirror.dataDir, 'index.sqlite'), { readonly: true });
       try {
         const blobs = () => (db.prepare('SELECT blob_key FROM blobs').all() as Array<{ blob_key: string }>).map((r) => r.blob_key);
-        await waitFor(() => blobs().includes(`sha256:${a.sha256}`), { what: 'the recovered blob to be recorded in the index file' });
+        await waitFor(() => blobs().includes(`sha256:${c.sha256}`) && blobs().includes(`sha256:${a.sha256}`), { what: 'the completed and the recovered blob to be recorded in the index file' });
         expect(db.pragma('integrity_check', { simple: true })).toBe('ok');
-        expect(blobs()).toEqual(expect.arrayContaining([`sha256:${a.sha256}`, `sha256:${cached.sha256}`]));
+        expect(blobs()).toEqual(expect.arrayContaining([`sha256:${a.sha256}`, `sha256:${c.sha256}`, `sha256:${cached.sha256}`]));
         expect(blobs()).not.toContain(`sha256:${b.sha256}`);
       } finally {
         db.close();
       }
     } finally {
-      barrier.release();
-      barrier.remove();
+      barrierA.release();
+      barrierA.remove();
+      barrierC.release();
+      barrierC.remove();
     }
   });
 });
@@ -498,8 +515,9 @@ describe('T27: slow clients', () => {
       const peakRss = Math.max(...rss.stop()) - rssBefore;
       report(`T27: fast reader done (${Math.round(fast.ms)} ms for 256 MiB) while the slow one had ${Math.round(slow.received() / 1024)} KiB; mirror RSS ${Math.round(rssBefore / MiB)} MiB, peak +${Math.round(peakRss / MiB)} MiB`);
       expect(fast.sha256).toBe(f.sha256);
-      expect(hub.count(f.cdnFilter)).toBe(1);
-      expect(hub.bytesSent(f.cdnFilter)).toBe(size);
+      // One fill (a file this big is fetched in segments): each byte crossed about once.
+      expect(hub.bytesSent(f.cdnFilter)).toBeGreaterThanOrEqual(size);
+      expect(hub.bytesSent(f.cdnFilter)).toBeLessThanOrEqual(1.01 * size);
       // The fast reader got everything while the slow one is still far behind, still reading.
       expect(slow.received()).toBeLessThan(size / 2);
       expect(slow.closed()).toBe(false);

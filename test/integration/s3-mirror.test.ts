@@ -111,6 +111,32 @@ describe.skipIf(swiftS3SkipReason !== undefined)(`mirror with storage: s3${swift
     }
   });
 
+  it('evicting a blob drops only its local copy: the object and the index rows stay, the next GET is a hit from the bucket', async () => {
+    const bucket = await swift.bucket('evict');
+    const repo = addRepo();
+    const dataDir = tempDir();
+    const admin = 'admin-secret-s3-evict-0123';
+    const m = await startMirror(hub.url, s3Config(bucket, { dataDir, adminToken: admin, evictionGraceSeconds: 0 }));
+    try {
+      const url = `${m.url}/${repo.id}/resolve/main/model.safetensors`;
+      expect((await download(url, { keepBody: false })).sha256).toBe(repo.sha);
+      expect(fs.existsSync(localCopy(dataDir, repo.sha))).toBe(true);
+      const r = await fetch(`${m.url}/admin/evict`, { method: 'POST', headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' }, body: JSON.stringify({ repo: repo.id }) });
+      const report = (await r.json()) as { blobs: Array<{ blob: string; outcome: string }> };
+      expect(report.blobs).toContainEqual(expect.objectContaining({ blob: `sha256:${repo.sha}`, outcome: 'evicted' }));
+      expect(fs.existsSync(localCopy(dataDir, repo.sha))).toBe(false);
+      expect(await object(bucket, repo.sha)).toEqual({ size: repo.shard.length, sha256: repo.sha });
+      // Still cached: served from the bucket, whole and ranged, with no upstream download.
+      const again = await download(url, { keepBody: false });
+      expect([again.status, header(again, 'x-mirror-cache'), again.sha256]).toEqual([200, 'hit', repo.sha]);
+      const ranged = await download(url, { keepBody: true, headers: { range: 'bytes=1000-1999' } });
+      expect([ranged.status, ranged.body.equals(repo.shard.subarray(1000, 2000))]).toEqual([206, true]);
+      expect(cdnGets(repo.sha)).toBe(1);
+    } finally {
+      await m.destroy();
+    }
+  });
+
   it('a dropped upstream body is resumed and the object holds the whole verified blob', async () => {
     const bucket = await swift.bucket('resume');
     const repo = addRepo();

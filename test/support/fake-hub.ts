@@ -208,6 +208,14 @@ export interface HeaderDelayFault {
   ms: number;
   times?: number;
 }
+/**
+ * Content answers carry the file's ETag as a weak validator (`W/"…"`), as a server that cannot
+ * promise byte-identical ranges would: a client must not combine ranges of such answers.
+ */
+export interface WeakEtagFault {
+  kind: 'weakEtag';
+  times?: number;
+}
 
 /**
  * A scripted misbehaviour. `times` limits it to the first N matching requests (default: all).
@@ -218,9 +226,13 @@ export interface HeaderDelayFault {
  * download, or the direct `200`/`206` body of a regular file (`/resolve/`, `/raw/`,
  * `/api/resolve-cache/`); they are counted against `times` only when such a body is sent.
  * Byte offsets are relative to the start of that response body. Several body faults may
- * apply to the same response (e.g. throttle + drop).
+ * apply to the same response (e.g. throttle + drop). `skip` leaves the first N matching requests
+ * alone (e.g. a fault on the second segment of a download, not the first).
+ *
+ * `throttle` paces each response on its own: a client with several connections gets the rate on
+ * each (a CDN's per-connection limit).
  */
-export type Fault =
+export type Fault = (
   | ThrottleFault
   | StallFault
   | DropFault
@@ -233,7 +245,9 @@ export type Fault =
   | IgnoreRangeFault
   | WrongContentRangeFault
   | BarrierFault
-  | HeaderDelayFault;
+  | HeaderDelayFault
+  | WeakEtagFault
+) & { skip?: number };
 
 /** Returned by {@link FakeHub.setFault}. */
 export interface FaultHandle {
@@ -313,7 +327,7 @@ export interface FakeHub {
   addKnownToken(token: string): void;
 
   /** Installs a fault; see {@link Fault}. Faults are tried in installation order. */
-  setFault(match: FaultMatch, fault: BarrierFault): BarrierHandle;
+  setFault(match: FaultMatch, fault: BarrierFault & { skip?: number }): BarrierHandle;
   setFault(match: FaultMatch, fault: Fault): FaultHandle;
   /** Removes all faults and releases every barrier. */
   clearFaults(): void;
@@ -413,6 +427,8 @@ interface ActiveFault {
   match: FaultMatch;
   fault: Fault;
   applied: number;
+  /** Matching requests seen (skipped ones included). */
+  seen: number;
   removed: boolean;
   barrier?: BarrierState;
 }
@@ -773,10 +789,10 @@ class FakeHubImpl implements FakeHub {
     this.knownTokens.add(token);
   }
 
-  setFault(match: FaultMatch, fault: BarrierFault): BarrierHandle;
+  setFault(match: FaultMatch, fault: BarrierFault & { skip?: number }): BarrierHandle;
   setFault(match: FaultMatch, fault: Fault): FaultHandle;
   setFault(match: FaultMatch, fault: Fault): FaultHandle | BarrierHandle {
-    const active: ActiveFault = { match: { ...match }, fault: { ...fault }, applied: 0, removed: false };
+    const active: ActiveFault = { match: { ...match }, fault: { ...fault }, applied: 0, seen: 0, removed: false };
     const remove = (): void => {
       active.removed = true;
       this.faults = this.faults.filter((f) => f !== active);
@@ -1014,6 +1030,7 @@ class FakeHubImpl implements FakeHub {
       if (m.server && m.server !== ctx.server) continue;
       if (m.method && m.method.toUpperCase() !== ctx.method) continue;
       if (m.pathIncludes !== undefined && !matchesPath(ctx.rawPath, m.pathIncludes)) continue;
+      if (f.seen++ < (f.fault.skip ?? 0)) continue;
       f.applied++;
       out.push(f);
     }
@@ -1053,6 +1070,7 @@ class FakeHubImpl implements FakeHub {
   ): Promise<void> {
     const size = content.length;
     if (this.takeFaults(ctx, new Set(['changedEtag']), 1).length > 0) etag = `"changed-${etag.replace(/"/g, '')}"`;
+    if (this.takeFaults(ctx, new Set(['weakEtag']), 1).length > 0) etag = `W/${etag}`;
     const base: Record<string, string> = { ...headers, ETag: etag, 'Accept-Ranges': 'bytes' };
     const inm = ctx.req.headers['if-none-match'];
     if (inm !== undefined && inm.split(',').some((t) => t.trim() === etag || t.trim() === `W/${etag}` || t.trim() === '*')) {

@@ -28,7 +28,8 @@ process.once('exit', () => {
 /** Outbound proxy variables: a child gets only those a test gives it, never the test process's own. */
 const PROXY_VARIABLES = ['http_proxy', 'HTTP_PROXY', 'https_proxy', 'HTTPS_PROXY', 'no_proxy', 'NO_PROXY'];
 
-export function runCli(args: string[], env: Record<string, string> = {}): { child: ChildProcess; output: string[]; exited: MirrorProcess['exited'] } {
+/** `as`: run the child as another user (the test process must be root). */
+export function runCli(args: string[], env: Record<string, string> = {}, as?: { uid: number; gid: number }): { child: ChildProcess; output: string[]; exited: MirrorProcess['exited'] } {
   const inherited = Object.fromEntries(Object.entries(process.env).filter(([name]) => !PROXY_VARIABLES.includes(name)));
   const bundle = inject('mirrorBundle') as string | undefined;
   const entry = bundle ? [bundle] : ['--import', 'tsx', path.join(ROOT, 'src/main.ts')];
@@ -36,6 +37,7 @@ export function runCli(args: string[], env: Record<string, string> = {}): { chil
     cwd: ROOT,
     env: { ...inherited, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
+    ...as,
   });
   const output: string[] = [];
   // Whole lines only: a chunk may end in the middle of one (kept until its end arrives).

@@ -13,6 +13,8 @@ import { startServer, type ServerEnvironment } from '../../src/server.js';
 
 export interface TestMirror {
   url: string;
+  /** The admin listener's URL, when `adminListen` is configured. */
+  adminUrl: string | undefined;
   dataDir: string;
   config: Config;
   /** Every log line so far. */
@@ -26,10 +28,10 @@ export interface TestMirror {
  * `env`: what `hubcache serve` would take from the process environment (e.g. the outbound proxy);
  * `env.clock`: a TestClock (test/support/test-clock.ts) to step TTLs instead of sleeping through them.
  */
-export async function startMirror(upstream: string, overrides: Partial<Config> = {}, env: ServerEnvironment = {}): Promise<TestMirror> {
+export async function startMirror(upstream: string | string[], overrides: Partial<Config> = {}, env: ServerEnvironment = {}): Promise<TestMirror> {
   const dataDir = overrides.dataDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'hubcache-test-'));
   // The fake CDN is on 127.0.0.1 (the upstream's own host, so allowed): tests must allow loopback redirects.
-  const config: Config = { ...DEFAULT_CONFIG, host: '127.0.0.1', port: 0, logLevel: 'info', allowPrivateRedirects: true, ...overrides, upstream, dataDir };
+  const config: Config = { ...DEFAULT_CONFIG, host: '127.0.0.1', port: 0, logLevel: 'info', allowPrivateRedirects: true, ...overrides, upstream: typeof upstream === 'string' ? [upstream] : upstream, dataDir };
   const logs: string[] = [];
   const sink = new Writable({
     write(chunk: Buffer, _enc, cb) {
@@ -40,6 +42,7 @@ export async function startMirror(upstream: string, overrides: Partial<Config> =
   const running = await startServer(config, createLogger(config.logLevel, sink), env);
   return {
     url: running.url,
+    adminUrl: running.adminUrl,
     dataDir,
     config,
     logs,

@@ -2,12 +2,12 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_CONFIG, OPTIONS, envName, flagName, validateConfig } from '../../src/config/config.js';
+import { DEFAULT_CONFIG, OPTIONS, envName, flagName, parseListenAddress, validateConfig } from '../../src/config/config.js';
 import { loadConfig } from '../../src/config/load-config.js';
 
 describe('config', () => {
   it('has the documented defaults', () => {
-    expect(DEFAULT_CONFIG).toMatchObject({ host: '0.0.0.0', port: 8080, dataDir: './data', upstream: 'https://huggingface.co' });
+    expect(DEFAULT_CONFIG).toMatchObject({ host: '0.0.0.0', port: 8080, dataDir: './data', upstream: ['https://huggingface.co'] });
     expect(envName('refsTtlSeconds')).toBe('HUBCACHE_REFS_TTL_SECONDS');
     expect(flagName('dataDir')).toBe('--data-dir');
   });
@@ -41,6 +41,15 @@ describe('config', () => {
     expect(result.errors.join('\n')).toMatch(/upstream \(from environment\): must be an http/);
     expect(result.errors.join('\n')).toMatch(/logLevel/);
     expect(result.errors.join('\n')).toMatch(/refsTtlSeconds .* between 0/);
+  });
+
+  it('reads upstream as an ordered list (comma-separated in the environment), refusing an empty list and duplicates', () => {
+    const ok = validateConfig([{ source: 'environment', values: { upstream: 'https://huggingface.co/, http://hf-mirror.local:8080' } }]);
+    expect(ok.ok && ok.config.upstream).toEqual(['https://huggingface.co', 'http://hf-mirror.local:8080']);
+    const bad = validateConfig([{ source: 'file', values: { upstream: [] } }]);
+    expect(bad.ok ? [] : bad.errors).toEqual(['upstream (from file): at least one upstream URL is needed']);
+    const twice = validateConfig([{ source: 'flags', values: { upstream: 'https://a.example,https://a.example/' } }]);
+    expect(twice.ok ? [] : twice.errors).toEqual(['upstream (from flags): "https://a.example" is listed twice']);
   });
 
   it('reads booleans as true/false/1/0 and an optional URL as empty or a URL', () => {
@@ -131,6 +140,17 @@ describe('config', () => {
     const readme = fs.readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
     for (const o of OPTIONS) {
       expect(readme).toContain(`| \`${o.key}\` | \`${flagName(o.key)}\` | \`${envName(o.key)}\` | \`${JSON.stringify(o.default)}\` |`);
+    }
+  });
+});
+
+describe('admin options', () => {
+  it('adminListen takes host:port and [ipv6]:port', () => {
+    expect(parseListenAddress('127.0.0.1:8081')).toEqual({ host: '127.0.0.1', port: 8081 });
+    expect(parseListenAddress('[::1]:0')).toEqual({ host: '::1', port: 0 });
+    expect(parseListenAddress('admin.internal:9000')).toEqual({ host: 'admin.internal', port: 9000 });
+    for (const bad of ['127.0.0.1', ':8080', '[127.0.0.1]:80', '::1:80', '127.0.0.1:70000', 'host:port', 'a b:1']) {
+      expect(() => parseListenAddress(bad), bad).toThrow(/expected host:port|not an IPv6|not an IP address or host name/);
     }
   });
 });

@@ -9,17 +9,20 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { PassThrough, Readable } from 'node:stream';
+import { PassThrough } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { FileEntry } from '../../src/hub/file-resolver.js';
 import { Fill } from '../../src/mirror/fill.js';
 import type { BlobReader } from '../../src/mirror/blob-reader.js';
-import { GrowingFileReader } from '../../src/mirror/growing-file-reader.js';
+import { fillReader } from '../../src/mirror/fill-reader.js';
+import { UpstreamFillSource } from '../../src/mirror/fill-source.js';
 import { Mirror } from '../../src/mirror/mirror.js';
 import { BlobLayout, blobKey, type BlobKey } from '../../src/storage/blob-layout.js';
-import { FsBlobStore, type BlobWriter } from '../../src/storage/blob-store.js';
+import { FsBlobStore } from '../../src/storage/blob-store.js';
+import type { StagedBlob } from '../../src/storage/staged-blob.js';
 import { CacheIndex } from '../../src/storage/cache-index.js';
 import type { HubClient, UpstreamBody } from '../../src/upstream/hub-client.js';
+import { UpstreamSet } from '../../src/upstream/upstream-set.js';
 import { MirrorError } from '../../src/errors.js';
 import { makeContent, sha256Hex } from '../support/content.js';
 
@@ -33,42 +36,36 @@ function gate(): Gate {
   return { wait, open };
 }
 
-/** The real store, with optional holds: before a writer exists, after its commit renamed, after its abort removed. */
+/** The real store, with optional holds: before a staging file exists, after its commit renamed, after its abort removed. */
 class GatedStore extends FsBlobStore {
   beforeWriter: Gate | undefined;
   afterCommit: Gate | undefined;
   afterAbort: Gate | undefined;
-  /** Fails createWriter (after `beforeWriter`) with this error. */
+  /** Fails stage() (after `beforeWriter`) with this error. */
   writerError: Error | undefined;
   /** Resolves when a hold was reached. */
   readonly reached = { commit: gate(), abort: gate() };
 
-  override async createWriter(key: BlobKey, size: number): Promise<BlobWriter> {
+  override async stage(key: BlobKey, size: number): Promise<StagedBlob> {
     await this.beforeWriter?.wait;
     if (this.writerError) throw this.writerError;
-    const w = await super.createWriter(key, size);
+    const staged = await super.stage(key, size);
     const { reached } = this;
     const holds = { commit: () => this.afterCommit?.wait, abort: () => this.afterAbort?.wait };
-    return {
-      key: w.key,
-      size: w.size,
-      stagingPath: w.stagingPath,
-      get bytesWritten() {
-        return w.bytesWritten;
-      },
-      write: (chunks) => w.write(chunks),
-      async commit() {
-        const final = await w.commit();
-        reached.commit.open();
-        await holds.commit();
-        return final;
-      },
-      async abort() {
-        await w.abort();
-        reached.abort.open();
-        await holds.abort();
-      },
+    const commit = staged.commit.bind(staged);
+    const abort = staged.abort.bind(staged);
+    staged.commit = async () => {
+      const final = await commit();
+      reached.commit.open();
+      await holds.commit();
+      return final;
     };
+    staged.abort = async () => {
+      await abort();
+      reached.abort.open();
+      await holds.abort();
+    };
+    return staged;
   }
 }
 
@@ -88,7 +85,7 @@ class FedHub {
       const body = new PassThrough();
       this.bodies.push(body);
       for (const wake of this.#asked.splice(0)) wake();
-      return { statusCode: 200, headers: { 'content-length': String(this.size), etag: '"v1"' }, body };
+      return { statusCode: 200, headers: { 'content-length': String(this.size), etag: '"v1"' }, body, url: new URL('http://cdn.invalid/w.bin') };
     },
   } as unknown as HubClient;
 }
@@ -115,31 +112,26 @@ function blob(size = SIZE): { content: Buffer; key: BlobKey } {
 }
 
 function startFill(key: BlobKey, hub: FedHub): Fill {
-  return Fill.start({ key, size: hub.size, upstreamPath: '/org/r/resolve/main/w.bin', auth: undefined }, { store, index, hub: hub.client, maxResumes: 0 });
+  const upstreams = new UpstreamSet([{ base: 'http://hub.invalid', client: hub.client }]);
+  const source = new UpstreamFillSource({ upstreams, path: '/org/r/resolve/main/w.bin', auth: undefined, size: hub.size, sameBlob: () => Promise.resolve(false) });
+  return Fill.start({ key, size: hub.size }, { store, index, source, maxResumes: 0 });
 }
 
-/** Resolves on the reader's first subscription to the fill's changes (it is waiting for something). */
+/** Resolves when a reader first waits for the fill (it has nothing to read yet). */
 function waiting(fill: Fill): Promise<void> {
   const subscribed = gate();
-  const onChange = fill.onChange.bind(fill);
-  fill.onChange = (listener) => {
+  const wait = fill.wait.bind(fill);
+  fill.wait = (pos) => {
     subscribed.open();
-    fill.onChange = onChange;
-    return onChange(listener);
+    fill.wait = wait;
+    return wait(pos);
   };
   return subscribed.wait;
 }
 
 /** Everything the reader gives, or its error. */
-function collect(source: Readable | BlobReader): Promise<Buffer> {
-  if (!(source instanceof Readable)) return drain(source);
-  const reader = source;
-  const chunks: Buffer[] = [];
-  return new Promise((resolve, reject) => {
-    reader.on('data', (c: Buffer) => chunks.push(c));
-    reader.on('end', () => resolve(Buffer.concat(chunks)));
-    reader.on('error', reject);
-  });
+function collect(reader: BlobReader): Promise<Buffer> {
+  return drain(reader);
 }
 
 async function drain(reader: BlobReader): Promise<Buffer> {
@@ -167,7 +159,7 @@ describe('a reader created at any moment of a fill', () => {
     store.beforeWriter = gate();
     const fill = startFill(key, hub);
     const waited = waiting(fill);
-    const read = collect(new GrowingFileReader(fill, 0, SIZE - 1));
+    const read = collect(fillReader(fill, 0, SIZE - 1));
     await firstOf(waited, read);
     store.beforeWriter.open();
     (await hub.body()).end(content);
@@ -182,7 +174,7 @@ describe('a reader created at any moment of a fill', () => {
     store.writerError = new MirrorError('InsufficientStorage', 'disk full (test)');
     const fill = startFill(key, hub);
     const waited = waiting(fill);
-    const read = collect(new GrowingFileReader(fill, 10, 20));
+    const read = collect(fillReader(fill, 10, 20));
     await firstOf(waited, read);
     store.beforeWriter.open();
     await expect(read).rejects.toBe(store.writerError);
@@ -195,9 +187,9 @@ describe('a reader created at any moment of a fill', () => {
     const fill = startFill(key, hub);
     const body = await hub.body();
     body.write(content.subarray(0, 1024 * 1024));
-    const early = collect(new GrowingFileReader(fill, 1000, 1999));
+    const early = collect(fillReader(fill, 1000, 1999));
     expect((await early).equals(content.subarray(1000, 2000))).toBe(true);
-    const late = collect(new GrowingFileReader(fill, SIZE - 100, SIZE - 1));
+    const late = collect(fillReader(fill, SIZE - 100, SIZE - 1));
     body.end(content.subarray(1024 * 1024));
     expect((await late).equals(content.subarray(SIZE - 100))).toBe(true);
     await fill.done;
@@ -210,8 +202,8 @@ describe('a reader created at any moment of a fill', () => {
     const fill = startFill(key, hub);
     (await hub.body()).end(content);
     await store.reached.commit.wait;
-    expect(fill.state).toBe('filling');
-    const read = collect(new GrowingFileReader(fill, 0, SIZE - 1));
+    expect(fill.state).toBe('verifying');
+    const read = collect(fillReader(fill, 0, SIZE - 1));
     store.afterCommit.open();
     expect((await read).equals(content)).toBe(true);
     await fill.done;
@@ -223,7 +215,7 @@ describe('a reader created at any moment of a fill', () => {
     const fill = startFill(key, hub);
     (await hub.body()).end(content);
     await fill.done;
-    expect((await collect(new GrowingFileReader(fill, 5, SIZE - 1))).equals(content.subarray(5))).toBe(true);
+    expect((await collect(fillReader(fill, 5, SIZE - 1))).equals(content.subarray(5))).toBe(true);
   });
 
   it('after a failure removed the staging file, before it is announced: gets the fill’s error', async () => {
@@ -233,12 +225,12 @@ describe('a reader created at any moment of a fill', () => {
     const fill = startFill(key, hub);
     const body = await hub.body();
     body.write(content.subarray(0, 1000));
-    await expect(collect(new GrowingFileReader(fill, 0, 99))).resolves.toEqual(content.subarray(0, 100));
+    await expect(collect(fillReader(fill, 0, 99))).resolves.toEqual(content.subarray(0, 100));
     body.destroy(new Error('connection reset (test)'));
     await store.reached.abort.wait;
     expect(fill.state).toBe('filling');
     const waited = waiting(fill);
-    const read = collect(new GrowingFileReader(fill, 0, 99));
+    const read = collect(fillReader(fill, 0, 99));
     await firstOf(waited, read);
     store.afterAbort.open();
     await expect(fill.done).rejects.toBeInstanceOf(MirrorError);
@@ -251,7 +243,7 @@ describe('a reader created at any moment of a fill', () => {
     const fill = startFill(key, hub);
     (await hub.body()).destroy(new Error('connection reset (test)'));
     await expect(fill.done).rejects.toBeInstanceOf(MirrorError);
-    await expect(collect(new GrowingFileReader(fill, 0, 99))).rejects.toBe(fill.failure);
+    await expect(collect(fillReader(fill, 0, 99))).rejects.toBe(fill.failure);
   });
 });
 
@@ -260,7 +252,7 @@ describe('a reader of a fill still queued for a slot', () => {
     const first = blob();
     const second = blob();
     const hub = new FedHub(SIZE);
-    const mirror = new Mirror({ store, index, hub: hub.client, maxResumes: 0, rangeBypassMaxBytes: 0, maxConcurrentFills: 1, maxQueuedFills: 1 });
+    const mirror = new Mirror({ store, index, hub: new UpstreamSet([{ base: 'http://hub.invalid', client: hub.client }]), maxResumes: 0, rangeBypassMaxBytes: 0, maxConcurrentFills: 1, maxQueuedFills: 1 });
     const entry = (key: BlobKey, name: string): FileEntry => ({
       request: { repo: { type: 'model', id: 'org/r' }, view: 'resolve', revision: 'main', path: name },
       commit: 'c'.repeat(40),

@@ -22,16 +22,16 @@ import { MirrorError } from '../../errors.js';
 import { renderLinks, renderUrl, toApiAnswer, type ApiAnswer } from '../../hub/api-answer.js';
 import { canonicalQuery, parseApiPath, parsePathsInfoBody, type ApiTarget } from '../../hub/api-request.js';
 import type { MetadataCache, MetadataRequest } from '../../hub/metadata-cache.js';
-import type { HubClient } from '../../upstream/hub-client.js';
+import type { UpstreamApi } from '../../upstream/hub-client.js';
 import { publicOrigin } from '../public-origin.js';
 import type { RepoPolicy } from '../../hub/repo-policy.js';
 import { isRepoType, type RepoRef } from '../../hub/repo-ref.js';
 import type { AppEnv } from '../app-env.js';
-import { rawRequestPath } from './files.js';
+import { rawRequestPath } from '../request-target.js';
 
 export interface ApiRoutesDeps {
   metadata: MetadataCache;
-  hub: HubClient;
+  hub: UpstreamApi;
   log: Logger;
   /** Config `publicUrl` ('' when unset). */
   publicUrl: string;

@@ -28,6 +28,7 @@ export type ErrorCode =
   | 'UpstreamTimeout'
   | 'IntegrityError'
   | 'InsufficientStorage'
+  | 'StorageUnavailable'
   | 'Overloaded'
   | 'NotSupported'
   | 'AdminTokenRequired'
@@ -76,6 +77,9 @@ export const ERROR_TABLE: Record<ErrorCode, ErrorSpec> = {
   // The cache disk cannot take this file (free space, less `minFreeBytes` and the bytes promised to
   // fills in progress), or filled up during the download.
   InsufficientStorage: { status: 507, hubCode: 'InsufficientStorage' },
+  // The blob store behind the local cache (an S3-compatible object store) did not answer in time
+  // or failed: blobs with a local copy are still served, the others get this.
+  StorageUnavailable: { status: 503, hubCode: 'StorageUnavailable' },
   // Every fill slot is busy and the queue is full (`maxConcurrentFills`, `maxQueuedFills`); the
   // error carries a Retry-After.
   Overloaded: { status: 503, hubCode: 'Overloaded' },

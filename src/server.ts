@@ -25,7 +25,9 @@ import { RefPins } from './hub/ref-pins.js';
 import { RepoPolicy } from './hub/repo-policy.js';
 import { Mirror } from './mirror/mirror.js';
 import { BlobLayout } from './storage/blob-layout.js';
-import { FsBlobStore } from './storage/blob-store.js';
+import { FsBlobStore, type BlobStoreOptions } from './storage/blob-store.js';
+import type { BlobStore } from './storage/blob-store-contract.js';
+import { S3BlobStore } from './storage/s3-blob-store.js';
 import { CacheIndex } from './storage/cache-index.js';
 import { HubClient } from './upstream/hub-client.js';
 import { UpstreamSet } from './upstream/upstream-set.js';
@@ -54,16 +56,35 @@ export const VERSION = '0.1.0';
 
 export interface OpenDataDir {
   layout: BlobLayout;
-  store: FsBlobStore;
+  store: BlobStore;
   index: CacheIndex;
   lock: DataDirLock;
 }
 
+/** The options that choose and reach the blob store. */
+export type StorageConfig = Pick<Config, 'storage' | 's3Endpoint' | 's3Bucket' | 's3Region' | 's3Prefix' | 's3ForcePathStyle' | 's3AccessKeyId' | 's3SecretAccessKey' | 's3TimeoutSeconds'>;
+
+/** The blob store `storage` names, over the data dir's layout (staging, local copies). */
+export function createBlobStore(layout: BlobLayout, c: StorageConfig, fsOptions: BlobStoreOptions = {}): BlobStore {
+  if (c.storage === 'fs') return new FsBlobStore(layout, fsOptions);
+  return new S3BlobStore(layout, {
+    local: fsOptions,
+    endpoint: c.s3Endpoint,
+    bucket: c.s3Bucket,
+    region: c.s3Region,
+    prefix: c.s3Prefix,
+    forcePathStyle: c.s3ForcePathStyle,
+    credentials: c.s3AccessKeyId ? { accessKeyId: c.s3AccessKeyId, secretAccessKey: c.s3SecretAccessKey } : undefined,
+    timeoutMs: c.s3TimeoutSeconds * 1000,
+  });
+}
+
 /**
  * Takes the data dir's process lock (or uses `held`, the caller's), opens the index and reconciles
- * it with the disk (a crash may have left staging files, lost index rows, or rows whose files are gone).
+ * it with the blob store (a crash may have left staging files, lost index rows, or rows whose
+ * blobs are gone). `storage`: which blob store (default: the data dir itself).
  */
-export async function openDataDir(dataDir: string, log: Logger, opts: { diskWriters?: number; held?: DataDirLock } = {}): Promise<OpenDataDir> {
+export async function openDataDir(dataDir: string, log: Logger, opts: { diskWriters?: number; held?: DataDirLock; storage?: StorageConfig } = {}): Promise<OpenDataDir> {
   const layout = new BlobLayout(dataDir);
   await fsp.mkdir(layout.root, { recursive: true }).catch((err: unknown) => {
     throw notWritable(layout.root, layout.root, err);
@@ -71,11 +92,13 @@ export async function openDataDir(dataDir: string, log: Logger, opts: { diskWrit
   await assertWritable(layout);
   await assertLocalFilesystem(layout.root);
   const lock = opts.held ?? DataDirLock.acquire(layout.lockPath, layout.root);
+  let store: BlobStore | undefined;
   try {
-    const store = new FsBlobStore(layout, {
+    const fsOptions: BlobStoreOptions = {
       ...(opts.diskWriters === undefined ? {} : { diskWriters: opts.diskWriters }),
       onPreallocateUnsupported: (reason) => log.warn({ reason }, 'staging files cannot be preallocated on this filesystem: written without it (more fragmentation, no space reserved up front)'),
-    });
+    };
+    store = opts.storage ? createBlobStore(layout, opts.storage, fsOptions) : new FsBlobStore(layout, fsOptions);
     await store.init();
     const index = CacheIndex.open(layout.indexPath, {
       onWriteProblem: (event, detail) => {
@@ -85,11 +108,13 @@ export async function openDataDir(dataDir: string, log: Logger, opts: { diskWrit
       },
     });
     const report = await reconcile(store, index);
+    if (report.storeUnavailable) log.warn({ storage: store.kind, reason: report.storeUnavailable }, 'blob store unreachable at startup: index not reconciled with it; local copies are served, other blobs get 503 until it answers');
     if (report.forgotten.length + report.adopted.length + report.removed.length > 0) {
-      log.warn({ checked: report.checked, forgotten: report.forgotten.length, adopted: report.adopted.length, removed: report.removed.length }, 'reconciled the index with the disk');
+      log.warn({ checked: report.checked, forgotten: report.forgotten.length, adopted: report.adopted.length, removed: report.removed.length }, 'reconciled the index with the blob store');
     }
     return { layout, store, index, lock };
   } catch (err) {
+    await store?.close().catch(() => undefined);
     lock.release();
     throw err;
   }
@@ -192,7 +217,11 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
   const proxy = env.proxy ?? {};
   // Validates the proxy settings before the data dir is locked; the log never shows credentials.
   const proxyRoutes = new ProxyRoutes(proxy);
-  const { layout, store, index, lock } = await openDataDir(config.dataDir, log, { diskWriters: config.diskWriters });
+  const { layout, store, index, lock } = await openDataDir(config.dataDir, log, { diskWriters: config.diskWriters, storage: config });
+  if (config.storage === 's3') {
+    // Where, never with what credentials.
+    log.info({ storage: 's3', endpoint: config.s3Endpoint || '(AWS)', bucket: config.s3Bucket, prefix: config.s3Prefix, forcePathStyle: config.s3ForcePathStyle }, 'blobs are stored in an S3 bucket; the data dir keeps the index, staging and local copies');
+  }
   const metrics = new Metrics();
   const activity = new Activity();
   // One HubClient per upstream (its own pools, redirect policy and retries); the set picks.
@@ -441,6 +470,7 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
         clearTimeout(timer);
         await hub.close();
         flush();
+        await store.close();
         index.close();
         removeListeningRecord(layout.listeningPath);
         lock.release();

@@ -33,7 +33,7 @@ import { PUBLIC_SCOPE, type AccessPolicy } from '../hub/access-policy.js';
 import { isRepoType, validateRepoId, validateRevision, type RepoRef } from '../hub/repo-ref.js';
 import { adoptFile } from '../storage/blob-adopt.js';
 import { parseBlobKey, type BlobKey } from '../storage/blob-layout.js';
-import type { FsBlobStore } from '../storage/blob-store.js';
+import type { BlobStore } from '../storage/blob-store-contract.js';
 import type { CacheIndex } from '../storage/cache-index.js';
 import { formatBytes, type DiskSpace } from '../storage/disk-space.js';
 import { scanCache, type CachedFile } from './hf-cache.js';
@@ -80,7 +80,7 @@ export function importParams(req: ImportRequest): Record<string, unknown> {
 }
 
 export interface ImportDeps {
-  store: FsBlobStore;
+  store: BlobStore;
   index: CacheIndex;
   /** Asks upstream whether a repo is public (tokenless identity). */
   access: AccessPolicy;

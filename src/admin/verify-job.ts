@@ -4,16 +4,16 @@
  * next request downloads it again; a missing one is forgotten. Only those are recorded as items;
  * good blobs are counted. A resumed verify starts over.
  */
-import type { FsBlobStore } from '../storage/blob-store.js';
+import type { BlobStore } from '../storage/blob-store-contract.js';
 import type { CacheIndex } from '../storage/cache-index.js';
 import { verifyBlobs } from '../storage/verify.js';
 import type { JobContext, JobRunner } from './jobs.js';
 
 export class VerifyRunner implements JobRunner {
-  readonly #store: FsBlobStore;
+  readonly #store: BlobStore;
   readonly #index: CacheIndex;
 
-  constructor(store: FsBlobStore, index: CacheIndex) {
+  constructor(store: BlobStore, index: CacheIndex) {
     this.#store = store;
     this.#index = index;
   }

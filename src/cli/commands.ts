@@ -380,7 +380,7 @@ async function follow(client: AdminClient, job: JobView, unit: string, json: boo
 /** `import` with the server stopped: the same importer, on the data dir under its lock. */
 async function localImport(config: Config, lock: DataDirLock, req: ImportRequest, json: boolean): Promise<number> {
   const log = createLogger('warn', process.stderr);
-  const opened = await openDataDir(config.dataDir, log, { held: lock, diskWriters: config.diskWriters });
+  const opened = await openDataDir(config.dataDir, log, { held: lock, diskWriters: config.diskWriters, storage: config });
   const hub = createHubClient(config, log, proxySettingsFromEnv(process.env));
   const access = new AccessPolicy({ hfToken: config.hfToken, hub, authTtlMs: config.authTtlSeconds * 1000 });
   const view = new ProgressView(process.stdout, 'import', 'files', json);
@@ -398,6 +398,7 @@ async function localImport(config: Config, lock: DataDirLock, req: ImportRequest
   } finally {
     process.off('SIGINT', stop);
     await hub.close();
+    await opened.store.close();
     opened.index.close();
     opened.lock.release();
   }
@@ -410,7 +411,7 @@ async function localImport(config: Config, lock: DataDirLock, req: ImportRequest
 /** `evict` with the server stopped: the same Evictor on the data dir under its lock (no reader can hold a lease). */
 async function localEvict(config: Config, lock: DataDirLock, req: EvictRequest): Promise<EvictReport> {
   const log = createLogger('warn', process.stderr);
-  const opened = await openDataDir(config.dataDir, log, { held: lock, diskWriters: config.diskWriters });
+  const opened = await openDataDir(config.dataDir, log, { held: lock, diskWriters: config.diskWriters, storage: config });
   try {
     const diskSpace = new DiskSpace(opened.layout.root, config.minFreeBytes);
     const evictor = new Evictor({
@@ -422,6 +423,7 @@ async function localEvict(config: Config, lock: DataDirLock, req: EvictRequest):
     });
     return await runEviction(req, evictor, opened.index);
   } finally {
+    await opened.store.close();
     opened.index.close();
     opened.lock.release();
   }
@@ -430,7 +432,7 @@ async function localEvict(config: Config, lock: DataDirLock, req: EvictRequest):
 /** `verify` with the server stopped: progress on stderr, the JSON report on stdout. */
 async function localVerify(config: Config, lock: DataDirLock): Promise<number> {
   const log = createLogger('warn', process.stderr);
-  const opened = await openDataDir(config.dataDir, log, { held: lock, diskWriters: config.diskWriters });
+  const opened = await openDataDir(config.dataDir, log, { held: lock, diskWriters: config.diskWriters, storage: config });
   const bar = verifyBar(process.stderr);
   try {
     const report = await verifyBlobs(opened.store, opened.index, { onProgress: bar.update });
@@ -438,6 +440,7 @@ async function localVerify(config: Config, lock: DataDirLock): Promise<number> {
     out(JSON.stringify({ verified: report.verified, bytes: report.bytes, corrupt: report.corrupt, missing: report.missing }, null, 2));
     return report.corrupt.length > 0 ? 1 : 0;
   } finally {
+    await opened.store.close();
     opened.index.close();
     opened.lock.release();
   }

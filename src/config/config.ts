@@ -38,6 +38,15 @@ export interface Config {
   maxUpstreamConnections: number;
   diskWriters: number;
   minFreeBytes: number;
+  storage: 'fs' | 's3';
+  s3Endpoint: string;
+  s3Bucket: string;
+  s3Region: string;
+  s3Prefix: string;
+  s3ForcePathStyle: boolean;
+  s3AccessKeyId: string;
+  s3SecretAccessKey: string;
+  s3TimeoutSeconds: number;
   maxCacheBytes: string;
   evictionPolicy: 'lru' | 'largest-first';
   evictionGraceSeconds: number;
@@ -106,6 +115,15 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'maxUpstreamConnections', type: { kind: 'integer', min: 1, max: 10_000 }, default: 32, description: 'Most upstream download connections of all files together. Each running download always has its first connection (maxConcurrentFills of them at most); the connections segmented downloads add wait for this cap, so 16 downloads × 8 segments never open 128 connections to the Hub.' },
   { key: 'diskWriters', type: { kind: 'integer', min: 1, max: 64 }, default: 4, description: 'Writes to the cache disk in flight at once (each a sequential run of at least 4 MiB, or the end of a file). 1 serializes them (HDDs). Downloads whose writes wait keep at most 32 MiB each in memory, then stop reading from upstream until the disk catches up.' },
   { key: 'minFreeBytes', type: { kind: 'integer', min: 0, max: Number.MAX_SAFE_INTEGER }, default: 1024 * 1024 * 1024, description: 'Free space always left on the cache disk. A download that would not fit (free space minus this, minus what downloads in progress still need) is refused up front with 507 `InsufficientStorage`.' },
+  { key: 'storage', type: { kind: 'enum', values: ['fs', 's3'] }, default: 'fs', description: '`fs`: blobs live in dataDir. `s3`: blobs live in an S3-compatible object store (AWS S3, Ceph RGW, OpenStack Swift s3api, MinIO; options `s3*`), shared by every mirror that points at it; dataDir keeps the index, the staging files and a local copy of blobs (served at local disk speed). A blob counts as cached once the object store holds it, verified. Blobs without a local copy are read from the store, also offline; when the store is down they get 503 `StorageUnavailable`, blobs with a local copy are still served.' },
+  { key: 's3Endpoint', type: { kind: 'url', optional: true }, default: '', description: 'S3 endpoint (`https://s3.example:443`, `http://127.0.0.1:9000`). Empty: AWS S3 of s3Region.' },
+  { key: 's3Bucket', type: { kind: 'string', optional: true, check: checkBucket }, default: '', description: 'S3 bucket of the blobs (must exist). Required with `storage: s3`.' },
+  { key: 's3Region', type: { kind: 'string', optional: true, check: checkRegion }, default: '', description: 'S3 region the requests are signed for. Empty: AWS_REGION, else `us-east-1`.' },
+  { key: 's3Prefix', type: { kind: 'string', optional: true, check: checkS3Prefix }, default: '', description: 'Prefix of every object name (`team/hubcache/`), so several applications can share a bucket. Objects are `<prefix>blobs-v1/<sha256|gitsha1>/<hex>`.' },
+  { key: 's3ForcePathStyle', type: { kind: 'boolean' }, default: false, description: 'Path-style requests (`endpoint/bucket/object`) instead of virtual-hosted ones (`bucket.endpoint/object`): needed by most self-hosted stores (Swift, MinIO, RGW without wildcard DNS).' },
+  { key: 's3AccessKeyId', type: { kind: 'string', optional: true, check: checkToken }, default: '', description: 'S3 access key id. Empty (with s3SecretAccessKey empty): the usual AWS variables and files (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_PROFILE, instance roles). Never logged.' },
+  { key: 's3SecretAccessKey', type: { kind: 'string', optional: true, check: checkToken }, default: '', description: 'S3 secret access key, given together with s3AccessKeyId. Never logged.' },
+  { key: 's3TimeoutSeconds', type: { kind: 'number', min: 0.1, max: 600 }, default: 10, description: 'Longest wait for the object store to connect or to send or take the next bytes of a request (and for a lookup or listing as a whole): a store that is down or hangs gives 503 `StorageUnavailable`, never a hung client.' },
   { key: 'maxCacheBytes', type: { kind: 'string', optional: true, numbers: true, check: checkCacheBudget }, default: '', description: 'Most bytes of files the cache holds: a number of bytes, or a percentage of the cache filesystem\'s size (`90%`). Past it, files not in use are evicted (evictionPolicy), in the background from 95 % of it down to 90 %, and before a download that would not fit is admitted; 507 `InsufficientStorage` only when nothing is left to evict. Empty: the filesystem\'s size minus minFreeBytes.' },
   { key: 'evictionPolicy', type: { kind: 'enum', values: ['lru', 'largest-first'] }, default: 'lru', description: 'Which files are evicted first when the cache is over maxCacheBytes or the disk is short of minFreeBytes: `lru` the least recently used, `largest-first` the largest. Files being read or downloaded, and those used in the last evictionGraceSeconds, are never evicted.' },
   { key: 'evictionGraceSeconds', type: { kind: 'number', min: 0, max: 31_536_000 }, default: 60, description: 'A file used (read, downloaded or stored) within this many seconds is not evicted, so a client that asks for the next file of a model does not lose the previous one. Files being read or downloaded are never evicted, whatever this says.' },
@@ -278,6 +296,10 @@ function combinationProblems(c: Config, sourceOf: (key: keyof Config) => string,
       `${at('clientIdleTimeoutSeconds')}: must be above upstreamIdleTimeoutSeconds (${c.upstreamIdleTimeoutSeconds}, from ${sourceOf('upstreamIdleTimeoutSeconds')}), or 0, got ${c.clientIdleTimeoutSeconds}`,
     );
   }
+  if (c.storage === 's3' && valid('s3Bucket') && c.s3Bucket === '') problems.push(`${at('storage')}: "s3" needs s3Bucket`);
+  if (valid('s3AccessKeyId', 's3SecretAccessKey') && (c.s3AccessKeyId === '') !== (c.s3SecretAccessKey === '')) {
+    problems.push(`${c.s3AccessKeyId === '' ? at('s3SecretAccessKey') : at('s3AccessKeyId')}: s3AccessKeyId and s3SecretAccessKey go together (or leave both empty for the AWS variables)`);
+  }
   return problems;
 }
 
@@ -318,6 +340,26 @@ function checkToken(text: string): string {
   // Never echo the value: it is a secret.
   if (!/^[\x21-\x7e]+$/.test(text)) throw new Error('must be visible ASCII characters without spaces (the value is not shown)');
   return text;
+}
+
+/** An S3 bucket name: 3–63 of lower-case letters, digits, dots and hyphens, starting and ending with a letter or digit. */
+function checkBucket(text: string): string {
+  if (!/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(text)) throw new Error(`not an S3 bucket name (3-63 lower-case letters, digits, "." and "-"): ${JSON.stringify(text)}`);
+  return text;
+}
+
+function checkRegion(text: string): string {
+  if (!/^[a-z0-9-]{1,64}$/.test(text)) throw new Error(`not a region name (lower-case letters, digits and "-"): ${JSON.stringify(text)}`);
+  return text;
+}
+
+/** An object-name prefix: no leading "/", no empty, "." or ".." segment; stored ending with "/". */
+function checkS3Prefix(text: string): string {
+  const segments = text.replace(/\/$/, '').split('/');
+  if (text.startsWith('/') || segments.some((p) => p === '' || p === '.' || p === '..') || !/^[\x20-\x7e\u0080-\uffff]*$/.test(text) || text.includes('\\')) {
+    throw new Error(`must be segments separated by "/" (no leading "/", no empty, "." or ".." segment, no control characters or backslash): ${JSON.stringify(text)}`);
+  }
+  return text.endsWith('/') ? text : `${text}/`;
 }
 
 /** The operator API's bearer token: a secret of its own, never a Hub token (its value is never shown). */

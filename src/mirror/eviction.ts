@@ -22,11 +22,13 @@
  * visible. The other order would leave an unrecorded file that reconcile must re-hash and would
  * adopt back (undoing the eviction), and a failed unlink would leak disk the index no longer knows.
  * A failed unlink leaves the blob as it was: stored and recorded.
+ *
+ * With `storage: s3` only the local copy is evicted (BlobStore.dropLocal): the object stays in the
+ * bucket and the index keeps the blob, which is then read from the store.
  */
-import fsp from 'node:fs/promises';
 import { systemClock, type Clock } from '../clock.js';
 import type { BlobKey } from '../storage/blob-layout.js';
-import type { FsBlobStore } from '../storage/blob-store.js';
+import type { BlobStore } from '../storage/blob-store-contract.js';
 import type { CacheIndex } from '../storage/cache-index.js';
 import { crashPoint } from '../storage/crash-points.js';
 import type { EvictionCandidate, EvictionPolicy, EvictionSelection } from '../storage/eviction-queries.js';
@@ -40,7 +42,7 @@ const BACKGROUND_MS = 10_000;
 const PAGE = 256;
 
 export interface EvictorOptions {
-  store: FsBlobStore;
+  store: BlobStore;
   index: CacheIndex;
   /** The budget in bytes (config maxCacheBytes, resolved against the filesystem). */
   budgetBytes: number;
@@ -77,7 +79,7 @@ export interface EvictReport {
 export class Evictor {
   readonly budgetBytes: number;
   readonly policy: EvictionPolicy;
-  readonly #store: FsBlobStore;
+  readonly #store: BlobStore;
   readonly #index: CacheIndex;
   readonly #graceMs: number;
   readonly #maxMetadataBytes: number;
@@ -250,9 +252,12 @@ export class Evictor {
     let done!: () => void;
     this.#evicting.set(key, new Promise<void>((resolve) => (done = resolve)));
     try {
-      await fsp.rm(this.#store.pathOf(key), { force: true });
+      // With fs the local file is the blob: today's remove, then its rows are forgotten. With s3 it
+      // is only a read cache in front of the bucket: dropping it frees local disk, but the object
+      // is not deleted and the index rows stay (the blob is still cached; reads go to the store).
+      await this.#store.dropLocal(key);
       crashPoint('after-evict-unlink');
-      this.#index.evictBlob(key);
+      if (!this.#store.localCopiesAreCache) this.#index.evictBlob(key);
       this.#lastUsed.delete(key);
       this.#onEvicted?.(key, c.size, why);
       return true;

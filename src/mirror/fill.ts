@@ -41,7 +41,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { MirrorError, isMirrorError } from '../errors.js';
 import type { Interval } from '../model/span-set.js';
 import type { BlobKey } from '../storage/blob-layout.js';
-import type { FsBlobStore } from '../storage/blob-store.js';
+import type { BlobStore } from '../storage/blob-store-contract.js';
 import type { CacheIndex } from '../storage/cache-index.js';
 import { crashPoint } from '../storage/crash-points.js';
 import type { StagedBlob } from '../storage/staged-blob.js';
@@ -72,7 +72,7 @@ export interface FillRequest {
 }
 
 export interface FillDeps {
-  store: FsBlobStore;
+  store: BlobStore;
   index: CacheIndex;
   source: FillSource;
   /** Resumes allowed per connection before the fill fails. */

@@ -20,7 +20,8 @@ import type { ByteSpan } from '../http/byte-range.js';
 import { MirrorError } from '../errors.js';
 import { fileUrlPath } from '../hub/repo-ref.js';
 import type { BlobKey } from '../storage/blob-layout.js';
-import type { BlobFile, FsBlobStore } from '../storage/blob-store.js';
+import { BlobFile, type RemoteBlob } from '../storage/blob-store.js';
+import type { BlobStore } from '../storage/blob-store-contract.js';
 import type { CacheIndex } from '../storage/cache-index.js';
 import { discardBody, type HubClient } from '../upstream/hub-client.js';
 import type { UpstreamSet } from '../upstream/upstream-set.js';
@@ -32,7 +33,7 @@ import { FillLimiter } from './fill-limiter.js';
 import { fillReader } from './fill-reader.js';
 import { UpstreamFillSource } from './fill-source.js';
 import { fromNetworkError, fromUpstreamStatus, headerValue } from '../upstream/upstream-errors.js';
-import { bufferReader, type BlobReader } from './blob-reader.js';
+import { bufferReader, readableReader, type BlobReader } from './blob-reader.js';
 import { FileSpanReader } from './file-span-reader.js';
 import { Flights, PromiseFlights } from './flights.js';
 import { ReadBuffers } from './read-buffers.js';
@@ -83,7 +84,7 @@ const SMALL_FILE_BYTES = 1024 * 1024;
 const BYPASS_CONCURRENCY = 4;
 
 export interface MirrorOptions {
-  store: FsBlobStore;
+  store: BlobStore;
   index: CacheIndex;
   /** The upstreams (one or several, in order): metadata from the first healthy, fills fail over. */
   hub: UpstreamSet;
@@ -135,7 +136,7 @@ interface FillFlight {
 }
 
 export class Mirror {
-  readonly #store: FsBlobStore;
+  readonly #store: BlobStore;
   readonly #index: CacheIndex;
   readonly #hub: UpstreamSet;
   readonly #maxResumes: number;
@@ -473,14 +474,17 @@ export class Mirror {
     return this.#hit(key, entry.size, file);
   }
 
-  #hit(key: BlobKey, size: number, file: BlobFile): BlobSource {
+  #hit(key: BlobKey, size: number, file: BlobFile | RemoteBlob): BlobSource {
     let closed = false;
     return {
       size,
       cacheStatus: 'hit',
       ready: Promise.resolve(),
-      // A file shorter than recorded was truncated behind our back: forget it (the next request refetches).
-      createReader: (start, end) => new FileSpanReader(file, start, end, this.#readBuffers, () => this.#index.forgetBlob(key)),
+      // A local file (always with fs): positional reads in recycled buffers. A file shorter than
+      // recorded was truncated behind our back: forget it (the next request refetches). Without a
+      // local copy (s3): ranged reads from the object store.
+      createReader: (start, end) =>
+        file instanceof BlobFile ? new FileSpanReader(file, start, end, this.#readBuffers, () => this.#index.forgetBlob(key)) : readableReader(file.openRead(start, end)),
       release: () => {
         if (closed) return;
         closed = true;

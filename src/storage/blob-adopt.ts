@@ -2,21 +2,21 @@
  * Adopts a file from outside the data directory as a blob (`hubcache import`), with the same
  * guarantee as a fill: the blob becomes visible only after its size and digest were verified.
  *
- * - Same filesystem: a hard link into `staging/`, hashed there, fsynced, renamed into place. No
+ * - Same filesystem: a hard link into `staging/`, hashed there, fsynced, then committed by the
+ *   store (renamed into place; with an object store, uploaded first). No
  *   byte is copied and the source is left as it was (its link count aside); the blob shares the
  *   source's inode, so the source must not be modified in place afterwards (Hugging Face clients
  *   never do: they write a new file and rename it).
  * - Otherwise (another filesystem, or links not allowed), or when asked: a copy through the
- *   store's BlobWriter, which hashes, verifies, fsyncs and renames.
+ *   store's staged blob, which hashes, verifies, fsyncs and commits.
  * A digest that does not match the key fails with IntegrityError and leaves nothing behind.
  */
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
-import path from 'node:path';
 import { MirrorError } from '../errors.js';
 import { parseBlobKey, type BlobKey } from './blob-layout.js';
-import type { FsBlobStore } from './blob-store.js';
+import type { BlobStore } from './blob-store-contract.js';
 import { diskFullError } from './disk-space.js';
 import { digestOf } from './reconcile.js';
 
@@ -35,7 +35,7 @@ export interface AdoptOptions {
 /** Link errors after which a copy is the way: another filesystem, or one without hard links. */
 const LINK_UNSUPPORTED = new Set(['EXDEV', 'EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'EMLINK', 'ENOSYS']);
 
-export async function adoptFile(store: FsBlobStore, key: BlobKey, source: string, opts: AdoptOptions = {}): Promise<AdoptMode> {
+export async function adoptFile(store: BlobStore, key: BlobKey, source: string, opts: AdoptOptions = {}): Promise<AdoptMode> {
   const size = (await fsp.stat(source)).size;
   if (!opts.copy && (await linkIn(store, key, source, size))) return 'linked';
   await opts.beforeCopy?.(size);
@@ -44,7 +44,7 @@ export async function adoptFile(store: FsBlobStore, key: BlobKey, source: string
 }
 
 /** Hard-links, verifies and commits; false when this filesystem cannot link it here. */
-async function linkIn(store: FsBlobStore, key: BlobKey, source: string, size: number): Promise<boolean> {
+async function linkIn(store: BlobStore, key: BlobKey, source: string, size: number): Promise<boolean> {
   const staging = store.layout.stagingPath(`${randomBytes(12).toString('hex')}.part`);
   try {
     await fsp.link(source, staging);
@@ -61,10 +61,7 @@ async function linkIn(store: FsBlobStore, key: BlobKey, source: string, size: nu
     } finally {
       await handle.close();
     }
-    const final = store.pathOf(key);
-    await fsp.mkdir(path.dirname(final), { recursive: true });
-    await fsp.rename(staging, final);
-    await fsyncDir(path.dirname(final));
+    await store.commit(key, staging, { size, digest });
     return true;
   } catch (err) {
     await fsp.rm(staging, { force: true });
@@ -72,7 +69,7 @@ async function linkIn(store: FsBlobStore, key: BlobKey, source: string, size: nu
   }
 }
 
-async function copyIn(store: FsBlobStore, key: BlobKey, source: string, size: number, opts: AdoptOptions): Promise<void> {
+async function copyIn(store: BlobStore, key: BlobKey, source: string, size: number, opts: AdoptOptions): Promise<void> {
   const writer = await store.stage(key, size);
   try {
     const input = fs.createReadStream(source, { highWaterMark: 1024 * 1024, signal: opts.signal });
@@ -88,14 +85,5 @@ async function copyIn(store: FsBlobStore, key: BlobKey, source: string, size: nu
     await writer.abort();
     if (err instanceof MirrorError && err.code === 'IntegrityError') throw new MirrorError('IntegrityError', `content does not hash to ${key} (${err.message})`);
     throw err;
-  }
-}
-
-async function fsyncDir(dir: string): Promise<void> {
-  const handle = await fsp.open(dir, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
   }
 }

@@ -1,12 +1,15 @@
 /**
- * Content-addressed blob storage on the local filesystem, with staged, verified writes.
+ * Content-addressed blob storage on the local filesystem, with staged, verified writes: the
+ * filesystem driver of the BlobStore contract (blob-store-contract.ts), and the staging writer
+ * every driver shares.
  *
  * Contract (the Commit/Cancel model of distribution's BlobWriter):
  * - `stage(key, size)` opens a fresh staging file: a StagedBlob, written at any offsets (several
  *   connections of one fill at once), hashed as its contiguous prefix grows.
- * - `StagedBlob.commit()` checks every byte is there and the digest against the key, fsyncs the
- *   file, renames it into place and fsyncs the directory. Only then is the blob visible to
- *   `stat`/`openRead`. On mismatch it throws `IntegrityError` and removes the staging file.
+ * - `StagedBlob.commit()` checks every byte is there and the digest against the key and fsyncs
+ *   the file, then hands it to the store's `commit` (here: rename into place and fsync the
+ *   directory). Only then is the blob visible to `stat`/`openRead`. On mismatch it throws
+ *   `IntegrityError` and removes the staging file.
  * - `StagedBlob.abort()` removes the staging file; it is idempotent and safe after a failed commit.
  * Blobs are immutable: committing a key that already exists just replaces it with identical bytes.
  * A full disk (ENOSPC, EDQUOT) surfaces as `InsufficientStorage`, whatever step hit it.
@@ -14,10 +17,16 @@
 import { createHash, randomBytes, type Hash } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
-import { BlobLayout, parseBlobKey, type BlobKey } from './blob-layout.js';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import { MirrorError } from '../errors.js';
+import { BlobLayout, blobKey, parseBlobKey, type BlobKey, type DigestAlgorithm } from './blob-layout.js';
+import type { BlobStore, StoredBlob, VerifiedBlob } from './blob-store-contract.js';
+import { crashPoint } from './crash-points.js';
+import { diskFullError } from './disk-space.js';
 import { sharedHashPool, type HashPool } from './hash-pool.js';
 import { Preallocator } from './preallocate.js';
-import { StagedBlob } from './staged-blob.js';
+import { StagedBlob, type CommitStaged } from './staged-blob.js';
 import { WriteGate } from './write-gate.js';
 
 export interface BlobStoreOptions {
@@ -36,8 +45,11 @@ export function newHasher(key: BlobKey, size: number): Hash {
   return createHash('sha1').update(`blob ${size}\0`);
 }
 
-export class FsBlobStore {
+export class FsBlobStore implements BlobStore {
+  readonly kind = 'fs';
   readonly layout: BlobLayout;
+  readonly listedBlobsAreVerified = false;
+  readonly localCopiesAreCache = false;
   readonly #gate: WriteGate;
   readonly #hashPool: HashPool | undefined;
   readonly #preallocator: Preallocator;
@@ -111,14 +123,100 @@ export class FsBlobStore {
     await fsp.rm(this.layout.blobPath(key), { force: true });
   }
 
-  /** A fresh staging file for `key`, preallocated to `size` where the filesystem allows. */
-  stage(key: BlobKey, size: number): Promise<StagedBlob> {
+  remove(key: BlobKey): Promise<void> {
+    return this.delete(key);
+  }
+
+  /** The local copy is the blob: the same as `remove`. */
+  dropLocal(key: BlobKey): Promise<void> {
+    return this.delete(key);
+  }
+
+  /**
+   * A fresh staging file for `key`, preallocated to `size` where the filesystem allows. Its
+   * verified file goes to `commitStaged` (default: this store's `commit`); a driver that keeps
+   * its blobs elsewhere stages through this store and passes its own.
+   */
+  stage(key: BlobKey, size: number, commitStaged?: CommitStaged): Promise<StagedBlob> {
     const stagingPath = this.layout.stagingPath(`${randomBytes(12).toString('hex')}.part`);
     return StagedBlob.create(key, size, stagingPath, this.layout.blobPath(key), {
       gate: this.#gate,
       hashPool: this.#hashPool ?? sharedHashPool(),
       preallocator: this.#preallocator,
+      commitStaged: commitStaged ?? ((k, staged, verified) => this.commit(k, staged, verified)),
     });
+  }
+
+  /** Renames the verified staged file into place and fsyncs the directory. */
+  async commit(key: BlobKey, stagedPath: string, verified: VerifiedBlob): Promise<void> {
+    const finalPath = this.layout.blobPath(key);
+    try {
+      await checkStaged(key, stagedPath, verified);
+      await fsp.mkdir(path.dirname(finalPath), { recursive: true });
+      await fsp.rename(stagedPath, finalPath);
+      await fsyncDir(path.dirname(finalPath));
+      crashPoint('after-rename');
+    } catch (err) {
+      await fsp.rm(stagedPath, { force: true });
+      throw diskFullError(err, key);
+    }
+  }
+
+  /** Files under `blobs-v1/` whose path is a blob key's (stray names are not blobs). */
+  async *list(): AsyncIterable<StoredBlob> {
+    for (const { key, file } of await localBlobFiles(this.layout)) {
+      try {
+        yield { key, size: (await fsp.stat(file)).size };
+      } catch (err) {
+        if (!isNotFound(err)) throw err; // removed meanwhile: no longer stored
+      }
+    }
+  }
+
+  async close(): Promise<void> {}
+}
+
+/**
+ * Every file under the local `blobs-v1/`: `key` set when its path is exactly the one of a blob
+ * key (a candidate blob), null for stray names (which no store ever wrote).
+ */
+export async function localFiles(layout: BlobLayout): Promise<Array<{ file: string; key: BlobKey | null }>> {
+  const root = layout.blobsDir;
+  let entries: fs.Dirent[];
+  try {
+    entries = await fsp.readdir(root, { recursive: true, withFileTypes: true });
+  } catch (err) {
+    if (isNotFound(err)) return [];
+    throw err;
+  }
+  const out: Array<{ file: string; key: BlobKey | null }> = [];
+  for (const entry of entries) {
+    if (!entry.isFile()) continue;
+    const file = path.join(entry.parentPath, entry.name);
+    const rel = path.relative(root, file).split(path.sep);
+    const algorithm = rel[0] as DigestAlgorithm;
+    const key = rel.length === 4 && (algorithm === 'sha256' || algorithm === 'gitsha1') ? blobKey(algorithm, entry.name) : null;
+    out.push({ file, key: key && layout.blobPath(key) === file ? key : null });
+  }
+  return out;
+}
+
+async function localBlobFiles(layout: BlobLayout): Promise<Array<{ file: string; key: BlobKey }>> {
+  return (await localFiles(layout)).filter((f): f is { file: string; key: BlobKey } => f.key !== null);
+}
+
+/**
+ * The check every driver's `commit` makes before anything becomes visible: the digest the caller
+ * found is the key's, and the staged file has the size the caller hashed.
+ */
+export async function checkStaged(key: BlobKey, stagedPath: string, verified: VerifiedBlob): Promise<void> {
+  const { hex } = parseBlobKey(key);
+  if (verified.digest !== hex) {
+    throw new MirrorError('IntegrityError', `digest mismatch for ${key}: content hashes to ${verified.digest}`);
+  }
+  const st = await fsp.stat(stagedPath);
+  if (st.size !== verified.size) {
+    throw new MirrorError('IntegrityError', `size mismatch for ${key}: the staged file has ${st.size} bytes, ${verified.size} were verified`);
   }
 }
 
@@ -148,6 +246,34 @@ export class BlobFile {
   /** Whether the fd is still open (some holder has not released it). */
   get open(): boolean {
     return this.#holders > 0;
+  }
+}
+
+/**
+ * A committed blob that only a remote store holds (no local copy): read by ranged requests, so
+ * nothing is held open and `release` has nothing to let go.
+ */
+export class RemoteBlob {
+  readonly #open: (start: number, end: number) => Readable;
+
+  constructor(open: (start: number, end: number) => Readable) {
+    this.#open = open;
+  }
+
+  /** Bytes [start, end] (inclusive); errors (StorageUnavailable) surface on the stream. */
+  openRead(start: number, end: number): Readable {
+    return this.#open(start, end);
+  }
+
+  release(): void {}
+}
+
+export async function fsyncDir(dir: string): Promise<void> {
+  const handle = await fsp.open(dir, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
   }
 }
 

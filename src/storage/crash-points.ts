@@ -3,7 +3,7 @@
  * HUBCACHE_TEST_CRASH_AT names a point, the process kills itself with SIGKILL there, exactly
  * like a power cut at that instruction. Unset in production; the check is a string comparison.
  */
-export type CrashPoint = 'after-staging-fsync' | 'after-rename' | 'after-index-commit' | 'after-evict-unlink';
+export type CrashPoint = 'after-staging-fsync' | 'during-upload' | 'after-upload' | 'after-rename' | 'after-index-commit' | 'after-evict-unlink';
 
 const armed = process.env.HUBCACHE_TEST_CRASH_AT;
 

@@ -1,20 +1,25 @@
 /**
- * Startup reconciliation of the index with the disk (after a crash, a power cut, or hands in the
- * data dir). After it:
- * - every `blobs` row names a file of the recorded size (rows of missing or resized files are
- *   forgotten, so the next request refetches);
- * - every file under `blobs-v1/` is either recorded (an orphan whose content hashes to its name is
- *   adopted: it was verified before its rename, and only the index commit was lost) or removed;
- * - nothing else is under `blobs-v1/` (stray names are removed).
- * Staging files are removed by FsBlobStore.init (a partial fill is simply started again).
+ * Startup reconciliation of the index with the blob store (after a crash, a power cut, or hands
+ * in the data dir or the bucket). After it:
+ * - every `blobs` row names a blob the store lists with the recorded size (rows of missing or
+ *   resized blobs are forgotten, so the next request refetches);
+ * - every blob the store lists is recorded: an orphan (verified before it was committed; only the
+ *   index row was lost) is adopted, after re-hashing it when the store cannot vouch for it (a
+ *   local file), or removed when its content does not hash to its name;
+ * - under the local `blobs-v1/` there is nothing but local copies of listed blobs (stray names,
+ *   and local copies of blobs the object store no longer holds, are removed).
+ * When the store cannot be reached (an object store down at startup), the index and the local
+ * copies are left as they are: the rows are checked again at the next start.
+ * Staging files are removed by the store's init (a partial fill is simply started again).
  */
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
-import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { Writable } from 'node:stream';
-import { blobKey, type BlobKey, type DigestAlgorithm } from './blob-layout.js';
-import { newHasher, type FsBlobStore } from './blob-store.js';
+import { Writable, type Readable } from 'node:stream';
+import { isMirrorError } from '../errors.js';
+import { parseBlobKey, type BlobKey } from './blob-layout.js';
+import type { BlobStore } from './blob-store-contract.js';
+import { localFiles, newHasher } from './blob-store.js';
 import type { CacheIndex } from './cache-index.js';
 
 export interface ReconcileReport {
@@ -22,13 +27,20 @@ export interface ReconcileReport {
   forgotten: BlobKey[];
   adopted: BlobKey[];
   removed: string[];
+  /** Why the store could not be listed (nothing was forgotten or adopted then). */
+  storeUnavailable?: string;
 }
 
 /** Hashes a stored file the way its key says (sha256 or git blob sha1). */
 export async function digestOf(file: string, key: BlobKey, size: number): Promise<string> {
+  return digestOfStream(fs.createReadStream(file, { highWaterMark: 1024 * 1024 }), key, size);
+}
+
+/** Hashes the bytes of `stream` the way `key` says. */
+export async function digestOfStream(stream: Readable, key: BlobKey, size: number): Promise<string> {
   const hasher = newHasher(key, size);
   await pipeline(
-    fs.createReadStream(file, { highWaterMark: 1024 * 1024 }),
+    stream,
     new Writable({
       write(chunk: Buffer, _enc, cb) {
         hasher.update(chunk);
@@ -39,33 +51,41 @@ export async function digestOf(file: string, key: BlobKey, size: number): Promis
   return hasher.digest('hex');
 }
 
-export async function reconcile(store: FsBlobStore, index: CacheIndex): Promise<ReconcileReport> {
+export async function reconcile(store: BlobStore, index: CacheIndex): Promise<ReconcileReport> {
   const report: ReconcileReport = { checked: 0, forgotten: [], adopted: [], removed: [] };
-  const known = new Set<string>();
-  for (const row of index.allBlobs()) {
-    report.checked++;
-    const st = await store.stat(row.blobKey);
-    if (!st || st.size !== row.size) {
-      index.forgetBlob(row.blobKey);
-      report.forgotten.push(row.blobKey);
-    } else known.add(row.blobKey);
+  let held: Map<BlobKey, number> | null = new Map();
+  try {
+    for await (const blob of store.list()) held.set(blob.key, blob.size);
+  } catch (err) {
+    if (!isMirrorError(err) || err.code !== 'StorageUnavailable') throw err;
+    held = null;
+    report.storeUnavailable = err.message;
   }
-  const root = store.layout.blobsDir;
-  for (const entry of await fsp.readdir(root, { recursive: true, withFileTypes: true })) {
-    if (!entry.isFile()) continue;
-    const file = path.join(entry.parentPath, entry.name);
-    const rel = path.relative(root, file).split(path.sep);
-    const algorithm = rel[0] as DigestAlgorithm;
-    const key = rel.length === 4 && (algorithm === 'sha256' || algorithm === 'gitsha1') ? blobKey(algorithm, entry.name) : null;
-    if (key && store.pathOf(key) === file && known.has(key)) continue;
-    if (key && store.pathOf(key) === file) {
-      const size = (await fsp.stat(file)).size;
-      if ((await digestOf(file, key, size)) === key.slice(key.indexOf(':') + 1)) {
-        index.recordBlob(key, size);
-        report.adopted.push(key);
-        continue;
+  const known = new Set<BlobKey>();
+  if (held) {
+    for (const row of index.allBlobs()) {
+      report.checked++;
+      if (held.get(row.blobKey) === row.size) known.add(row.blobKey);
+      else {
+        index.forgetBlob(row.blobKey);
+        report.forgotten.push(row.blobKey);
       }
     }
+    for (const [key, size] of held) {
+      if (known.has(key)) continue;
+      if (store.listedBlobsAreVerified || (await digestOf(store.pathOf(key), key, size)) === parseBlobKey(key).hex) {
+        index.recordBlob(key, size);
+        report.adopted.push(key);
+        known.add(key);
+      } else {
+        await store.remove(key);
+        report.removed.push(store.pathOf(key));
+      }
+    }
+  }
+  for (const { file, key } of await localFiles(store.layout)) {
+    // Local copies land only after their blob was committed: keep them while the store is unreachable.
+    if (key && (held === null || known.has(key))) continue;
     await fsp.rm(file, { force: true });
     report.removed.push(file);
   }

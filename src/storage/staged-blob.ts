@@ -11,18 +11,20 @@
  *   flight (no fd-number reuse can hand a reader another file's bytes).
  * - The contiguous written prefix is hashed as it grows (in a HashPool worker that reads the file
  *   itself; small blobs inline), so `commit()` only waits for the last step: it checks that every
- *   byte is there and the digest equals the key, then fsyncs, renames into place and fsyncs the
- *   directory. Only then is the blob visible. A mismatch throws `IntegrityError`, stores nothing.
+ *   byte is there and the digest equals the key, then fsyncs and hands the file to the store's
+ *   commit (`commitStaged`: the filesystem store renames it into place and fsyncs the directory;
+ *   a remote store uploads it first). Only then is the blob visible. A mismatch throws
+ *   `IntegrityError`, stores nothing. The fd stays valid across that rename.
  * - `abort()` removes the staging file (once no write or read is in flight); idempotent.
  * - The file is preallocated to its final size before the first write lands (see preallocate.ts).
  * A full disk (ENOSPC, EDQUOT) surfaces as `InsufficientStorage`, whatever step hit it.
  */
 import { createHash, type Hash } from 'node:crypto';
 import fsp from 'node:fs/promises';
-import path from 'node:path';
 import { MirrorError } from '../errors.js';
 import { SpanSet, type ReadonlySpanSet } from '../model/span-set.js';
 import { parseBlobKey, type BlobKey } from './blob-layout.js';
+import type { VerifiedBlob } from './blob-store-contract.js';
 import { crashPoint } from './crash-points.js';
 import { diskFullError } from './disk-space.js';
 import type { HashJob, HashPool } from './hash-pool.js';
@@ -32,10 +34,17 @@ import type { WriteGate } from './write-gate.js';
 /** Blobs up to this size are hashed on the event loop, from the written buffers (no worker round trip). */
 export const INLINE_HASH_MAX_BYTES = 1024 * 1024;
 
+/**
+ * The step after a staged file is verified (size and digest): `BlobStore.commit`. It takes the
+ * file over: on success it is the blob (or its local copy), on failure it is removed.
+ */
+export type CommitStaged = (key: BlobKey, stagedPath: string, verified: VerifiedBlob) => Promise<void>;
+
 export interface StageDeps {
   gate: WriteGate;
   hashPool: HashPool;
   preallocator: Preallocator;
+  commitStaged: CommitStaged;
 }
 
 export class StagedBlob {
@@ -140,7 +149,7 @@ export class StagedBlob {
     }
   }
 
-  /** Verifies size and digest, fsyncs, renames into place, fsyncs the directory. Returns the final path. */
+  /** Verifies size and digest, fsyncs, then commits through the store (see above). Returns the final path. */
   async commit(): Promise<string> {
     if (this.#settled || !this.#handle) throw new Error('commit after commit/abort');
     try {
@@ -153,10 +162,7 @@ export class StagedBlob {
       if (digest !== hex) throw new MirrorError('IntegrityError', `digest mismatch for ${this.key}: content hashes to ${digest}`);
       await this.#handle.sync();
       crashPoint('after-staging-fsync');
-      await fsp.mkdir(path.dirname(this.#finalPath), { recursive: true });
-      await fsp.rename(this.stagingPath, this.#finalPath);
-      await fsyncDir(path.dirname(this.#finalPath));
-      crashPoint('after-rename');
+      await this.#deps.commitStaged(this.key, this.stagingPath, { size: this.size, digest });
       this.#settled = true;
       return this.#finalPath;
     } catch (err) {
@@ -249,13 +255,4 @@ function remainder(chunks: readonly Buffer[], skip: number): Buffer[] {
     }
   }
   return out;
-}
-
-async function fsyncDir(dir: string): Promise<void> {
-  const handle = await fsp.open(dir, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
 }

@@ -1,14 +1,17 @@
 /**
- * `hubcache verify`: re-hashes every stored blob. A blob whose bytes no longer match its key (disk
- * corruption, tampering) is moved to `quarantine/` and forgotten by the index, so it is never
- * served again and the next request refetches it; a missing one is forgotten.
+ * `hubcache verify`: re-hashes every stored blob (its local copy when there is one, else the
+ * store's object). A blob whose bytes no longer match its key (disk corruption, tampering) is
+ * moved to `quarantine/` (its local copy; an object store's copy is removed) and forgotten by the
+ * index, so it is never served again and the next request refetches it; a missing one is forgotten.
  */
 import fsp from 'node:fs/promises';
 import path from 'node:path';
+import { Readable } from 'node:stream';
 import type { BlobKey } from './blob-layout.js';
-import type { FsBlobStore } from './blob-store.js';
+import type { BlobStore } from './blob-store-contract.js';
+import { isNotFound } from './blob-store.js';
 import type { CacheIndex } from './cache-index.js';
-import { digestOf } from './reconcile.js';
+import { digestOfStream } from './reconcile.js';
 
 export interface VerifyReport {
   verified: number;
@@ -33,7 +36,7 @@ export interface VerifyOptions {
 }
 
 /** Safe while the server runs: a blob committed meanwhile is simply not checked this time. */
-export async function verifyBlobs(store: FsBlobStore, index: CacheIndex, opts: VerifyOptions = {}): Promise<VerifyReport> {
+export async function verifyBlobs(store: BlobStore, index: CacheIndex, opts: VerifyOptions = {}): Promise<VerifyReport> {
   const { onProgress, onBlob, signal } = opts;
   const rows = [...index.allBlobs()];
   const bytesTotal = rows.reduce((n, r) => n + r.size, 0);
@@ -42,19 +45,26 @@ export async function verifyBlobs(store: FsBlobStore, index: CacheIndex, opts: V
   let done = 0;
   for (const row of rows) {
     if (signal?.aborted) break;
-    const file = store.pathOf(row.blobKey);
     const st = await store.stat(row.blobKey);
     if (!st) {
       index.forgetBlob(row.blobKey);
       report.missing.push(row.blobKey);
       onBlob?.(row.blobKey, 'missing', row.size);
     } else {
-      const digest = await digestOf(file, row.blobKey, st.size);
+      const bytes = st.size > 0 ? store.openRead(row.blobKey, 0, st.size - 1) : Readable.from([]);
+      const digest = await digestOfStream(bytes, row.blobKey, st.size);
       if (st.size !== row.size || digest !== row.blobKey.slice(row.blobKey.indexOf(':') + 1)) {
         const target = path.join(store.layout.quarantineDir, `${row.blobKey.replace(':', '-')}-${Date.now()}`);
         index.forgetBlob(row.blobKey);
-        await fsp.rename(file, target);
-        report.corrupt.push({ key: row.blobKey, quarantinedAs: target });
+        const quarantined = await fsp.rename(store.pathOf(row.blobKey), target).then(
+          () => true,
+          (err: unknown) => {
+            if (isNotFound(err)) return false; // no local copy: the corrupt bytes were the store's
+            throw err;
+          },
+        );
+        await store.remove(row.blobKey);
+        report.corrupt.push({ key: row.blobKey, quarantinedAs: quarantined ? target : 'removed from the blob store' });
         onBlob?.(row.blobKey, 'corrupt', row.size);
       } else {
         report.verified++;

@@ -1,0 +1,467 @@
+/**
+ * The BlobStore conformance suite (src/storage/blob-store-contract.ts), run against every driver:
+ * the filesystem store over a temp data dir, and the S3 store over a real S3-compatible server
+ * (OpenStack Swift with s3api, one per file). Ranges, concurrent readers, a crash between stage
+ * and commit, a commit of the wrong digest, idempotent removal, listing; then what only a remote
+ * store has: reads when the local copy is gone, multipart uploads, a second store on the same
+ * bucket, and a store that is down or hangs.
+ */
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import { CreateMultipartUploadCommand, ListMultipartUploadsCommand, PutObjectCommand, UploadPartCommand, type S3Client } from '@aws-sdk/client-s3';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BlobLayout, blobKey, type BlobKey } from '../../src/storage/blob-layout.js';
+import type { BlobStore } from '../../src/storage/blob-store-contract.js';
+import { BlobFile, FsBlobStore, RemoteBlob } from '../../src/storage/blob-store.js';
+import { S3BlobStore, type S3BlobStoreOptions } from '../../src/storage/s3-blob-store.js';
+import { makeContent } from '../support/content.js';
+import { startSwiftS3, swiftS3SkipReason, type SwiftS3 } from '../support/swift-s3.js';
+
+const MiB = 1024 * 1024;
+const tmpDirs: string[] = [];
+afterAll(() => {
+  for (const d of tmpDirs) fs.rmSync(d, { recursive: true, force: true });
+});
+function tempDir(): string {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'hubcache-contract-'));
+  tmpDirs.push(d);
+  return d;
+}
+
+const sha256Key = (b: Buffer): BlobKey => blobKey('sha256', createHash('sha256').update(b).digest('hex'))!;
+const gitKey = (b: Buffer): BlobKey => blobKey('gitsha1', createHash('sha1').update(`blob ${b.length}\0`).update(b).digest('hex'))!;
+
+async function collect(stream: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of stream) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
+
+/** Stores whose local copies are dropped after each commit: every read is a ranged GET of the object. */
+const remoteOnly = new WeakSet<BlobStore>();
+
+async function put(store: BlobStore, data: Buffer, key: BlobKey = sha256Key(data)): Promise<BlobKey> {
+  const w = await store.stage(key, data.length);
+  for (let i = 0; i < data.length; i += 256 * 1024) await w.write(i, [data.subarray(i, i + 256 * 1024)]);
+  await w.commit();
+  w.dispose();
+  if (remoteOnly.has(store)) fs.rmSync(store.pathOf(key));
+  return key;
+}
+
+async function listed(store: BlobStore): Promise<Array<[BlobKey, number]>> {
+  const out: Array<[BlobKey, number]> = [];
+  for await (const b of store.list()) out.push([b.key, b.size]);
+  return out.sort((a, b) => a[0].localeCompare(b[0]));
+}
+
+/** A failure's code (MirrorError) or message. */
+async function failure(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+  } catch (err) {
+    return (err as { code?: string }).code ?? (err as Error).message;
+  }
+  throw new Error('expected a failure');
+}
+
+interface Driver {
+  name: string;
+  skip?: string | undefined;
+  /** A fresh, initialised store over a fresh data dir (and a fresh bucket). */
+  open(opts?: { dataDir?: string; bucket?: string }): Promise<BlobStore & { bucket?: string }>;
+  /** A stray object that no store wrote, next to the blobs (must not be listed). */
+  addStray(store: BlobStore & { bucket?: string }): Promise<void>;
+}
+
+let swift: SwiftS3 | undefined;
+let s3: S3Client | undefined;
+const s3Skip = swiftS3SkipReason;
+
+function s3Options(bucket: string, extra: Partial<S3BlobStoreOptions> = {}): S3BlobStoreOptions {
+  return { endpoint: swift!.endpoint, bucket, region: swift!.region, prefix: 'mirror/', forcePathStyle: true, credentials: { accessKeyId: swift!.accessKeyId, secretAccessKey: swift!.secretAccessKey }, timeoutMs: 20_000, partSize: 5 * MiB, ...extra };
+}
+
+const drivers: Driver[] = [
+  {
+    name: 'filesystem',
+    open: async ({ dataDir } = {}) => {
+      const store = new FsBlobStore(new BlobLayout(dataDir ?? tempDir()));
+      await store.init();
+      return store;
+    },
+    addStray: async (store) => {
+      const stray = path.join(store.layout.blobsDir, 'sha256', 'ab', 'cd', 'not-a-digest');
+      fs.mkdirSync(path.dirname(stray), { recursive: true });
+      fs.writeFileSync(stray, 'stray');
+    },
+  },
+  {
+    name: 's3',
+    skip: s3Skip,
+    open: async ({ dataDir, bucket } = {}) => {
+      const name = bucket ?? (await swift!.bucket('contract'));
+      const store = Object.assign(new S3BlobStore(new BlobLayout(dataDir ?? tempDir()), s3Options(name)), { bucket: name });
+      await store.init();
+      return store;
+    },
+    addStray: addS3Stray,
+  },
+  {
+    name: 's3 without local copies',
+    skip: s3Skip,
+    open: async ({ dataDir, bucket } = {}) => {
+      const name = bucket ?? (await swift!.bucket('remote-only'));
+      const store = Object.assign(new S3BlobStore(new BlobLayout(dataDir ?? tempDir()), s3Options(name, { cacheReads: false })), { bucket: name });
+      await store.init();
+      remoteOnly.add(store);
+      return store;
+    },
+    addStray: addS3Stray,
+  },
+];
+
+async function addS3Stray(store: BlobStore & { bucket?: string }): Promise<void> {
+  await s3!.send(new PutObjectCommand({ Bucket: store.bucket, Key: 'mirror/blobs-v1/sha256/not-a-digest', Body: Buffer.from('stray') }));
+  await s3!.send(new PutObjectCommand({ Bucket: store.bucket, Key: 'mirror/blobs-v1/sha256/' + 'A'.repeat(64), Body: Buffer.from('not canonical') }));
+  await s3!.send(new PutObjectCommand({ Bucket: store.bucket, Key: 'elsewhere/blobs-v1/sha256/' + 'a'.repeat(64), Body: Buffer.from('other prefix') }));
+}
+
+beforeAll(async () => {
+  if (s3Skip) return;
+  swift = await startSwiftS3();
+  s3 = swift.client();
+}, 120_000);
+afterAll(async () => {
+  s3?.destroy();
+  await swift?.stop();
+});
+
+describe.each(drivers)('BlobStore contract: $name driver', (driver) => {
+  const test = driver.skip ? it.skip : it;
+
+  test('a committed blob is visible with its size and reads back whole and in ranges', async () => {
+    const store = await driver.open();
+    try {
+      const data = makeContent(300 * 1024 + 7, 1);
+      const key = await put(store, data);
+      expect(await store.stat(key)).toEqual({ size: data.length });
+      expect((await collect(store.openRead(key, 0, data.length - 1))).equals(data)).toBe(true);
+      for (const [start, end] of [[0, 0], [1, 1000], [data.length - 1, data.length - 1], [65_535, 200_001]] as const) {
+        expect((await collect(store.openRead(key, start, end))).equals(data.subarray(start, end + 1))).toBe(true);
+      }
+      const config = Buffer.from('{"model_type": "bert"}\n');
+      const git = await put(store, config, gitKey(config));
+      expect((await collect(store.openRead(git, 0, config.length - 1))).toString()).toBe(config.toString());
+      const empty = await put(store, Buffer.alloc(0));
+      expect(await store.stat(empty)).toEqual({ size: 0 });
+    } finally {
+      await store.close();
+    }
+  });
+
+  test('concurrent readers of one blob each get their own bytes', async () => {
+    const store = await driver.open();
+    try {
+      const data = makeContent(2 * MiB + 3, 2);
+      const key = await put(store, data);
+      const spans = Array.from({ length: 12 }, (_, i) => [i * 150_000, Math.min(data.length - 1, i * 150_000 + 400_000)] as const);
+      const got = await Promise.all([...spans.map(([s, e]) => collect(store.openRead(key, s, e))), collect(store.openRead(key, 0, data.length - 1))]);
+      spans.forEach(([s, e], i) => expect(got[i]!.equals(data.subarray(s, e + 1)), `span ${s}-${e}`).toBe(true));
+      expect(got[spans.length]!.equals(data)).toBe(true);
+    } finally {
+      await store.close();
+    }
+  });
+
+  test('a crash between stage and commit leaves nothing visible, and the next process clears staging', async () => {
+    const dataDir = tempDir();
+    const store = await driver.open({ dataDir });
+    const data = makeContent(64 * 1024, 3);
+    const key = sha256Key(data);
+    const w = await store.stage(key, data.length);
+    await w.write(0, [data]); // every byte staged and right, never committed
+    expect(await store.stat(key)).toBeNull();
+    expect(await listed(store)).toEqual([]);
+    await store.close();
+    // The next process on the same data dir (and bucket).
+    const next = await driver.open({ dataDir, bucket: (store as { bucket?: string }).bucket });
+    try {
+      expect(fs.readdirSync(next.layout.stagingDir)).toEqual([]);
+      expect(await next.stat(key)).toBeNull();
+      expect(await listed(next)).toEqual([]);
+    } finally {
+      await next.close();
+      await w.abort(); // the crashed process's fd (its file is already gone)
+    }
+  });
+
+  test('a commit of the wrong digest or size is refused and leaves nothing behind', async () => {
+    const store = await driver.open();
+    try {
+      const data = Buffer.from('the real content');
+      const key = sha256Key(data);
+      // Wrong bytes through the writer.
+      const w = await store.stage(key, data.length);
+      await w.write(0, [Buffer.from('the fake content')]);
+      expect(await failure(w.commit())).toBe('IntegrityError');
+      // A direct commit whose verified digest is not the key's.
+      const staged = path.join(store.layout.stagingDir, 'direct.part');
+      fs.writeFileSync(staged, data);
+      expect(await failure(store.commit(key, staged, { size: data.length, digest: createHash('sha256').update('other').digest('hex') }))).toBe('IntegrityError');
+      expect(fs.existsSync(staged)).toBe(false);
+      // The right digest, but the staged file is not the size that was hashed.
+      fs.writeFileSync(staged, Buffer.concat([data, Buffer.from('!')]));
+      expect(await failure(store.commit(key, staged, { size: data.length, digest: key.slice(7) }))).toBe('IntegrityError');
+      expect(fs.existsSync(staged)).toBe(false);
+      expect(await store.stat(key)).toBeNull();
+      expect(await listed(store)).toEqual([]);
+      expect(fs.readdirSync(store.layout.stagingDir)).toEqual([]);
+      // A direct commit with the right digest and size works.
+      fs.writeFileSync(staged, data);
+      await store.commit(key, staged, { size: data.length, digest: key.slice(7) });
+      if (remoteOnly.has(store)) fs.rmSync(store.pathOf(key));
+      expect((await collect(store.openRead(key, 0, data.length - 1))).equals(data)).toBe(true);
+    } finally {
+      await store.close();
+    }
+  });
+
+  test('remove is idempotent and hides the blob', async () => {
+    const store = await driver.open();
+    try {
+      const data = makeContent(10_000, 4);
+      const key = await put(store, data);
+      const other = await put(store, makeContent(5_000, 5));
+      await store.remove(key);
+      await store.remove(key);
+      await store.remove(sha256Key(Buffer.from('never stored')));
+      expect(await store.stat(key)).toBeNull();
+      expect(await listed(store)).toEqual([[other, 5_000]]);
+      await expect(collect(store.openRead(key, 0, 9))).rejects.toThrow();
+      // Committing it again brings it back.
+      await put(store, data);
+      expect(await store.stat(key)).toEqual({ size: data.length });
+    } finally {
+      await store.close();
+    }
+  });
+
+  test('openBlob gives the bytes of a blob of that size (a local fd, or a remote reader), null for any other size or key', async () => {
+    const store = await driver.open();
+    try {
+      const data = makeContent(700_000, 13);
+      const key = await put(store, data);
+      const opened = await store.openBlob(key, data.length);
+      expect(opened).not.toBeNull();
+      try {
+        const read = async (start: number, end: number): Promise<Buffer> => {
+          if (opened instanceof BlobFile) {
+            const buf = Buffer.alloc(end - start + 1);
+            fs.readSync(opened.fd, buf, 0, buf.length, start);
+            return buf;
+          }
+          return collect(opened!.openRead(start, end));
+        };
+        // Without local copies every read is remote; with them the local fd is the fast path.
+        expect(opened instanceof BlobFile).toBe(!remoteOnly.has(store));
+        expect((await read(0, data.length - 1)).equals(data)).toBe(true);
+        expect((await read(123_456, 654_321)).equals(data.subarray(123_456, 654_322))).toBe(true);
+      } finally {
+        opened!.release();
+      }
+      expect(await store.openBlob(key, data.length + 1)).toBeNull();
+      expect(await store.openBlob(sha256Key(Buffer.from('never stored')), 12)).toBeNull();
+    } finally {
+      await store.close();
+    }
+  });
+
+  test('dropLocal removes the local copy: with fs the blob is gone, with an object store it stays stored and readable', async () => {
+    const store = await driver.open();
+    try {
+      const data = makeContent(50_000, 14);
+      const key = await put(store, data);
+      await store.dropLocal(key);
+      await store.dropLocal(key);
+      expect(fs.existsSync(store.pathOf(key))).toBe(false);
+      if (store.localCopiesAreCache) {
+        expect(await store.stat(key)).toEqual({ size: data.length });
+        expect(await listed(store)).toEqual([[key, data.length]]);
+        const opened = await store.openBlob(key, data.length);
+        if (!(opened instanceof RemoteBlob)) throw new Error(`expected a remote reader, got ${opened === null ? "null" : "a local file"}`);
+        expect((await collect(opened.openRead(0, data.length - 1))).equals(data)).toBe(true);
+      } else {
+        expect(await store.stat(key)).toBeNull();
+        expect(await listed(store)).toEqual([]);
+        expect(await store.openBlob(key, data.length)).toBeNull();
+      }
+    } finally {
+      await store.close();
+    }
+  });
+
+  test('list yields every committed blob once with its size, and nothing else', async () => {
+    const store = await driver.open();
+    try {
+      const blobs = [makeContent(1_000, 6), makeContent(2_000, 7), Buffer.from('regular file\n')];
+      const keys = [await put(store, blobs[0]!), await put(store, blobs[1]!), await put(store, blobs[2]!, gitKey(blobs[2]!))];
+      await put(store, blobs[0]!); // committing the same blob again: still one entry
+      await driver.addStray(store);
+      const staging = await store.stage(sha256Key(Buffer.from('staged only')), 11);
+      await staging.write(0, [Buffer.from('staged only')]);
+      expect(await listed(store)).toEqual(keys.map((k, i) => [k, blobs[i]!.length] as [BlobKey, number]).sort((a, b) => a[0].localeCompare(b[0])));
+      await staging.abort();
+    } finally {
+      await store.close();
+    }
+  });
+
+  test('a blob bigger than several upload parts round-trips byte for byte', async () => {
+    const store = await driver.open();
+    try {
+      const data = makeContent(12 * MiB + 5, 8);
+      const key = await put(store, data);
+      expect(await store.stat(key)).toEqual({ size: data.length });
+      const across = 5 * MiB - 10;
+      expect((await collect(store.openRead(key, across, across + 20))).equals(data.subarray(across, across + 21))).toBe(true);
+      expect(createHash('sha256').update(await collect(store.openRead(key, 0, data.length - 1))).digest('hex')).toBe(key.slice(7));
+    } finally {
+      await store.close();
+    }
+  });
+});
+
+describe.skipIf(s3Skip !== undefined)('S3 driver: the object store behind the local copies', () => {
+  it('reads from the store when the local copy is gone, then caches it locally, verified', async () => {
+    const bucket = await swift!.bucket('remote');
+    const store = new S3BlobStore(new BlobLayout(tempDir()), s3Options(bucket));
+    await store.init();
+    try {
+      const data = makeContent(11 * MiB + 1, 9);
+      const key = await put(store, data);
+      expect(fs.readFileSync(store.pathOf(key)).equals(data)).toBe(true); // the local copy is the staged file
+      fs.rmSync(store.pathOf(key));
+      expect(await store.stat(key)).toEqual({ size: data.length });
+      const start = 5 * MiB - 3;
+      expect((await collect(store.openRead(key, start, start + 9))).equals(data.subarray(start, start + 10))).toBe(true);
+      await store.settled();
+      expect(createHash('sha256').update(fs.readFileSync(store.pathOf(key))).digest('hex')).toBe(key.slice(7));
+      expect(fs.readdirSync(store.layout.stagingDir)).toEqual([]);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('a second store on the same bucket sees committed blobs; an unfinished multipart upload is invisible', async () => {
+    const bucket = await swift!.bucket('shared');
+    const a = new S3BlobStore(new BlobLayout(tempDir()), s3Options(bucket));
+    const b = new S3BlobStore(new BlobLayout(tempDir()), s3Options(bucket, { cacheReads: false }));
+    await a.init();
+    await b.init();
+    try {
+      const data = makeContent(6 * MiB, 10);
+      const key = await put(a, data);
+      expect(await b.stat(key)).toEqual({ size: data.length });
+      expect((await collect(b.openRead(key, 0, data.length - 1))).equals(data)).toBe(true);
+      expect(fs.existsSync(b.pathOf(key))).toBe(false); // cacheReads off
+      // A process killed during its upload: parts uploaded, never completed.
+      const partial = makeContent(6 * MiB, 11);
+      const partialKey = sha256Key(partial);
+      const { UploadId } = await s3!.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: a.objectKey(partialKey), ContentType: 'application/octet-stream' }));
+      await s3!.send(new UploadPartCommand({ Bucket: bucket, Key: a.objectKey(partialKey), UploadId, PartNumber: 1, Body: partial.subarray(0, 5 * MiB) }));
+      expect(await b.stat(partialKey)).toBeNull();
+      expect(await listed(b)).toEqual([[key, data.length]]);
+      // Its commit in another process completes an upload of its own.
+      await put(b, partial);
+      expect((await collect(a.openRead(partialKey, 0, partial.length - 1))).equals(partial)).toBe(true);
+      const uploads = await s3!.send(new ListMultipartUploadsCommand({ Bucket: bucket }));
+      expect((uploads.Uploads ?? []).map((u) => u.UploadId)).toEqual([UploadId]); // only the abandoned one
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
+  it('a failed upload (refused credentials) fails the commit, removes the staged file and leaves nothing visible', async () => {
+    const bucket = await swift!.bucket('refused');
+    const store = new S3BlobStore(new BlobLayout(tempDir()), s3Options(bucket, { credentials: { accessKeyId: swift!.accessKeyId, secretAccessKey: 'wrong' } }));
+    await expect(store.init()).rejects.toThrow(/access denied/);
+    try {
+      const data = makeContent(7 * MiB, 12);
+      const w = await store.stage(sha256Key(data), data.length);
+      await w.write(0, [data]);
+      expect(await failure(w.commit())).toBe('StorageUnavailable');
+      expect(fs.readdirSync(store.layout.stagingDir)).toEqual([]);
+      expect(fs.existsSync(store.pathOf(sha256Key(data)))).toBe(false);
+      const good = new S3BlobStore(new BlobLayout(tempDir()), s3Options(bucket));
+      expect(await good.stat(sha256Key(data))).toBeNull();
+      await good.close();
+    } finally {
+      await store.close();
+    }
+  });
+});
+
+describe('S3 driver: a store that is down or hangs', () => {
+  /** A TCP server that accepts connections and never answers. */
+  async function blackHole(): Promise<{ endpoint: string; close: () => Promise<void> }> {
+    const sockets = new Set<net.Socket>();
+    const server = net.createServer((s) => {
+      sockets.add(s);
+      s.on('error', () => undefined);
+      s.on('close', () => sockets.delete(s));
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as net.AddressInfo;
+    return {
+      endpoint: `http://127.0.0.1:${port}`,
+      close: async () => {
+        for (const s of sockets) s.destroy();
+        await new Promise<void>((resolve) => server.close(() => resolve()));
+      },
+    };
+  }
+
+  /** A port nothing listens on. */
+  async function refusedEndpoint(): Promise<string> {
+    const server = net.createServer();
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as net.AddressInfo;
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    return `http://127.0.0.1:${port}`;
+  }
+
+  it.each(['hangs', 'refuses connections'])('when it %s: lookups, reads, listings and commits fail with StorageUnavailable; local copies are still read', async (mode) => {
+    const hole = mode === 'hangs' ? await blackHole() : undefined;
+    const endpoint = hole?.endpoint ?? (await refusedEndpoint());
+    const layout = new BlobLayout(tempDir());
+    const store = new S3BlobStore(layout, { endpoint, bucket: 'down', region: 'us-east-1', prefix: '', forcePathStyle: true, credentials: { accessKeyId: 'a', secretAccessKey: 'b' }, timeoutMs: 300 });
+    try {
+      await store.init(); // unreachable is not a startup error
+      const remote = sha256Key(Buffer.from('only in the store'));
+      expect(await failure(store.stat(remote))).toBe('StorageUnavailable');
+      expect(await failure(collect(store.openRead(remote, 0, 3)))).toBe('StorageUnavailable');
+      expect(await failure(listed(store))).toBe('StorageUnavailable');
+      const data = Buffer.from('a new blob');
+      const w = await store.stage(sha256Key(data), data.length);
+      await w.write(0, [data]);
+      expect(await failure(w.commit())).toBe('StorageUnavailable');
+      expect(fs.readdirSync(layout.stagingDir)).toEqual([]);
+      // A local copy (committed while the store was up) is served without asking the store.
+      const local = Buffer.from('cached locally');
+      const localKey = sha256Key(local);
+      fs.mkdirSync(path.dirname(layout.blobPath(localKey)), { recursive: true });
+      fs.writeFileSync(layout.blobPath(localKey), local);
+      expect(await store.stat(localKey)).toEqual({ size: local.length });
+      expect((await collect(store.openRead(localKey, 0, local.length - 1))).equals(local)).toBe(true);
+    } finally {
+      await store.close();
+      await hole?.close();
+    }
+  });
+});

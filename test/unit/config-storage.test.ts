@@ -1,0 +1,65 @@
+/**
+ * The storage options (`storage`, `s3*`): read from HUBCACHE_S3_* like every option, checked
+ * together (a bucket for `storage: s3`, both halves of a key pair), and secrets never echoed.
+ */
+import { describe, expect, it } from 'vitest';
+import { DEFAULT_CONFIG } from '../../src/config/config.js';
+import { loadConfig } from '../../src/config/load-config.js';
+
+const load = (env: Record<string, string>) => loadConfig({ env, flags: {} });
+
+describe('storage config', () => {
+  it('defaults to the filesystem and reads every S3 option from HUBCACHE_S3_*', () => {
+    expect(DEFAULT_CONFIG.storage).toBe('fs');
+    const result = load({
+      HUBCACHE_STORAGE: 's3',
+      HUBCACHE_S3_ENDPOINT: 'http://127.0.0.1:9000/',
+      HUBCACHE_S3_BUCKET: 'hub-blobs',
+      HUBCACHE_S3_REGION: 'eu-west-1',
+      HUBCACHE_S3_PREFIX: 'team/hubcache',
+      HUBCACHE_S3_FORCE_PATH_STYLE: 'true',
+      HUBCACHE_S3_ACCESS_KEY_ID: 'test:tester',
+      HUBCACHE_S3_SECRET_ACCESS_KEY: 'testing',
+      HUBCACHE_S3_TIMEOUT_SECONDS: '2.5',
+    });
+    expect(result.ok && result.config).toMatchObject({
+      storage: 's3',
+      s3Endpoint: 'http://127.0.0.1:9000',
+      s3Bucket: 'hub-blobs',
+      s3Region: 'eu-west-1',
+      s3Prefix: 'team/hubcache/',
+      s3ForcePathStyle: true,
+      s3AccessKeyId: 'test:tester',
+      s3SecretAccessKey: 'testing',
+      s3TimeoutSeconds: 2.5,
+    });
+  });
+
+  it('reports every storage problem at once, without showing a secret', () => {
+    const result = load({
+      HUBCACHE_STORAGE: 's3',
+      HUBCACHE_S3_ENDPOINT: 'ftp://store',
+      HUBCACHE_S3_PREFIX: '/abs/../x',
+      HUBCACHE_S3_SECRET_ACCESS_KEY: 'top secret value',
+      HUBCACHE_S3_TIMEOUT_SECONDS: '0',
+    });
+    expect(result.ok).toBe(false);
+    if (result.ok) return;
+    const text = result.errors.join('\n');
+    expect(text).toMatch(/s3Endpoint \(from environment\): must be an http:\/\/ or https:\/\/ URL/);
+    expect(text).toMatch(/s3Prefix \(from environment\): must be segments separated by "\/"/);
+    expect(text).toMatch(/s3SecretAccessKey \(from environment\): must be visible ASCII/);
+    expect(text).toMatch(/s3TimeoutSeconds \(from environment\): must be between/);
+    expect(text).toMatch(/storage \(from environment\): "s3" needs s3Bucket/);
+    expect(text).not.toContain('top secret');
+    expect(result.errors).toHaveLength(5);
+  });
+
+  it('wants both halves of an S3 key pair, or neither', () => {
+    const half = load({ HUBCACHE_STORAGE: 's3', HUBCACHE_S3_BUCKET: 'b-1', HUBCACHE_S3_ACCESS_KEY_ID: 'AKIA' });
+    expect(half.ok ? [] : half.errors).toEqual([expect.stringMatching(/s3AccessKeyId \(from environment\): s3AccessKeyId and s3SecretAccessKey go together/)]);
+    expect(load({ HUBCACHE_STORAGE: 's3', HUBCACHE_S3_BUCKET: 'b-1' }).ok).toBe(true);
+    const badBucket = load({ HUBCACHE_S3_BUCKET: 'Bad_Bucket' });
+    expect(badBucket.ok ? [] : badBucket.errors).toEqual([expect.stringMatching(/s3Bucket \(from environment\): not an S3 bucket name/)]);
+  });
+});

@@ -49,11 +49,11 @@ export interface Child {
 
 // ------------------------------------------------------------------------------------ parent side
 
-export async function forkChild(script: string, args: string[], label: string): Promise<Child> {
+export async function forkChild(script: string, args: string[], label: string, nodeArgs: readonly string[] = []): Promise<Child> {
   const prof = process.env.BENCH_PROF_DIR;
   const child: ChildProcess = fork(script, args, {
     // The tsx loader this process runs under; BENCH_PROF_DIR adds a V8 CPU profile per child.
-    execArgv: [...process.execArgv, ...(prof ? ['--cpu-prof', `--cpu-prof-dir=${path.join(prof, label)}`] : [])],
+    execArgv: [...process.execArgv, ...nodeArgs, ...(prof ? ['--cpu-prof', `--cpu-prof-dir=${path.join(prof, label)}`] : [])],
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
   let exited = false;

@@ -24,7 +24,7 @@ export interface MirrorUnderTest {
 const MIRROR_CHILD = fileURLToPath(new URL('./mirror-child.ts', import.meta.url));
 
 export async function startMirrorChild(upstream: string, dataDir: string, overrides: Partial<Config>, label = 'mirror'): Promise<MirrorUnderTest> {
-  const child = await forkChild(MIRROR_CHILD, [JSON.stringify({ upstream, dataDir, overrides })], label);
+  const child = await forkChild(MIRROR_CHILD, [JSON.stringify({ upstream, dataDir, overrides })], label, mirrorNodeArgs());
   return {
     url: String(child.info.url),
     pid: child.pid,
@@ -36,4 +36,9 @@ export async function startMirrorChild(upstream: string, dataDir: string, overri
     takeLogs: () => child.call<string[]>(null),
     close: () => child.close(),
   };
+}
+
+/** Extra node flags for the mirror process only (BENCH_MIRROR_NODE_ARGS, space-separated), e.g. `--trace-gc`. */
+function mirrorNodeArgs(): string[] {
+  return (process.env.BENCH_MIRROR_NODE_ARGS ?? '').split(/\s+/).filter((a) => a !== '');
 }

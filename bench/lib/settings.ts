@@ -88,6 +88,7 @@ export const SETTINGS_DOC: [string, string, string][] = [
   ['BENCH_NGINX_WORKERS', '1', 'nginx worker_processes (1 = like the one mirror process)'],
   ['BENCH_PROXY_CACHE', '1', '0 = no nginx proxy_cache (info) rows'],
   ['BENCH_MIRROR_CONFIG', '{}', 'JSON config overrides for the mirror, e.g. {"maxConcurrentFills":32}'],
+  ['BENCH_MIRROR_NODE_ARGS', 'unset', 'extra node flags for the mirror process only, space-separated, e.g. --trace-gc (its stderr is the bench\'s)'],
   ['BENCH_PROF_DIR', 'unset', 'V8 CPU profiles: --cpu-prof per child, plus one profile of the mirror per row (mirror-<row>.cpuprofile)'],
 ];
 

@@ -11,6 +11,7 @@ import { makeContent } from '../support/content.js';
 import { download, header } from '../support/download.js';
 import { startFakeHub, type FakeHub } from '../support/fake-hub.js';
 import { startMirror, type TestMirror } from '../support/start-mirror.js';
+import { waitFor } from '../support/wait-for.js';
 
 const MiB = 1024 * 1024;
 let seed = 12_000;
@@ -42,12 +43,8 @@ function sameFile(on: FakeHub[], size: number) {
   return { id, size, content, sha256, cdn: { server: 'cdn' as const, method: 'GET', pathIncludes: sha256 }, path: `/${id}/resolve/main/model.safetensors` };
 }
 
-async function until(what: string, cond: () => boolean, ms = 30_000): Promise<void> {
-  for (const deadline = performance.now() + ms; !cond(); ) {
-    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
+/** Waits for `cond` (polled, bounded by wait-for's deadline). */
+const until = (what: string, cond: () => boolean): Promise<true> => waitFor(() => cond() || undefined, { what });
 
 const stagingFiles = (m: TestMirror) => fs.readdirSync(path.join(m.dataDir, 'staging'));
 const stored = (m: TestMirror, sha256: string) => fs.existsSync(path.join(m.dataDir, 'blobs-v1', 'sha256', sha256.slice(0, 2), sha256.slice(2, 4), sha256));

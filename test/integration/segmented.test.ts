@@ -14,6 +14,7 @@ import { download, header } from '../support/download.js';
 import { startFakeHub, type FakeHub, type RecordedRequest } from '../support/fake-hub.js';
 import { startMirrorProcess } from '../support/mirror-process.js';
 import { startMirror, type TestMirror } from '../support/start-mirror.js';
+import { waitFor } from '../support/wait-for.js';
 
 const MiB = 1024 * 1024;
 const SEGMENT_ALIGN = 64 * 1024;
@@ -84,12 +85,8 @@ function asked(r: RecordedRequest, size: number): [number, number] {
   return [Number(m[1]), m[2] === '' ? size - 1 : Number(m[2])];
 }
 
-async function until(what: string, cond: () => boolean, ms = 30_000): Promise<void> {
-  for (const deadline = performance.now() + ms; !cond(); ) {
-    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+/** Waits for `cond` (polled, bounded by wait-for's deadline). */
+const until = (what: string, cond: () => boolean): Promise<true> => waitFor(() => cond() || undefined, { what });
 
 const stagingFiles = (dataDir: string) => fs.readdirSync(path.join(dataDir, 'staging'));
 const stored = (dataDir: string, sha256: string) => fs.existsSync(path.join(dataDir, 'blobs-v1', 'sha256', sha256.slice(0, 2), sha256.slice(2, 4), sha256));

@@ -6,8 +6,8 @@ import { configDefaults, defineConfig } from 'vitest/config';
  */
 const HEAVY = ['test/integration/crash-safety.test.ts', 'test/integration/fill.test.ts', 'test/integration/resources.test.ts'];
 
-/** Files run at once in the first group (on 2 cores too): most integration files mostly wait (timeouts, Retry-After, child tools). */
-const PARALLEL_WORKERS = 4;
+/** Files run at once in the first group: most integration files mostly wait (timeouts, Retry-After, child tools). */
+const PARALLEL_WORKERS = 3;
 
 // Three projects: fast pure unit tests; integration tests that start real servers (the mirror
 // and the fake hub) on 127.0.0.1 port 0 and drive real clients, several files at a time; and the

@@ -20,6 +20,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import { freePort } from '../../test/support/free-port.js';
 import { childPids, cpuSecondsOf } from './proc.js';
 
 export interface NginxOptions {
@@ -42,18 +43,6 @@ export interface Nginx {
   /** CPU seconds of the master and its workers. */
   cpu(): { user: number; system: number } | null;
   stop(): Promise<void>;
-}
-
-/** A port that was free a moment ago (nginx cannot listen on port 0 and report the port). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      srv.close(() => (addr && typeof addr === 'object' ? resolve(addr.port) : reject(new Error('no port'))));
-    });
-  });
 }
 
 function config(o: NginxOptions, staticPort: number, proxyPort: number): string {

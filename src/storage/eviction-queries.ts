@@ -44,6 +44,18 @@ interface SelectionParams {
   before: number | null;
 }
 
+/**
+ * An operator's selection (every condition optional: NULL, not asked for). A repo's blobs named
+ * by a file outside the selection (another repo or commit) stay. Constant SQL, ordered two ways.
+ */
+const SELECTED = `SELECT b.blob_key, b.size, b.last_accessed_at FROM blobs b WHERE
+  (@type IS NULL OR (
+    EXISTS (SELECT 1 FROM files f WHERE f.blob_key = b.blob_key AND f.repo_type = @type AND f.repo_id = @id AND (@commit IS NULL OR f.commit_sha = @commit))
+    AND NOT EXISTS (SELECT 1 FROM files f WHERE f.blob_key = b.blob_key AND NOT (f.repo_type = @type AND f.repo_id = @id AND (@commit IS NULL OR f.commit_sha = @commit)))))
+  AND (@before IS NULL OR b.last_accessed_at < @before)`;
+const SELECTED_LRU = `${SELECTED} ORDER BY b.last_accessed_at, b.blob_key`;
+const SELECTED_LARGEST = `${SELECTED} ORDER BY b.size DESC, b.blob_key DESC`;
+
 export class EvictionQueries {
   readonly #stmts;
 
@@ -53,24 +65,8 @@ export class EvictionQueries {
         'SELECT blob_key, size, last_accessed_at FROM blobs WHERE (last_accessed_at, blob_key) > (?, ?) ORDER BY last_accessed_at, blob_key LIMIT ?',
       ),
       largest: db.prepare<[number, string, number], CandidateDbRow>('SELECT blob_key, size, last_accessed_at FROM blobs WHERE (size, blob_key) < (?, ?) ORDER BY size DESC, blob_key DESC LIMIT ?'),
-      // Operator selections: every condition is optional (NULL: not asked for). A repo's blobs
-      // named by a file outside the selection (another repo or commit) stay.
-      selectedLru: db.prepare<[SelectionParams], CandidateDbRow>(
-        `SELECT b.blob_key, b.size, b.last_accessed_at FROM blobs b WHERE
-           (@type IS NULL OR (
-             EXISTS (SELECT 1 FROM files f WHERE f.blob_key = b.blob_key AND f.repo_type = @type AND f.repo_id = @id AND (@commit IS NULL OR f.commit_sha = @commit))
-             AND NOT EXISTS (SELECT 1 FROM files f WHERE f.blob_key = b.blob_key AND NOT (f.repo_type = @type AND f.repo_id = @id AND (@commit IS NULL OR f.commit_sha = @commit)))))
-           AND (@before IS NULL OR b.last_accessed_at < @before)
-         ORDER BY b.last_accessed_at, b.blob_key`,
-      ),
-      selectedLargest: db.prepare<[SelectionParams], CandidateDbRow>(
-        `SELECT b.blob_key, b.size, b.last_accessed_at FROM blobs b WHERE
-           (@type IS NULL OR (
-             EXISTS (SELECT 1 FROM files f WHERE f.blob_key = b.blob_key AND f.repo_type = @type AND f.repo_id = @id AND (@commit IS NULL OR f.commit_sha = @commit))
-             AND NOT EXISTS (SELECT 1 FROM files f WHERE f.blob_key = b.blob_key AND NOT (f.repo_type = @type AND f.repo_id = @id AND (@commit IS NULL OR f.commit_sha = @commit)))))
-           AND (@before IS NULL OR b.last_accessed_at < @before)
-         ORDER BY b.size DESC, b.blob_key DESC`,
-      ),
+      selectedLru: db.prepare<[SelectionParams], CandidateDbRow>(SELECTED_LRU),
+      selectedLargest: db.prepare<[SelectionParams], CandidateDbRow>(SELECTED_LARGEST),
       // Sizes: the texts and blobs of a row plus about 48 bytes for its keys, integers and page overhead.
       apiBytes: db.prepare<[], { n: number }>(
         'SELECT coalesce(sum(length(body) + length(headers) + length(request_key) + length(repo_id) + length(commit_sha) + coalesce(length(next_page), 0) + 48), 0) AS n FROM api_responses',

@@ -8,7 +8,6 @@
  */
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
@@ -19,6 +18,7 @@ import type { BlobStore } from '../../src/storage/blob-store-contract.js';
 import { BlobFile, FsBlobStore, RemoteBlob } from '../../src/storage/blob-store.js';
 import { S3BlobStore, type S3BlobStoreOptions } from '../../src/storage/s3-blob-store.js';
 import { makeContent } from '../support/content.js';
+import { deadEndpoint } from '../support/dead-endpoint.js';
 import { startSwiftS3, swiftS3SkipReason, type SwiftS3 } from '../support/swift-s3.js';
 
 const MiB = 1024 * 1024;
@@ -408,37 +408,9 @@ describe.skipIf(s3Skip !== undefined)('S3 driver: the object store behind the lo
 });
 
 describe('S3 driver: a store that is down or hangs', () => {
-  /** A TCP server that accepts connections and never answers. */
-  async function blackHole(): Promise<{ endpoint: string; close: () => Promise<void> }> {
-    const sockets = new Set<net.Socket>();
-    const server = net.createServer((s) => {
-      sockets.add(s);
-      s.on('error', () => undefined);
-      s.on('close', () => sockets.delete(s));
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const { port } = server.address() as net.AddressInfo;
-    return {
-      endpoint: `http://127.0.0.1:${port}`,
-      close: async () => {
-        for (const s of sockets) s.destroy();
-        await new Promise<void>((resolve) => server.close(() => resolve()));
-      },
-    };
-  }
-
-  /** A port nothing listens on. */
-  async function refusedEndpoint(): Promise<string> {
-    const server = net.createServer();
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const { port } = server.address() as net.AddressInfo;
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-    return `http://127.0.0.1:${port}`;
-  }
-
   it.each(['hangs', 'refuses connections'])('when it %s: lookups, reads, listings and commits fail with StorageUnavailable; local copies are still read', async (mode) => {
-    const hole = mode === 'hangs' ? await blackHole() : undefined;
-    const endpoint = hole?.endpoint ?? (await refusedEndpoint());
+    const hole = await deadEndpoint(mode === 'hangs' ? 'hangs' : 'refuses');
+    const endpoint = hole.endpoint;
     const layout = new BlobLayout(tempDir());
     const store = new S3BlobStore(layout, { endpoint, bucket: 'down', region: 'us-east-1', prefix: '', forcePathStyle: true, credentials: { accessKeyId: 'a', secretAccessKey: 'b' }, timeoutMs: 300 });
     try {
@@ -461,7 +433,7 @@ describe('S3 driver: a store that is down or hangs', () => {
       expect((await collect(store.openRead(localKey, 0, local.length - 1))).equals(local)).toBe(true);
     } finally {
       await store.close();
-      await hole?.close();
+      await hole.close();
     }
   });
 });

@@ -7,13 +7,13 @@
  * blobs without a local copy while local copies keep flowing.
  */
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { GetObjectCommand, HeadObjectCommand, ListMultipartUploadsCommand, type S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Config } from '../../src/config/config.js';
 import { makeContent, sha256Hex } from '../support/content.js';
+import { deadEndpoint } from '../support/dead-endpoint.js';
 import { download, header } from '../support/download.js';
 import { startFakeHub, type FakeHub } from '../support/fake-hub.js';
 import { startMirrorProcess } from '../support/mirror-process.js';
@@ -214,24 +214,6 @@ describe.skipIf(swiftS3SkipReason !== undefined)(`mirror with storage: s3${swift
     }
   });
 
-  /** A TCP server that accepts connections and never answers, or a port nothing listens on. */
-  async function deadEndpoint(mode: 'hangs' | 'is down'): Promise<{ endpoint: string; close: () => Promise<void> }> {
-    const sockets = new Set<net.Socket>();
-    const server = net.createServer((s) => {
-      sockets.add(s);
-      s.on('error', () => undefined);
-      s.on('close', () => sockets.delete(s));
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const endpoint = `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`;
-    const close = async () => {
-      for (const s of sockets) s.destroy();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-    };
-    if (mode === 'is down') await close();
-    return { endpoint, close: mode === 'hangs' ? close : async () => {} };
-  }
-
   it.each(['hangs', 'is down'] as const)('when the object store %s: 503 StorageUnavailable without a local copy, local copies still served', async (mode) => {
     const bucket = await swift.bucket('down');
     const repo = addRepo();
@@ -241,7 +223,7 @@ describe.skipIf(swiftS3SkipReason !== undefined)(`mirror with storage: s3${swift
     await first.close();
     fs.rmSync(localCopy(dataDir, repo.sha)); // the shard only in the bucket, config.json also local
     const { commit } = hub.commit({ id: repo.id }, { 'new.json': Buffer.from('{"new": true}\n') });
-    const dead = await deadEndpoint(mode);
+    const dead = await deadEndpoint(mode === 'hangs' ? 'hangs' : 'refuses');
     const m = await startMirror(hub.url, s3Config(bucket, { dataDir, s3Endpoint: dead.endpoint, s3TimeoutSeconds: 1, fillStartWaitMs: 9000 }));
     try {
       expect(m.logs.some((l) => l.includes('blob store unreachable at startup'))).toBe(true);

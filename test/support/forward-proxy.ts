@@ -15,6 +15,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { freePort } from './free-port.js';
 
 /** Children still running: killed when the test process exits, even after a timed-out test. */
 const live = new Set<ChildProcess>();
@@ -33,15 +34,6 @@ export interface Tinyproxy {
   /** The whole log so far. */
   log(): string;
   stop(): Promise<void>;
-}
-
-/** A free TCP port on 127.0.0.1 (closed again: the caller binds it soon after). */
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
 }
 
 /** Whether something accepts TCP connections on 127.0.0.1:`port`. */

@@ -27,7 +27,6 @@ import { Mirror } from './mirror/mirror.js';
 import { BlobLayout } from './storage/blob-layout.js';
 import { FsBlobStore, type BlobStoreOptions } from './storage/blob-store.js';
 import type { BlobStore } from './storage/blob-store-contract.js';
-import { S3BlobStore } from './storage/s3-blob-store.js';
 import { CacheIndex } from './storage/cache-index.js';
 import { HubClient } from './upstream/hub-client.js';
 import { UpstreamSet } from './upstream/upstream-set.js';
@@ -64,9 +63,14 @@ export interface OpenDataDir {
 /** The options that choose and reach the blob store. */
 export type StorageConfig = Pick<Config, 'storage' | 's3Endpoint' | 's3Bucket' | 's3Region' | 's3Prefix' | 's3ForcePathStyle' | 's3AccessKeyId' | 's3SecretAccessKey' | 's3TimeoutSeconds'>;
 
-/** The blob store `storage` names, over the data dir's layout (staging, local copies). */
-export function createBlobStore(layout: BlobLayout, c: StorageConfig, fsOptions: BlobStoreOptions = {}): BlobStore {
+/**
+ * The blob store `storage` names, over the data dir's layout (staging, local copies). The S3
+ * driver (and the AWS SDK, a third of a second of loading) is imported only when it is chosen:
+ * every CLI command and every fs-backed server starts without it.
+ */
+export async function createBlobStore(layout: BlobLayout, c: StorageConfig, fsOptions: BlobStoreOptions = {}): Promise<BlobStore> {
   if (c.storage === 'fs') return new FsBlobStore(layout, fsOptions);
+  const { S3BlobStore } = await import('./storage/s3-blob-store.js');
   return new S3BlobStore(layout, {
     local: fsOptions,
     endpoint: c.s3Endpoint,
@@ -98,7 +102,7 @@ export async function openDataDir(dataDir: string, log: Logger, opts: { diskWrit
       ...(opts.diskWriters === undefined ? {} : { diskWriters: opts.diskWriters }),
       onPreallocateUnsupported: (reason) => log.warn({ reason }, 'staging files cannot be preallocated on this filesystem: written without it (more fragmentation, no space reserved up front)'),
     };
-    store = opts.storage ? createBlobStore(layout, opts.storage, fsOptions) : new FsBlobStore(layout, fsOptions);
+    store = opts.storage ? await createBlobStore(layout, opts.storage, fsOptions) : new FsBlobStore(layout, fsOptions);
     await store.init();
     const index = CacheIndex.open(layout.indexPath, {
       onWriteProblem: (event, detail) => {

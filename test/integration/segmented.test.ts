@@ -92,8 +92,9 @@ const stagingFiles = (dataDir: string) => fs.readdirSync(path.join(dataDir, 'sta
 const stored = (dataDir: string, sha256: string) => fs.existsSync(path.join(dataDir, 'blobs-v1', 'sha256', sha256.slice(0, 2), sha256.slice(2, 4), sha256));
 
 describe('segmented fills', () => {
-  it('a 256 MiB cold file is fetched with 8 ranged GETs at once, each byte once, one fill for a herd', async () => {
-    const f = lfsFile(256 * MiB);
+  it('a 128 MiB cold file is fetched with 8 ranged GETs at once, each byte once, one fill for a herd', async () => {
+    // 8 segments of 16 MiB, one per connection.
+    const f = lfsFile(128 * MiB);
     const throttle = hub.setFault({ server: 'cdn', pathIncludes: f.sha256 }, { kind: 'throttle', bytesPerSecond: 20e6 });
     try {
       const all = await Promise.all(Array.from({ length: 5 }, () => download(f.url, { keepBody: false })));
@@ -181,7 +182,8 @@ describe('segmented fills', () => {
 
   it('an upstream without a strong ETag, or without Range support, gets one plain stream', async () => {
     const weak = lfsFile(80 * MiB);
-    const slow = hub.setFault({ server: 'cdn', pathIncludes: weak.sha256 }, { kind: 'throttle', bytesPerSecond: 10e6 });
+    // Slow enough that the first (ranged) answer is cut long before its 16 MiB are sent.
+    const slow = hub.setFault({ server: 'cdn', pathIncludes: weak.sha256 }, { kind: 'throttle', bytesPerSecond: 40e6 });
     const noEtag = hub.setFault({ server: 'cdn', pathIncludes: weak.sha256 }, { kind: 'weakEtag' });
     try {
       const r = await download(weak.url, { keepBody: false });

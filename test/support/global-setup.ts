@@ -3,7 +3,8 @@
  * (esbuild, dependencies left external), so that tests starting `hubcache` as a child process
  * (mirror-process.ts) start plain Node on it instead of compiling the TypeScript sources through
  * tsx at every start (about a second each; the crash tests start dozens). Same sources, same
- * entry point (src/main.ts).
+ * entry point (src/main.ts). Split into chunks, so that what the sources import lazily (the S3
+ * driver and its SDK) stays lazy in the bundle too.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -22,18 +23,22 @@ declare module 'vitest' {
 
 export default async function setup(project: TestProject): Promise<() => void> {
   // Under node_modules: its bare imports resolve against the project's dependencies.
-  const outfile = path.join(ROOT, 'node_modules', '.cache', 'hubcache-test', `main-${process.pid}-${project.name}.mjs`);
+  const outdir = path.join(ROOT, 'node_modules', '.cache', 'hubcache-test', `main-${process.pid}-${project.name}`);
   await build({
     entryPoints: [path.join(ROOT, 'src', 'main.ts')],
-    outfile,
+    outdir,
+    outExtension: { '.js': '.mjs' },
     bundle: true,
+    splitting: true,
     platform: 'node',
     format: 'esm',
     target: 'node20',
     packages: 'external',
-    sourcemap: 'inline',
+    // No inline source map: children run without --enable-source-maps, and a 1.5 MB map comment
+    // only doubles what every start reads and scans.
+    sourcemap: false,
     logLevel: 'warning',
   });
-  project.provide('mirrorBundle', outfile);
-  return () => fs.rmSync(outfile, { force: true });
+  project.provide('mirrorBundle', path.join(outdir, 'main.mjs'));
+  return () => fs.rmSync(outdir, { recursive: true, force: true });
 }

@@ -7,6 +7,10 @@
  * barriers (1 MiB, then 2 MiB), and the page must show each offset in turn before the next one
  * is released.
  *
+ * The jobs card: asked for the admin token (a wrong one is refused), it starts a prefetch from
+ * its form and shows the job until it is done; upstream is asked for exactly the files the globs
+ * name, once each. On an address without the operator API it says so.
+ *
  * Needs Chromium (Debian's /usr/bin/chromium, or CHROMIUM_PATH); skipped with a message without
  * it. With DASHBOARD_SCREENSHOT=<file.png> it also saves a screenshot of the page there (the one
  * in docs/ was made so).
@@ -31,6 +35,7 @@ const MiB = 1024 * 1024;
 const REPO: RepoRef = { id: 'acme/dashboard-model' };
 const WEIGHTS = makeContent(3 * MiB, 131);
 const TOKEN = 'dashboard-metrics-token';
+const ADMIN = 'dashboard-admin-secret-0123';
 /** Bounds every browser step, so a hung page fails the test instead of stalling it. */
 const STEP_MS = 30_000;
 
@@ -138,6 +143,67 @@ describe.skipIf(!haveChromium)(`the dashboard in Chromium${haveChromium ? '' : `
     expect(await page.textContent('#repos tbody')).toContain(`models/${REPO.id}`);
     expect(pageErrors).toEqual([]);
     await page.close();
+  });
+
+  it('asks for the admin token, starts a prefetch from the jobs card and shows it until done: each matching file fetched once', async () => {
+    const id = 'acme/dashboard-prefetch';
+    const files = { 'a.safetensors': makeContent(MiB, 132), 'b.safetensors': makeContent(MiB + 7, 133), 'notes.md': Buffer.from('# not asked for\n') };
+    hub.addRepo({ id, files });
+    const fetched = (name: string) => hub.count({ server: 'cdn', method: 'GET', pathIncludes: hub.fileInfo({ id }, name).sha256 });
+    // A mirror of its own, with the operator API on its port.
+    const admin = await startMirror(hub.url, { metricsToken: TOKEN, adminToken: ADMIN });
+    const page = await browser.newPage();
+    page.setDefaultTimeout(STEP_MS);
+    const pageErrors: string[] = [];
+    page.on('pageerror', (err) => pageErrors.push(err.message));
+    try {
+      await page.goto(`${admin.url}/_/`);
+      await page.waitForSelector('#login:not([hidden])');
+      await page.fill('#token', TOKEN);
+      await page.click('#login-submit');
+
+      // The jobs card asks for its own token; a wrong one is refused.
+      await page.waitForSelector('#admin-login:not([hidden])');
+      expect(await page.isHidden('#jobs-panel')).toBe(true);
+      await page.fill('#admin-token', 'not-the-admin-token-at-all');
+      await page.click('#admin-submit');
+      await page.waitForFunction(() => (globalThis as unknown as PageDom).document.getElementById('jobs-state')?.textContent === 'admin token refused');
+      await page.fill('#admin-token', ADMIN);
+      await page.click('#admin-submit');
+      await page.waitForSelector('#jobs-panel:not([hidden])');
+
+      await page.fill('#pf-repo', id);
+      await page.fill('#pf-include', '*.safetensors');
+      await page.click('#pf-start');
+      await page.waitForFunction(() => (globalThis as unknown as PageDom).document.getElementById('pf-result')?.textContent?.startsWith('started job '));
+      const jobId = /^started job (\S+)/.exec((await page.textContent('#pf-result')) ?? '')?.[1] ?? '';
+      const row = `#jobs tr[data-id="${jobId}"]`;
+      await page.waitForSelector(`${row}[data-state="done"]`);
+      const text = (await page.textContent(row)) ?? '';
+      expect(text).toContain(`prefetch`);
+      expect(text).toContain(`models/${id}@main · *.safetensors`);
+      expect(text).toContain('2 of 2 files');
+      expect([fetched('a.safetensors'), fetched('b.safetensors')]).toEqual([1, 1]);
+      expect(hub.count({ server: 'hub', method: 'GET', pathIncludes: `/${id}/resolve/` })).toBe(2); // the two redirects; notes.md never asked
+      // The admin token stays in the tab: not in the page, not in the job.
+      expect(await page.content()).not.toContain(ADMIN);
+      expect(pageErrors).toEqual([]);
+    } finally {
+      await page.close();
+      await admin.destroy();
+    }
+
+    // Without adminToken this address has no operator API, and the card says so.
+    const other = await browser.newPage();
+    other.setDefaultTimeout(STEP_MS);
+    await other.goto(`${mirror.url}/_/`);
+    await other.waitForSelector('#login:not([hidden])');
+    await other.fill('#token', TOKEN);
+    await other.click('#login-submit');
+    await other.waitForFunction(() => (globalThis as unknown as PageDom).document.getElementById('jobs-state')?.textContent?.startsWith('No operator API on this address'));
+    expect(await other.isHidden('#admin-login')).toBe(true);
+    expect(await other.isHidden('#jobs-panel')).toBe(true);
+    await other.close();
   });
 
   it('serves the page with a strict content security policy and no data in it', async () => {

@@ -4,6 +4,10 @@
  * every second and renders it; names in the data are only ever set as text, never as markup.
  * When the status answers 401 (a metrics token or an access key is required) it asks for the
  * token and keeps it in this tab's sessionStorage only.
+ *
+ * The jobs card speaks to the operator API (`/admin/jobs`, `POST /admin/prefetch`) with the admin
+ * token, asked for separately and kept the same way: it lists the jobs and starts a prefetch. When
+ * this address has no operator API (no adminToken, or it lives on adminListen) the card says so.
  */
 
 export const DASHBOARD_HTML = `<!doctype html>
@@ -53,6 +57,28 @@ export const DASHBOARD_HTML = `<!doctype html>
     <p id="no-errors" class="muted">none</p>
     <ul id="errors"></ul>
   </section>
+  <section class="card wide" id="jobs-card">
+    <h2>Jobs</h2>
+    <p id="jobs-state" class="muted">–</p>
+    <form id="admin-login" hidden>
+      <label for="admin-token">Prefetch and the job list need the mirror's admin token</label>
+      <input id="admin-token" type="password" autocomplete="off" placeholder="admin token">
+      <button id="admin-submit" type="submit">Open</button>
+    </form>
+    <div id="jobs-panel" hidden>
+      <form id="prefetch">
+        <label for="pf-repo">Prefetch a repo (files not cached yet are downloaded, once each)</label>
+        <select id="pf-type" aria-label="repo type"><option value="model">model</option><option value="dataset">dataset</option><option value="space">space</option></select>
+        <input id="pf-repo" placeholder="org/name" required>
+        <input id="pf-revision" placeholder="revision (main)" aria-label="revision">
+        <input id="pf-include" placeholder="only these globs, e.g. *.safetensors *.json" aria-label="include globs">
+        <button id="pf-start" type="submit">Start</button>
+      </form>
+      <p id="pf-result" class="muted"></p>
+      <p id="no-jobs" class="muted">no jobs yet</p>
+      <table id="jobs"><thead><tr><th>job</th><th>kind</th><th>what</th><th>state</th><th>progress</th></tr></thead><tbody></tbody></table>
+    </div>
+  </section>
 </main>
 <footer class="muted" id="footer"></footer>
 </body>
@@ -100,17 +126,29 @@ form label { flex-basis: 100%; }
 input { font: inherit; padding: .3rem .5rem; min-width: 14rem; }
 button { font: inherit; padding: .3rem .8rem; }
 footer { padding: 0 1rem 1rem; font-size: .8rem; }
+#jobs-card form { padding: .3rem 0; }
+#jobs-card input { min-width: 10rem; flex: 1 1 10rem; }
+#jobs td progress { width: 6rem; height: .8rem; vertical-align: middle; margin-right: .3rem; }
+#jobs td:nth-child(3) { text-align: left; overflow-wrap: anywhere; }
+#jobs tr[data-state="failed"] td:nth-child(4) { color: var(--bad); }
+#jobs tr[data-state="done"] td:nth-child(4) { color: var(--ok); }
+#pf-result.bad { color: var(--bad); }
 `;
 
 export const DASHBOARD_JS = String.raw`
 'use strict';
 (function () {
   var TOKEN_KEY = 'hubcache-dashboard-token';
+  var ADMIN_KEY = 'hubcache-dashboard-admin-token';
   var POLL_MS = 1000;
+  var JOBS_POLL_MS = 2000;
   var $ = function (id) { return document.getElementById(id); };
   /** Speeds: the last bytes seen per fill, keyed by what identifies it in the data. */
   var lastSeen = {};
   var timer = null;
+  /** 'idle' until the page first renders, then 'polling'; 'off' when this address has no operator API. */
+  var jobsMode = 'idle';
+  var jobsTimer = null;
 
   function bytes(n) {
     if (n === null || n === undefined) return '–';
@@ -163,6 +201,7 @@ export const DASHBOARD_JS = String.raw`
     renderFills(s);
     renderRepos(s);
     renderErrors(s);
+    if (jobsMode === 'idle') { jobsMode = 'polling'; pollJobs(); }
     text($('footer'), 'hubcache ' + s.version + ' · up since ' + new Date(s.startedAt).toLocaleString() +
       (s.names ? '' : ' · names hidden (no metrics token configured)'));
   }
@@ -279,7 +318,119 @@ export const DASHBOARD_JS = String.raw`
     });
   }
 
+  function adminHeaders(json) {
+    var token = sessionStorage.getItem(ADMIN_KEY);
+    var h = token ? { Authorization: 'Bearer ' + token } : {};
+    if (json) h['Content-Type'] = 'application/json';
+    return h;
+  }
+
+  /** The error an operator API answer carries: its JSON "error", else X-Error-Message, else the status. */
+  function apiError(res) {
+    return res.json().then(function (b) { return b && b.error ? String(b.error) : null; }, function () { return null; }).then(function (m) {
+      return m || res.headers.get('x-error-message') || ('status ' + res.status);
+    });
+  }
+
+  function pollJobs() {
+    if (jobsTimer) { clearTimeout(jobsTimer); jobsTimer = null; }
+    fetch('/admin/jobs', { headers: adminHeaders(false), cache: 'no-store' }).then(function (res) {
+      if (res.status === 404) {
+        jobsMode = 'off';
+        $('admin-login').hidden = true;
+        $('jobs-panel').hidden = true;
+        text($('jobs-state'), 'No operator API on this address: the mirror has no adminToken, or serves it on adminListen (the CLI: hubcache prefetch, hubcache jobs).');
+        return null;
+      }
+      if (res.status === 401 || res.status === 403) {
+        $('jobs-panel').hidden = true;
+        $('admin-login').hidden = false;
+        text($('jobs-state'), sessionStorage.getItem(ADMIN_KEY) ? 'admin token refused' : 'admin token needed');
+        return null;
+      }
+      if (!res.ok) throw new Error('status ' + res.status);
+      return res.json();
+    }).then(function (body) {
+      if (!body) return;
+      $('admin-login').hidden = true;
+      $('jobs-panel').hidden = false;
+      text($('jobs-state'), body.jobs.length + (body.jobs.length === 1 ? ' job' : ' jobs') + ' · ' + time(Date.now()));
+      renderJobs(body.jobs);
+    }).catch(function (err) {
+      text($('jobs-state'), 'jobs unreachable (' + err.message + '), retrying');
+    }).then(function () {
+      if (jobsMode === 'polling' && $('admin-login').hidden) jobsTimer = setTimeout(pollJobs, JOBS_POLL_MS);
+    });
+  }
+
+  function jobWhat(j) {
+    var p = j.params || {};
+    if (j.kind === 'prefetch' && p.repo) {
+      return p.repo.type + 's/' + p.repo.id + '@' + p.revision + (p.include && p.include.length ? ' · ' + p.include.join(' ') : '') +
+        (p.exclude && p.exclude.length ? ' · not ' + p.exclude.join(' ') : '');
+    }
+    if (j.kind === 'import') return String(p.path || '');
+    return '';
+  }
+
+  function renderJobs(jobs) {
+    var body = $('jobs').tBodies[0];
+    clear(body);
+    $('no-jobs').hidden = jobs.length > 0;
+    $('jobs').hidden = jobs.length === 0;
+    jobs.forEach(function (j) {
+      var g = j.progress;
+      var tr = node('tr', 'job-row');
+      tr.setAttribute('data-id', j.id);
+      tr.setAttribute('data-state', j.state);
+      tr.appendChild(node('td', '', j.id));
+      tr.appendChild(node('td', '', j.kind));
+      tr.appendChild(node('td', '', jobWhat(j)));
+      tr.appendChild(node('td', '', j.state + (j.message ? ': ' + j.message : '')));
+      var cell = node('td', 'progress');
+      if (g.itemsTotal !== null) {
+        var bar = node('progress');
+        bar.max = Math.max(1, g.itemsTotal);
+        bar.value = g.itemsDone;
+        cell.appendChild(bar);
+      }
+      cell.appendChild(node('span', '', g.itemsDone + ' of ' + (g.itemsTotal === null ? '?' : g.itemsTotal) + ' files' +
+        (g.itemsFailed ? ' (' + g.itemsFailed + ' failed)' : '') + ' · ' + bytes(g.bytesDone)));
+      tr.appendChild(cell);
+      body.appendChild(tr);
+    });
+  }
+
+  function startPrefetch() {
+    var include = $('pf-include').value.split(/[\s,]+/).filter(function (g) { return g.length > 0; });
+    var req = { repo: $('pf-repo').value.trim(), type: $('pf-type').value };
+    var revision = $('pf-revision').value.trim();
+    if (revision) req.revision = revision;
+    if (include.length) req.include = include;
+    var result = $('pf-result');
+    result.className = 'muted';
+    text(result, 'starting…');
+    fetch('/admin/prefetch', { method: 'POST', headers: adminHeaders(true), body: JSON.stringify(req), cache: 'no-store' }).then(function (res) {
+      if (res.ok) return res.json().then(function (b) { text(result, 'started job ' + b.job.id + ' (' + b.job.state + ')'); });
+      return apiError(res).then(function (m) { result.className = 'bad'; text(result, 'refused: ' + m); });
+    }).catch(function (err) {
+      result.className = 'bad';
+      text(result, 'failed: ' + err.message);
+    }).then(pollJobs);
+  }
+
   document.addEventListener('DOMContentLoaded', function () {
+    $('admin-login').addEventListener('submit', function (ev) {
+      ev.preventDefault();
+      sessionStorage.setItem(ADMIN_KEY, $('admin-token').value.trim());
+      $('admin-token').value = '';
+      jobsMode = 'polling';
+      pollJobs();
+    });
+    $('prefetch').addEventListener('submit', function (ev) {
+      ev.preventDefault();
+      startPrefetch();
+    });
     $('login').addEventListener('submit', function (ev) {
       ev.preventDefault();
       sessionStorage.setItem(TOKEN_KEY, $('token').value.trim());

@@ -166,7 +166,7 @@ const STORAGE_STATS_TTL_MS = 1_000;
 /**
  * The cache's size, budget (maxCacheBytes, resolved) and free space, and the index's row counts.
  */
-function storageStats(index: CacheIndex, disk: DiskSpace, budgetBytes: () => number): () => Promise<StorageStats> {
+function storageStats(index: CacheIndex, disk: DiskSpace, budgetBytes: () => number, usedBytes: () => number): () => Promise<StorageStats> {
   let last: { at: number; stats: Promise<StorageStats> } | undefined;
   return () => {
     const now = performance.now();
@@ -175,7 +175,7 @@ function storageStats(index: CacheIndex, disk: DiskSpace, budgetBytes: () => num
       const counts = index.stats();
       const freeBytes = await disk.available().catch(() => 0);
       return {
-        usedBytes: counts.blobBytes,
+        usedBytes: usedBytes(),
         budgetBytes: budgetBytes(),
         freeBytes,
         rows: counts.rows,
@@ -276,7 +276,7 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
     },
     onProblem: (what, err) => log.warn({ err: { message: (err as Error).message } }, `eviction: ${what} failed`),
   });
-  log.info({ budgetBytes: evictor.budgetBytes, storedBytes: index.storedBytes, policy: evictor.policy }, 'cache budget');
+  log.info({ budgetBytes: evictor.budgetBytes, storedBytes: evictor.usedBytes(), policy: evictor.policy }, 'cache budget');
   const mirror = new Mirror({
     store,
     index,
@@ -314,7 +314,7 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
   metrics.attach({
     fills: () => ({ running: mirror.runningFills, queued: mirror.queuedFills }),
     upstreamFileBytes: () => mirror.upstreamFileBytes,
-    storage: storageStats(index, diskSpace, () => evictor.budgetBytes),
+    storage: storageStats(index, diskSpace, () => evictor.budgetBytes, () => evictor.usedBytes()),
   });
   const sampleTotals = (): void => activity.sample(metrics.totals());
   sampleTotals();

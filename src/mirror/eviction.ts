@@ -24,7 +24,9 @@
  * A failed unlink leaves the blob as it was: stored and recorded.
  *
  * With `storage: s3` only the local copy is evicted (BlobStore.dropLocal): the object stays in the
- * bucket and the index keeps the blob, which is then read from the store.
+ * bucket and the index keeps the blob, which is then read from the store. The budget then counts
+ * the local copies (BlobStore.localCopies), not every blob the index records: the bucket may hold
+ * far more than the disk, and only local copies can be freed.
  */
 import { systemClock, type Clock } from '../clock.js';
 import type { BlobKey } from '../storage/blob-layout.js';
@@ -114,9 +116,19 @@ export class Evictor {
     this.#fills = fills;
   }
 
+  /** Bytes the budget counts now: the blobs on the local disk (every recorded blob with fs). */
+  usedBytes(): number {
+    return this.#store.localCopies?.bytes() ?? this.#index.storedBytes;
+  }
+
   /** Bytes the budget still has for a new fill (negative: over by that much). */
   headroom(): number {
-    return this.budgetBytes - this.#index.storedBytes - this.#fills.reservedBytes();
+    return this.budgetBytes - this.usedBytes() - this.#fills.reservedBytes();
+  }
+
+  /** Whether evicting the blob frees local disk (with s3, a blob only in the bucket frees nothing). */
+  #local(key: BlobKey): boolean {
+    return this.#store.localCopies?.has(key) ?? true;
   }
 
   /** Settles when the blob's eviction, if one is running, is over; undefined when none is. */
@@ -164,7 +176,7 @@ export class Evictor {
         cursor = page.cursor;
         for (const c of page.rows) {
           if (freed >= bytes) break;
-          if (this.#protected(c, now)) continue;
+          if (!this.#local(c.blobKey) || this.#protected(c, now)) continue;
           if (await this.#evictOne(c, why)) freed += c.size;
         }
       }
@@ -181,6 +193,7 @@ export class Evictor {
       const report: EvictReport = { dryRun: opts.dryRun, bytes: 0, blobs: [] };
       for (const c of this.#index.eviction.selection(sel, this.policy)) {
         if (opts.bytes !== undefined && report.bytes >= opts.bytes) break;
+        if (!this.#local(c.blobKey)) continue; // nothing here to free: it is only in the bucket
         if (this.#protected(c, now)) {
           report.blobs.push({ blob: c.blobKey, size: c.size, outcome: 'in-use' });
           continue;
@@ -235,7 +248,7 @@ export class Evictor {
 
   async #backgroundPass(): Promise<void> {
     try {
-      const used = this.#index.storedBytes + this.#fills.reservedBytes();
+      const used = this.usedBytes() + this.#fills.reservedBytes();
       if (used > this.budgetBytes * HIGH_WATER) await this.evict(used - Math.floor(this.budgetBytes * LOW_WATER), 'background');
       if (this.#maxMetadataBytes > 0) this.#index.eviction.pruneMetadata(this.#maxMetadataBytes);
     } catch (err) {

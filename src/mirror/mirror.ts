@@ -283,7 +283,7 @@ export class Mirror {
       if (overBudget >= overDisk && this.#evictor) {
         throw new MirrorError(
           'InsufficientStorage',
-          `The mirror's cache is full for ${what}: ${formatBytes(this.#evictor.budgetBytes)} budget (maxCacheBytes), ${formatBytes(this.#index.storedBytes)} stored, ` +
+          `The mirror's cache is full for ${what}: ${formatBytes(this.#evictor.budgetBytes)} budget (maxCacheBytes), ${formatBytes(this.#evictor.usedBytes())} stored, ` +
             `${formatBytes(reserved)} promised to downloads in progress, and every stored file is in use`,
         );
       }

@@ -343,7 +343,7 @@ export class Metrics implements RequestObserver, UpstreamObserver, EvictionObser
         },
       });
     };
-    storageGauge('hubcache_cache_used_bytes', 'Bytes of the blobs in the cache.', (s) => s.usedBytes);
+    storageGauge('hubcache_cache_used_bytes', 'Bytes of the blobs on the local disk, what maxCacheBytes counts (with storage s3: the local copies).', (s) => s.usedBytes);
     storageGauge('hubcache_cache_budget_bytes', 'The most the cache may hold now: what it holds plus the free space above minFreeBytes.', (s) => s.budgetBytes);
     storageGauge('hubcache_disk_free_bytes', 'Free bytes on the cache disk (for unprivileged writers).', (s) => s.freeBytes);
     new Gauge({

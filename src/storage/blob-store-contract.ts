@@ -96,6 +96,13 @@ export interface BlobStore {
    */
   readonly localCopiesAreCache: boolean;
 
+  /**
+   * With a remote store (`localCopiesAreCache`), its local copies: what the disk budget counts and
+   * what eviction can free, since the bucket may hold far more than the disk. Undefined for a
+   * store whose local files are the blobs (the index's stored bytes are then the disk's).
+   */
+  readonly localCopies?: LocalCopies;
+
   /** Every committed blob, for reconciliation with the index and for eviction. */
   list(): AsyncIterable<StoredBlob>;
 
@@ -108,4 +115,11 @@ export interface BlobStore {
 
   /** Releases connections. */
   close(): Promise<void>;
+}
+
+/** The local copies in front of a remote store, as this process made, found or removed them. */
+export interface LocalCopies {
+  /** Bytes of all local copies. */
+  bytes(): number;
+  has(key: BlobKey): boolean;
 }

@@ -44,7 +44,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { MirrorError, isMirrorError } from '../errors.js';
 import { BlobLayout, blobKey, parseBlobKey, type BlobKey } from './blob-layout.js';
-import type { BlobStore, StoredBlob, VerifiedBlob } from './blob-store-contract.js';
+import type { BlobStore, LocalCopies, StoredBlob, VerifiedBlob } from './blob-store-contract.js';
 import { FsBlobStore, RemoteBlob, checkStaged, fsyncDir, isNotFound, type BlobFile, type BlobStoreOptions } from './blob-store.js';
 import { crashPoint } from './crash-points.js';
 import { diskFullError } from './disk-space.js';
@@ -83,11 +83,40 @@ export interface S3BlobStoreOptions {
   client?: S3ClientConfig;
 }
 
+/** Sizes of the local copies, summed as they come and go. */
+class LocalCopySet implements LocalCopies {
+  readonly #sizes = new Map<BlobKey, number>();
+  #bytes = 0;
+
+  add(key: BlobKey, size: number): void {
+    this.delete(key);
+    this.#sizes.set(key, size);
+    this.#bytes += size;
+  }
+
+  delete(key: BlobKey): void {
+    const size = this.#sizes.get(key);
+    if (size === undefined) return;
+    this.#sizes.delete(key);
+    this.#bytes -= size;
+  }
+
+  bytes(): number {
+    return this.#bytes;
+  }
+
+  has(key: BlobKey): boolean {
+    return this.#sizes.has(key);
+  }
+}
+
 export class S3BlobStore implements BlobStore {
   readonly kind = 's3';
   readonly layout: BlobLayout;
   readonly listedBlobsAreVerified = true;
   readonly localCopiesAreCache = true;
+  readonly #localCopies = new LocalCopySet();
+  readonly localCopies: LocalCopies = this.#localCopies;
   readonly #local: FsBlobStore;
   readonly #s3: S3Client;
   readonly #bucket: string;
@@ -137,6 +166,7 @@ export class S3BlobStore implements BlobStore {
    */
   async init(): Promise<void> {
     await this.#local.init();
+    for await (const b of this.#local.list()) this.#localCopies.add(b.key, b.size);
     try {
       await this.#s3.send(new HeadBucketCommand({ Bucket: this.#bucket }), { abortSignal: AbortSignal.timeout(this.#timeoutMs) });
     } catch (err) {
@@ -167,7 +197,7 @@ export class S3BlobStore implements BlobStore {
         }
       }
       crashPoint('after-upload');
-      await this.#landLocally(key, stagedPath);
+      await this.#landLocally(key, stagedPath, verified.size);
     } catch (err) {
       await fsp.rm(stagedPath, { force: true });
       throw this.#storageError(err, `storing ${key}`);
@@ -201,8 +231,9 @@ export class S3BlobStore implements BlobStore {
    * Only the local copy goes: the object stays in the bucket and the blob stays cached (read
    * from the store until a read copies it back).
    */
-  dropLocal(key: BlobKey): Promise<void> {
-    return this.#local.remove(key);
+  async dropLocal(key: BlobKey): Promise<void> {
+    await this.#local.remove(key);
+    this.#localCopies.delete(key);
   }
 
   #stream(key: BlobKey, start: number, end: number, localFirst: boolean): Readable {
@@ -222,6 +253,7 @@ export class S3BlobStore implements BlobStore {
       if (httpStatus(err) !== 404) throw this.#storageError(err, `removing ${key}`);
     }
     await this.#local.remove(key);
+    this.#localCopies.delete(key);
   }
 
   async *list(): AsyncIterable<StoredBlob> {
@@ -331,7 +363,7 @@ export class S3BlobStore implements BlobStore {
   async #landLocallyChecked(key: BlobKey, stagedPath: string, verified: VerifiedBlob): Promise<void> {
     try {
       await checkStaged(key, stagedPath, verified);
-      await this.#landLocally(key, stagedPath);
+      await this.#landLocally(key, stagedPath, verified.size);
     } catch (err) {
       await fsp.rm(stagedPath, { force: true });
       throw err;
@@ -339,10 +371,11 @@ export class S3BlobStore implements BlobStore {
   }
 
   /** The verified staged file becomes the local copy. */
-  async #landLocally(key: BlobKey, stagedPath: string): Promise<void> {
+  async #landLocally(key: BlobKey, stagedPath: string, size: number): Promise<void> {
     const finalPath = this.pathOf(key);
     await fsp.mkdir(path.dirname(finalPath), { recursive: true });
     await fsp.rename(stagedPath, finalPath);
+    this.#localCopies.add(key, size);
     await fsyncDir(path.dirname(finalPath));
   }
 

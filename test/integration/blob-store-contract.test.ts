@@ -49,7 +49,7 @@ async function put(store: BlobStore, data: Buffer, key: BlobKey = sha256Key(data
   for (let i = 0; i < data.length; i += 256 * 1024) await w.write(i, [data.subarray(i, i + 256 * 1024)]);
   await w.commit();
   w.dispose();
-  if (remoteOnly.has(store)) fs.rmSync(store.pathOf(key));
+  if (remoteOnly.has(store)) await store.dropLocal(key);
   return key;
 }
 
@@ -318,6 +318,34 @@ describe.each(drivers)('BlobStore contract: $name driver', (driver) => {
       await staging.abort();
     } finally {
       await store.close();
+    }
+  });
+
+  test('localCopies is there exactly when local copies are a cache, and counts the copies on this disk, also after a restart', async () => {
+    const dataDir = tempDir();
+    const store = await driver.open({ dataDir });
+    expect(store.localCopies !== undefined).toBe(store.localCopiesAreCache);
+    const copies = store.localCopies;
+    if (!copies) {
+      await store.close();
+      return; // the filesystem store: its blobs are the local files (the index counts them)
+    }
+    const local = !remoteOnly.has(store);
+    let next: BlobStore | undefined;
+    try {
+      const ka = await put(store, makeContent(100_000, 11));
+      const kb = await put(store, makeContent(50_000, 12));
+      expect([copies.has(ka), copies.has(kb), copies.bytes()]).toEqual(local ? [true, true, 150_000] : [false, false, 0]);
+      await store.dropLocal(kb);
+      expect([copies.has(kb), copies.bytes()]).toEqual([false, local ? 100_000 : 0]);
+      expect(await store.stat(kb)).toEqual({ size: 50_000 }); // still stored
+      await store.close();
+      next = await driver.open({ dataDir, bucket: (store as { bucket?: string }).bucket });
+      expect([next.localCopies?.has(ka), next.localCopies?.has(kb), next.localCopies?.bytes()]).toEqual(local ? [true, false, 100_000] : [false, false, 0]);
+      await next.remove(ka);
+      expect([next.localCopies?.has(ka), next.localCopies?.bytes()]).toEqual([false, 0]);
+    } finally {
+      await (next ?? store).close();
     }
   });
 

@@ -137,6 +137,31 @@ describe.skipIf(swiftS3SkipReason !== undefined)(`mirror with storage: s3${swift
     }
   });
 
+  it('the disk budget counts the local copies, not the bucket: more blobs than the budget are fetched once each, the oldest copies leave the disk, and stay hits', async () => {
+    const bucket = await swift.bucket('budget');
+    const repos = [addRepo(), addRepo(), addRepo(), addRepo()]; // 4 x 13 MiB shards
+    const dataDir = tempDir();
+    const budget = 30 * MiB; // two local copies fit, the bucket holds all four
+    const m = await startMirror(hub.url, s3Config(bucket, { dataDir, maxCacheBytes: String(budget), evictionGraceSeconds: 0, minFreeBytes: 0 }));
+    try {
+      for (const repo of repos) {
+        const d = await download(`${m.url}/${repo.id}/resolve/main/model.safetensors`, { keepBody: false });
+        expect([repo.id, d.status, header(d, 'x-mirror-cache'), d.complete, d.sha256]).toEqual([repo.id, 200, 'miss', true, repo.sha]);
+      }
+      const local = repos.filter((r) => fs.existsSync(localCopy(dataDir, r.sha)));
+      expect(local.reduce((n, r) => n + r.shard.length, 0)).toBeLessThanOrEqual(budget);
+      expect(local.map((r) => r.id)).toContain(repos[3]!.id); // the newest stays on the disk
+      expect(fs.existsSync(localCopy(dataDir, repos[0]!.sha))).toBe(false); // the oldest left it
+      for (const repo of repos) expect(await object(bucket, repo.sha)).toEqual({ size: repo.shard.length, sha256: repo.sha });
+      // The first one is still cached: a hit from the bucket, no second upstream download.
+      const again = await download(`${m.url}/${repos[0]!.id}/resolve/main/model.safetensors`, { keepBody: false });
+      expect([again.status, header(again, 'x-mirror-cache'), again.sha256]).toEqual([200, 'hit', repos[0]!.sha]);
+      for (const repo of repos) expect(cdnGets(repo.sha)).toBe(1);
+    } finally {
+      await m.destroy();
+    }
+  });
+
   it('a dropped upstream body is resumed and the object holds the whole verified blob', async () => {
     const bucket = await swift.bucket('resume');
     const repo = addRepo();

@@ -9,9 +9,8 @@ import { Command, CommanderError, Option } from 'commander';
 import { OPTIONS, envName, flagName } from './config/config.js';
 import { loadConfig } from './config/load-config.js';
 import { createLogger } from './observability/logger.js';
-import { VERSION, startServer } from './server.js';
+import { VERSION } from './version.js';
 import { proxySettingsFromEnv, proxySettingsProblems } from './upstream/proxy-routes.js';
-import { healthTarget, probeHealth } from './health-probe.js';
 import { registerOperatorCommands } from './cli/commands.js';
 
 const program = new Command();
@@ -56,6 +55,8 @@ serve.action(async (opts: Record<string, unknown>, command: Command) => {
   const log = createLogger(loaded.config.logLevel);
   let running;
   try {
+    // Loaded here, not at the top: the other commands start without the server's modules.
+    const { startServer } = await import('./server.js');
     running = await startServer(loaded.config, log, { proxy });
   } catch (err) {
     log.fatal({ message: (err as Error).message }, 'could not start');
@@ -94,6 +95,7 @@ withConfigOptions(
     process.stderr.write(`hubcache health: invalid configuration:\n${problems.map((e) => `  - ${e}`).join('\n')}\n`);
     process.exit(1);
   }
+  const { healthTarget, probeHealth } = await import('./health-probe.js');
   const target = healthTarget(loaded.config, flags.host !== undefined || flags.port !== undefined);
   const result = await probeHealth(target.url, HEALTH_TIMEOUT_MS);
   if (result.healthy) {

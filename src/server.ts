@@ -3,6 +3,7 @@
  * and by the integration tests (same code path, temp dirs, port 0). `close()` drains: stops
  * accepting, cancels fills, closes the upstream pool and the index.
  */
+import { VERSION } from './version.js';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { createAdaptorServer } from '@hono/node-server';
@@ -51,7 +52,7 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-export const VERSION = '0.1.0';
+export { VERSION };
 
 export interface OpenDataDir {
   layout: BlobLayout;

@@ -21,7 +21,6 @@ import { AccessPolicy } from '../hub/access-policy.js';
 import { isRepoType, validateRepoId } from '../hub/repo-ref.js';
 import { itemJson, jobJson } from '../http/routes/admin.js';
 import { createLogger } from '../observability/logger.js';
-import { createHubClient, openDataDir } from '../server.js';
 import { BlobLayout } from '../storage/blob-layout.js';
 import { CacheIndex } from '../storage/cache-index.js';
 import { DataDirLock } from '../storage/data-dir-lock.js';
@@ -380,6 +379,7 @@ async function follow(client: AdminClient, job: JobView, unit: string, json: boo
 /** `import` with the server stopped: the same importer, on the data dir under its lock. */
 async function localImport(config: Config, lock: DataDirLock, req: ImportRequest, json: boolean): Promise<number> {
   const log = createLogger('warn', process.stderr);
+  const { createHubClient, openDataDir } = await import('../server.js');
   const opened = await openDataDir(config.dataDir, log, { held: lock, diskWriters: config.diskWriters, storage: config });
   const hub = createHubClient(config, log, proxySettingsFromEnv(process.env));
   const access = new AccessPolicy({ hfToken: config.hfToken, hub, authTtlMs: config.authTtlSeconds * 1000 });
@@ -411,6 +411,7 @@ async function localImport(config: Config, lock: DataDirLock, req: ImportRequest
 /** `evict` with the server stopped: the same Evictor on the data dir under its lock (no reader can hold a lease). */
 async function localEvict(config: Config, lock: DataDirLock, req: EvictRequest): Promise<EvictReport> {
   const log = createLogger('warn', process.stderr);
+  const { openDataDir } = await import('../server.js');
   const opened = await openDataDir(config.dataDir, log, { held: lock, diskWriters: config.diskWriters, storage: config });
   try {
     const diskSpace = new DiskSpace(opened.layout.root, config.minFreeBytes);
@@ -432,6 +433,7 @@ async function localEvict(config: Config, lock: DataDirLock, req: EvictRequest):
 /** `verify` with the server stopped: progress on stderr, the JSON report on stdout. */
 async function localVerify(config: Config, lock: DataDirLock): Promise<number> {
   const log = createLogger('warn', process.stderr);
+  const { openDataDir } = await import('../server.js');
   const opened = await openDataDir(config.dataDir, log, { held: lock, diskWriters: config.diskWriters, storage: config });
   const bar = verifyBar(process.stderr);
   try {

@@ -26,7 +26,15 @@ import dns from 'node:dns';
 import net from 'node:net';
 import ipaddr from 'ipaddr.js';
 import { MirrorError } from '../errors.js';
-import { ForbiddenAddressError } from './upstream-errors.js';
+
+/** Thrown by the redirect policy's DNS guard when a redirect target resolves to a forbidden address. */
+export class ForbiddenAddressError extends Error {
+  readonly code = 'ERR_HUBCACHE_FORBIDDEN_ADDRESS';
+  constructor(message: string) {
+    super(message);
+    this.name = 'ForbiddenAddressError';
+  }
+}
 
 /** The Hub's own domains: the site, its LFS CDN (`cdn-lfs*.hf.co`) and the Xet bridges (`cas-bridge.xethub.hf.co`). */
 export const DEFAULT_REDIRECT_HOSTS: readonly string[] = ['huggingface.co', '*.huggingface.co', 'hf.co', '*.hf.co', '*.xethub.hf.co'];

@@ -3,8 +3,8 @@
  * clients need (X-Repo-Commit on EntryNotFound, Retry-After on 429/503). An upstream 4xx stays a
  * 4xx: a 5xx would make clients retry and then blame the connection.
  */
-import { errors as undiciErrors } from 'undici';
 import { MirrorError } from '../errors.js';
+import { ForbiddenAddressError } from './redirect-policy.js';
 import { retryAfterSeconds } from './retry-policy.js';
 
 export type HeaderValue = string | string[] | undefined;
@@ -66,6 +66,9 @@ function serverFailure(status: number, what: string, extra: Record<string, strin
   return new MirrorError('UpstreamError', `Upstream answered ${status} for ${what}`, { headers: extra });
 }
 
+/** undici's ConnectTimeoutError, HeadersTimeoutError and BodyTimeoutError. */
+const UNDICI_TIMEOUTS = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
+
 /** A thrown network error (connect refused, DNS, timeout, reset) → 503/504. */
 export function fromNetworkError(err: unknown, what: string): MirrorError {
   if (err instanceof MirrorError) return err;
@@ -74,16 +77,11 @@ export function fromNetworkError(err: unknown, what: string): MirrorError {
   const name = (err as { name?: string } | null)?.name;
   // An aborted request reports the abort's reason as its cause (AbortSignal.timeout → TimeoutError).
   const causeName = (err as { cause?: { name?: string } } | null)?.cause?.name;
-  if (
-    name === 'TimeoutError' ||
-    causeName === 'TimeoutError' ||
-    err instanceof undiciErrors.ConnectTimeoutError ||
-    err instanceof undiciErrors.HeadersTimeoutError ||
-    err instanceof undiciErrors.BodyTimeoutError
-  ) {
+  const code = (err as { code?: string } | null)?.code ?? '';
+  // undici's timeouts by their codes, not their classes: the same whichever undici copy threw them.
+  if (name === 'TimeoutError' || causeName === 'TimeoutError' || UNDICI_TIMEOUTS.has(code)) {
     return new MirrorError('UpstreamTimeout', `Upstream timed out for ${what}`, { cause: err });
   }
-  const code = (err as { code?: string } | null)?.code ?? '';
   const reason = code || (err instanceof Error ? err.name : 'error');
   return new MirrorError('UpstreamUnavailable', `Upstream unreachable for ${what} (${reason})`, { cause: err });
 }
@@ -103,15 +101,6 @@ export function isUnhealthy(err: unknown): boolean {
   if (serverFailures.has(err)) return true;
   if (err.code !== 'UpstreamUnavailable' && err.code !== 'UpstreamTimeout') return false;
   return err.cause !== undefined && forbiddenAddressOf(err.cause) === undefined;
-}
-
-/** Thrown by the redirect policy's DNS guard when a redirect target resolves to a forbidden address. */
-export class ForbiddenAddressError extends Error {
-  readonly code = 'ERR_HUBCACHE_FORBIDDEN_ADDRESS';
-  constructor(message: string) {
-    super(message);
-    this.name = 'ForbiddenAddressError';
-  }
 }
 
 /** The ForbiddenAddressError behind `err` (undici may wrap the connect error), if any. */

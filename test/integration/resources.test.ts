@@ -543,7 +543,8 @@ describe('T27: slow clients', () => {
     const senders = spawn(process.execPath, ['-e', SLOWLORIS, u.hostname, u.port, line], { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     senders.stdout.on('data', (c: Buffer) => (out += c.toString()));
-    const sendersDone = new Promise<void>((resolve) => senders.on('exit', () => resolve()));
+    // 'close', not 'exit': 'exit' may come before its last lines have been read from the pipe.
+    const sendersDone = new Promise<void>((resolve) => senders.on('close', () => resolve()));
     const closesSoFar = () => out.split('\n').filter((l) => / \d+$/.test(l)).length;
     await waitFor(() => out.includes('connected\n'), { what: 'the 500 slow connections to be open' });
     // Meanwhile, normal clients: 30 sequential hits, answered whatever the slow ones do.

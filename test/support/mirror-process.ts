@@ -52,8 +52,9 @@ export function runCli(args: string[], env: Record<string, string> = {}, as?: { 
   child.stdout?.on('data', collector());
   child.stderr?.on('data', collector());
   live.add(child);
+  // 'close', not 'exit': 'exit' may come before the last of the child's output has been read.
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.on('exit', (code, signal) => {
+    child.on('close', (code, signal) => {
       live.delete(child);
       resolve({ code, signal });
     }),

@@ -1,11 +1,11 @@
 import { configDefaults, defineConfig } from 'vitest/config';
 
 /**
- * Integration files that load the machine (herds of clients, 2,000 connections, kill -9 loops,
- * a tmpfs filled up, hundreds of MB through the mirror): they run after the rest, two at a time
- * (alone, one of them keeps this 2-core box only two-thirds busy).
+ * Integration files that load the machine (herds of clients, 2,000 connections, a tmpfs filled
+ * up, hundreds of MB through the mirror): they run after the rest, two at a time (alone, one of
+ * them keeps this 2-core box only two-thirds busy).
  */
-const HEAVY = ['test/integration/crash-safety.test.ts', 'test/integration/fill.test.ts', 'test/integration/resources.test.ts'];
+const HEAVY = ['test/integration/fill.test.ts', 'test/integration/resources.test.ts'];
 
 /** Files run at once in the first group: most integration files mostly wait (timeouts, Retry-After, child tools). */
 const PARALLEL_WORKERS = 3;
@@ -32,6 +32,9 @@ export default defineConfig({
         test: {
           name: 'integration',
           include: ['test/integration/**/*.test.ts'],
+          // One module graph per worker (imports once, not once per file): no test stubs modules
+          // or globals, and each file starts and stops its own servers.
+          isolate: false,
           exclude: [...configDefaults.exclude, ...HEAVY],
           testTimeout: 120_000,
           hookTimeout: 120_000,

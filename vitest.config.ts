@@ -1,4 +1,5 @@
 import { configDefaults, defineConfig } from 'vitest/config';
+import { LongestFirstSequencer } from './test/support/sequencer.js';
 
 /**
  * Integration files that load the machine (herds of clients, 2,000 connections, a tmpfs filled
@@ -15,6 +16,7 @@ const PARALLEL_WORKERS = 3;
 // heavy integration files, alone, once the others are done (sequence.groupOrder).
 export default defineConfig({
   test: {
+    sequence: { sequencer: LongestFirstSequencer },
     projects: [
       {
         test: {

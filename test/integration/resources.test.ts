@@ -454,6 +454,9 @@ for (const mode of modes) {
   const timer = mode === 'drip' ? setInterval(() => { if (i < line.length && !s.destroyed) s.write(line[i++]); }, 250) : undefined;
   if (mode === 'stall') s.write(line.slice(0, 5));
   s.on('error', () => {});
+  // Read whatever the mirror answers (Node's own headers timeout sends a 408 before it closes): a
+  // socket with unread bytes never sees the end of the stream, so its close would never be seen.
+  s.resume();
   s.on('close', () => {
     clearInterval(timer);
     process.stdout.write(mode + ' ' + Math.round(performance.now() - t0) + '\\n');

@@ -5,8 +5,11 @@
  * - Bytes still in the fill's in-memory window (just written) are handed out as zero-copy views:
  *   one copy in memory, however many readers at the head of the fill.
  * - Bytes no longer in memory (the reader fell behind, or joined late) are read from the staging
- *   file through the fill's own descriptor, in reads of up to 1 MiB (what is readable), into
- *   buffers reused once the caller released them; after the commit, from the final file.
+ *   file through the fill's own descriptor, as much as is readable up to the shared ReadBuffers'
+ *   chunk size (read-buffers.ts: 4 MiB for a few readers, 256 KiB for a hundred), into buffers
+ *   recycled through those ReadBuffers, which also bound their memory; after the commit, from the
+ *   final file, the same way. A herd behind the head therefore holds what the hit path would for
+ *   as many readers, not a fixed buffer each.
  * - Bytes not there yet: the reader waits for them, which tells the fill where it is wanted
  *   (demand first), and wakes when they are written. It never gets a byte whose write has not
  *   completed, nor the blob's last byte before the fill is verified and committed.
@@ -16,8 +19,10 @@
 import fsp from 'node:fs/promises';
 import type { BlobReader } from './blob-reader.js';
 import type { FillView } from './fill.js';
+import type { ReadBuffers } from './read-buffers.js';
 
-const READ_BYTES = 1024 * 1024;
+/** Spans below this are read into one plain allocation (cheap at that size), not a pooled buffer. */
+const SMALL_READ = 64 * 1024;
 /** Most bytes handed out from memory per call. */
 const WINDOW_SLICE_BYTES = 512 * 1024;
 /**
@@ -28,13 +33,6 @@ const WINDOW_SLICE_BYTES = 512 * 1024;
  * every other connection.
  */
 const TURN_BUDGET_BYTES = 4 * 1024 * 1024;
-/**
- * Read buffers released by callers, shared by every fill reader (fresh memory is slow to touch
- * the first time on VMs; reuse avoids it and the garbage). The free list is capped; a reader never
- * waits for a buffer (a stalled client holding one must not block anyone else).
- */
-const FREE_BUFFERS = 64;
-const freeBuffers: Buffer[] = [];
 
 class FillReader implements BlobReader {
   #fill: FillView | null = null;
@@ -47,12 +45,21 @@ class FillReader implements BlobReader {
   #interrupt: (() => void) | null = null;
   #final: fsp.FileHandle | null = null;
   #opening: Promise<fsp.FileHandle> | null = null;
-  readonly #lent = new Set<ArrayBufferLike>();
+  readonly #buffers: ReadBuffers;
+  /** Chunks read into a buffer of ours and returned, not yet released: chunk → its buffer (pooled or not). */
+  readonly #lent = new Map<Buffer, { buf: Buffer; pooled: boolean }>();
+  /** Buffers taken for a read still in flight. */
+  #reading = 0;
+  #left = false;
+  /** `next()` waiting for a lent chunk to come back. */
+  #wakeOnRelease: (() => void) | null = null;
 
-  constructor(fill: FillView | Promise<FillView>, start: number, end: number) {
+  constructor(fill: FillView | Promise<FillView>, start: number, end: number, buffers: ReadBuffers) {
     this.#running = Promise.resolve(fill);
     this.#pos = start;
     this.#stop = end + 1;
+    this.#buffers = buffers;
+    buffers.join();
   }
 
   async next(): Promise<Buffer | null> {
@@ -72,25 +79,30 @@ class FillReader implements BlobReader {
           this.#pos += view.length;
           return view;
         }
-        const buf = this.#buffer();
-        const len = Math.min(buf.length, avail - this.#pos);
+        if (!(await this.#room())) return null;
+        const taken = this.#take(avail - this.#pos);
+        const len = Math.min(taken.buf.length, avail - this.#pos);
         let n: number;
         try {
-          n = await fill.read(buf, this.#pos, len);
+          n = await fill.read(taken.buf, this.#pos, len);
         } catch {
           // The staging file was closed: the fill just failed or committed. Look again once it settled.
-          this.#giveBack(buf);
+          this.#giveBack(taken);
           await this.#interruptible(fill.done.catch(() => undefined));
           continue;
         }
         if (n === 0) {
-          this.#giveBack(buf);
+          this.#giveBack(taken);
           // The fill promised bytes the file does not have: never hand out a short body silently.
           throw fill.failure ?? new Error('staging file shorter than its readable bytes');
         }
         await pace(n);
+        if (this.#closed) {
+          this.#giveBack(taken);
+          return null;
+        }
         this.#pos += n;
-        return buf.subarray(0, n);
+        return this.#lend(taken, n);
       }
       const { changed, cancel } = fill.wait(this.#pos);
       this.#cancelWait = cancel;
@@ -104,8 +116,14 @@ class FillReader implements BlobReader {
   }
 
   release(chunk: Buffer): void {
-    if (!this.#lent.delete(chunk.buffer)) return;
-    if (freeBuffers.length < FREE_BUFFERS) freeBuffers.push(Buffer.from(chunk.buffer, 0, READ_BYTES));
+    const taken = this.#lent.get(chunk);
+    if (!taken) return; // a view of the fill's window, or not ours
+    this.#lent.delete(chunk);
+    if (taken.pooled) this.#buffers.give(taken.buf);
+    const wake = this.#wakeOnRelease;
+    this.#wakeOnRelease = null;
+    wake?.();
+    this.#maybeLeave();
   }
 
   close(): void {
@@ -113,8 +131,10 @@ class FillReader implements BlobReader {
     this.#closed = true;
     this.#cancelWait?.();
     this.#interrupt?.();
-    // Buffers still lent stay the caller's (a socket may still hold them): never reused.
-    this.#lent.clear();
+    this.#wakeOnRelease?.();
+    this.#wakeOnRelease = null;
+    // Chunks still lent stay the caller's (a socket may still hold them) until it releases them.
+    this.#maybeLeave();
     const final = this.#final;
     this.#final = null;
     if (final) void final.close().catch(() => undefined);
@@ -134,15 +154,42 @@ class FillReader implements BlobReader {
     }
   }
 
-  #buffer(): Buffer {
-    const buf = freeBuffers.pop() ?? Buffer.allocUnsafeSlow(READ_BYTES);
-    this.#lent.add(buf.buffer);
-    return buf;
+  /**
+   * Waits until fewer than two chunks of ours are with the caller (the ReadBuffers contract: the
+   * one the socket writes and the next one); false once the reader is closed.
+   */
+  async #room(): Promise<boolean> {
+    while (this.#lent.size >= 2 && !this.#closed) await new Promise<void>((resolve) => (this.#wakeOnRelease = resolve));
+    return !this.#closed;
   }
 
-  #giveBack(buf: Buffer): void {
-    this.#lent.delete(buf.buffer);
-    if (freeBuffers.length < FREE_BUFFERS) freeBuffers.push(buf);
+  /** A buffer for a read of up to `wanted` bytes: pooled (sized for the current readers), or a plain one for a small rest. */
+  #take(wanted: number): { buf: Buffer; pooled: boolean } {
+    this.#reading++;
+    if (wanted < SMALL_READ) return { buf: Buffer.allocUnsafe(wanted), pooled: false };
+    return { buf: this.#buffers.take(Math.min(this.#buffers.chunkSize(), ceilPowerOfTwo(wanted))), pooled: true };
+  }
+
+  /** The read into `taken` got `n` bytes: the chunk goes to the caller until it releases it. */
+  #lend(taken: { buf: Buffer; pooled: boolean }, n: number): Buffer {
+    this.#reading--;
+    const chunk = n === taken.buf.length ? taken.buf : taken.buf.subarray(0, n);
+    this.#lent.set(chunk, taken);
+    return chunk;
+  }
+
+  /** A buffer whose read failed or came too late. */
+  #giveBack(taken: { buf: Buffer; pooled: boolean }): void {
+    this.#reading--;
+    if (taken.pooled) this.#buffers.give(taken.buf);
+    this.#maybeLeave();
+  }
+
+  /** Once closed and every buffer is back, the reader no longer counts for the buffers' sizing. */
+  #maybeLeave(): void {
+    if (this.#left || !this.#closed || this.#reading > 0 || this.#lent.size > 0) return;
+    this.#left = true;
+    this.#buffers.leave();
   }
 
   /** After the commit: the final file, through the reader's own descriptor. */
@@ -156,16 +203,27 @@ class FillReader implements BlobReader {
       }
       this.#final = handle;
     }
-    const buf = this.#buffer();
-    const len = Math.min(buf.length, this.#stop - this.#pos);
-    const { bytesRead } = await this.#final.read(buf, 0, len, this.#pos);
+    if (!(await this.#room())) return null;
+    const taken = this.#take(this.#stop - this.#pos);
+    const len = Math.min(taken.buf.length, this.#stop - this.#pos);
+    let bytesRead: number;
+    try {
+      ({ bytesRead } = await this.#final.read(taken.buf, 0, len, this.#pos));
+    } catch (err) {
+      this.#giveBack(taken);
+      throw err;
+    }
     if (bytesRead === 0) {
-      this.#giveBack(buf);
+      this.#giveBack(taken);
       throw new Error(`blob file ends at ${this.#pos}, before ${this.#stop}`);
     }
     await pace(bytesRead);
+    if (this.#closed) {
+      this.#giveBack(taken);
+      return null;
+    }
     this.#pos += bytesRead;
-    return buf.subarray(0, bytesRead);
+    return this.#lend(taken, bytesRead);
   }
 }
 
@@ -198,6 +256,10 @@ async function pace(n: number): Promise<void> {
 }
 
 /** A reader of bytes [start, end] (inclusive) of `fill`, or of a fill that will start later. */
-export function fillReader(fill: FillView | Promise<FillView>, start: number, end: number): BlobReader {
-  return new FillReader(fill, start, end);
+export function fillReader(fill: FillView | Promise<FillView>, start: number, end: number, buffers: ReadBuffers): BlobReader {
+  return new FillReader(fill, start, end, buffers);
+}
+
+function ceilPowerOfTwo(n: number): number {
+  return 2 ** Math.ceil(Math.log2(Math.max(1, n)));
 }

@@ -247,7 +247,7 @@ export class Mirror {
       cacheStatus: joined ? 'joined' : 'miss',
       // Small files are worth waiting for whole: a bad body then becomes a clean error response.
       ready: entry.size <= SMALL_FILE_BYTES ? flight.done : flight.running.then((fill) => fill.started),
-      createReader: (start, end) => counted(flight, fillReader(flight.fill ?? flight.running, start, end)),
+      createReader: (start, end) => counted(flight, fillReader(flight.fill ?? flight.running, start, end, this.#readBuffers)),
       release: () => undefined,
     };
   }

@@ -17,6 +17,7 @@ import type { BlobReader } from '../../src/mirror/blob-reader.js';
 import { fillReader } from '../../src/mirror/fill-reader.js';
 import { UpstreamFillSource } from '../../src/mirror/fill-source.js';
 import { Mirror } from '../../src/mirror/mirror.js';
+import { ReadBuffers } from '../../src/mirror/read-buffers.js';
 import { BlobLayout, blobKey, type BlobKey } from '../../src/storage/blob-layout.js';
 import { FsBlobStore } from '../../src/storage/blob-store.js';
 import type { StagedBlob } from '../../src/storage/staged-blob.js';
@@ -93,11 +94,13 @@ class FedHub {
 let dir: string;
 let store: GatedStore;
 let index: CacheIndex;
+let buffers: ReadBuffers;
 beforeEach(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hubcache-fill-readers-'));
   store = new GatedStore(new BlobLayout(dir));
   await store.init();
   index = CacheIndex.open(path.join(dir, 'index.sqlite'));
+  buffers = new ReadBuffers();
 });
 afterEach(() => {
   index.close();
@@ -159,7 +162,7 @@ describe('a reader created at any moment of a fill', () => {
     store.beforeWriter = gate();
     const fill = startFill(key, hub);
     const waited = waiting(fill);
-    const read = collect(fillReader(fill, 0, SIZE - 1));
+    const read = collect(fillReader(fill, 0, SIZE - 1, buffers));
     await firstOf(waited, read);
     store.beforeWriter.open();
     (await hub.body()).end(content);
@@ -174,7 +177,7 @@ describe('a reader created at any moment of a fill', () => {
     store.writerError = new MirrorError('InsufficientStorage', 'disk full (test)');
     const fill = startFill(key, hub);
     const waited = waiting(fill);
-    const read = collect(fillReader(fill, 10, 20));
+    const read = collect(fillReader(fill, 10, 20, buffers));
     await firstOf(waited, read);
     store.beforeWriter.open();
     await expect(read).rejects.toBe(store.writerError);
@@ -187,9 +190,9 @@ describe('a reader created at any moment of a fill', () => {
     const fill = startFill(key, hub);
     const body = await hub.body();
     body.write(content.subarray(0, 1024 * 1024));
-    const early = collect(fillReader(fill, 1000, 1999));
+    const early = collect(fillReader(fill, 1000, 1999, buffers));
     expect((await early).equals(content.subarray(1000, 2000))).toBe(true);
-    const late = collect(fillReader(fill, SIZE - 100, SIZE - 1));
+    const late = collect(fillReader(fill, SIZE - 100, SIZE - 1, buffers));
     body.end(content.subarray(1024 * 1024));
     expect((await late).equals(content.subarray(SIZE - 100))).toBe(true);
     await fill.done;
@@ -203,7 +206,7 @@ describe('a reader created at any moment of a fill', () => {
     (await hub.body()).end(content);
     await store.reached.commit.wait;
     expect(fill.state).toBe('verifying');
-    const read = collect(fillReader(fill, 0, SIZE - 1));
+    const read = collect(fillReader(fill, 0, SIZE - 1, buffers));
     store.afterCommit.open();
     expect((await read).equals(content)).toBe(true);
     await fill.done;
@@ -215,7 +218,7 @@ describe('a reader created at any moment of a fill', () => {
     const fill = startFill(key, hub);
     (await hub.body()).end(content);
     await fill.done;
-    expect((await collect(fillReader(fill, 5, SIZE - 1))).equals(content.subarray(5))).toBe(true);
+    expect((await collect(fillReader(fill, 5, SIZE - 1, buffers))).equals(content.subarray(5))).toBe(true);
   });
 
   it('after a failure removed the staging file, before it is announced: gets the fill’s error', async () => {
@@ -225,12 +228,12 @@ describe('a reader created at any moment of a fill', () => {
     const fill = startFill(key, hub);
     const body = await hub.body();
     body.write(content.subarray(0, 1000));
-    await expect(collect(fillReader(fill, 0, 99))).resolves.toEqual(content.subarray(0, 100));
+    await expect(collect(fillReader(fill, 0, 99, buffers))).resolves.toEqual(content.subarray(0, 100));
     body.destroy(new Error('connection reset (test)'));
     await store.reached.abort.wait;
     expect(fill.state).toBe('filling');
     const waited = waiting(fill);
-    const read = collect(fillReader(fill, 0, 99));
+    const read = collect(fillReader(fill, 0, 99, buffers));
     await firstOf(waited, read);
     store.afterAbort.open();
     await expect(fill.done).rejects.toBeInstanceOf(MirrorError);
@@ -243,7 +246,65 @@ describe('a reader created at any moment of a fill', () => {
     const fill = startFill(key, hub);
     (await hub.body()).destroy(new Error('connection reset (test)'));
     await expect(fill.done).rejects.toBeInstanceOf(MirrorError);
-    await expect(collect(fillReader(fill, 0, 99))).rejects.toBe(fill.failure);
+    await expect(collect(fillReader(fill, 0, 99, buffers))).rejects.toBe(fill.failure);
+  });
+});
+
+describe('the buffers readers read into', () => {
+  const MiB = 1024 * 1024;
+
+  async function committed(size: number): Promise<{ fill: Fill; content: Buffer }> {
+    const { content, key } = blob(size);
+    const hub = new FedHub(size);
+    const fill = startFill(key, hub);
+    (await hub.body()).end(content);
+    await fill.done;
+    return { fill, content };
+  }
+
+  it('come from the shared ReadBuffers, within its bound for the readers there are, and all go back', async () => {
+    const { fill, content } = await committed(6 * MiB + 5);
+    const shared = new ReadBuffers({ budget: 2 * MiB, minChunk: 256 * 1024, maxChunk: 1024 * 1024 });
+    const readers = Array.from({ length: 6 }, (_, i) => fillReader(fill, i * 1000, content.length - 1, shared));
+    const got = await Promise.all(readers.map((r) => drain(r)));
+    got.forEach((bytes, i) => expect(bytes.equals(content.subarray(i * 1000))).toBe(true));
+    const stats = shared.stats();
+    expect([stats.readers, stats.inUse, stats.peakReaders]).toEqual([0, 0, 6]);
+    expect(stats.peakInUse).toBeLessThanOrEqual(shared.budget + 2 * shared.minChunk * 6);
+    expect(stats.allocations).toBeLessThan(stats.takes); // recycled, not one fresh buffer per read
+  });
+
+  it('a reader holds at most two chunks: the next read waits for a release', async () => {
+    const { fill, content } = await committed(4 * MiB);
+    const shared = new ReadBuffers({ budget: 4 * MiB, minChunk: 256 * 1024, maxChunk: 1024 * 1024 });
+    const reader = fillReader(fill, 0, content.length - 1, shared);
+    const first = (await reader.next())!;
+    const second = (await reader.next())!;
+    const third = reader.next();
+    // A reader that did not wait would have taken its third buffer once these microtasks ran.
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    expect(shared.stats().inUse).toBe(first.length + second.length);
+    const held = [Buffer.from(first), Buffer.from(second)];
+    reader.release(first);
+    const chunk = (await third)!;
+    held.push(Buffer.from(chunk));
+    reader.release(second);
+    reader.release(chunk);
+    const rest = await drain(reader);
+    expect(Buffer.concat([...held, rest]).equals(content)).toBe(true);
+    expect([shared.stats().readers, shared.stats().inUse]).toEqual([0, 0]);
+  });
+
+  it('closed with chunks still lent: they go back when released, and the reader stops counting', async () => {
+    const { fill, content } = await committed(4 * MiB);
+    const shared = new ReadBuffers({ budget: 4 * MiB, minChunk: 256 * 1024, maxChunk: 1024 * 1024 });
+    const reader = fillReader(fill, 0, content.length - 1, shared);
+    const chunk = (await reader.next())!;
+    reader.close();
+    expect(shared.stats().readers).toBe(1); // the socket still has the chunk
+    expect(chunk.equals(content.subarray(0, chunk.length))).toBe(true);
+    reader.release(chunk);
+    expect([shared.stats().readers, shared.stats().inUse]).toEqual([0, 0]);
   });
 });
 

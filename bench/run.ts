@@ -25,6 +25,7 @@ import { coldPhase } from './phases/cold.js';
 import { diskPhase } from './phases/disk.js';
 import { headPhase } from './phases/head.js';
 import { herd100Phase, herdPhase } from './phases/herd.js';
+import { s3Phase } from './phases/s3.js';
 import { aria2Phase, curlPhase, rangesPhase } from './phases/segmented.js';
 import { warmPhase } from './phases/warm.js';
 
@@ -37,6 +38,7 @@ const PHASE_FN: Record<Phase, (ctx: BenchContext) => Promise<void>> = {
   aria2: aria2Phase,
   curl: curlPhase,
   ranges: rangesPhase,
+  s3: s3Phase,
   disk: diskPhase,
 };
 
@@ -82,7 +84,7 @@ async function main(): Promise<number> {
         `${s.clientProcs} client processes (raw sockets, every body byte compared with the source), nginx (${nginxVersion}, ${s.nginxWorkers} worker, sendfile on), hey, aria2c, curl`,
       `- warm sizes ${s.warmSizes.map(fmtSize).join(', ')}, clients ${s.warmClients.join('/')}, time box ${s.warmMaxSeconds} s; HEAD hey -n ${s.headRequests} -c ${s.headConcurrency}; ` +
         `cold ${s.coldSizes.map(fmtSize).join(', ')}; herd ${s.herdClients} × ${fmtSize(s.herdSize)} at ${s.herdCapMiBps} MiB/s per connection and uncapped; ` +
-        `herd ${s.herd100Clients} × ${fmtSize(s.herd100Size)} at ${s.herd100CapMiBps} MiB/s; aria2/curl ${fmtSize(s.segSize)} at ${s.segCapMiBps} MiB/s; ranges ${fmtSize(s.rangeSize)} at ${s.rangeCapMiBps} MiB/s`,
+        `herd ${s.herd100Clients} × ${fmtSize(s.herd100Size)} at ${s.herd100CapMiBps} MiB/s; aria2/curl ${fmtSize(s.segSize)} at ${s.segCapMiBps} MiB/s; ranges ${fmtSize(s.rangeSize)} at ${s.rangeCapMiBps} MiB/s; s3 ${fmtSize(s.s3Size)}`,
       '- MB = 10^6 bytes, MiB = 2^20. A benchmark: goals are information; exit status 1 means a correctness failure.',
       ...(s.rounds < 3 ? ['- fewer than 3 rounds: the ratios are indicative only'] : []),
       ...(s.profDir ? [`- profiling to ${s.profDir}: figures are not comparable with unprofiled runs`] : []),

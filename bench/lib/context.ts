@@ -6,6 +6,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import type { Config } from '../../src/config/config.js';
 import { makeContent } from '../../test/support/content.js';
 import { startFakeHub, type FakeHub } from '../../test/support/fake-hub.js';
 import type { ClientPool } from './clients.js';
@@ -166,10 +167,13 @@ export class BenchContext {
     }
   }
 
-  /** A mirror child over `dataDir` pointed at this hub, for the duration of `fn`. */
-  async withMirror<T>(h: HubWorld, name: string, dataDir: string, fn: (w: World) => Promise<T>): Promise<T> {
+  /**
+   * A mirror child over `dataDir` pointed at this hub, for the duration of `fn`. `config`: the
+   * phase's own settings (e.g. `storage: s3`), over BENCH_MIRROR_CONFIG.
+   */
+  async withMirror<T>(h: HubWorld, name: string, dataDir: string, fn: (w: World) => Promise<T>, config: Partial<Config> = {}): Promise<T> {
     fs.mkdirSync(dataDir, { recursive: true });
-    const mirror = await startMirrorChild(h.hub.url, dataDir, this.s.mirrorConfig, `mirror-${name}`);
+    const mirror = await startMirrorChild(h.hub.url, dataDir, { ...this.s.mirrorConfig, ...config }, `mirror-${name}`);
     const closeMirror = this.cleanup.push(`mirror (${name})`, () => mirror.close(), { kind: 'kill', pid: mirror.pid });
     try {
       const out = await fn({ ...h, mirror, mirrorUrl: (f) => `${mirror.url}/${f.repo}/resolve/main/${f.path}` });

@@ -7,11 +7,14 @@ import os from 'node:os';
 import type { Config } from '../../src/config/config.js';
 import type { ToolName } from './tools.js';
 
-export const PHASES = ['warm', 'head', 'cold', 'herd', 'herd100', 'aria2', 'curl', 'ranges', 'disk'] as const;
+export const PHASES = ['warm', 'head', 'cold', 'herd', 'herd100', 'aria2', 'curl', 'ranges', 's3', 'disk'] as const;
 export type Phase = (typeof PHASES)[number];
 
-/** Run by default: all but `disk` (root, a loop-mounted scratch filesystem: ask for it). */
-const DEFAULT_PHASES: Phase[] = PHASES.filter((p) => p !== 'disk');
+/**
+ * Run by default: all but `disk` (root, a loop-mounted scratch filesystem) and `s3` (starts an
+ * OpenStack Swift; about 2 minutes on the busy 2-core VM): ask for them.
+ */
+const DEFAULT_PHASES: Phase[] = PHASES.filter((p) => p !== 'disk' && p !== 's3');
 const GROUPS: Record<string, Phase[]> = { all: [...PHASES], default: DEFAULT_PHASES, segmented: ['aria2', 'curl', 'ranges'], herds: ['herd', 'herd100'] };
 
 /** Tools a phase cannot run without (its reference or its client). */
@@ -24,6 +27,7 @@ export const PHASE_TOOLS: Record<Phase, ToolName[]> = {
   aria2: ['aria2c'],
   curl: ['curl'],
   ranges: [],
+  s3: ['swift-proxy-server', 'swift-object-server', 'swift-container-server', 'swift-account-server', 'python3'],
   disk: ['mkfs.ext4', 'filefrag', 'mount', 'umount', 'dd', 'curl'],
 };
 
@@ -50,6 +54,7 @@ export interface Settings {
   rangeSize: number;
   rangeCapMiBps: number;
   rangeDeadlineSeconds: number;
+  s3Size: number;
   diskShards: number;
   diskShardSize: number;
   diskImageGiB: number;
@@ -81,6 +86,7 @@ export const SETTINGS_DOC: [string, string, string][] = [
   ['BENCH_RANGE_SIZE_MIB', '1024', 'file size of the range rows'],
   ['BENCH_RANGE_CAP_MIBPS', '16', 'per-connection upstream cap while the range rows run (a slow fill)'],
   ['BENCH_RANGE_DEADLINE_SECONDS', '90', 'longest wait for a range answer'],
+  ['BENCH_S3_SIZE_MIB', '256', 's3 phase: size of the cold file (a fresh one per round) and of the warm file'],
   ['BENCH_DISK_SHARDS', '15', 'files pulled at once in the disk phase'],
   ['BENCH_DISK_SHARD_MIB', '256', 'size of each'],
   ['BENCH_DISK_IMAGE_GIB', '8', 'size of the loop-mounted ext4 image (preallocated with fallocate, else sparse)'],
@@ -155,6 +161,7 @@ export function parseSettings(argv: string[], env: NodeJS.ProcessEnv): Settings 
     rangeSize: mib(num('BENCH_RANGE_SIZE_MIB', 1024, { min: 16 })),
     rangeCapMiBps: num('BENCH_RANGE_CAP_MIBPS', 16, { min: 0.1 }),
     rangeDeadlineSeconds: num('BENCH_RANGE_DEADLINE_SECONDS', 90, { min: 1 }),
+    s3Size: mib(num('BENCH_S3_SIZE_MIB', 256, { min: 1 })),
     diskShards: num('BENCH_DISK_SHARDS', 15, { integer: true, min: 1 }),
     diskShardSize: mib(num('BENCH_DISK_SHARD_MIB', 256, { min: 1 })),
     diskImageGiB: num('BENCH_DISK_IMAGE_GIB', 8, { min: 1 }),

@@ -5,7 +5,22 @@
 import fs from 'node:fs';
 import path from 'node:path';
 
-export type ToolName = 'nginx' | 'hey' | 'aria2c' | 'curl' | 'mkfs.ext4' | 'filefrag' | 'mount' | 'umount' | 'dd' | 'fallocate';
+export type ToolName =
+  | 'nginx'
+  | 'hey'
+  | 'aria2c'
+  | 'curl'
+  | 'mkfs.ext4'
+  | 'filefrag'
+  | 'mount'
+  | 'umount'
+  | 'dd'
+  | 'fallocate'
+  | 'swift-proxy-server'
+  | 'swift-object-server'
+  | 'swift-container-server'
+  | 'swift-account-server'
+  | 'python3';
 
 /** Debian package of each tool. */
 export const PACKAGE: Record<ToolName, string> = {
@@ -19,6 +34,12 @@ export const PACKAGE: Record<ToolName, string> = {
   umount: 'mount',
   dd: 'coreutils',
   fallocate: 'util-linux',
+  // OpenStack Swift for the s3 phase (scripts/swift-s3.sh runs /usr/bin/swift-*-server with /usr/bin/python3).
+  'swift-proxy-server': 'swift-proxy',
+  'swift-object-server': 'swift-object',
+  'swift-container-server': 'swift-container',
+  'swift-account-server': 'swift-account',
+  python3: 'python3',
 };
 
 const EXTRA_DIRS = ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin'];

@@ -91,6 +91,10 @@ export interface SwiftS3 {
   client(overrides?: S3ClientConfig): S3Client;
   /** Creates a bucket named `<prefix>-<random>` and returns its name. */
   bucket(prefix?: string): Promise<string>;
+  /** The directory of the store this call started (SWIFT_DIR); undefined for a reused one. */
+  dir: string | undefined;
+  /** Pids of its daemons and its watchdog (`run/*.pid`), for a caller's own backstop; [] for a reused one. */
+  pids(): number[];
   /** Stops the store this call started (and removes its directory); a reused one is left alone. */
   stop(): Promise<void>;
 }
@@ -148,16 +152,21 @@ process.once('exit', () => {
 
 /** SIGKILLs every daemon of the store in `dir` and removes the directory (synchronous: runs on exit). */
 function killNow(dir: string): void {
-  const run = path.join(dir, 'run');
-  for (const name of fs.existsSync(run) ? fs.readdirSync(run) : []) {
-    const pid = Number(fs.readFileSync(path.join(run, name), 'utf8').trim());
+  for (const pid of pidsIn(dir)) {
     try {
-      if (pid > 0) process.kill(pid, 'SIGKILL');
+      process.kill(pid, 'SIGKILL');
     } catch {
       // already gone
     }
   }
   fs.rmSync(dir, { recursive: true, force: true });
+}
+
+/** The pids in `dir/run/*.pid` (the daemons and the watchdog). */
+function pidsIn(dir: string): number[] {
+  const run = path.join(dir, 'run');
+  const names = fs.existsSync(run) ? fs.readdirSync(run) : [];
+  return names.map((name) => Number(fs.readFileSync(path.join(run, name), 'utf8').trim())).filter((pid) => pid > 0);
 }
 
 function runScript(command: string, env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
@@ -172,7 +181,7 @@ function runScript(command: string, env: Record<string, string>): Promise<{ code
   });
 }
 
-function withHelpers(s: Pick<SwiftS3, 'endpoint' | 'accessKeyId' | 'secretAccessKey' | 'region'>, stop: () => Promise<void>): SwiftS3 {
+function withHelpers(s: Pick<SwiftS3, 'endpoint' | 'accessKeyId' | 'secretAccessKey' | 'region'>, stop: () => Promise<void>, dir?: string): SwiftS3 {
   const client = (overrides: S3ClientConfig = {}) => new S3Client({ ...s3ClientConfig(s), ...overrides });
   return {
     ...s,
@@ -187,18 +196,21 @@ function withHelpers(s: Pick<SwiftS3, 'endpoint' | 'accessKeyId' | 'secretAccess
       }
       return name;
     },
+    dir,
+    pids: () => (dir ? pidsIn(dir) : []),
     stop,
   };
 }
 
 /**
  * Starts a throwaway Swift with S3 (a few seconds on an idle box; give the hook two minutes on a
- * busy one), or returns the one HUBCACHE_TEST_S3_ENDPOINT names. Its daemons die with this
- * process: on exit here, or by the script's watchdog if this process is killed outright.
+ * busy one), or returns the one HUBCACHE_TEST_S3_ENDPOINT names (unless `reuse: false`: the
+ * bench always measures a store of its own). Its daemons die with this process: on exit here, or
+ * by the script's watchdog if this process is killed outright.
  */
-export async function startSwiftS3(): Promise<SwiftS3> {
+export async function startSwiftS3(opts: { reuse?: boolean } = {}): Promise<SwiftS3> {
   const env = process.env;
-  if (env.HUBCACHE_TEST_S3_ENDPOINT) {
+  if (env.HUBCACHE_TEST_S3_ENDPOINT && opts.reuse !== false) {
     return withHelpers(
       {
         endpoint: env.HUBCACHE_TEST_S3_ENDPOINT,
@@ -244,5 +256,6 @@ export async function startSwiftS3(): Promise<SwiftS3> {
       if (stopped.code !== 0) killNow(dir);
       live.delete(dir);
     },
+    dir,
   );
 }

@@ -39,6 +39,7 @@ import { assertLocalFilesystem } from './storage/filesystem-check.js';
 import { cacheBudget, DiskSpace } from './storage/disk-space.js';
 import { Evictor } from './mirror/eviction.js';
 import { reconcile } from './storage/reconcile.js';
+import { WriteGate } from './storage/write-gate.js';
 import { removeListeningRecord, writeListeningRecord } from './storage/listening-record.js';
 import { Activity } from './observability/activity.js';
 import { Metrics, type StorageStats } from './observability/metrics.js';
@@ -59,6 +60,8 @@ export interface OpenDataDir {
   store: BlobStore;
   index: CacheIndex;
   lock: DataDirLock;
+  /** Writes to staging files in flight (`diskWriters`), for the metrics. */
+  writeGate: WriteGate;
 }
 
 /** The options that choose and reach the blob store. */
@@ -98,9 +101,10 @@ export async function openDataDir(dataDir: string, log: Logger, opts: { diskWrit
   await assertLocalFilesystem(layout.root);
   const lock = opts.held ?? DataDirLock.acquire(layout.lockPath, layout.root);
   let store: BlobStore | undefined;
+  const writeGate = new WriteGate(opts.diskWriters ?? 4);
   try {
     const fsOptions: BlobStoreOptions = {
-      ...(opts.diskWriters === undefined ? {} : { diskWriters: opts.diskWriters }),
+      gate: writeGate,
       onPreallocateUnsupported: (reason) => log.warn({ reason }, 'staging files cannot be preallocated on this filesystem: written without it (more fragmentation, no space reserved up front)'),
     };
     store = opts.storage ? await createBlobStore(layout, opts.storage, fsOptions) : new FsBlobStore(layout, fsOptions);
@@ -117,7 +121,7 @@ export async function openDataDir(dataDir: string, log: Logger, opts: { diskWrit
     if (report.forgotten.length + report.adopted.length + report.removed.length > 0) {
       log.warn({ checked: report.checked, forgotten: report.forgotten.length, adopted: report.adopted.length, removed: report.removed.length }, 'reconciled the index with the blob store');
     }
-    return { layout, store, index, lock };
+    return { layout, store, index, lock, writeGate };
   } catch (err) {
     await store?.close().catch(() => undefined);
     lock.release();
@@ -222,7 +226,7 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
   const proxy = env.proxy ?? {};
   // Validates the proxy settings before the data dir is locked; the log never shows credentials.
   const proxyRoutes = new ProxyRoutes(proxy);
-  const { layout, store, index, lock } = await openDataDir(config.dataDir, log, { diskWriters: config.diskWriters, storage: config });
+  const { layout, store, index, lock, writeGate } = await openDataDir(config.dataDir, log, { diskWriters: config.diskWriters, storage: config });
   if (config.storage === 's3') {
     // Where, never with what credentials.
     log.info({ storage: 's3', endpoint: config.s3Endpoint || '(AWS)', bucket: config.s3Bucket, prefix: config.s3Prefix, forcePathStyle: config.s3ForcePathStyle }, 'blobs are stored in an S3 bucket; the data dir keeps the index, staging and local copies');
@@ -314,6 +318,7 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
   });
   metrics.attach({
     fills: () => ({ running: mirror.runningFills, queued: mirror.queuedFills }),
+    diskWrites: () => ({ active: writeGate.active, waiting: writeGate.waiting, waited: writeGate.waited }),
     upstreamFileBytes: () => mirror.upstreamFileBytes,
     storage: storageStats(index, diskSpace, () => evictor.budgetBytes, () => evictor.usedBytes()),
   });

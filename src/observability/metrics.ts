@@ -40,6 +40,8 @@ export interface StorageStats {
 export interface MetricsSources {
   /** Fills running, and waiting for a slot. */
   fills(): { running: number; queued: number };
+  /** Writes to staging files: in flight, waiting for a slot (`diskWriters`), and how many waited so far. */
+  diskWrites(): { active: number; waiting: number; waited: number };
   /** Bytes received from upstream for files, since start: by fills, and by range bypasses. */
   upstreamFileBytes(): { fill: number; bypass: number };
   storage(): Promise<StorageStats>;
@@ -283,6 +285,31 @@ export class Metrics implements RequestObserver, UpstreamObserver, EvictionObser
       registers,
       collect() {
         this.set(self.#sources?.fills().queued ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'hubcache_disk_writes_in_progress',
+      help: 'Writes to staging files in flight (at most diskWriters).',
+      registers,
+      collect() {
+        this.set(self.#sources?.diskWrites().active ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'hubcache_disk_writes_waiting',
+      help: 'Writes to staging files waiting for a free disk writer (diskWriters).',
+      registers,
+      collect() {
+        this.set(self.#sources?.diskWrites().waiting ?? 0);
+      },
+    });
+    new Counter({
+      name: 'hubcache_disk_write_waits_total',
+      help: 'Writes to staging files that had to wait for a free disk writer: rising steadily, the disk is what slows the fills down.',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(self.#sources?.diskWrites().waited ?? 0);
       },
     });
     new Counter({

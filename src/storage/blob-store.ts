@@ -30,8 +30,10 @@ import { StagedBlob, type CommitStaged } from './staged-blob.js';
 import { WriteGate } from './write-gate.js';
 
 export interface BlobStoreOptions {
-  /** Writes to staging files at once (config `diskWriters`, default 4). */
+  /** Writes to staging files at once (config `diskWriters`, default 4); ignored when `gate` is given. */
   diskWriters?: number;
+  /** The data dir's write gate (its owner reads its counters); default: one of `diskWriters`. */
+  gate?: WriteGate;
   /** Worker threads hashing staging files (default: the process's shared pool). */
   hashPool?: HashPool;
   /** Told once when staging files cannot be preallocated on this filesystem. */
@@ -56,7 +58,7 @@ export class FsBlobStore implements BlobStore {
 
   constructor(layout: BlobLayout, opts: BlobStoreOptions = {}) {
     this.layout = layout;
-    this.#gate = new WriteGate(opts.diskWriters ?? 4);
+    this.#gate = opts.gate ?? new WriteGate(opts.diskWriters ?? 4);
     this.#hashPool = opts.hashPool;
     this.#preallocator = new Preallocator(opts.onPreallocateUnsupported);
   }

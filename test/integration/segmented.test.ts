@@ -284,13 +284,20 @@ describe('segmented fills', () => {
 });
 
 describe('shared limits', () => {
-  it('diskWriters=1: three segmented fills at once all land correctly', async () => {
+  it('diskWriters=1: three segmented fills at once all land correctly, their writes taking turns on the one writer', async () => {
+    // The gate's own semantics (never two writes at once with a limit of 1) are unit-tested
+    // (limits.test.ts); here, that the fills' writes go through the gate the config sets up: 24
+    // connections writing at once through one writer must wait for it, as the metrics show.
     const m = await startMirror(hub.url, { diskWriters: 1 });
     try {
       const files = [lfsFile(72 * MiB, m), lfsFile(80 * MiB, m), lfsFile(88 * MiB, m)];
       const all = await Promise.all(files.map((f) => download(f.url, { keepBody: false })));
       all.forEach((r, i) => expect([r.status, r.complete, r.sha256]).toEqual([200, true, files[i]!.sha256]));
       for (const f of files) expect(f.bytes()).toBeLessThanOrEqual(onceBound(f));
+      const metrics = (await download(`${m.url}/metrics`)).body.toString('utf8');
+      const sample = (name: string): number => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(metrics)?.[1] ?? NaN);
+      expect(sample('hubcache_disk_write_waits_total')).toBeGreaterThan(0);
+      expect([sample('hubcache_disk_writes_in_progress'), sample('hubcache_disk_writes_waiting')]).toEqual([0, 0]);
     } finally {
       await m.destroy();
     }

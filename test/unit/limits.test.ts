@@ -27,7 +27,7 @@ describe('WriteGate', () => {
     await Promise.resolve();
     await Promise.resolve();
     expect(started).toEqual([0, 1]);
-    expect([g.active, g.waiting]).toEqual([2, 2]);
+    expect([g.active, g.waiting, g.waited]).toEqual([2, 2, 2]);
     holds[1]!.open();
     await runs[1];
     await Promise.resolve();
@@ -36,7 +36,7 @@ describe('WriteGate', () => {
     holds[2]!.open();
     holds[3]!.open();
     expect(await Promise.all(runs)).toEqual([0, 1, 2, 3]);
-    expect([g.active, g.waiting]).toEqual([0, 0]);
+    expect([g.active, g.waiting, g.waited]).toEqual([0, 0, 2]);
   });
 
   it('a failing write gives its slot back', async () => {

@@ -20,6 +20,9 @@
  *   most 1000 parts (Swift's limit; AWS allows 10000), a few in parallel. Parts are sent as
  *   Buffers, so the SDK signs their SHA-256 and the store checks it: a corrupted part is refused,
  *   never stored. A background part that fails is uploaded again at commit.
+ * - Abandoned uploads (a process killed during one): at init, multipart uploads under
+ *   `<prefix>blobs-v1/` initiated more than `abandonedUploadMs` ago are aborted; younger ones
+ *   (another mirror's upload in progress) and other prefixes are left alone.
  * - Reads: the local copy when there is one (hot blobs at local disk speed), else a ranged GET
  *   of the object; a remote read also fetches the whole object into the local cache in the
  *   background, verified against the key before it lands (once per blob at a time).
@@ -50,7 +53,7 @@ import type { BlobStore, LocalCopies, StoredBlob, VerifiedBlob } from './blob-st
 import { FsBlobStore, RemoteBlob, checkStaged, fsyncDir, isNotFound, type BlobFile, type BlobStoreOptions } from './blob-store.js';
 import { crashPoint } from './crash-points.js';
 import { diskFullError } from './disk-space.js';
-import { MultipartUpload, PartBudget, httpStatus, readPart } from './s3-upload.js';
+import { MultipartUpload, PartBudget, abortAbandonedUploads, httpStatus, readPart } from './s3-upload.js';
 import type { StagedBlob } from './staged-blob.js';
 
 const MiB = 1024 * 1024;
@@ -63,6 +66,7 @@ const MIN_PART_SIZE = 5 * MiB;
  * background uploads of all fills of one store together.
  */
 const UPLOAD_MEMORY = 64 * MiB;
+const HOUR_MS = 3600 * 1000;
 
 export interface S3BlobStoreOptions {
   /** `http(s)://host[:port]`; empty: the SDK's default endpoint for the region (AWS). */
@@ -85,6 +89,15 @@ export interface S3BlobStoreOptions {
   cacheReads?: boolean;
   /** The local store's options (staging writes, hashing, preallocation). */
   local?: BlobStoreOptions;
+  /**
+   * At init, multipart uploads under `<prefix>blobs-v1/` initiated longer ago than this are
+   * aborted (left by a killed process). Default 24 h (config s3AbandonedUploadHours).
+   */
+  abandonedUploadMs?: number;
+  /** Told how the sweep of abandoned uploads at init went (for the startup log). */
+  onAbandonedUploads?: (report: { aborted: number; failed: number; olderThanMs: number } | { error: string }) => void;
+  /** Wall clock, compared with the store's `Initiated` times (tests step it). Default Date.now. */
+  now?: () => number;
   /** Extra S3 client settings (tests). */
   client?: S3ClientConfig;
 }
@@ -131,6 +144,9 @@ export class S3BlobStore implements BlobStore {
   readonly #partSize: number;
   readonly #concurrency: number;
   readonly #cacheReads: boolean;
+  readonly #abandonedUploadMs: number;
+  readonly #onAbandonedUploads: S3BlobStoreOptions['onAbandonedUploads'];
+  readonly #now: () => number;
   /** Part bytes in memory for the background uploads of all fills. */
   readonly #budget = new PartBudget(UPLOAD_MEMORY);
   /** Multipart uploads not yet completed or aborted (close aborts them). */
@@ -151,6 +167,9 @@ export class S3BlobStore implements BlobStore {
     this.#partSize = Math.max(MIN_PART_SIZE, opts.partSize ?? 8 * MiB);
     this.#concurrency = Math.max(1, opts.uploadConcurrency ?? 4);
     this.#cacheReads = opts.cacheReads ?? true;
+    this.#abandonedUploadMs = opts.abandonedUploadMs ?? 24 * HOUR_MS;
+    this.#onAbandonedUploads = opts.onAbandonedUploads;
+    this.#now = opts.now ?? Date.now;
     this.#s3 = new S3Client({
       ...(opts.endpoint ? { endpoint: opts.endpoint } : {}),
       // The SDK's own region chain fails when nothing is set; S3-compatible stores mostly want us-east-1.
@@ -174,7 +193,8 @@ export class S3BlobStore implements BlobStore {
   /**
    * Local directories, staging leftovers removed, and the bucket checked: a bucket that does not
    * exist or refuses us is a startup error; an unreachable store is not (local copies are served
-   * meanwhile, misses get StorageUnavailable).
+   * meanwhile, misses get StorageUnavailable). Then multipart uploads of our prefix older than
+   * `abandonedUploadMs` (left by a killed process) are aborted; a failure there is only reported.
    */
   async init(): Promise<void> {
     await this.#local.init();
@@ -186,6 +206,15 @@ export class S3BlobStore implements BlobStore {
       if (status === 404) throw new Error(`S3 bucket ${JSON.stringify(this.#bucket)} does not exist`);
       if (status === 403 || status === 401) throw new Error(`S3 bucket ${JSON.stringify(this.#bucket)}: access denied (check the S3 credentials)`);
       if (status !== undefined && status < 500) throw new Error(`S3 bucket ${JSON.stringify(this.#bucket)}: ${errorName(err)} (status ${status})`);
+      return; // unreachable: nothing to sweep now
+    }
+    const olderThanMs = this.#abandonedUploadMs;
+    try {
+      const report = await abortAbandonedUploads(this.#s3, { bucket: this.#bucket, prefix: `${this.#prefix}blobs-v1/`, olderThanMs, now: this.#now(), timeoutMs: this.#timeoutMs });
+      this.#onAbandonedUploads?.({ ...report, olderThanMs });
+    } catch (err) {
+      const status = httpStatus(err);
+      this.#onAbandonedUploads?.({ error: `${errorName(err)}${status ? ` (status ${status})` : ''}` });
     }
   }
 

@@ -1,6 +1,7 @@
 /**
  * One blob's multipart upload to an S3-compatible store, fed while its staging file is being
- * written (s3-blob-store.ts creates one per staged blob bigger than one part).
+ * written (s3-blob-store.ts creates one per staged blob bigger than one part), and the sweep of
+ * multipart uploads that a killed process left behind.
  *
  * Contract of MultipartUpload:
  * - `written(to)`: the staging file's contiguous written prefix reaches `to` bytes. Every whole
@@ -30,6 +31,7 @@ import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
   CreateMultipartUploadCommand,
+  ListMultipartUploadsCommand,
   UploadPartCommand,
   type S3Client,
 } from '@aws-sdk/client-s3';
@@ -238,6 +240,38 @@ export async function readPart(handle: fsp.FileHandle, offset: number, length: n
     done += bytesRead;
   }
   return buf;
+}
+
+/**
+ * Aborts the multipart uploads under `prefix` initiated more than `olderThanMs` before `now`
+ * (by the store's clock, `Initiated`): what a process killed during an upload left behind.
+ * Younger ones may be uploads in progress of another mirror on the same bucket, and keys outside
+ * `prefix` are not ours: both are left alone. Returns how many were aborted and how many aborts
+ * failed; a failed listing throws.
+ */
+export async function abortAbandonedUploads(s3: S3Client, o: { bucket: string; prefix: string; olderThanMs: number; now: number; timeoutMs: number }): Promise<{ aborted: number; failed: number }> {
+  let aborted = 0;
+  let failed = 0;
+  let KeyMarker: string | undefined;
+  let UploadIdMarker: string | undefined;
+  do {
+    const page = await s3.send(new ListMultipartUploadsCommand({ Bucket: o.bucket, Prefix: o.prefix, KeyMarker, UploadIdMarker }), { abortSignal: AbortSignal.timeout(o.timeoutMs) });
+    for (const u of page.Uploads ?? []) {
+      // The store was asked for the prefix; checked again in case one ignores it.
+      if (!u.Key?.startsWith(o.prefix) || !u.UploadId || !u.Initiated || o.now - u.Initiated.getTime() <= o.olderThanMs) continue;
+      try {
+        await s3.send(new AbortMultipartUploadCommand({ Bucket: o.bucket, Key: u.Key, UploadId: u.UploadId }), { abortSignal: AbortSignal.timeout(o.timeoutMs) });
+        aborted++;
+      } catch (err) {
+        if (httpStatus(err) === 404) continue; // aborted or completed meanwhile
+        failed++;
+      }
+    }
+    const more = page.IsTruncated === true && (page.NextKeyMarker !== KeyMarker || page.NextUploadIdMarker !== UploadIdMarker);
+    KeyMarker = more ? page.NextKeyMarker : undefined;
+    UploadIdMarker = more ? page.NextUploadIdMarker : undefined;
+  } while (KeyMarker !== undefined);
+  return { aborted, failed };
 }
 
 export function httpStatus(err: unknown): number | undefined {

@@ -4,7 +4,8 @@
  * (OpenStack Swift with s3api, one per file). Ranges, concurrent readers, a crash between stage
  * and commit, a commit of the wrong digest, idempotent removal, listing; then what only a remote
  * store has: reads when the local copy is gone, multipart uploads, a second store on the same
- * bucket, parts uploaded while the blob is written, and a store that is down or hangs.
+ * bucket, parts uploaded while the blob is written, the abandoned-upload rule, and a store that is
+ * down or hangs.
  */
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
@@ -521,6 +522,38 @@ describe.skipIf(s3Skip !== undefined)('S3 driver: the object store behind the lo
       await store.close();
       await other.close();
     }
+  });
+
+  it('at init, multipart uploads under its prefix older than the age rule are aborted; younger ones and other prefixes are left alone', async () => {
+    const bucket = await swift!.bucket('abandoned');
+    const HOUR = 3600 * 1000;
+    const start = async (Key: string): Promise<string> => (await s3!.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key }))).UploadId!;
+    const ours = await start(`mirror/blobs-v1/sha256/${'b'.repeat(64)}`);
+    const notBlobs = await start(`mirror/elsewhere/${'b'.repeat(64)}`);
+    const otherPrefix = await start(`other/blobs-v1/sha256/${'b'.repeat(64)}`);
+    const ids = async (): Promise<string[]> => (await uploads(bucket)).map((u) => u.id).sort();
+    const reports: unknown[] = [];
+    const startAt = async (offsetMs: number, extra: Partial<S3BlobStoreOptions> = {}): Promise<void> => {
+      const store = new S3BlobStore(new BlobLayout(tempDir()), s3Options(bucket, { now: () => Date.now() + offsetMs, onAbandonedUploads: (r) => reports.push(r), ...extra }));
+      await store.init();
+      await store.close();
+    };
+    // Now, and 23 hours on: younger than the default 24 hours (another mirror may be uploading).
+    await startAt(0);
+    await startAt(23 * HOUR);
+    expect(await ids()).toEqual([ours, notBlobs, otherPrefix].sort());
+    // A rule of 30 hours, 25 hours on: still young.
+    await startAt(25 * HOUR, { abandonedUploadMs: 30 * HOUR });
+    expect(await ids()).toEqual([ours, notBlobs, otherPrefix].sort());
+    // 25 hours on with the default rule: ours is abandoned; the others are not ours to touch.
+    await startAt(25 * HOUR);
+    expect(await ids()).toEqual([notBlobs, otherPrefix].sort());
+    expect(reports).toEqual([
+      { aborted: 0, failed: 0, olderThanMs: 24 * HOUR },
+      { aborted: 0, failed: 0, olderThanMs: 24 * HOUR },
+      { aborted: 0, failed: 0, olderThanMs: 30 * HOUR },
+      { aborted: 1, failed: 0, olderThanMs: 24 * HOUR },
+    ]);
   });
 
   it('a failed upload (refused credentials) fails the commit, removes the staged file and leaves nothing visible', async () => {

@@ -65,14 +65,14 @@ export interface OpenDataDir {
 }
 
 /** The options that choose and reach the blob store. */
-export type StorageConfig = Pick<Config, 'storage' | 's3Endpoint' | 's3Bucket' | 's3Region' | 's3Prefix' | 's3ForcePathStyle' | 's3AccessKeyId' | 's3SecretAccessKey' | 's3TimeoutSeconds'>;
+export type StorageConfig = Pick<Config, 'storage' | 's3Endpoint' | 's3Bucket' | 's3Region' | 's3Prefix' | 's3ForcePathStyle' | 's3AccessKeyId' | 's3SecretAccessKey' | 's3TimeoutSeconds' | 's3AbandonedUploadHours'>;
 
 /**
  * The blob store `storage` names, over the data dir's layout (staging, local copies). The S3
  * driver (and the AWS SDK, a third of a second of loading) is imported only when it is chosen:
  * every CLI command and every fs-backed server starts without it.
  */
-export async function createBlobStore(layout: BlobLayout, c: StorageConfig, fsOptions: BlobStoreOptions = {}): Promise<BlobStore> {
+export async function createBlobStore(layout: BlobLayout, c: StorageConfig, fsOptions: BlobStoreOptions = {}, log?: Logger): Promise<BlobStore> {
   if (c.storage === 'fs') return new FsBlobStore(layout, fsOptions);
   const { S3BlobStore } = await import('./storage/s3-blob-store.js');
   return new S3BlobStore(layout, {
@@ -84,6 +84,11 @@ export async function createBlobStore(layout: BlobLayout, c: StorageConfig, fsOp
     forcePathStyle: c.s3ForcePathStyle,
     credentials: c.s3AccessKeyId ? { accessKeyId: c.s3AccessKeyId, secretAccessKey: c.s3SecretAccessKey } : undefined,
     timeoutMs: c.s3TimeoutSeconds * 1000,
+    abandonedUploadMs: c.s3AbandonedUploadHours * 3600 * 1000,
+    onAbandonedUploads: (report) => {
+      if ('error' in report) log?.warn({ reason: report.error }, 'abandoned multipart uploads not swept: listing them failed');
+      else if (report.aborted + report.failed > 0) log?.info({ aborted: report.aborted, failed: report.failed, olderThanHours: c.s3AbandonedUploadHours }, 'aborted abandoned multipart uploads in the bucket (left by a killed process)');
+    },
   });
 }
 
@@ -107,7 +112,7 @@ export async function openDataDir(dataDir: string, log: Logger, opts: { diskWrit
       gate: writeGate,
       onPreallocateUnsupported: (reason) => log.warn({ reason }, 'staging files cannot be preallocated on this filesystem: written without it (more fragmentation, no space reserved up front)'),
     };
-    store = opts.storage ? await createBlobStore(layout, opts.storage, fsOptions) : new FsBlobStore(layout, fsOptions);
+    store = opts.storage ? await createBlobStore(layout, opts.storage, fsOptions, log) : new FsBlobStore(layout, fsOptions);
     await store.init();
     const index = CacheIndex.open(layout.indexPath, {
       onWriteProblem: (event, detail) => {

@@ -47,6 +47,7 @@ export interface Config {
   s3AccessKeyId: string;
   s3SecretAccessKey: string;
   s3TimeoutSeconds: number;
+  s3AbandonedUploadHours: number;
   maxCacheBytes: string;
   evictionPolicy: 'lru' | 'largest-first';
   evictionGraceSeconds: number;
@@ -124,6 +125,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 's3AccessKeyId', type: { kind: 'string', optional: true, check: checkToken }, default: '', description: 'S3 access key id. Empty (with s3SecretAccessKey empty): the usual AWS variables and files (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_PROFILE, instance roles). Never logged.' },
   { key: 's3SecretAccessKey', type: { kind: 'string', optional: true, check: checkToken }, default: '', description: 'S3 secret access key, given together with s3AccessKeyId. Never logged.' },
   { key: 's3TimeoutSeconds', type: { kind: 'number', min: 0.1, max: 600 }, default: 10, description: 'Longest wait for the object store to connect or to send or take the next bytes of a request (and for a lookup or listing as a whole): a store that is down or hangs gives 503 `StorageUnavailable`, never a hung client.' },
+  { key: 's3AbandonedUploadHours', type: { kind: 'integer', min: 1, max: 8760 }, default: 24, description: "At startup, multipart uploads under `<s3Prefix>blobs-v1/` started more than this many hours ago (by the store's clock) are aborted: what a mirror killed during an upload left in the bucket (invisible, but its parts take space). Younger uploads (another mirror sharing the bucket may be uploading) and other prefixes are left alone. Keep it above the longest download: a blob's parts are uploaded while it downloads." },
   { key: 'maxCacheBytes', type: { kind: 'string', optional: true, numbers: true, check: checkCacheBudget }, default: '', description: 'Most bytes of files the cache holds: a number of bytes, or a percentage of the cache filesystem\'s size (`90%`). Past it, files not in use are evicted (evictionPolicy), in the background from 95 % of it down to 90 %, and before a download that would not fit is admitted; 507 `InsufficientStorage` only when nothing is left to evict. Empty: the filesystem\'s size minus minFreeBytes.' },
   { key: 'evictionPolicy', type: { kind: 'enum', values: ['lru', 'largest-first'] }, default: 'lru', description: 'Which files are evicted first when the cache is over maxCacheBytes or the disk is short of minFreeBytes: `lru` the least recently used, `largest-first` the largest. Files being read or downloaded, and those used in the last evictionGraceSeconds, are never evicted.' },
   { key: 'evictionGraceSeconds', type: { kind: 'number', min: 0, max: 31_536_000 }, default: 60, description: 'A file used (read, downloaded or stored) within this many seconds is not evicted, so a client that asks for the next file of a model does not lose the previous one. Files being read or downloaded are never evicted, whatever this says.' },

@@ -5,7 +5,9 @@
  *
  * The local data dir is always the staging area: a fill writes its bytes into a staging file
  * under `layout.stagingDir` exactly as it would without any object store (readers of the fill
- * stream from that file), checks size and digest, and then hands the file to `commit`.
+ * stream from that file), checks size and digest, and then hands the file to `commit`. A remote
+ * store may upload parts of the file while it is written (told by a StageListener), as long as
+ * nothing becomes visible before `commit`.
  *
  * Guarantees every driver gives:
  * - A committed blob is complete and verified: `commit` refuses (IntegrityError) a staged file

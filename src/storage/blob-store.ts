@@ -26,7 +26,7 @@ import { crashPoint } from './crash-points.js';
 import { diskFullError } from './disk-space.js';
 import { sharedHashPool, type HashPool } from './hash-pool.js';
 import { Preallocator } from './preallocate.js';
-import { StagedBlob, type CommitStaged } from './staged-blob.js';
+import { StagedBlob, type CommitStaged, type StageListener } from './staged-blob.js';
 import { WriteGate } from './write-gate.js';
 
 export interface BlobStoreOptions {
@@ -137,15 +137,17 @@ export class FsBlobStore implements BlobStore {
   /**
    * A fresh staging file for `key`, preallocated to `size` where the filesystem allows. Its
    * verified file goes to `commitStaged` (default: this store's `commit`); a driver that keeps
-   * its blobs elsewhere stages through this store and passes its own.
+   * its blobs elsewhere stages through this store and passes its own (and a `listener`, to upload
+   * the file while it is written).
    */
-  stage(key: BlobKey, size: number, commitStaged?: CommitStaged): Promise<StagedBlob> {
+  stage(key: BlobKey, size: number, commitStaged?: CommitStaged, listener?: StageListener): Promise<StagedBlob> {
     const stagingPath = this.layout.stagingPath(`${randomBytes(12).toString('hex')}.part`);
     return StagedBlob.create(key, size, stagingPath, this.layout.blobPath(key), {
       gate: this.#gate,
       hashPool: this.#hashPool ?? sharedHashPool(),
       preallocator: this.#preallocator,
       commitStaged: commitStaged ?? ((k, staged, verified) => this.commit(k, staged, verified)),
+      listener,
     });
   }
 

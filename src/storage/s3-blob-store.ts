@@ -4,16 +4,25 @@
  * the staging area and a read cache in front of it.
  *
  * - Objects: `<prefix>blobs-v1/<algorithm>/<hex>`, content-addressed like the local layout.
- * - commit: the staged file (already verified by its writer) is uploaded; only after the object
+ * - Upload while the fill runs: a blob bigger than one part gets a multipart upload
+ *   (s3-upload.ts) whose parts are uploaded in the background as soon as the staging file's
+ *   contiguous written prefix covers them (bytes that never change again: the bytes hashed).
+ *   commit (the staged file already verified by its writer) uploads the parts still missing and
+ *   completes the upload; a blob of one part is one PutObject at commit. Only after the object
  *   store confirmed the whole object (PutObject, or CompleteMultipartUpload, then a HEAD of the
  *   right size) does the staged file become the local copy (rename under `blobs-v1/`) and the
- *   commit resolve. An object appears in S3 only when its upload completes, so nothing partial is
- *   ever visible; a failed multipart upload is aborted. An object already stored under the key
- *   with the right size (another mirror sharing the bucket committed it) is not uploaded again.
- * - Uploads are multipart when the blob is bigger than one part: parts of at least `partSize`
- *   (8 MiB; S3 wants ≥ 5 MiB for every part but the last) and at most 1000 parts (Swift's limit;
- *   AWS allows 10000), a few in parallel. Parts are sent as Buffers, so the SDK signs their
- *   SHA-256 and the store checks it: a corrupted part is refused, never stored.
+ *   commit resolve. An object appears in S3 only when its upload completes, which happens only
+ *   after verification, so nothing partial or unverified is ever visible; a fill that fails, a
+ *   refused digest or a failed upload aborts the multipart upload. An object already stored under
+ *   the key with the right size (another mirror sharing the bucket committed it) is not uploaded
+ *   again (the streamed parts are aborted).
+ * - Parts of at least `partSize` (8 MiB; S3 wants ≥ 5 MiB for every part but the last) and at
+ *   most 1000 parts (Swift's limit; AWS allows 10000), a few in parallel. Parts are sent as
+ *   Buffers, so the SDK signs their SHA-256 and the store checks it: a corrupted part is refused,
+ *   never stored. A background part that fails is uploaded again at commit.
+ * - Abandoned uploads (a process killed during one): at init, multipart uploads under
+ *   `<prefix>blobs-v1/` initiated more than `abandonedUploadMs` ago are aborted; younger ones
+ *   (another mirror's upload in progress) and other prefixes are left alone.
  * - Reads: the local copy when there is one (hot blobs at local disk speed), else a ranged GET
  *   of the object; a remote read also fetches the whole object into the local cache in the
  *   background, verified against the key before it lands (once per blob at a time).
@@ -29,9 +38,6 @@ import path from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import {
-  AbortMultipartUploadCommand,
-  CompleteMultipartUploadCommand,
-  CreateMultipartUploadCommand,
   DeleteObjectCommand,
   GetObjectCommand,
   HeadBucketCommand,
@@ -39,7 +45,6 @@ import {
   ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
-  UploadPartCommand,
   type S3ClientConfig,
 } from '@aws-sdk/client-s3';
 import { MirrorError, isMirrorError } from '../errors.js';
@@ -48,6 +53,7 @@ import type { BlobStore, LocalCopies, StoredBlob, VerifiedBlob } from './blob-st
 import { FsBlobStore, RemoteBlob, checkStaged, fsyncDir, isNotFound, type BlobFile, type BlobStoreOptions } from './blob-store.js';
 import { crashPoint } from './crash-points.js';
 import { diskFullError } from './disk-space.js';
+import { MultipartUpload, PartBudget, abortAbandonedUploads, httpStatus, readPart } from './s3-upload.js';
 import type { StagedBlob } from './staged-blob.js';
 
 const MiB = 1024 * 1024;
@@ -55,8 +61,12 @@ const MiB = 1024 * 1024;
 const MAX_PARTS = 1000;
 /** Smallest part S3 accepts for every part but the last. */
 const MIN_PART_SIZE = 5 * MiB;
-/** Part bytes held in memory at once by one upload (bounds its parallelism). */
+/**
+ * Part bytes held in memory at once by one upload at commit (bounds its parallelism), and by the
+ * background uploads of all fills of one store together.
+ */
 const UPLOAD_MEMORY = 64 * MiB;
+const HOUR_MS = 3600 * 1000;
 
 export interface S3BlobStoreOptions {
   /** `http(s)://host[:port]`; empty: the SDK's default endpoint for the region (AWS). */
@@ -79,6 +89,15 @@ export interface S3BlobStoreOptions {
   cacheReads?: boolean;
   /** The local store's options (staging writes, hashing, preallocation). */
   local?: BlobStoreOptions;
+  /**
+   * At init, multipart uploads under `<prefix>blobs-v1/` initiated longer ago than this are
+   * aborted (left by a killed process). Default 24 h (config s3AbandonedUploadHours).
+   */
+  abandonedUploadMs?: number;
+  /** Told how the sweep of abandoned uploads at init went (for the startup log). */
+  onAbandonedUploads?: (report: { aborted: number; failed: number; olderThanMs: number } | { error: string }) => void;
+  /** Wall clock, compared with the store's `Initiated` times (tests step it). Default Date.now. */
+  now?: () => number;
   /** Extra S3 client settings (tests). */
   client?: S3ClientConfig;
 }
@@ -125,6 +144,15 @@ export class S3BlobStore implements BlobStore {
   readonly #partSize: number;
   readonly #concurrency: number;
   readonly #cacheReads: boolean;
+  readonly #abandonedUploadMs: number;
+  readonly #onAbandonedUploads: S3BlobStoreOptions['onAbandonedUploads'];
+  readonly #now: () => number;
+  /** Part bytes in memory for the background uploads of all fills. */
+  readonly #budget = new PartBudget(UPLOAD_MEMORY);
+  /** Multipart uploads not yet completed or aborted (close aborts them). */
+  readonly #uploads = new Set<MultipartUpload>();
+  /** Aborts of multipart uploads still being sent (close waits for them). */
+  readonly #aborting = new Set<Promise<void>>();
   /** Blobs being copied into the local cache. */
   readonly #caching = new Map<BlobKey, Promise<void>>();
   /** Aborted by close: copies into the local cache stop (a 50 GB copy must not hold up a shutdown). */
@@ -139,6 +167,9 @@ export class S3BlobStore implements BlobStore {
     this.#partSize = Math.max(MIN_PART_SIZE, opts.partSize ?? 8 * MiB);
     this.#concurrency = Math.max(1, opts.uploadConcurrency ?? 4);
     this.#cacheReads = opts.cacheReads ?? true;
+    this.#abandonedUploadMs = opts.abandonedUploadMs ?? 24 * HOUR_MS;
+    this.#onAbandonedUploads = opts.onAbandonedUploads;
+    this.#now = opts.now ?? Date.now;
     this.#s3 = new S3Client({
       ...(opts.endpoint ? { endpoint: opts.endpoint } : {}),
       // The SDK's own region chain fails when nothing is set; S3-compatible stores mostly want us-east-1.
@@ -162,7 +193,8 @@ export class S3BlobStore implements BlobStore {
   /**
    * Local directories, staging leftovers removed, and the bucket checked: a bucket that does not
    * exist or refuses us is a startup error; an unreachable store is not (local copies are served
-   * meanwhile, misses get StorageUnavailable).
+   * meanwhile, misses get StorageUnavailable). Then multipart uploads of our prefix older than
+   * `abandonedUploadMs` (left by a killed process) are aborted; a failure there is only reported.
    */
   async init(): Promise<void> {
     await this.#local.init();
@@ -174,6 +206,15 @@ export class S3BlobStore implements BlobStore {
       if (status === 404) throw new Error(`S3 bucket ${JSON.stringify(this.#bucket)} does not exist`);
       if (status === 403 || status === 401) throw new Error(`S3 bucket ${JSON.stringify(this.#bucket)}: access denied (check the S3 credentials)`);
       if (status !== undefined && status < 500) throw new Error(`S3 bucket ${JSON.stringify(this.#bucket)}: ${errorName(err)} (status ${status})`);
+      return; // unreachable: nothing to sweep now
+    }
+    const olderThanMs = this.#abandonedUploadMs;
+    try {
+      const report = await abortAbandonedUploads(this.#s3, { bucket: this.#bucket, prefix: `${this.#prefix}blobs-v1/`, olderThanMs, now: this.#now(), timeoutMs: this.#timeoutMs });
+      this.#onAbandonedUploads?.({ ...report, olderThanMs });
+    } catch (err) {
+      const status = httpStatus(err);
+      this.#onAbandonedUploads?.({ error: `${errorName(err)}${status ? ` (status ${status})` : ''}` });
     }
   }
 
@@ -181,24 +222,47 @@ export class S3BlobStore implements BlobStore {
     return this.layout.blobPath(key);
   }
 
-  stage(key: BlobKey, size: number): Promise<StagedBlob> {
-    return this.#local.stage(key, size, (k, staged, verified) => this.commit(k, staged, verified));
+  /**
+   * A blob of more than one part is uploaded while it is written: its parts go to a multipart
+   * upload (s3-upload.ts) as the staging file's contiguous written prefix covers them, and commit
+   * uploads what is left and completes it. A fill that fails or is refused aborts the upload.
+   */
+  async stage(key: BlobKey, size: number): Promise<StagedBlob> {
+    if (size <= this.#partSizeFor(size)) return this.#local.stage(key, size, (k, staged, verified) => this.commit(k, staged, verified));
+    // The upload reads the staging file, whose path is known once it exists (before any write).
+    const streamed: { upload?: MultipartUpload } = {};
+    const staged = await this.#local.stage(key, size, (k, stagedPath, verified) => this.#commit(k, stagedPath, verified, streamed.upload), {
+      written: (to) => streamed.upload?.written(to),
+      aborted: () => {
+        if (streamed.upload) void this.#abortUpload(streamed.upload);
+      },
+    });
+    streamed.upload = this.#multipart(key, staged.stagingPath, size);
+    return staged;
   }
 
-  async commit(key: BlobKey, stagedPath: string, verified: VerifiedBlob): Promise<void> {
+  commit(key: BlobKey, stagedPath: string, verified: VerifiedBlob): Promise<void> {
+    return this.#commit(key, stagedPath, verified, undefined);
+  }
+
+  /** `streamed`: the multipart upload that took parts of this staged file while it was written. */
+  async #commit(key: BlobKey, stagedPath: string, verified: VerifiedBlob, streamed: MultipartUpload | undefined): Promise<void> {
     try {
       await checkStaged(key, stagedPath, verified);
       const stored = await this.#head(key);
       if (stored?.size !== verified.size) {
-        await this.#upload(key, stagedPath, verified.size);
+        await this.#upload(key, stagedPath, verified.size, streamed);
         const uploaded = await this.#head(key);
         if (uploaded?.size !== verified.size) {
           throw new MirrorError('StorageUnavailable', `the object store holds ${uploaded ? `${uploaded.size} bytes` : 'nothing'} for ${key} after its upload of ${verified.size} bytes`);
         }
+      } else if (streamed) {
+        await this.#abortUpload(streamed); // another mirror stored it: our parts go
       }
       crashPoint('after-upload');
       await this.#landLocally(key, stagedPath, verified.size);
     } catch (err) {
+      if (streamed) await this.#abortUpload(streamed);
       await fsp.rm(stagedPath, { force: true });
       throw this.#storageError(err, `storing ${key}`);
     }
@@ -278,12 +342,14 @@ export class S3BlobStore implements BlobStore {
 
   /** Copies into the local cache still running (tests wait for them). */
   async settled(): Promise<void> {
-    await Promise.allSettled([...this.#caching.values()]);
+    await Promise.allSettled([...this.#caching.values(), ...this.#aborting]);
   }
 
   async close(): Promise<void> {
     this.#closing.abort();
+    for (const upload of this.#uploads) void this.#abortUpload(upload);
     await this.settled();
+    while (this.#aborting.size > 0) await Promise.allSettled([...this.#aborting]);
     this.#s3.destroy();
   }
 
@@ -379,43 +445,47 @@ export class S3BlobStore implements BlobStore {
     await fsyncDir(path.dirname(finalPath));
   }
 
-  /** PutObject for one part's worth, else a multipart upload (aborted if anything fails). */
-  async #upload(key: BlobKey, stagedPath: string, size: number): Promise<void> {
-    const Bucket = this.#bucket;
-    const Key = this.objectKey(key);
-    const ContentType = 'application/octet-stream';
-    const partSize = Math.max(this.#partSize, Math.ceil(size / MAX_PARTS / MiB) * MiB);
+  /** The part size for a blob of `size` bytes: `partSize`, grown to fit MAX_PARTS. */
+  #partSizeFor(size: number): number {
+    return Math.max(this.#partSize, Math.ceil(size / MAX_PARTS / MiB) * MiB);
+  }
+
+  #multipart(key: BlobKey, file: string, size: number): MultipartUpload {
+    const partSize = this.#partSizeFor(size);
+    const parallel = Math.max(1, Math.min(this.#concurrency, Math.floor(UPLOAD_MEMORY / partSize), Math.ceil(size / partSize)));
+    const upload = new MultipartUpload({ s3: this.#s3, bucket: this.#bucket, objectKey: this.objectKey(key), label: key, file, size, partSize, parallel, budget: this.#budget, timeoutMs: this.#timeoutMs });
+    this.#uploads.add(upload);
+    return upload;
+  }
+
+  /** Aborts a multipart upload (best effort, bounded by the timeout); close waits for it. */
+  #abortUpload(upload: MultipartUpload): Promise<void> {
+    this.#uploads.delete(upload);
+    const done = upload.abort();
+    this.#aborting.add(done);
+    void done.finally(() => this.#aborting.delete(done));
+    return done;
+  }
+
+  /**
+   * PutObject for one part's worth, else the rest of the streamed multipart upload (or a whole
+   * one when the file was not staged by this store), then CompleteMultipartUpload; aborted if
+   * anything fails.
+   */
+  async #upload(key: BlobKey, stagedPath: string, size: number, streamed: MultipartUpload | undefined): Promise<void> {
+    if (size > this.#partSizeFor(size)) {
+      const upload = streamed ?? this.#multipart(key, stagedPath, size);
+      try {
+        await upload.finish();
+      } finally {
+        this.#uploads.delete(upload);
+      }
+      return;
+    }
     const handle = await fsp.open(stagedPath, 'r');
     try {
-      if (size <= partSize) {
-        const Body = await readPart(handle, 0, size);
-        await this.#s3.send(new PutObjectCommand({ Bucket, Key, Body, ContentLength: size, ContentType }));
-        return;
-      }
-      const { UploadId } = await this.#s3.send(new CreateMultipartUploadCommand({ Bucket, Key, ContentType }));
-      if (!UploadId) throw new MirrorError('StorageUnavailable', 'the object store started no multipart upload');
-      try {
-        const count = Math.ceil(size / partSize);
-        const etags: string[] = [];
-        let next = 0;
-        const worker = async (): Promise<void> => {
-          while (next < count) {
-            const i = next++;
-            const offset = i * partSize;
-            const Body = await readPart(handle, offset, Math.min(partSize, size - offset));
-            const part = await this.#s3.send(new UploadPartCommand({ Bucket, Key, UploadId, PartNumber: i + 1, Body, ContentLength: Body.length }));
-            if (!part.ETag) throw new MirrorError('StorageUnavailable', `the object store gave no ETag for part ${i + 1} of ${key}`);
-            etags[i] = part.ETag;
-            crashPoint('during-upload');
-          }
-        };
-        const parallel = Math.max(1, Math.min(this.#concurrency, Math.floor(UPLOAD_MEMORY / partSize), count));
-        await Promise.all(Array.from({ length: parallel }, worker));
-        await this.#s3.send(new CompleteMultipartUploadCommand({ Bucket, Key, UploadId, MultipartUpload: { Parts: etags.map((ETag, i) => ({ ETag, PartNumber: i + 1 })) } }));
-      } catch (err) {
-        await this.#s3.send(new AbortMultipartUploadCommand({ Bucket, Key, UploadId }), { abortSignal: AbortSignal.timeout(this.#timeoutMs) }).catch(() => undefined);
-        throw err;
-      }
+      const Body = await readPart(handle, 0, size);
+      await this.#s3.send(new PutObjectCommand({ Bucket: this.#bucket, Key: this.objectKey(key), Body, ContentLength: size, ContentType: 'application/octet-stream' }));
     } finally {
       await handle.close();
     }
@@ -429,21 +499,6 @@ export class S3BlobStore implements BlobStore {
     const status = httpStatus(err);
     return new MirrorError('StorageUnavailable', `The mirror's blob store failed ${what}: ${errorName(err)}${status ? ` (status ${status})` : ''}`, { cause: err });
   }
-}
-
-async function readPart(handle: fsp.FileHandle, offset: number, length: number): Promise<Buffer> {
-  const buf = Buffer.allocUnsafe(length);
-  let done = 0;
-  while (done < length) {
-    const { bytesRead } = await handle.read(buf, done, length - done, offset + done);
-    if (bytesRead === 0) throw new MirrorError('IntegrityError', `the staged file ended at ${offset + done} bytes`);
-    done += bytesRead;
-  }
-  return buf;
-}
-
-function httpStatus(err: unknown): number | undefined {
-  return (err as { $metadata?: { httpStatusCode?: number } } | null)?.$metadata?.httpStatusCode;
 }
 
 function errorName(err: unknown): string {

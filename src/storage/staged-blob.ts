@@ -13,9 +13,11 @@
  *   itself; small blobs inline), so `commit()` only waits for the last step: it checks that every
  *   byte is there and the digest equals the key, then fsyncs and hands the file to the store's
  *   commit (`commitStaged`: the filesystem store renames it into place and fsyncs the directory;
- *   a remote store uploads it first). Only then is the blob visible. A mismatch throws
+ *   a remote store uploads it, or what of it is not uploaded yet, first). Only then is the blob visible. A mismatch throws
  *   `IntegrityError`, stores nothing. The fd stays valid across that rename.
  * - `abort()` removes the staging file (once no write or read is in flight); idempotent.
+ * - A `StageListener` (optional) is told each time the contiguous written prefix grows, and of an
+ *   abort without commit: a remote store uploads parts of the file while it is being written.
  * - The file is preallocated to its final size before the first write lands (see preallocate.ts).
  * A full disk (ENOSPC, EDQUOT) surfaces as `InsufficientStorage`, whatever step hit it.
  */
@@ -40,11 +42,23 @@ export const INLINE_HASH_MAX_BYTES = 1024 * 1024;
  */
 export type CommitStaged = (key: BlobKey, stagedPath: string, verified: VerifiedBlob) => Promise<void>;
 
+/**
+ * Told how a staged blob progresses (a store that uploads while the fill runs: s3-upload.ts).
+ * Called synchronously from `write` and `abort`: it must not throw and must not block.
+ */
+export interface StageListener {
+  /** The contiguous written prefix reached `to` bytes: those bytes are in the file and never change again. */
+  written(to: number): void;
+  /** The blob was aborted without being committed (the fill failed, or its commit was refused). */
+  aborted(): void;
+}
+
 export interface StageDeps {
   gate: WriteGate;
   hashPool: HashPool;
   preallocator: Preallocator;
   commitStaged: CommitStaged;
+  listener?: StageListener | undefined;
 }
 
 export class StagedBlob {
@@ -65,6 +79,8 @@ export class StagedBlob {
   #failure: Error | null = null;
   /** Hashing: bytes handed to the hasher so far (always a prefix of the file). */
   #hashedTo = 0;
+  /** The contiguous written prefix as last told to the listener. */
+  #announced = 0;
   #job: HashJob | null = null;
   #inline: Hash | null = null;
 
@@ -185,6 +201,7 @@ export class StagedBlob {
       return;
     }
     this.#settled = true;
+    this.#deps.listener?.aborted();
     await this.#close();
     await fsp.rm(this.stagingPath, { force: true });
   }
@@ -211,6 +228,10 @@ export class StagedBlob {
   /** Feeds the hasher whatever the contiguous written prefix gained. */
   #advanceHash(offset: number, chunks: readonly Buffer[]): void {
     const prefix = this.#coverage.coveredEnd(0);
+    if (prefix > this.#announced) {
+      this.#announced = prefix;
+      this.#deps.listener?.written(prefix);
+    }
     if (prefix <= this.#hashedTo) return;
     if (this.#job) {
       this.#job.advance(prefix);

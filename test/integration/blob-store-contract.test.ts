@@ -4,14 +4,15 @@
  * (OpenStack Swift with s3api, one per file). Ranges, concurrent readers, a crash between stage
  * and commit, a commit of the wrong digest, idempotent removal, listing; then what only a remote
  * store has: reads when the local copy is gone, multipart uploads, a second store on the same
- * bucket, and a store that is down or hangs.
+ * bucket, parts uploaded while the blob is written, the abandoned-upload rule, and a store that is
+ * down or hangs.
  */
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
-import { CreateMultipartUploadCommand, ListMultipartUploadsCommand, PutObjectCommand, UploadPartCommand, type S3Client } from '@aws-sdk/client-s3';
+import { CreateMultipartUploadCommand, ListMultipartUploadsCommand, ListPartsCommand, PutObjectCommand, UploadPartCommand, type S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BlobLayout, blobKey, type BlobKey } from '../../src/storage/blob-layout.js';
 import type { BlobStore } from '../../src/storage/blob-store-contract.js';
@@ -20,6 +21,7 @@ import { S3BlobStore, type S3BlobStoreOptions } from '../../src/storage/s3-blob-
 import { makeContent } from '../support/content.js';
 import { deadEndpoint } from '../support/dead-endpoint.js';
 import { startSwiftS3, swiftS3SkipReason, type SwiftS3 } from '../support/swift-s3.js';
+import { waitFor } from '../support/wait-for.js';
 
 const MiB = 1024 * 1024;
 const tmpDirs: string[] = [];
@@ -415,6 +417,145 @@ describe.skipIf(s3Skip !== undefined)('S3 driver: the object store behind the lo
     }
   });
 
+  /** The multipart uploads in progress under `prefix`: key, id and part numbers (one aborted between the two listings is gone). */
+  async function uploads(bucket: string, prefix = ''): Promise<Array<{ key: string; id: string; parts: number[] }>> {
+    const { Uploads = [] } = await s3!.send(new ListMultipartUploadsCommand({ Bucket: bucket, Prefix: prefix }));
+    const found = await Promise.all(
+      Uploads.map(async (u) => {
+        const listed = await s3!.send(new ListPartsCommand({ Bucket: bucket, Key: u.Key, UploadId: u.UploadId })).catch((err: unknown) => {
+          if ((err as { name?: string }).name === 'NoSuchUpload') return null;
+          throw err;
+        });
+        return listed && { key: u.Key!, id: u.UploadId!, parts: (listed.Parts ?? []).map((p) => p.PartNumber!) };
+      }),
+    );
+    return found.filter((u) => u !== null);
+  }
+
+  it('parts are uploaded as the contiguous written prefix covers them; the object appears only at commit', async () => {
+    const bucket = await swift!.bucket('streamed');
+    const store = new S3BlobStore(new BlobLayout(tempDir()), s3Options(bucket));
+    await store.init();
+    try {
+      const data = makeContent(17 * MiB + 9, 15); // parts of 5 MiB: 4
+      const key = sha256Key(data);
+      const w = await store.stage(key, data.length);
+      // Written out of order (as a segmented fill does): bytes 10-17 MiB first, then 0-6 MiB.
+      await w.write(10 * MiB, [data.subarray(10 * MiB)]);
+      await w.write(0, [data.subarray(0, 6 * MiB)]);
+      // Only part 1 lies in the contiguous prefix (0-6 MiB); part 2 (5-10 MiB) waits for its gap.
+      const first = await waitFor(async () => {
+        const u = await uploads(bucket);
+        return u.length === 1 && u[0]!.parts.length === 1 ? u[0] : null;
+      }, { what: 'part 1 uploaded' });
+      expect(first).toMatchObject({ key: store.objectKey(key), parts: [1] });
+      await w.write(6 * MiB, [data.subarray(6 * MiB, 10 * MiB)]);
+      await waitFor(async () => (await uploads(bucket))[0]?.parts.length === 4, { what: 'every part uploaded' });
+      expect(await store.stat(key)).toBeNull(); // not before the commit
+      await w.commit();
+      w.dispose();
+      expect(await uploads(bucket)).toEqual([]);
+      await store.dropLocal(key);
+      expect(createHash('sha256').update(await collect(store.openRead(key, 0, data.length - 1))).digest('hex')).toBe(key.slice(7));
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('commit uploads the parts the background uploads did not get to', async () => {
+    const bucket = await swift!.bucket('leftover');
+    // One part at a time in the background: written in one go and committed at once, most parts are left to the commit.
+    const store = new S3BlobStore(new BlobLayout(tempDir()), s3Options(bucket, { uploadConcurrency: 1 }));
+    await store.init();
+    try {
+      const data = makeContent(21 * MiB + 1, 18); // 5 parts
+      const key = sha256Key(data);
+      const w = await store.stage(key, data.length);
+      await w.write(0, [data]);
+      await w.commit();
+      w.dispose();
+      expect(await uploads(bucket)).toEqual([]);
+      await store.dropLocal(key);
+      expect(await store.stat(key)).toEqual({ size: data.length });
+      expect(createHash('sha256').update(await collect(store.openRead(key, 0, data.length - 1))).digest('hex')).toBe(key.slice(7));
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('a staged blob aborted (its fill failed) or refused (wrong digest) aborts its multipart upload; one already stored by another store is not uploaded again', async () => {
+    const bucket = await swift!.bucket('streamed-abort');
+    const store = new S3BlobStore(new BlobLayout(tempDir()), s3Options(bucket));
+    const other = new S3BlobStore(new BlobLayout(tempDir()), s3Options(bucket));
+    await store.init();
+    await other.init();
+    try {
+      const data = makeContent(11 * MiB, 16);
+      const key = sha256Key(data);
+      const partUploaded = async (): Promise<boolean> => (await uploads(bucket)).some((u) => u.parts.length > 0);
+      // A fill that fails after its first part went up.
+      const failed = await store.stage(key, data.length);
+      await failed.write(0, [data.subarray(0, 6 * MiB)]);
+      await waitFor(partUploaded, { what: 'a part of the failing fill' });
+      await failed.abort();
+      await waitFor(async () => (await uploads(bucket)).length === 0, { what: 'the upload of the failed fill aborted' });
+      // Wrong bytes: refused at commit, the upload aborted.
+      const wrong = await store.stage(key, data.length);
+      const bad = Buffer.from(data);
+      bad[bad.length - 1]! ^= 1;
+      await wrong.write(0, [bad]);
+      await waitFor(partUploaded, { what: 'a part of the wrong bytes' });
+      expect(await failure(wrong.commit())).toBe('IntegrityError');
+      await waitFor(async () => (await uploads(bucket)).length === 0, { what: 'the upload of the wrong bytes aborted' });
+      expect(await store.stat(key)).toBeNull();
+      // Another mirror commits the blob while ours is being written: ours is dropped, the commit succeeds.
+      const late = await store.stage(key, data.length);
+      await late.write(0, [data]);
+      await waitFor(partUploaded, { what: 'parts of the second writer' });
+      await put(other, data);
+      await late.commit();
+      late.dispose();
+      expect(await uploads(bucket)).toEqual([]);
+      expect(await listed(store)).toEqual([[key, data.length]]);
+      expect(fs.readFileSync(store.pathOf(key)).equals(data)).toBe(true);
+    } finally {
+      await store.close();
+      await other.close();
+    }
+  });
+
+  it('at init, multipart uploads under its prefix older than the age rule are aborted; younger ones and other prefixes are left alone', async () => {
+    const bucket = await swift!.bucket('abandoned');
+    const HOUR = 3600 * 1000;
+    const start = async (Key: string): Promise<string> => (await s3!.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key }))).UploadId!;
+    const ours = await start(`mirror/blobs-v1/sha256/${'b'.repeat(64)}`);
+    const notBlobs = await start(`mirror/elsewhere/${'b'.repeat(64)}`);
+    const otherPrefix = await start(`other/blobs-v1/sha256/${'b'.repeat(64)}`);
+    const ids = async (): Promise<string[]> => (await uploads(bucket)).map((u) => u.id).sort();
+    const reports: unknown[] = [];
+    const startAt = async (offsetMs: number, extra: Partial<S3BlobStoreOptions> = {}): Promise<void> => {
+      const store = new S3BlobStore(new BlobLayout(tempDir()), s3Options(bucket, { now: () => Date.now() + offsetMs, onAbandonedUploads: (r) => reports.push(r), ...extra }));
+      await store.init();
+      await store.close();
+    };
+    // Now, and 23 hours on: younger than the default 24 hours (another mirror may be uploading).
+    await startAt(0);
+    await startAt(23 * HOUR);
+    expect(await ids()).toEqual([ours, notBlobs, otherPrefix].sort());
+    // A rule of 30 hours, 25 hours on: still young.
+    await startAt(25 * HOUR, { abandonedUploadMs: 30 * HOUR });
+    expect(await ids()).toEqual([ours, notBlobs, otherPrefix].sort());
+    // 25 hours on with the default rule: ours is abandoned; the others are not ours to touch.
+    await startAt(25 * HOUR);
+    expect(await ids()).toEqual([notBlobs, otherPrefix].sort());
+    expect(reports).toEqual([
+      { aborted: 0, failed: 0, olderThanMs: 24 * HOUR },
+      { aborted: 0, failed: 0, olderThanMs: 24 * HOUR },
+      { aborted: 0, failed: 0, olderThanMs: 30 * HOUR },
+      { aborted: 1, failed: 0, olderThanMs: 24 * HOUR },
+    ]);
+  });
+
   it('a failed upload (refused credentials) fails the commit, removes the staged file and leaves nothing visible', async () => {
     const bucket = await swift!.bucket('refused');
     const store = new S3BlobStore(new BlobLayout(tempDir()), s3Options(bucket, { credentials: { accessKeyId: swift!.accessKeyId, secretAccessKey: 'wrong' } }));
@@ -440,7 +581,7 @@ describe('S3 driver: a store that is down or hangs', () => {
     const hole = await deadEndpoint(mode === 'hangs' ? 'hangs' : 'refuses');
     const endpoint = hole.endpoint;
     const layout = new BlobLayout(tempDir());
-    const store = new S3BlobStore(layout, { endpoint, bucket: 'down', region: 'us-east-1', prefix: '', forcePathStyle: true, credentials: { accessKeyId: 'a', secretAccessKey: 'b' }, timeoutMs: 300 });
+    const store = new S3BlobStore(layout, { endpoint, bucket: 'down', region: 'us-east-1', prefix: '', forcePathStyle: true, credentials: { accessKeyId: 'a', secretAccessKey: 'b' }, timeoutMs: 300, partSize: 5 * MiB });
     try {
       await store.init(); // unreachable is not a startup error
       const remote = sha256Key(Buffer.from('only in the store'));
@@ -451,6 +592,13 @@ describe('S3 driver: a store that is down or hangs', () => {
       const w = await store.stage(sha256Key(data), data.length);
       await w.write(0, [data]);
       expect(await failure(w.commit())).toBe('StorageUnavailable');
+      expect(fs.readdirSync(layout.stagingDir)).toEqual([]);
+      // A blob of several parts: its writes never wait for the store (the parts would go up while
+      // it is written); its commit fails like any other.
+      const big = makeContent(12 * MiB, 17);
+      const wb = await store.stage(sha256Key(big), big.length);
+      for (let i = 0; i < big.length; i += MiB) await wb.write(i, [big.subarray(i, i + MiB)]);
+      expect(await failure(wb.commit())).toBe('StorageUnavailable');
       expect(fs.readdirSync(layout.stagingDir)).toEqual([]);
       // A local copy (committed while the store was up) is served without asking the store.
       const local = Buffer.from('cached locally');

@@ -4,12 +4,13 @@
  * makes one upstream GET and one object; a dropped upstream body is resumed; kill -9 before,
  * during and after the upload leaves nothing wrong visible; a restart with the local copies gone
  * answers offline from the bucket; a store that is down or hangs gives 503 StorageUnavailable for
- * blobs without a local copy while local copies keep flowing.
+ * blobs without a local copy while local copies keep flowing. The parts of a big blob reach the
+ * store while it downloads; a download of the wrong bytes leaves neither an object nor an upload.
  */
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { GetObjectCommand, HeadObjectCommand, ListMultipartUploadsCommand, type S3Client } from '@aws-sdk/client-s3';
+import { GetObjectCommand, HeadObjectCommand, ListMultipartUploadsCommand, ListPartsCommand, type S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Config } from '../../src/config/config.js';
 import { makeContent, sha256Hex } from '../support/content.js';
@@ -19,6 +20,7 @@ import { startFakeHub, type FakeHub } from '../support/fake-hub.js';
 import { startMirrorProcess } from '../support/mirror-process.js';
 import { startMirror } from '../support/start-mirror.js';
 import { startSwiftS3, swiftS3SkipReason, type SwiftS3 } from '../support/swift-s3.js';
+import { waitFor } from '../support/wait-for.js';
 
 const MiB = 1024 * 1024;
 const PREFIX = 'hub/';
@@ -158,6 +160,80 @@ describe.skipIf(swiftS3SkipReason !== undefined)(`mirror with storage: s3${swift
       expect([again.status, header(again, 'x-mirror-cache'), again.sha256]).toEqual([200, 'hit', repos[0]!.sha]);
       for (const repo of repos) expect(cdnGets(repo.sha)).toBe(1);
     } finally {
+      await m.destroy();
+    }
+  });
+
+  /** The multipart uploads in progress for a blob, each with its parts as [number, size] (one aborted between the two listings is gone). */
+  async function uploadsOf(bucket: string, sha: string): Promise<Array<Array<[number, number]>>> {
+    const { Uploads = [] } = await s3.send(new ListMultipartUploadsCommand({ Bucket: bucket, Prefix: objectKey(sha) }));
+    const found = await Promise.all(
+      Uploads.map(async (u) => {
+        const listed = await s3.send(new ListPartsCommand({ Bucket: bucket, Key: u.Key, UploadId: u.UploadId })).catch((err: unknown) => {
+          if ((err as { name?: string }).name === 'NoSuchUpload') return null;
+          throw err;
+        });
+        return listed && (listed.Parts ?? []).map((part): [number, number] => [part.PartNumber ?? 0, part.Size ?? 0]);
+      }),
+    );
+    return found.filter((parts) => parts !== null);
+  }
+
+  it('the parts of a big blob reach the store while it downloads, before the last upstream byte; the object appears only once it is complete', async () => {
+    const bucket = await swift.bucket('stream');
+    const id = `org/s3-stream-${repoCount++}`;
+    const shard = makeContent(40 * MiB, 4000); // five parts of 8 MiB
+    const sha = sha256Hex(shard);
+    hub.addRepo({ id, files: { 'model.safetensors': shard } });
+    // Upstream holds back the very last byte until released.
+    const barrier = hub.setFault({ server: 'cdn', pathIncludes: sha }, { kind: 'barrier', atBytes: shard.length - 1, times: 1 });
+    const m = await startMirror(hub.url, s3Config(bucket));
+    try {
+      const pending = download(`${m.url}/${id}/resolve/main/model.safetensors`, { keepBody: true });
+      await barrier.reached;
+      // Every part wholly written (all but the last) is uploaded while the download waits for its last byte.
+      const parts = await waitFor(async () => {
+        const uploads = await uploadsOf(bucket, sha);
+        return uploads.length === 1 && uploads[0]!.length === 4 ? uploads[0] : null;
+      }, { what: 'parts 1-4 of the blob in its multipart upload' });
+      expect(parts).toEqual([1, 2, 3, 4].map((n) => [n, 8 * MiB]));
+      expect(hub.bytesSent({ server: 'cdn', pathIncludes: sha })).toBe(shard.length - 1);
+      expect(await object(bucket, sha)).toBeNull(); // an unfinished upload is invisible
+      barrier.release();
+      const d = await pending;
+      expect([d.status, d.complete, d.body.length, d.body.equals(shard)]).toEqual([200, true, shard.length, true]);
+      expect(await object(bucket, sha)).toEqual({ size: shard.length, sha256: sha });
+      expect(await uploadsOf(bucket, sha)).toEqual([]);
+      expect(cdnGets(sha)).toBe(1);
+    } finally {
+      barrier.release();
+      await m.destroy();
+    }
+  });
+
+  it('a download whose bytes do not match the digest aborts its upload: no object, no multipart upload left', async () => {
+    const bucket = await swift.bucket('wrong');
+    const repo = addRepo(); // two parts: the first is uploaded while the second is held back
+    hub.setFault({ server: 'cdn', pathIncludes: repo.sha }, { kind: 'wrongBytes', times: 1 });
+    const barrier = hub.setFault({ server: 'cdn', pathIncludes: repo.sha }, { kind: 'barrier', atBytes: repo.shard.length - 1, times: 1 });
+    const m = await startMirror(hub.url, s3Config(bucket));
+    try {
+      const pending = download(`${m.url}/${repo.id}/resolve/main/model.safetensors`, { keepBody: false });
+      await barrier.reached;
+      await waitFor(async () => JSON.stringify(await uploadsOf(bucket, repo.sha)) === JSON.stringify([[[1, 8 * MiB]]]), { what: 'the first part of the wrong bytes in the store' });
+      barrier.release();
+      const bad = await pending;
+      expect(bad.status === 200 && bad.complete).toBe(false);
+      await waitFor(async () => (await uploadsOf(bucket, repo.sha)).length === 0, { what: 'the multipart upload to be aborted' });
+      expect(await object(bucket, repo.sha)).toBeNull();
+      expect(fs.readdirSync(path.join(m.dataDir, 'staging'))).toEqual([]);
+      // The next request downloads it again (the fault is spent) and stores the right bytes.
+      const good = await download(`${m.url}/${repo.id}/resolve/main/model.safetensors`, { keepBody: false });
+      expect([good.status, good.complete, good.sha256]).toEqual([200, true, repo.sha]);
+      expect(await object(bucket, repo.sha)).toEqual({ size: repo.shard.length, sha256: repo.sha });
+      expect(await uploadsOf(bucket, repo.sha)).toEqual([]);
+    } finally {
+      barrier.release();
       await m.destroy();
     }
   });

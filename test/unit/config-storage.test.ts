@@ -21,6 +21,7 @@ describe('storage config', () => {
       HUBCACHE_S3_ACCESS_KEY_ID: 'test:tester',
       HUBCACHE_S3_SECRET_ACCESS_KEY: 'testing',
       HUBCACHE_S3_TIMEOUT_SECONDS: '2.5',
+      HUBCACHE_S3_ABANDONED_UPLOAD_HOURS: '48',
     });
     expect(result.ok && result.config).toMatchObject({
       storage: 's3',
@@ -32,6 +33,7 @@ describe('storage config', () => {
       s3AccessKeyId: 'test:tester',
       s3SecretAccessKey: 'testing',
       s3TimeoutSeconds: 2.5,
+      s3AbandonedUploadHours: 48,
     });
   });
 
@@ -42,6 +44,7 @@ describe('storage config', () => {
       HUBCACHE_S3_PREFIX: '/abs/../x',
       HUBCACHE_S3_SECRET_ACCESS_KEY: 'top secret value',
       HUBCACHE_S3_TIMEOUT_SECONDS: '0',
+      HUBCACHE_S3_ABANDONED_UPLOAD_HOURS: '0.5',
     });
     expect(result.ok).toBe(false);
     if (result.ok) return;
@@ -51,8 +54,9 @@ describe('storage config', () => {
     expect(text).toMatch(/s3SecretAccessKey \(from environment\): must be visible ASCII/);
     expect(text).toMatch(/s3TimeoutSeconds \(from environment\): must be between/);
     expect(text).toMatch(/storage \(from environment\): "s3" needs s3Bucket/);
+    expect(text).toMatch(/s3AbandonedUploadHours \(from environment\): /);
     expect(text).not.toContain('top secret');
-    expect(result.errors).toHaveLength(5);
+    expect(result.errors).toHaveLength(6);
   });
 
   it('wants both halves of an S3 key pair, or neither', () => {

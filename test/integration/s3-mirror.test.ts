@@ -3,7 +3,7 @@
  * storage-relevant checks of the filesystem store, once more through the object store. A herd
  * makes one upstream GET and one object; a dropped upstream body is resumed; kill -9 before,
  * during and after the upload leaves nothing wrong visible; a restart with the local copies gone
- * answers offline from the bucket; a store that is down or hangs gives 503 StorageUnavailable for
+ * answers from the bucket, offline and with upstream down; a store that is down or hangs gives 503 StorageUnavailable for
  * blobs without a local copy while local copies keep flowing. The parts of a big blob reach the
  * store while it downloads; a download of the wrong bytes leaves neither an object nor an upload.
  */
@@ -286,7 +286,7 @@ describe.skipIf(swiftS3SkipReason !== undefined)(`mirror with storage: s3${swift
     expect(await object(bucket, repo.sha)).toEqual({ size: repo.shard.length, sha256: repo.sha });
   });
 
-  it('offline, with the local copies gone, a restart answers from the bucket (whole and ranged)', async () => {
+  it.each(['offline', 'upstream down'] as const)('%s, with the local copies gone, a restart answers from the bucket (whole and ranged)', async (mode) => {
     const bucket = await swift.bucket('offline');
     const repo = addRepo();
     const dataDir = tempDir();
@@ -298,7 +298,9 @@ describe.skipIf(swiftS3SkipReason !== undefined)(`mirror with storage: s3${swift
     await first.close();
     fs.rmSync(path.join(dataDir, 'blobs-v1'), { recursive: true }); // evicted, or a fresh disk
     const gets = hub.count({ server: 'cdn' });
-    const m = await startMirror(hub.url, s3Config(bucket, { dataDir, offline: true }));
+    // Offline: told not to ask upstream. Upstream down: a port nothing listens on (refused at once).
+    const dead = await deadEndpoint('refuses');
+    const m = mode === 'offline' ? await startMirror(hub.url, s3Config(bucket, { dataDir, offline: true })) : await startMirror(dead.endpoint, s3Config(bucket, { dataDir }));
     try {
       const base = `${m.url}/${repo.id}/resolve/main`;
       const whole = await download(`${base}/model.safetensors`, { keepBody: false });
@@ -312,6 +314,7 @@ describe.skipIf(swiftS3SkipReason !== undefined)(`mirror with storage: s3${swift
       expect(hub.count({ server: 'cdn' })).toBe(gets);
     } finally {
       await m.destroy();
+      await dead.close();
     }
   });
 

@@ -17,14 +17,9 @@ import fs from 'node:fs';
 import { MirrorError } from '../errors.js';
 import type { BlobFile } from '../storage/blob-store.js';
 import type { BlobReader } from './blob-reader.js';
-import type { ReadBuffers } from './read-buffers.js';
+import type { ReadBuffer, ReadBuffers } from './read-buffers.js';
 
-/** Spans below this are read into one plain allocation (cheap at that size), not a pooled buffer. */
-const SMALL_READ = 64 * 1024;
-
-interface Read {
-  buf: Buffer;
-  pooled: boolean;
+interface Read extends ReadBuffer {
   /** Resolves with the chunk (a view of `buf`); rejects on a read error or a short file. */
   done: Promise<Buffer>;
 }
@@ -73,7 +68,7 @@ export class FileSpanReader implements BlobReader {
       if (!this.#closed) {
         this.#ahead = null;
         this.#failure = err instanceof Error ? err : new Error(String(err));
-        if (read.pooled) this.#buffers.give(read.buf);
+        this.#buffers.giveBack(read);
       }
       throw err;
     }
@@ -88,7 +83,7 @@ export class FileSpanReader implements BlobReader {
     const read = this.#lent.get(chunk);
     if (!read) return;
     this.#lent.delete(chunk);
-    if (read.pooled) this.#buffers.give(read.buf);
+    this.#buffers.giveBack(read);
     if (this.#closed) {
       this.#maybeLeave();
       return;
@@ -115,7 +110,7 @@ export class FileSpanReader implements BlobReader {
     // The read in flight still uses the fd and its buffer: both go back once it settles.
     const settle = (): void => {
       this.#ahead = null;
-      if (ahead.pooled) this.#buffers.give(ahead.buf);
+      this.#buffers.giveBack(ahead);
       this.#file.release();
       this.#maybeLeave();
     };
@@ -131,8 +126,7 @@ export class FileSpanReader implements BlobReader {
   #readAhead(): void {
     if (this.#ahead || this.#pos >= this.#stop) return;
     const remaining = this.#stop - this.#pos;
-    const pooled = remaining >= SMALL_READ;
-    const buf = pooled ? this.#buffers.take(Math.min(this.#buffers.chunkSize(), ceilPowerOfTwo(remaining))) : Buffer.allocUnsafe(remaining);
+    const { buf, pooled } = this.#buffers.forRead(remaining);
     const length = Math.min(buf.length, remaining);
     const position = this.#pos;
     this.#pos += length;
@@ -170,8 +164,4 @@ function readFully(fd: number, buf: Buffer, length: number, position: number): P
     };
     step();
   });
-}
-
-function ceilPowerOfTwo(n: number): number {
-  return 2 ** Math.ceil(Math.log2(Math.max(1, n)));
 }

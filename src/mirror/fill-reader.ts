@@ -19,10 +19,7 @@
 import fsp from 'node:fs/promises';
 import type { BlobReader } from './blob-reader.js';
 import type { FillView } from './fill.js';
-import type { ReadBuffers } from './read-buffers.js';
-
-/** Spans below this are read into one plain allocation (cheap at that size), not a pooled buffer. */
-const SMALL_READ = 64 * 1024;
+import type { ReadBuffer, ReadBuffers } from './read-buffers.js';
 /** Most bytes handed out from memory per call. */
 const WINDOW_SLICE_BYTES = 512 * 1024;
 /**
@@ -47,7 +44,7 @@ class FillReader implements BlobReader {
   #opening: Promise<fsp.FileHandle> | null = null;
   readonly #buffers: ReadBuffers;
   /** Chunks read into a buffer of ours and returned, not yet released: chunk → its buffer (pooled or not). */
-  readonly #lent = new Map<Buffer, { buf: Buffer; pooled: boolean }>();
+  readonly #lent = new Map<Buffer, ReadBuffer>();
   /** Buffers taken for a read still in flight. */
   #reading = 0;
   #left = false;
@@ -119,7 +116,7 @@ class FillReader implements BlobReader {
     const taken = this.#lent.get(chunk);
     if (!taken) return; // a view of the fill's window, or not ours
     this.#lent.delete(chunk);
-    if (taken.pooled) this.#buffers.give(taken.buf);
+    this.#buffers.giveBack(taken);
     const wake = this.#wakeOnRelease;
     this.#wakeOnRelease = null;
     wake?.();
@@ -164,14 +161,13 @@ class FillReader implements BlobReader {
   }
 
   /** A buffer for a read of up to `wanted` bytes: pooled (sized for the current readers), or a plain one for a small rest. */
-  #take(wanted: number): { buf: Buffer; pooled: boolean } {
+  #take(wanted: number): ReadBuffer {
     this.#reading++;
-    if (wanted < SMALL_READ) return { buf: Buffer.allocUnsafe(wanted), pooled: false };
-    return { buf: this.#buffers.take(Math.min(this.#buffers.chunkSize(), ceilPowerOfTwo(wanted))), pooled: true };
+    return this.#buffers.forRead(wanted);
   }
 
   /** The read into `taken` got `n` bytes: the chunk goes to the caller until it releases it. */
-  #lend(taken: { buf: Buffer; pooled: boolean }, n: number): Buffer {
+  #lend(taken: ReadBuffer, n: number): Buffer {
     this.#reading--;
     const chunk = n === taken.buf.length ? taken.buf : taken.buf.subarray(0, n);
     this.#lent.set(chunk, taken);
@@ -179,9 +175,9 @@ class FillReader implements BlobReader {
   }
 
   /** A buffer whose read failed or came too late. */
-  #giveBack(taken: { buf: Buffer; pooled: boolean }): void {
+  #giveBack(taken: ReadBuffer): void {
     this.#reading--;
-    if (taken.pooled) this.#buffers.give(taken.buf);
+    this.#buffers.giveBack(taken);
     this.#maybeLeave();
   }
 
@@ -260,6 +256,3 @@ export function fillReader(fill: FillView | Promise<FillView>, start: number, en
   return new FillReader(fill, start, end, buffers);
 }
 
-function ceilPowerOfTwo(n: number): number {
-  return 2 ** Math.ceil(Math.log2(Math.max(1, n)));
-}

@@ -48,6 +48,15 @@ export interface ReadBuffersStats {
   takes: number;
 }
 
+/** A buffer for one read: from the pool (`pooled`), or a plain allocation for a small rest. */
+export interface ReadBuffer {
+  buf: Buffer;
+  pooled: boolean;
+}
+
+/** Reads of fewer bytes than this get a plain allocation (cheap at that size), not a pooled buffer. */
+export const SMALL_READ = 64 * 1024;
+
 export const DEFAULT_READ_BUDGET = 64 * 1024 * 1024;
 export const DEFAULT_MIN_CHUNK = 256 * 1024;
 export const DEFAULT_MAX_CHUNK = 4 * 1024 * 1024;
@@ -135,6 +144,21 @@ export class ReadBuffers {
     return buf;
   }
 
+  /**
+   * A buffer for a read of the next `remaining` bytes of a span: a pooled one of the size readers
+   * should read now (no bigger than the rest needs, rounded up to a power of two), or a plain
+   * allocation below SMALL_READ. Give it back with `giveBack`.
+   */
+  forRead(remaining: number): ReadBuffer {
+    if (remaining < SMALL_READ) return { buf: Buffer.allocUnsafe(remaining), pooled: false };
+    return { buf: this.take(Math.min(this.chunkSize(), ceilPowerOfTwo(remaining))), pooled: true };
+  }
+
+  /** Gives back a buffer from `forRead` (a plain one is left to the GC). */
+  giveBack(read: ReadBuffer): void {
+    if (read.pooled) this.give(read.buf);
+  }
+
   /** Gives back a buffer from `take` (the caller must no longer use it, nor anyone it lent it to). */
   give(buf: Buffer): void {
     this.#inUse -= buf.length;
@@ -174,6 +198,10 @@ export class ReadBuffers {
 
 function isPowerOfTwo(n: number): boolean {
   return Number.isInteger(n) && n > 0 && (n & (n - 1)) === 0;
+}
+
+function ceilPowerOfTwo(n: number): number {
+  return 2 ** Math.ceil(Math.log2(Math.max(1, n)));
 }
 
 function floorPowerOfTwo(n: number): number {

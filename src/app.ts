@@ -20,7 +20,7 @@ import { healthRoutes } from './http/routes/health.js';
 import { dashboardPage, observabilityRoutes, type ObservabilityDeps } from './http/routes/observability.js';
 import type { Mirror } from './mirror/mirror.js';
 import type { TrafficCounters } from './observability/traffic-counters.js';
-import type { CacheIndex } from './storage/cache-index.js';
+import type { CacheIndex } from './storage/cache-index-contract.js';
 import type { UpstreamApi } from './upstream/hub-client.js';
 
 export interface AppDeps {

@@ -28,7 +28,8 @@ import { Mirror } from './mirror/mirror.js';
 import { BlobLayout } from './storage/blob-layout.js';
 import { FsBlobStore, type BlobStoreOptions } from './storage/blob-store.js';
 import type { BlobStore } from './storage/blob-store-contract.js';
-import { CacheIndex } from './storage/cache-index.js';
+import type { BlobRow, CacheIndex } from './storage/cache-index-contract.js';
+import { SqliteCacheIndex } from './storage/sqlite-cache-index.js';
 import { HubClient } from './upstream/hub-client.js';
 import { UpstreamSet } from './upstream/upstream-set.js';
 import { ProxyRoutes, showProxy, type ProxySettings } from './upstream/proxy-routes.js';
@@ -114,7 +115,7 @@ export async function openDataDir(dataDir: string, log: Logger, opts: { diskWrit
     };
     store = opts.storage ? await createBlobStore(layout, opts.storage, fsOptions, log) : new FsBlobStore(layout, fsOptions);
     await store.init();
-    const index = CacheIndex.open(layout.indexPath, {
+    const index = SqliteCacheIndex.open(layout.indexPath, {
       onWriteProblem: (event, detail) => {
         if (event === 'caught-up') log.info(detail, 'index: deferred writes landed');
         else if (event === 'dropped') log.error(detail, 'index: deferred writes dropped (metadata is asked again, blobs are adopted at the next start)');
@@ -182,7 +183,7 @@ function storageStats(index: CacheIndex, disk: DiskSpace, budgetBytes: () => num
     const now = performance.now();
     if (last && now - last.at < STORAGE_STATS_TTL_MS) return last.stats;
     const stats = (async (): Promise<StorageStats> => {
-      const counts = index.stats();
+      const counts = await index.stats();
       const freeBytes = await disk.available().catch(() => 0);
       return {
         usedBytes: usedBytes(),
@@ -306,7 +307,7 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
       if (event === 'failed') log.warn({ blob: key, code: error?.code, message: error?.message }, 'fill failed');
       else if (event === 'split') log.debug({ blob: key }, 'fill split');
       else if (event !== 'failover') log.info({ blob: key }, `fill ${event}`);
-      if (event === 'committed') traffic.pulled(index.getBlob(key)?.size ?? 0);
+      if (event === 'committed') traffic.pulled(knownSize(index.knownBlob(key)));
     },
     onFailover: (key, d) => {
       if ('to' in d) metrics.failedOver();
@@ -432,7 +433,7 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
       await evictor.close();
       await mirror.close();
       await hub.close();
-      index.close();
+      await index.close();
       lock.release();
       throw new Error(`adminListen ${config.adminListen}: ${(err as Error).message}`);
     }
@@ -442,22 +443,25 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
   } else if (admin) {
     log.info('admin API enabled under /admin/ on the main port (adminToken required)');
   }
-  const flush = (): void => {
-    try {
-      // One transaction: a locked index costs one short busy wait per flush.
-      traffic.flush((deltas, initial) => index.flushTouches(() => index.inventory.addCounters(deltas, initial)));
-    } catch (err) {
-      log.warn({ err: { message: (err as Error).message } }, 'index: access times and counters not written');
-    }
-  };
-  const flushTimer = setInterval(flush, 5_000);
+  /** One at a time: a flush still waiting for the index is not overtaken by the next. */
+  let flushing: Promise<void> = Promise.resolve();
+  const flush = (): Promise<void> =>
+    (flushing = flushing.then(async () => {
+      try {
+        // One transaction: a locked index costs one short busy wait per flush.
+        await traffic.flush((deltas, initial) => index.flushTouches({ deltas, initial }));
+      } catch (err) {
+        log.warn({ err: { message: (err as Error).message } }, 'index: access times and counters not written');
+      }
+    }));
+  const flushTimer = setInterval(() => void flush(), 5_000);
   flushTimer.unref();
   try {
     await writeListeningRecord(layout.listeningPath, { url, pid: process.pid });
   } catch (err) {
     log.warn({ file: layout.listeningPath, message: (err as Error).message }, 'could not record the listening address: hubcache health falls back to the configured host and port');
   }
-  jobs.resume();
+  void jobs.resume();
   evictor.start();
   log.info({ url, dataDir: layout.root, upstream: config.upstream, ...(adminUrl ? { adminUrl } : {}) }, 'hubcache listening');
 
@@ -484,15 +488,20 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
         await adminClosed;
         clearTimeout(timer);
         await hub.close();
-        flush();
+        await flush();
         await store.close();
-        index.close();
+        await index.close();
         removeListeningRecord(layout.listeningPath);
         lock.release();
       })();
       return closing;
     },
   };
+}
+
+/** The size of a memoised blob row (a committed fill has one: it was recorded just before). */
+function knownSize(row: BlobRow | false | undefined): number {
+  return row ? row.size : 0;
 }
 
 function listen(server: Server, port: number, host: string): Promise<void> {

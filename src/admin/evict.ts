@@ -12,8 +12,7 @@
 import { MirrorError } from '../errors.js';
 import { isCommitSha, isRepoType, validateRepoId, validateRevision, type RepoRef } from '../hub/repo-ref.js';
 import type { EvictReport, Evictor } from '../mirror/eviction.js';
-import type { CacheIndex } from '../storage/cache-index.js';
-import type { EvictionSelection } from '../storage/eviction-queries.js';
+import type { CacheIndex, EvictionSelection } from '../storage/cache-index-contract.js';
 
 export interface EvictRequest {
   repo?: RepoRef;
@@ -50,12 +49,12 @@ export function parseEvictRequest(body: Record<string, unknown>): EvictRequest {
 }
 
 /** The selection for a request: a revision is looked up in the refs (or taken as a commit). 404 if unknown. */
-export function evictSelection(req: EvictRequest, index: CacheIndex, now: number): EvictionSelection {
+export async function evictSelection(req: EvictRequest, index: CacheIndex, now: number): Promise<EvictionSelection> {
   const sel: EvictionSelection = {};
   if (req.repo) {
     sel.repo = req.repo;
     if (req.revision !== undefined) {
-      const commit = isCommitSha(req.revision) ? req.revision : index.getRef(req.repo, req.revision)?.commit;
+      const commit = isCommitSha(req.revision) ? req.revision : (await index.getRef(req.repo, req.revision))?.commit;
       if (!commit) throw new MirrorError('NotFound', `The mirror knows no revision ${req.revision} of ${req.repo.type} ${req.repo.id}`);
       sel.commit = commit;
     }
@@ -64,8 +63,8 @@ export function evictSelection(req: EvictRequest, index: CacheIndex, now: number
   return sel;
 }
 
-export function runEviction(req: EvictRequest, evictor: Evictor, index: CacheIndex, now = Date.now()): Promise<EvictReport> {
-  return evictor.evictSelection(evictSelection(req, index, now), { ...(req.bytes === undefined ? {} : { bytes: req.bytes }), dryRun: req.dryRun });
+export async function runEviction(req: EvictRequest, evictor: Evictor, index: CacheIndex, now = Date.now()): Promise<EvictReport> {
+  return evictor.evictSelection(await evictSelection(req, index, now), { ...(req.bytes === undefined ? {} : { bytes: req.bytes }), dryRun: req.dryRun });
 }
 
 /** `30d`, `12h`, `45m`, `90s` or plain seconds → seconds. */

@@ -34,7 +34,7 @@ import { isRepoType, validateRepoId, validateRevision, type RepoRef } from '../h
 import { adoptFile } from '../storage/blob-adopt.js';
 import { parseBlobKey, type BlobKey } from '../storage/blob-layout.js';
 import type { BlobStore } from '../storage/blob-store-contract.js';
-import type { CacheIndex } from '../storage/cache-index.js';
+import type { CacheIndex } from '../storage/cache-index-contract.js';
 import { formatBytes, type DiskSpace } from '../storage/disk-space.js';
 import { scanCache, type CachedFile } from './hf-cache.js';
 import type { JobContext, JobRunner } from './jobs.js';
@@ -152,14 +152,14 @@ export async function importCache(req: ImportRequest, deps: ImportDeps, ctx: Imp
     }
     for (const [i, f] of todo.entries()) {
       const t = i === 0 ? tracker : ctx.item(fileItem(f));
-      const existing = deps.index.getFile(f.repo, f.commit, 'resolve', f.path);
+      const existing = await deps.index.getFile(f.repo, f.commit, 'resolve', f.path);
       if (existing && existing.blobKey !== key) {
         t.finish('conflict', false, 0, `the mirror already knows this file as ${existing.blobKey} (upstream's answer): kept`);
         continue;
       }
       const v = await visibility(f.repo);
       const isLfs = parseBlobKey(key).algorithm === 'sha256';
-      deps.index.putFile({
+      await deps.index.putFile({
         repo: f.repo,
         commit: f.commit,
         view: 'resolve',
@@ -187,11 +187,11 @@ export async function importCache(req: ImportRequest, deps: ImportDeps, ctx: Imp
       continue;
     }
     const v = await visibility(ref.repo);
-    const existing = deps.index.getRef(ref.repo, ref.revision);
+    const existing = await deps.index.getRef(ref.repo, ref.revision);
     if (v.scope === null) t.finish('ref-skipped', true, 0, `not recorded: ${v.why}`);
     else if (existing && existing.checkedAt >= ref.seenAt) t.finish('ref-kept', true, 0, `the mirror's own newer answer (${existing.commit}) is kept`);
     else {
-      deps.index.putRef(ref.repo, ref.revision, ref.commit, ref.seenAt, v.scope);
+      await deps.index.putRef(ref.repo, ref.revision, ref.commit, ref.seenAt, v.scope);
       t.finish('ref', true, 0, `${ref.revision} → ${ref.commit}`);
     }
   }
@@ -199,7 +199,7 @@ export async function importCache(req: ImportRequest, deps: ImportDeps, ctx: Imp
 
 /** Stores one blob: already there, linked or copied (after the free-space check), verified either way. */
 async function adoptBlob(deps: ImportDeps, key: BlobKey, file: CachedFile, copy: boolean, moved: (n: number) => void, signal: AbortSignal): Promise<'present' | 'linked' | 'copied'> {
-  const known = deps.index.getBlob(key);
+  const known = await deps.index.getBlob(key);
   const st = await deps.store.stat(key);
   if (known && st && st.size === known.size) return 'present';
   if (deps.budgetBytes !== undefined && file.size > deps.budgetBytes) {
@@ -221,7 +221,7 @@ async function adoptBlob(deps: ImportDeps, key: BlobKey, file: CachedFile, copy:
       }
     },
   });
-  deps.index.recordBlob(key, (await fsp.stat(deps.store.pathOf(key))).size);
+  await deps.index.recordBlob(key, (await fsp.stat(deps.store.pathOf(key))).size);
   return mode;
 }
 

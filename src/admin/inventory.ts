@@ -6,7 +6,7 @@
 import fsp from 'node:fs/promises';
 import { MirrorError } from '../errors.js';
 import type { RepoRef } from '../hub/repo-ref.js';
-import type { CacheIndex } from '../storage/cache-index.js';
+import type { CacheIndex } from '../storage/cache-index-contract.js';
 import { trafficReport, type TrafficCounters, type TrafficReport } from '../observability/traffic-counters.js';
 
 export interface RepoListing {
@@ -52,9 +52,9 @@ export interface StatsReport {
 
 const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
 
-export function listRepos(index: CacheIndex): RepoListing[] {
-  index.flushTouches();
-  return index.inventory.repos().map((r) => ({
+export async function listRepos(index: CacheIndex): Promise<RepoListing[]> {
+  await index.flushTouches();
+  return (await index.inventory.repos()).map((r) => ({
     type: r.repo.type,
     id: r.repo.id,
     commits: r.commits,
@@ -68,11 +68,11 @@ export function listRepos(index: CacheIndex): RepoListing[] {
 }
 
 /** One repo's revisions and files; 404 when the index knows no file of it. */
-export function describeRepo(index: CacheIndex, repo: RepoRef): RepoDetail {
-  const summary = listRepos(index).find((r) => r.type === repo.type && r.id === repo.id);
+export async function describeRepo(index: CacheIndex, repo: RepoRef): Promise<RepoDetail> {
+  const summary = (await listRepos(index)).find((r) => r.type === repo.type && r.id === repo.id);
   if (!summary) throw new MirrorError('NotFound', `The mirror has no file of ${repo.type} ${repo.id}`);
   const byCommit = new Map<string, RepoDetail['revisions'][number]>();
-  for (const f of index.inventory.files(repo)) {
+  for (const f of await index.inventory.files(repo)) {
     let rev = byCommit.get(f.commit);
     if (!rev) {
       rev = { commit: f.commit, refs: Object.entries(summary.refs).filter(([, c]) => c === f.commit).map(([name]) => name), files: [] };
@@ -95,8 +95,8 @@ export interface StatsSources {
 }
 
 export async function statsReport(s: StatsSources): Promise<StatsReport> {
-  s.index.flushTouches();
-  const totals = s.index.inventory.blobTotals();
+  await s.index.flushTouches();
+  const totals = await s.index.inventory.blobTotals();
   let freeBytes: number | null = null;
   let totalBytes: number | null = null;
   try {
@@ -109,8 +109,8 @@ export async function statsReport(s: StatsSources): Promise<StatsReport> {
   return {
     dataDir: s.dataDir,
     disk: { usedBytes: totals.bytes, blobs: totals.blobs, freeBytes, totalBytes, minFreeBytes: s.minFreeBytes, budgetBytes: s.budgetBytes },
-    repos: s.index.inventory.repos().length,
-    traffic: s.traffic ? s.traffic.report(s.index.inventory) : trafficReport(s.index.inventory.counters()),
+    repos: (await s.index.inventory.repos()).length,
+    traffic: s.traffic ? await s.traffic.report(s.index.inventory) : trafficReport(await s.index.inventory.counters()),
     ...(s.fills ? { fills: s.fills } : {}),
   };
 }

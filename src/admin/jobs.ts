@@ -21,8 +21,8 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { systemClock, type Clock } from '../clock.js';
 import { MirrorError } from '../errors.js';
-import type { CacheIndex } from '../storage/cache-index.js';
-import { FINISHED_STATES, type JobItem, type JobKind, type JobRow } from '../storage/job-table.js';
+import type { CacheIndex } from '../storage/cache-index-contract.js';
+import { FINISHED_STATES, type JobItem, type JobKind, type JobRow } from '../storage/cache-index-contract.js';
 
 /** Jobs running at once; more wait, queued. */
 const MAX_RUNNING = 2;
@@ -89,6 +89,8 @@ export class Jobs {
   readonly #clock: Clock;
   /** Unfinished jobs of this process (queued or running), in submission order. */
   readonly #live = new Map<string, LiveJob>();
+  /** The index writes of jobs, in the order they were made (reads wait for them: read-your-writes). */
+  #writes: Promise<void> = Promise.resolve();
   #closed = false;
 
   constructor(opts: JobsOptions) {
@@ -99,8 +101,16 @@ export class Jobs {
   }
 
   /** Takes up the jobs the last process left queued or running. */
-  resume(): void {
-    for (const row of this.#index.jobs.unfinished()) {
+  async resume(): Promise<void> {
+    let unfinished: JobRow[];
+    try {
+      unfinished = await this.#index.jobs.unfinished();
+    } catch (err) {
+      this.#log.warn({ err: { message: (err as Error).message } }, 'index: could not read the unfinished jobs (they resume at the next start)');
+      return;
+    }
+    for (const row of unfinished) {
+      if (this.#closed || this.#live.has(row.id)) continue;
       if (!(row.kind in this.#runners)) {
         this.#save({ ...row, state: 'failed', message: `unknown job kind ${JSON.stringify(row.kind)}`, finishedAt: this.#clock.now() });
         continue;
@@ -140,9 +150,10 @@ export class Jobs {
       startedAt: null,
       finishedAt: null,
     };
-    this.#guard('record a job', () => {
-      this.#index.jobs.insert(row);
-      this.#index.jobs.prune(KEEP_FINISHED);
+    const inserted = { ...row, params: { ...row.params }, progress: { ...row.progress } };
+    this.#persist('record a job', async () => {
+      await this.#index.jobs.insert(inserted);
+      await this.#index.jobs.prune(KEEP_FINISHED);
     });
     this.#live.set(row.id, { row, secret: opts.secret, controller: undefined, settled: undefined, cancelRequested: false });
     this.#log.info({ job: row.id, kind }, 'job queued');
@@ -150,28 +161,34 @@ export class Jobs {
     return this.#view(row);
   }
 
-  get(id: string): JobRow | undefined {
+  async get(id: string): Promise<JobRow | undefined> {
     const live = this.#live.get(id);
-    return live ? this.#view(live.row) : this.#index.jobs.get(id);
+    if (live) return this.#view(live.row);
+    await this.#writes;
+    return this.#live.has(id) ? this.get(id) : this.#index.jobs.get(id);
   }
 
   /** The newest jobs first. */
-  list(limit = 100): JobRow[] {
-    return this.#index.jobs.list(limit).map((row) => {
+  async list(limit = 100): Promise<JobRow[]> {
+    await this.#writes;
+    return (await this.#index.jobs.list(limit)).map((row) => {
       const live = this.#live.get(row.id);
       return live ? this.#view(live.row) : row;
     });
   }
 
-  items(id: string, afterSeq: number, limit: number): JobItem[] {
+  async items(id: string, afterSeq: number, limit: number): Promise<JobItem[]> {
+    await this.#writes;
     return this.#index.jobs.items(id, afterSeq, limit);
   }
 
   /** Cancels a queued or running job; a finished one is a 409. */
-  cancel(id: string): JobRow {
+  async cancel(id: string): Promise<JobRow> {
     const live = this.#live.get(id);
     if (!live) {
-      const row = this.#index.jobs.get(id);
+      await this.#writes;
+      if (this.#live.has(id)) return this.cancel(id);
+      const row = await this.#index.jobs.get(id);
       if (!row) throw new MirrorError('NotFound', `No job ${id}`);
       throw new MirrorError('Conflict', `Job ${id} has already finished (${row.state})`);
     }
@@ -187,6 +204,7 @@ export class Jobs {
     const running = [...this.#live.values()].filter((l) => l.controller);
     for (const l of running) l.controller?.abort(new MirrorError('UpstreamUnavailable', 'the mirror is shutting down'));
     await Promise.allSettled(running.map((l) => l.settled ?? Promise.resolve()));
+    await this.#writes;
   }
 
   /** Starts queued jobs while slots are free, oldest first. */
@@ -206,10 +224,20 @@ export class Jobs {
   }
 
   #start(live: LiveJob): void {
-    const row = live.row;
     const controller = new AbortController();
     live.controller = controller;
-    const succeeded = this.#guard('read finished items', () => this.#index.jobs.succeededItems(row.id)) ?? new Map<string, number>();
+    live.settled = this.#run(live, controller);
+  }
+
+  async #run(live: LiveJob, controller: AbortController): Promise<void> {
+    const row = live.row;
+    await this.#writes;
+    let succeeded = new Map<string, number>();
+    try {
+      succeeded = await this.#index.jobs.succeededItems(row.id);
+    } catch (err) {
+      this.#log.warn({ err: { message: (err as Error).message } }, 'index: could not read finished items (the job starts over)');
+    }
     row.state = 'running';
     row.startedAt = this.#clock.now();
     row.message = null;
@@ -217,7 +245,7 @@ export class Jobs {
     this.#save(row);
     this.#log.info({ job: row.id, kind: row.kind, resumedItems: succeeded.size }, 'job started');
     const ctx = this.#context(live, controller.signal, succeeded);
-    live.settled = this.#runners[row.kind].run(ctx).then(
+    await this.#runners[row.kind].run(ctx).then(
       () => {
         if (controller.signal.aborted) this.#aborted(live);
         else if (row.progress.itemsFailed > 0) this.#finish(live, 'failed', `${row.progress.itemsFailed} of ${row.progress.itemsTotal ?? row.progress.itemsDone} items failed`);
@@ -267,7 +295,8 @@ export class Jobs {
             row.progress.bytesDone += (ok ? bytes : 0) - moved;
             row.progress.itemsDone++;
             if (!ok) row.progress.itemsFailed++;
-            this.#guard('record a job item', () => this.#index.jobs.addItem(row.id, { item: name, outcome, ok, bytes, message: message ?? null }));
+            const done = { item: name, outcome, ok, bytes, message: message ?? null };
+            this.#persist('record a job item', () => this.#index.jobs.addItem(row.id, done));
             this.#save(row);
           },
         };
@@ -293,16 +322,16 @@ export class Jobs {
   }
 
   #save(row: JobRow): void {
-    this.#guard('save a job', () => this.#index.jobs.save(row));
+    const saved = this.#view(row);
+    this.#persist('save a job', () => this.#index.jobs.save(saved));
   }
 
-  #guard<T>(what: string, op: () => T): T | undefined {
-    try {
-      return op();
-    } catch (err) {
-      this.#log.warn({ err: { message: (err as Error).message } }, `index: could not ${what} (kept in memory)`);
-      return undefined;
-    }
+  /** Queues an index write after the earlier ones; a failure is logged (the state stays in memory). */
+  #persist(what: string, op: () => Promise<unknown>): void {
+    this.#writes = this.#writes.then(op).then(
+      () => undefined,
+      (err: unknown) => this.#log.warn({ err: { message: (err as Error).message } }, `index: could not ${what} (kept in memory)`),
+    );
   }
 
   /** A copy, so callers never see later changes half-made. */

@@ -190,7 +190,7 @@ export class PrefetchRunner implements JobRunner {
   async #fetch(repo: RepoRef, commit: string, path: string, who: Identity, moved: (n: number) => void, signal: AbortSignal): Promise<{ status: 'cached' | 'filled' | 'joined'; size: number }> {
     const entry: FileEntry = await this.#deps.resolver.resolve({ repo, view: 'resolve', revision: commit, path }, who);
     const { mirror } = this.#deps;
-    if (mirror.isCached(entry.blobKey)) return { status: 'cached', size: entry.size };
+    if (await mirror.isCached(entry.blobKey)) return { status: 'cached', size: entry.size };
     const source = await mirror.open(entry, who.auth);
     try {
       return await this.#follow(source, entry, path, moved, signal);
@@ -218,7 +218,7 @@ export class PrefetchRunner implements JobRunner {
     }
     if (signal.aborted) throw new MirrorError('Conflict', 'interrupted');
     // The last byte comes only after verification; the index must say so too.
-    if (!mirror.isCached(entry.blobKey)) throw new MirrorError('IntegrityError', `The download of ${path} ended but its blob was not stored`);
+    if (!(await mirror.isCached(entry.blobKey))) throw new MirrorError('IntegrityError', `The download of ${path} ended but its blob was not stored`);
     return { status: source.cacheStatus === 'joined' ? 'joined' : 'filled', size: entry.size };
   }
 }

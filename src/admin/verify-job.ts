@@ -5,7 +5,7 @@
  * good blobs are counted. A resumed verify starts over.
  */
 import type { BlobStore } from '../storage/blob-store-contract.js';
-import type { CacheIndex } from '../storage/cache-index.js';
+import type { CacheIndex } from '../storage/cache-index-contract.js';
 import { verifyBlobs } from '../storage/verify.js';
 import type { JobContext, JobRunner } from './jobs.js';
 
@@ -19,7 +19,7 @@ export class VerifyRunner implements JobRunner {
   }
 
   async run(ctx: JobContext): Promise<void> {
-    const totals = this.#index.inventory.blobTotals();
+    const totals = await this.#index.inventory.blobTotals();
     ctx.setTotals(totals.blobs, totals.bytes);
     await verifyBlobs(this.#store, this.#index, {
       signal: ctx.signal,

@@ -22,10 +22,11 @@ import { isRepoType, validateRepoId } from '../hub/repo-ref.js';
 import { itemJson, jobJson } from '../http/routes/admin.js';
 import { createLogger } from '../observability/logger.js';
 import { BlobLayout } from '../storage/blob-layout.js';
-import { CacheIndex } from '../storage/cache-index.js';
+import type { CacheIndex } from '../storage/cache-index-contract.js';
+import { SqliteCacheIndex } from '../storage/sqlite-cache-index.js';
 import { DataDirLock } from '../storage/data-dir-lock.js';
 import { cacheBudget, DiskSpace, formatBytes } from '../storage/disk-space.js';
-import type { JobItem, JobProgress, JobRow } from '../storage/job-table.js';
+import type { JobItem, JobProgress, JobRow } from '../storage/cache-index-contract.js';
 import { verifyBlobs, type VerifyProgress } from '../storage/verify.js';
 import { proxySettingsFromEnv } from '../upstream/proxy-routes.js';
 import { AdminClient, CliFailure } from './admin-client.js';
@@ -99,7 +100,7 @@ export function registerOperatorCommands(program: Command): void {
       run(async () => {
         const ref = repo === undefined ? undefined : usage(() => ({ type: repoType(opts.type), id: validateRepoId(repo) }));
         const config = loadCliConfig(opts);
-        const result = await onIndex(opts, config, (index) => (ref ? describeRepo(index, ref) : { repos: listRepos(index) }), (client) =>
+        const result = await onIndex(opts, config, async (index) => (ref ? describeRepo(index, ref) : { repos: await listRepos(index) }), (client) =>
           ref ? client.get(`/admin/repos/${ref.type}/${ref.id}`) : client.get('/admin/repos'),
         );
         if (opts.json) out(JSON.stringify(result, null, 2));
@@ -174,7 +175,7 @@ export function registerOperatorCommands(program: Command): void {
     .action((opts: CommonOptions) =>
       run(async () => {
         const config = loadCliConfig(opts);
-        const result = await onIndex(opts, config, (index) => ({ jobs: index.jobs.list(100).map(jobJson) }), (client) => client.get('/admin/jobs'));
+        const result = await onIndex(opts, config, async (index) => ({ jobs: (await index.jobs.list(100)).map(jobJson) }), (client) => client.get('/admin/jobs'));
         const list = (result as { jobs: JobView[] }).jobs;
         out(opts.json ? JSON.stringify({ jobs: list }, null, 2) : renderJobs(list));
         return 0;
@@ -188,10 +189,10 @@ export function registerOperatorCommands(program: Command): void {
         const result = (await onIndex(
           opts,
           config,
-          (index) => {
-            const job = index.jobs.get(id);
+          async (index) => {
+            const job = await index.jobs.get(id);
             if (!job) throw new CliFailure(`no job ${id}`);
-            return { job: jobJson(job), items: allItems((after) => index.jobs.items(id, after, PAGE)).map(itemJson) };
+            return { job: jobJson(job), items: (await allItems((after) => index.jobs.items(id, after, PAGE))).map(itemJson) };
           },
           async (client) => {
             const first = await client.get<{ job: JobView; items: ItemLine[] & Array<{ seq: number }> }>(`/admin/jobs/${encodeURIComponent(id)}`);
@@ -220,12 +221,12 @@ export function registerOperatorCommands(program: Command): void {
         const result = (await onIndex(
           opts,
           config,
-          (index) => {
-            const job = index.jobs.get(id);
+          async (index) => {
+            const job = await index.jobs.get(id);
             if (!job) throw new CliFailure(`no job ${id}`);
             if (job.state !== 'queued' && job.state !== 'running') throw new CliFailure(`job ${id} has already finished (${job.state})`);
             const cancelled: JobRow = { ...job, state: 'cancelled', message: 'cancelled by the operator while the server was stopped', finishedAt: Date.now() };
-            index.jobs.save(cancelled);
+            await index.jobs.save(cancelled);
             return { job: jobJson(cancelled) };
           },
           (client) => client.post(`/admin/jobs/${encodeURIComponent(id)}/cancel`),
@@ -318,20 +319,20 @@ async function onIndex<T>(opts: CommonOptions, config: Config, local: (index: Ca
   const lock = opts.url ? null : localLock(config.dataDir, false);
   if (!lock) return remote(adminClient(opts, config));
   try {
-    const index = CacheIndex.open(new BlobLayout(config.dataDir).indexPath);
+    const index = SqliteCacheIndex.open(new BlobLayout(config.dataDir).indexPath);
     try {
       return await local(index);
     } finally {
-      index.close();
+      await index.close();
     }
   } finally {
     lock.release();
   }
 }
 
-function allItems(page: (after: number) => JobItem[]): JobItem[] {
+async function allItems(page: (after: number) => Promise<JobItem[]>): Promise<JobItem[]> {
   const items: JobItem[] = [];
-  for (let batch = page(0); batch.length > 0; batch = page(batch[batch.length - 1]?.seq ?? 0)) items.push(...batch);
+  for (let batch = await page(0); batch.length > 0; batch = await page(batch[batch.length - 1]?.seq ?? 0)) items.push(...batch);
   return items;
 }
 
@@ -399,7 +400,7 @@ async function localImport(config: Config, lock: DataDirLock, req: ImportRequest
     process.off('SIGINT', stop);
     await hub.close();
     await opened.store.close();
-    opened.index.close();
+    await opened.index.close();
     opened.lock.release();
   }
   view.done();
@@ -425,7 +426,7 @@ async function localEvict(config: Config, lock: DataDirLock, req: EvictRequest):
     return await runEviction(req, evictor, opened.index);
   } finally {
     await opened.store.close();
-    opened.index.close();
+    await opened.index.close();
     opened.lock.release();
   }
 }
@@ -443,7 +444,7 @@ async function localVerify(config: Config, lock: DataDirLock): Promise<number> {
     return report.corrupt.length > 0 ? 1 : 0;
   } finally {
     await opened.store.close();
-    opened.index.close();
+    await opened.index.close();
     opened.lock.release();
   }
 }

@@ -3,7 +3,7 @@
  * (items, bytes, speed, ETA), with failed items printed above it; otherwise one line per finished
  * item, for logs and scripts. Nothing at all with `quiet` (`--json` prints one document at the end).
  */
-import type { JobProgress } from '../storage/job-table.js';
+import type { JobProgress } from '../storage/cache-index-contract.js';
 import { formatBytes } from '../storage/disk-space.js';
 
 export interface ItemLine {

@@ -19,7 +19,7 @@
 import { LRUCache } from 'lru-cache';
 import { MirrorError } from '../errors.js';
 import { blobKey, type BlobKey } from '../storage/blob-layout.js';
-import type { CacheIndex, FileRow } from '../storage/cache-index.js';
+import type { CacheIndex, FileRow } from '../storage/cache-index-contract.js';
 import type { UpstreamApi, UpstreamFileMeta } from '../upstream/hub-client.js';
 import { isUnreachable } from '../upstream/upstream-errors.js';
 import { PromiseFlights } from '../mirror/flights.js';
@@ -77,7 +77,7 @@ export class FileResolver {
       this.#answers.delete(asked);
     }
 
-    const pin = isCommitSha(req.revision) ? undefined : this.#pins.freshPin(req.repo, req.revision, who.sees);
+    const pin = isCommitSha(req.revision) ? undefined : await this.#pins.freshPin(req.repo, req.revision, who.sees);
     const commit = isCommitSha(req.revision) ? req.revision : pin?.commit;
     // An answer about a branch holds no longer than the branch's pin.
     const pinUntil = pin?.until ?? Infinity;
@@ -87,7 +87,7 @@ export class FileResolver {
     if (granted) return this.#remember(asked, { ...granted.value, request: req, source: 'memo' }, Math.min(granted.until, pinUntil));
 
     if (commit) {
-      const row = this.#index.getFile(req.repo, commit, req.view, req.path);
+      const row = await this.#index.getFile(req.repo, commit, req.view, req.path);
       if (row?.scope) {
         const decision = await this.#policy.indexDecision(who, row.scope, req.repo);
         if (decision.serves) return this.#remember(asked, fromRow(req, row, 'index'), Math.min(decision.until, pinUntil));
@@ -101,7 +101,7 @@ export class FileResolver {
       return this.#remember(asked, { ...entry, request: req }, Math.min(until, pinUntil));
     } catch (err) {
       if (isUnreachable(err)) {
-        const stale = this.#staleEntry(req, who);
+        const stale = await this.#staleEntry(req, who);
         if (stale) {
           this.#onStale?.(req);
           return stale;
@@ -122,10 +122,10 @@ export class FileResolver {
     return entry;
   }
 
-  #staleEntry(req: FileRequest, who: Identity): FileEntry | undefined {
-    const commit = isCommitSha(req.revision) ? req.revision : this.#pins.last(req.repo, req.revision, who.sees);
+  async #staleEntry(req: FileRequest, who: Identity): Promise<FileEntry | undefined> {
+    const commit = isCommitSha(req.revision) ? req.revision : await this.#pins.last(req.repo, req.revision, who.sees);
     if (!commit) return undefined;
-    const row = this.#index.getFile(req.repo, commit, req.view, req.path);
+    const row = await this.#index.getFile(req.repo, commit, req.view, req.path);
     return row?.scope && this.#policy.servesStale(who, row.scope, req.repo) ? fromRow(req, row, 'stale') : undefined;
   }
 
@@ -150,12 +150,12 @@ export class FileResolver {
       scope: recordAs ?? null,
       checkedAt: this.#policy.clock.now(),
     };
-    this.#index.putFile(row);
+    await this.#index.putFile(row);
     // A client token's refs are not recorded: they may describe a repo only it can read. A pin
     // the caller sees that someone else (e.g. a metadata request) set meanwhile wins: ask again
     // about its commit.
     if (recordAs && !isCommitSha(req.revision) && !commit) {
-      const pinned = this.#pins.pin(req.repo, req.revision, entry.commit, recordAs, who.sees);
+      const pinned = await this.#pins.pin(req.repo, req.revision, entry.commit, recordAs, who.sees);
       if (pinned !== entry.commit) return this.#probe(req, pinned, who);
     }
     return entry;

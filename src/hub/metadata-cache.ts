@@ -25,7 +25,7 @@ import type { Dispatcher } from 'undici';
 import type { Clock } from '../clock.js';
 import { MirrorError } from '../errors.js';
 import { PromiseFlights } from '../mirror/flights.js';
-import type { ApiResponseRow, CacheIndex } from '../storage/cache-index.js';
+import type { ApiResponseRow, CacheIndex } from '../storage/cache-index-contract.js';
 import { describe, type UpstreamApi, type UpstreamApiAnswer } from '../upstream/hub-client.js';
 import { fromUpstreamStatus, isUnreachable } from '../upstream/upstream-errors.js';
 import type { AccessPolicy, Identity } from './access-policy.js';
@@ -81,7 +81,7 @@ export class MetadataCache {
       return who.scope === undefined ? await this.#withToken(req, who) : await this.#recorded(req, who);
     } catch (err) {
       if (!isUnreachable(err)) throw err;
-      const stale = this.#stale(req, who);
+      const stale = await this.#stale(req, who);
       if (!stale) throw err;
       this.#onStale?.(req.repo, req.revision ?? DEFAULT_REF);
       return stale;
@@ -92,7 +92,7 @@ export class MetadataCache {
   async #recorded(req: MetadataRequest, who: Identity): Promise<ApiAnswer> {
     const ref = req.revision ?? DEFAULT_REF;
     if (isCommitSha(ref)) return this.#atCommit(req, ref, who);
-    const pinned = this.#pins.fresh(req.repo, ref, who.sees);
+    const pinned = await this.#pins.fresh(req.repo, ref, who.sees);
     if (pinned) return this.#atCommit(req, pinned, who);
     const q = req.question;
     if (q.kind === 'info' && infoCarriesSha(q.query)) {
@@ -109,8 +109,8 @@ export class MetadataCache {
     if (answer.status !== 200) return answer;
     const sha = requireSha(answer, req.repo);
     const scope = await this.#policy.recordScope(who, req.repo);
-    const stored = scope !== undefined && this.#store(req.repo, sha, req.question, answer, scope);
-    const commit = scope === undefined ? sha : this.#pins.pin(req.repo, ref, sha, scope, who.sees);
+    const stored = scope !== undefined && (await this.#store(req.repo, sha, req.question, answer, scope));
+    const commit = scope === undefined ? sha : await this.#pins.pin(req.repo, ref, sha, scope, who.sees);
     // Another answer pinned the ref first: stay on its commit.
     if (commit !== sha) return this.#atCommit(req, commit, who);
     return stored ? { ...answer, source: 'miss' } : answer;
@@ -127,31 +127,31 @@ export class MetadataCache {
     });
   }
 
-  #atCommit(req: MetadataRequest, commit: string, who: Identity): Promise<ApiAnswer> {
+  async #atCommit(req: MetadataRequest, commit: string, who: Identity): Promise<ApiAnswer> {
     const key = questionKey(req.question);
-    const row = this.#index.getApiResponse(req.repo, commit, key);
-    if (row && who.sees(row.scope)) return Promise.resolve(fromRow(row, 'hit'));
+    const row = await this.#index.getApiResponse(req.repo, commit, key);
+    if (row && who.sees(row.scope)) return fromRow(row, 'hit');
     return this.#answers.run(`${who.key}|${repoKey(req.repo)}|${commit}|${key}`, async () => {
       const answer = await this.#ask(req, commit, who);
       if (!isStorable(req.question, answer)) return answer;
       const scope = await this.#policy.recordScope(who, req.repo);
-      return scope !== undefined && this.#store(req.repo, commit, req.question, answer, scope) ? { ...answer, source: 'miss' } : answer;
+      return scope !== undefined && (await this.#store(req.repo, commit, req.question, answer, scope)) ? { ...answer, source: 'miss' } : answer;
     });
   }
 
-  #withToken(req: MetadataRequest, who: Identity): Promise<ApiAnswer> {
+  async #withToken(req: MetadataRequest, who: Identity): Promise<ApiAnswer> {
     const ref = req.revision ?? DEFAULT_REF;
     // A fresh public pin is public knowledge: ask at its commit, for consistency.
-    const commit = isCommitSha(ref) ? ref : this.#pins.fresh(req.repo, ref, who.sees);
+    const commit = isCommitSha(ref) ? ref : await this.#pins.fresh(req.repo, ref, who.sees);
     const revision = commit ?? req.revision;
     const key = `${who.key}|${repoKey(req.repo)}|${revision ?? ''}|${questionKey(req.question)}`;
     return this.#answers.run(key, () => this.#ask(req, revision, who));
   }
 
-  #stale(req: MetadataRequest, who: Identity): ApiAnswer | undefined {
+  async #stale(req: MetadataRequest, who: Identity): Promise<ApiAnswer | undefined> {
     const ref = req.revision ?? DEFAULT_REF;
-    const commit = isCommitSha(ref) ? ref : this.#pins.last(req.repo, ref, who.sees);
-    const row = commit === undefined ? undefined : this.#index.getApiResponse(req.repo, commit, questionKey(req.question));
+    const commit = isCommitSha(ref) ? ref : await this.#pins.last(req.repo, ref, who.sees);
+    const row = commit === undefined ? undefined : await this.#index.getApiResponse(req.repo, commit, questionKey(req.question));
     return row && this.#policy.servesStale(who, row.scope, req.repo) ? fromRow(row, 'stale') : undefined;
   }
 
@@ -175,14 +175,14 @@ export class MetadataCache {
   }
 
   /** Stores an answer for (repo, commit, question) when it is safe to serve forever; tells whether it did. */
-  #store(repo: RepoRef, commit: string, q: ApiQuestion, answer: ApiAnswer, scope: string): boolean {
+  async #store(repo: RepoRef, commit: string, q: ApiQuestion, answer: ApiAnswer, scope: string): Promise<boolean> {
     if (!isStorable(q, answer)) return false;
     const headers: Record<string, string> = {};
     for (const name of STORED_HEADERS) {
       const v = answer.headers[name];
       if (v !== undefined) headers[name] = v;
     }
-    this.#index.putApiResponse(repo, commit, questionKey(q), {
+    await this.#index.putApiResponse(repo, commit, questionKey(q), {
       status: answer.status,
       headers,
       nextPage: nextPage(answer.links),

@@ -17,7 +17,7 @@
  */
 import { LRUCache } from 'lru-cache';
 import { systemClock, type Clock } from '../clock.js';
-import type { CacheIndex } from '../storage/cache-index.js';
+import type { CacheIndex } from '../storage/cache-index-contract.js';
 import { PUBLIC_SCOPE, type Scope } from './access-policy.js';
 import { repoKey, type RepoRef } from './repo-ref.js';
 
@@ -51,13 +51,13 @@ export class RefPins {
   }
 
   /** The pinned commit of `revision` if upstream named it less than the TTL ago, in a scope the caller sees. */
-  fresh(repo: RepoRef, revision: string, sees: Sees = publicOnly): string | undefined {
-    return this.freshPin(repo, revision, sees)?.commit;
+  async fresh(repo: RepoRef, revision: string, sees: Sees = publicOnly): Promise<string | undefined> {
+    return (await this.freshPin(repo, revision, sees))?.commit;
   }
 
   /** Like `fresh`, with the monotonic time (the clock's) at which the pin stops being fresh. */
-  freshPin(repo: RepoRef, revision: string, sees: Sees = publicOnly): { commit: string; until: number } | undefined {
-    const ref = this.#index.getRef(repo, revision);
+  async freshPin(repo: RepoRef, revision: string, sees: Sees = publicOnly): Promise<{ commit: string; until: number } | undefined> {
+    const ref = await this.#index.getRef(repo, revision);
     if (!ref || !sees(ref.scope)) return undefined;
     const key = `${repoKey(repo)}|${revision}`;
     let seen = this.#seen.get(key);
@@ -74,8 +74,8 @@ export class RefPins {
   }
 
   /** The last commit upstream named for `revision`, however old (the offline answer), in a scope the caller sees. */
-  last(repo: RepoRef, revision: string, sees: Sees = publicOnly): string | undefined {
-    const ref = this.#index.getRef(repo, revision);
+  async last(repo: RepoRef, revision: string, sees: Sees = publicOnly): Promise<string | undefined> {
+    const ref = await this.#index.getRef(repo, revision);
     return ref && sees(ref.scope) ? ref.commit : undefined;
   }
 
@@ -84,12 +84,14 @@ export class RefPins {
    * commit to use: a pin the caller sees that is still fresh wins (it was handed out already),
    * else the new one is recorded. Never for a client's own token (it has no scope).
    */
-  pin(repo: RepoRef, revision: string, commit: string, scope: Scope = PUBLIC_SCOPE, sees: Sees = publicOnly): string {
-    const current = this.fresh(repo, revision, sees);
+  async pin(repo: RepoRef, revision: string, commit: string, scope: Scope = PUBLIC_SCOPE, sees: Sees = publicOnly): Promise<string> {
+    const current = await this.fresh(repo, revision, sees);
     if (current) return current;
     const checkedAt = this.#clock.now();
-    this.#index.putRef(repo, revision, commit, checkedAt, scope);
+    // Remembered before the write lands: a pin asked meanwhile in this process sees it (the
+    // index's overlay does the same for deferred writes).
     this.#seen.set(`${repoKey(repo)}|${revision}`, { commit, checkedAt, at: this.#clock.monotonic() });
+    await this.#index.putRef(repo, revision, commit, checkedAt, scope);
     return commit;
   }
 }

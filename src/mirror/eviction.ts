@@ -31,9 +31,8 @@
 import { systemClock, type Clock } from '../clock.js';
 import type { BlobKey } from '../storage/blob-layout.js';
 import type { BlobStore } from '../storage/blob-store-contract.js';
-import type { CacheIndex } from '../storage/cache-index.js';
 import { crashPoint } from '../storage/crash-points.js';
-import type { EvictionCandidate, EvictionPolicy, EvictionSelection } from '../storage/eviction-queries.js';
+import type { CacheIndex, EvictionCandidate, EvictionPolicy, EvictionSelection } from '../storage/cache-index-contract.js';
 
 /** Background eviction starts above this share of the budget... */
 export const HIGH_WATER = 0.95;
@@ -166,12 +165,12 @@ export class Evictor {
    */
   evict(bytes: number, why: 'room' | 'background' = 'room'): Promise<number> {
     return this.#serial(async () => {
-      this.#index.flushTouches(); // the order sees the latest hits
+      await this.#index.flushTouches(); // the order sees the latest hits
       const now = this.#clock.now();
       let freed = 0;
       let cursor = null;
       while (freed < bytes) {
-        const page = this.#index.eviction.candidates(this.policy, cursor, PAGE);
+        const page = await this.#index.eviction.candidates(this.policy, cursor, PAGE);
         if (page.rows.length === 0) break;
         cursor = page.cursor;
         for (const c of page.rows) {
@@ -188,10 +187,10 @@ export class Evictor {
   /** The operator's eviction: the selected blobs (at most `bytes` of them, in the policy's order). */
   evictSelection(sel: EvictionSelection, opts: { bytes?: number; dryRun: boolean }): Promise<EvictReport> {
     return this.#serial(async () => {
-      this.#index.flushTouches();
+      await this.#index.flushTouches();
       const now = this.#clock.now();
       const report: EvictReport = { dryRun: opts.dryRun, bytes: 0, blobs: [] };
-      for (const c of this.#index.eviction.selection(sel, this.policy)) {
+      for (const c of await this.#index.eviction.selection(sel, this.policy)) {
         if (opts.bytes !== undefined && report.bytes >= opts.bytes) break;
         if (!this.#local(c.blobKey)) continue; // nothing here to free: it is only in the bucket
         if (this.#protected(c, now)) {
@@ -250,7 +249,7 @@ export class Evictor {
     try {
       const used = this.usedBytes() + this.#fills.reservedBytes();
       if (used > this.budgetBytes * HIGH_WATER) await this.evict(used - Math.floor(this.budgetBytes * LOW_WATER), 'background');
-      if (this.#maxMetadataBytes > 0) this.#index.eviction.pruneMetadata(this.#maxMetadataBytes);
+      if (this.#maxMetadataBytes > 0) await this.#index.eviction.pruneMetadata(this.#maxMetadataBytes);
     } catch (err) {
       this.#onProblem?.('background eviction', err);
     }
@@ -270,7 +269,7 @@ export class Evictor {
       // is not deleted and the index rows stay (the blob is still cached; reads go to the store).
       await this.#store.dropLocal(key);
       crashPoint('after-evict-unlink');
-      if (!this.#store.localCopiesAreCache) this.#index.evictBlob(key);
+      if (!this.#store.localCopiesAreCache) await this.#index.evictBlob(key);
       this.#lastUsed.delete(key);
       this.#onEvicted?.(key, c.size, why);
       return true;

@@ -42,7 +42,7 @@ import { MirrorError, isMirrorError } from '../errors.js';
 import type { Interval } from '../model/span-set.js';
 import type { BlobKey } from '../storage/blob-layout.js';
 import type { BlobStore } from '../storage/blob-store-contract.js';
-import type { CacheIndex } from '../storage/cache-index.js';
+import type { CacheIndex } from '../storage/cache-index-contract.js';
 import { crashPoint } from '../storage/crash-points.js';
 import type { StagedBlob } from '../storage/staged-blob.js';
 import { discardBody, type BodySpeedFloor, type UpstreamBody } from '../upstream/hub-client.js';
@@ -294,7 +294,7 @@ export class Fill implements FillView {
       this.#throwIfFatal();
       this.#state = 'verifying';
       await this.#staged.commit();
-      this.#deps.index.recordBlob(this.key, this.size);
+      await this.#deps.index.recordBlob(this.key, this.size);
       crashPoint('after-index-commit');
       this.#state = 'committed';
       this.#resolveStarted();

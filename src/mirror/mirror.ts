@@ -22,7 +22,7 @@ import { fileUrlPath } from '../hub/repo-ref.js';
 import type { BlobKey } from '../storage/blob-layout.js';
 import { BlobFile, type RemoteBlob } from '../storage/blob-store.js';
 import type { BlobStore } from '../storage/blob-store-contract.js';
-import type { CacheIndex } from '../storage/cache-index.js';
+import type { CacheIndex } from '../storage/cache-index-contract.js';
 import { discardBody, type HubClient } from '../upstream/hub-client.js';
 import type { UpstreamSet } from '../upstream/upstream-set.js';
 import { toEntry, type FileEntry } from '../hub/file-resolver.js';
@@ -176,8 +176,8 @@ export class Mirror {
   }
 
   /** Whether the blob is verified and on disk (for HEAD's cache status; no I/O beyond the index). */
-  isCached(key: BlobKey): boolean {
-    return this.#index.getBlob(key) !== undefined;
+  async isCached(key: BlobKey): Promise<boolean> {
+    return (await this.#index.getBlob(key)) !== undefined;
   }
 
   /**
@@ -463,11 +463,11 @@ export class Mirror {
    */
   async #openHit(entry: FileEntry): Promise<BlobSource | null> {
     const key = entry.blobKey;
-    const row = this.#index.getBlob(key);
+    const row = await this.#index.getBlob(key);
     if (!row) return null;
     const file = row.size === entry.size ? await this.#store.openBlob(key, entry.size) : null;
     if (!file) {
-      this.#index.forgetBlob(key);
+      await this.#index.forgetBlob(key);
       return null;
     }
     this.#index.touchBlob(key);
@@ -484,7 +484,7 @@ export class Mirror {
       // recorded was truncated behind our back: forget it (the next request refetches). Without a
       // local copy (s3): ranged reads from the object store.
       createReader: (start, end) =>
-        file instanceof BlobFile ? new FileSpanReader(file, start, end, this.#readBuffers, () => this.#index.forgetBlob(key)) : readableReader(file.openRead(start, end)),
+        file instanceof BlobFile ? new FileSpanReader(file, start, end, this.#readBuffers, () => void this.#index.forgetBlob(key).catch(() => undefined)) : readableReader(file.openRead(start, end)),
       release: () => {
         if (closed) return;
         closed = true;

@@ -10,7 +10,7 @@
  * - Bytes served to clients, by the same four.
  * - Bytes pulled from upstream: the size of every download that was stored, plus bypassed ranges.
  */
-import type { InventoryQueries } from '../storage/inventory-queries.js';
+import type { InventoryStore } from '../storage/cache-index-contract.js';
 
 export type ServedFrom = 'hit' | 'miss' | 'joined' | 'bypass';
 
@@ -52,20 +52,20 @@ export class TrafficCounters {
    * Hands what was counted since the last flush to `write` (with the initial `since`), which adds
    * it to the index and says whether that landed; what did not land is kept for the next flush.
    */
-  flush(write: (deltas: Readonly<Record<string, number>>, initial: Readonly<Record<string, number>>) => boolean): void {
+  async flush(write: (deltas: Readonly<Record<string, number>>, initial: Readonly<Record<string, number>>) => Promise<boolean>): Promise<void> {
     const deltas = this.#pending;
     this.#pending = {};
     let landed = false;
     try {
-      landed = write(deltas, { since: this.#now() });
+      landed = await write(deltas, { since: this.#now() });
     } finally {
       if (!landed) for (const [k, v] of Object.entries(deltas)) this.#add(k, v);
     }
   }
 
   /** The persisted totals plus what is not flushed yet. */
-  report(store: InventoryQueries): TrafficReport {
-    const c = { ...store.counters() };
+  async report(store: InventoryStore): Promise<TrafficReport> {
+    const c = { ...(await store.counters()) };
     for (const [k, v] of Object.entries(this.#pending)) c[k] = (c[k] ?? 0) + v;
     return trafficReport(c);
   }

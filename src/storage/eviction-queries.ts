@@ -1,35 +1,15 @@
 /**
- * EvictionQueries: what eviction reads of the index (which blobs to consider, in the policy's
+ * EvictionQueries: the EvictionStore of the SQLite index: what eviction reads of the index (which blobs to consider, in the policy's
  * order) and the bound on metadata (API answers and refs, pruned oldest first). Removing a blob's
  * rows is CacheIndex.evictBlob (it goes through the index's deferred writes); what is here either
  * reads or prunes metadata, which nothing needs back after a crash.
  */
 import type Database from 'better-sqlite3';
-import type { RepoRef } from '../hub/repo-ref.js';
 import type { BlobKey } from './blob-layout.js';
+import type { CandidateCursor, EvictionCandidate, EvictionPolicy, EvictionSelection, EvictionStore } from './cache-index-contract.js';
+import { now } from './job-table.js';
 
-export type EvictionPolicy = 'lru' | 'largest-first';
-
-export interface EvictionCandidate {
-  blobKey: BlobKey;
-  size: number;
-  lastAccessedAt: number;
-}
-
-/** Where a page of candidates ended; the next page starts after it. */
-export interface CandidateCursor {
-  value: number;
-  blobKey: string;
-}
-
-/** Which blobs an operator's eviction is about; every given condition must hold. */
-export interface EvictionSelection {
-  /** Blobs named by files of this repo (at `commit`, if given) and by no file outside that. */
-  repo?: RepoRef;
-  commit?: string;
-  /** Blobs last used before this time (ms since epoch). */
-  usedBefore?: number;
-}
+export type { CandidateCursor, EvictionCandidate, EvictionPolicy, EvictionSelection } from './cache-index-contract.js';
 
 interface CandidateDbRow {
   blob_key: string;
@@ -56,7 +36,7 @@ const SELECTED = `SELECT b.blob_key, b.size, b.last_accessed_at FROM blobs b WHE
 const SELECTED_LRU = `${SELECTED} ORDER BY b.last_accessed_at, b.blob_key`;
 const SELECTED_LARGEST = `${SELECTED} ORDER BY b.size DESC, b.blob_key DESC`;
 
-export class EvictionQueries {
+export class EvictionQueries implements EvictionStore {
   readonly #stmts;
 
   constructor(db: Database.Database) {
@@ -84,7 +64,11 @@ export class EvictionQueries {
    * The next `limit` blobs in the policy's order (least recently used first, or largest first),
    * after `cursor`. Pages, not one open iterator: the connection writes between pages.
    */
-  candidates(policy: EvictionPolicy, cursor: CandidateCursor | null, limit: number): { rows: EvictionCandidate[]; cursor: CandidateCursor | null } {
+  candidates(policy: EvictionPolicy, cursor: CandidateCursor | null, limit: number): Promise<{ rows: EvictionCandidate[]; cursor: CandidateCursor | null }> {
+    return now(() => this.#candidatesNow(policy, cursor, limit));
+  }
+
+  #candidatesNow(policy: EvictionPolicy, cursor: CandidateCursor | null, limit: number): { rows: EvictionCandidate[]; cursor: CandidateCursor | null } {
     const rows =
       policy === 'lru'
         ? this.#stmts.lru.all(cursor?.value ?? -Infinity, cursor?.blobKey ?? '', limit)
@@ -97,13 +81,17 @@ export class EvictionQueries {
   }
 
   /** The stored blobs an operator's selection names, in the policy's order. */
-  selection(sel: EvictionSelection, policy: EvictionPolicy): EvictionCandidate[] {
+  selection(sel: EvictionSelection, policy: EvictionPolicy): Promise<EvictionCandidate[]> {
     const params: SelectionParams = { type: sel.repo?.type ?? null, id: sel.repo?.id ?? null, commit: sel.commit ?? null, before: sel.usedBefore ?? null };
-    return (policy === 'lru' ? this.#stmts.selectedLru : this.#stmts.selectedLargest).all(params).map(toCandidate);
+    return now(() => (policy === 'lru' ? this.#stmts.selectedLru : this.#stmts.selectedLargest).all(params).map(toCandidate));
   }
 
   /** Approximate bytes of the recorded API answers and refs. */
-  metadataBytes(): number {
+  metadataBytes(): Promise<number> {
+    return now(() => this.#metadataBytesNow());
+  }
+
+  #metadataBytesNow(): number {
     return (this.#stmts.apiBytes.get()?.n ?? 0) + (this.#stmts.refBytes.get()?.n ?? 0);
   }
 
@@ -111,16 +99,20 @@ export class EvictionQueries {
    * Deletes API answers and refs, oldest first (by when upstream gave them), until they take at
    * most `limit` bytes. Returns how many rows of each went.
    */
-  pruneMetadata(limit: number): { apiResponses: number; refs: number } {
+  pruneMetadata(limit: number): Promise<{ apiResponses: number; refs: number }> {
+    return now(() => this.#pruneMetadataNow(limit));
+  }
+
+  #pruneMetadataNow(limit: number): { apiResponses: number; refs: number } {
     const pruned = { apiResponses: 0, refs: 0 };
-    let bytes = this.metadataBytes();
+    let bytes = this.#metadataBytesNow();
     while (bytes > limit) {
       const api = this.#stmts.oldestApi.get()?.t ?? null;
       const ref = this.#stmts.oldestRef.get()?.t ?? null;
       if (api === null && ref === null) break;
       if (ref === null || (api !== null && api <= ref)) pruned.apiResponses += this.#stmts.pruneApi.run().changes;
       else pruned.refs += this.#stmts.pruneRefs.run().changes;
-      bytes = this.metadataBytes();
+      bytes = this.#metadataBytesNow();
     }
     return pruned;
   }

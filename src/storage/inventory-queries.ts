@@ -1,5 +1,5 @@
 /**
- * InventoryQueries: what the operator sees of the cache index (`hubcache ls`, `hubcache stats`),
+ * InventoryQueries: the InventoryStore of the SQLite index: what the operator sees of the cache index (`hubcache ls`, `hubcache stats`),
  * and the traffic counters kept across restarts. Read-only over refs, files and blobs, except the
  * `counters` table. Prepared once on the index's connection.
  *
@@ -8,44 +8,10 @@
  */
 import type Database from 'better-sqlite3';
 import type { RepoRef, RepoType } from '../hub/repo-ref.js';
+import type { BlobTotals, InventoryFile, InventoryStore, RepoSummary } from './cache-index-contract.js';
+import { now } from './job-table.js';
 
-export interface RepoSummary {
-  repo: RepoRef;
-  /** Commits with at least one recorded file. */
-  commits: number;
-  /** Recorded files (repo, commit, view, path), cached or not. */
-  files: number;
-  /** Of those, the ones whose blob is on disk. */
-  cachedFiles: number;
-  /** Bytes of the distinct cached blobs its files name (a blob shared by two paths counts once). */
-  cachedBytes: number;
-  /** Latest hit on one of its blobs (ms since epoch), null if none was ever read from disk. */
-  lastAccessAt: number | null;
-  /** Hits on its distinct blobs (a blob shared with another repo counts in both). */
-  hits: number;
-  /** Branch and tag names → commit. */
-  refs: Record<string, string>;
-}
-
-export interface FileView {
-  commit: string;
-  view: string;
-  path: string;
-  size: number;
-  blobKey: string;
-  isLfs: boolean;
-  /** Who may read it back from the index: 'public', 'service' (the service token's), 'token' (a client token's: never). */
-  visibility: 'public' | 'service' | 'token';
-  cached: boolean;
-  storedAt: number | null;
-  lastAccessAt: number | null;
-  hits: number;
-}
-
-export interface BlobTotals {
-  blobs: number;
-  bytes: number;
-}
+export type { BlobTotals, InventoryFile, RepoSummary } from './cache-index-contract.js';
 
 interface SummaryDbRow {
   repo_type: string;
@@ -77,7 +43,7 @@ interface FileDbRow {
   hits: number | null;
 }
 
-export class InventoryQueries {
+export class InventoryQueries implements InventoryStore {
   readonly #stmts;
   readonly #db: Database.Database;
 
@@ -108,7 +74,11 @@ export class InventoryQueries {
   }
 
   /** Every repo with recorded files, by type then id. */
-  repos(): RepoSummary[] {
+  repos(): Promise<RepoSummary[]> {
+    return now(() => this.#reposNow());
+  }
+
+  #reposNow(): RepoSummary[] {
     const sums = new Map(this.#stmts.blobSums.all().map((r) => [`${r.repo_type}\0${r.repo_id}`, r]));
     const refs = new Map<string, Record<string, string>>();
     for (const r of this.#stmts.refs.all()) {
@@ -134,7 +104,11 @@ export class InventoryQueries {
   }
 
   /** The recorded files of one repo, by commit then path. */
-  files(repo: RepoRef): FileView[] {
+  files(repo: RepoRef): Promise<InventoryFile[]> {
+    return now(() => this.#filesNow(repo));
+  }
+
+  #filesNow(repo: RepoRef): InventoryFile[] {
     return this.#stmts.files.all(repo.type, repo.id).map((r) => ({
       commit: r.commit_sha,
       view: r.view,
@@ -151,17 +125,22 @@ export class InventoryQueries {
   }
 
   /** Blobs on disk (as recorded) and their bytes. */
-  blobTotals(): BlobTotals {
-    return this.#stmts.totals.get() ?? { blobs: 0, bytes: 0 };
+  blobTotals(): Promise<BlobTotals> {
+    return now(() => this.#stmts.totals.get() ?? { blobs: 0, bytes: 0 });
   }
 
   /** Every persisted counter. */
-  counters(): Record<string, number> {
-    return Object.fromEntries(this.#stmts.counters.all().map((r) => [r.name, r.value]));
+  counters(): Promise<Record<string, number>> {
+    return now(() => Object.fromEntries(this.#stmts.counters.all().map((r) => [r.name, r.value])));
   }
 
   /** Adds deltas to counters in one transaction; `initial` values are set only where absent. */
-  addCounters(deltas: Readonly<Record<string, number>>, initial: Readonly<Record<string, number>> = {}): void {
+  addCounters(deltas: Readonly<Record<string, number>>, initial: Readonly<Record<string, number>> = {}): Promise<void> {
+    return now(() => this.addCountersNow(deltas, initial));
+  }
+
+  /** addCounters, synchronously (the index's flush runs it inside its own transaction). */
+  addCountersNow(deltas: Readonly<Record<string, number>>, initial: Readonly<Record<string, number>> = {}): void {
     this.#db.transaction(() => {
       for (const [name, value] of Object.entries(initial)) this.#stmts.initCounter.run(name, value);
       for (const [name, value] of Object.entries(deltas)) if (value !== 0) this.#stmts.addCounter.run(name, value);

@@ -1,5 +1,5 @@
 /**
- * JobTable: the operator's background jobs (prefetch, import, verify) in the cache index, so a job
+ * JobTable: the JobStore of the SQLite index: the operator's background jobs (prefetch, import, verify) in the cache index, so a job
  * interrupted by a restart or a crash is found again and resumed (admin/jobs.ts runs them).
  *
  * - `jobs`: one row per job: kind, state, what was asked (`params`, JSON, never a token), progress
@@ -10,47 +10,9 @@
  * thrown to the caller, which keeps the job's state in memory meanwhile.
  */
 import type Database from 'better-sqlite3';
+import type { JobItem, JobKind, JobProgress, JobRow, JobState, JobStore } from './cache-index-contract.js';
 
-export type JobKind = 'prefetch' | 'import' | 'verify';
-export type JobState = 'queued' | 'running' | 'done' | 'failed' | 'cancelled';
-
-export const JOB_KINDS: readonly JobKind[] = ['prefetch', 'import', 'verify'];
-export const FINISHED_STATES: readonly JobState[] = ['done', 'failed', 'cancelled'];
-
-/** Counters every job keeps (items: files for prefetch and import, blobs for verify). */
-export interface JobProgress {
-  /** Items the job will handle, once known. */
-  itemsTotal: number | null;
-  /** Items finished, successfully or not (failed included). */
-  itemsDone: number;
-  itemsFailed: number;
-  bytesTotal: number | null;
-  /** Bytes of items handled so far (finished items, and what running ones moved). */
-  bytesDone: number;
-}
-
-export interface JobRow {
-  id: string;
-  kind: JobKind;
-  state: JobState;
-  params: Record<string, unknown>;
-  progress: JobProgress;
-  message: string | null;
-  createdAt: number;
-  startedAt: number | null;
-  finishedAt: number | null;
-}
-
-export interface JobItem {
-  seq: number;
-  /** What the item is: a repo path, a blob key. */
-  item: string;
-  /** What happened to it: 'cached', 'filled', 'linked', 'copied', 'corrupt', 'failed', ... */
-  outcome: string;
-  ok: boolean;
-  bytes: number;
-  message: string | null;
-}
+export type { JobItem, JobKind, JobProgress, JobRow, JobState } from './cache-index-contract.js';
 
 interface JobDbRow {
   id: string;
@@ -73,7 +35,7 @@ interface ItemDbRow {
   message: string | null;
 }
 
-export class JobTable {
+export class JobTable implements JobStore {
   readonly #stmts;
 
   constructor(db: Database.Database) {
@@ -102,50 +64,56 @@ export class JobTable {
     };
   }
 
-  insert(job: JobRow): void {
-    this.#stmts.insert.run(toDb(job));
+  insert(job: JobRow): Promise<void> {
+    return now(() => void this.#stmts.insert.run(toDb(job)));
   }
 
   /** Writes the job's state, params, progress, message and times. */
-  save(job: JobRow): void {
-    this.#stmts.save.run(toDb(job));
+  save(job: JobRow): Promise<void> {
+    return now(() => void this.#stmts.save.run(toDb(job)));
   }
 
-  get(id: string): JobRow | undefined {
-    const row = this.#stmts.get.get(id);
-    return row && fromDb(row);
+  get(id: string): Promise<JobRow | undefined> {
+    return now(() => {
+      const row = this.#stmts.get.get(id);
+      return row && fromDb(row);
+    });
   }
 
   /** The newest jobs first. */
-  list(limit: number): JobRow[] {
-    return this.#stmts.list.all(limit).map(fromDb);
+  list(limit: number): Promise<JobRow[]> {
+    return now(() => this.#stmts.list.all(limit).map(fromDb));
   }
 
   /** Jobs queued or running when the last process stopped, oldest first. */
-  unfinished(): JobRow[] {
-    return this.#stmts.unfinished.all().map(fromDb);
+  unfinished(): Promise<JobRow[]> {
+    return now(() => this.#stmts.unfinished.all().map(fromDb));
   }
 
   /** Records a finished item; returns its sequence number in the job. */
-  addItem(jobId: string, item: Omit<JobItem, 'seq'>): number {
-    const row = this.#stmts.addItem.get(jobId, item.item, item.outcome, item.ok ? 1 : 0, item.bytes, item.message, jobId);
-    return row?.seq ?? 0;
+  addItem(jobId: string, item: Omit<JobItem, 'seq'>): Promise<number> {
+    return now(() => this.#stmts.addItem.get(jobId, item.item, item.outcome, item.ok ? 1 : 0, item.bytes, item.message, jobId)?.seq ?? 0);
   }
 
   /** Items finished after `afterSeq`, in order, at most `limit`. */
-  items(jobId: string, afterSeq: number, limit: number): JobItem[] {
-    return this.#stmts.items.all(jobId, afterSeq, limit).map((r) => ({ seq: r.seq, item: r.item, outcome: r.outcome, ok: r.ok === 1, bytes: r.bytes, message: r.message }));
+  items(jobId: string, afterSeq: number, limit: number): Promise<JobItem[]> {
+    return now(() => this.#stmts.items.all(jobId, afterSeq, limit).map((r) => ({ seq: r.seq, item: r.item, outcome: r.outcome, ok: r.ok === 1, bytes: r.bytes, message: r.message })));
   }
 
   /** Items that finished successfully (what a resumed job skips), with their bytes. */
-  succeededItems(jobId: string): Map<string, number> {
-    return new Map(this.#stmts.okItems.all(jobId).map((r) => [r.item, r.bytes]));
+  succeededItems(jobId: string): Promise<Map<string, number>> {
+    return now(() => new Map(this.#stmts.okItems.all(jobId).map((r) => [r.item, r.bytes])));
   }
 
   /** Forgets finished jobs (and their items) beyond the newest `keep`. */
-  prune(keep: number): void {
-    this.#stmts.prune.run(keep);
+  prune(keep: number): Promise<void> {
+    return now(() => void this.#stmts.prune.run(keep));
   }
+}
+
+/** Runs a synchronous statement as the contract's promise (its errors as a rejection). */
+export function now<T>(op: () => T): Promise<T> {
+  return new Promise<T>((resolve) => resolve(op()));
 }
 
 function toDb(job: JobRow): JobDbRow {

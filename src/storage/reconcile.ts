@@ -20,7 +20,7 @@ import { isMirrorError } from '../errors.js';
 import { parseBlobKey, type BlobKey } from './blob-layout.js';
 import type { BlobStore } from './blob-store-contract.js';
 import { localFiles, newHasher } from './blob-store.js';
-import type { CacheIndex } from './cache-index.js';
+import type { CacheIndex } from './cache-index-contract.js';
 
 export interface ReconcileReport {
   checked: number;
@@ -63,18 +63,18 @@ export async function reconcile(store: BlobStore, index: CacheIndex): Promise<Re
   }
   const known = new Set<BlobKey>();
   if (held) {
-    for (const row of index.allBlobs()) {
+    for (const row of await index.allBlobs()) {
       report.checked++;
       if (held.get(row.blobKey) === row.size) known.add(row.blobKey);
       else {
-        index.forgetBlob(row.blobKey);
+        await index.forgetBlob(row.blobKey);
         report.forgotten.push(row.blobKey);
       }
     }
     for (const [key, size] of held) {
       if (known.has(key)) continue;
       if (store.listedBlobsAreVerified || (await digestOf(store.pathOf(key), key, size)) === parseBlobKey(key).hex) {
-        index.recordBlob(key, size);
+        await index.recordBlob(key, size);
         report.adopted.push(key);
         known.add(key);
       } else {

@@ -10,7 +10,7 @@ import { Readable } from 'node:stream';
 import type { BlobKey } from './blob-layout.js';
 import type { BlobStore } from './blob-store-contract.js';
 import { isNotFound } from './blob-store.js';
-import type { CacheIndex } from './cache-index.js';
+import type { CacheIndex } from './cache-index-contract.js';
 import { digestOfStream } from './reconcile.js';
 
 export interface VerifyReport {
@@ -38,7 +38,7 @@ export interface VerifyOptions {
 /** Safe while the server runs: a blob committed meanwhile is simply not checked this time. */
 export async function verifyBlobs(store: BlobStore, index: CacheIndex, opts: VerifyOptions = {}): Promise<VerifyReport> {
   const { onProgress, onBlob, signal } = opts;
-  const rows = [...index.allBlobs()];
+  const rows = await index.allBlobs();
   const bytesTotal = rows.reduce((n, r) => n + r.size, 0);
   const report: VerifyReport = { verified: 0, bytes: 0, corrupt: [], missing: [] };
   await fsp.mkdir(store.layout.quarantineDir, { recursive: true });
@@ -47,7 +47,7 @@ export async function verifyBlobs(store: BlobStore, index: CacheIndex, opts: Ver
     if (signal?.aborted) break;
     const st = await store.stat(row.blobKey);
     if (!st) {
-      index.forgetBlob(row.blobKey);
+      await index.forgetBlob(row.blobKey);
       report.missing.push(row.blobKey);
       onBlob?.(row.blobKey, 'missing', row.size);
     } else {
@@ -55,7 +55,7 @@ export async function verifyBlobs(store: BlobStore, index: CacheIndex, opts: Ver
       const digest = await digestOfStream(bytes, row.blobKey, st.size);
       if (st.size !== row.size || digest !== row.blobKey.slice(row.blobKey.indexOf(':') + 1)) {
         const target = path.join(store.layout.quarantineDir, `${row.blobKey.replace(':', '-')}-${Date.now()}`);
-        index.forgetBlob(row.blobKey);
+        await index.forgetBlob(row.blobKey);
         const quarantined = await fsp.rename(store.pathOf(row.blobKey), target).then(
           () => true,
           (err: unknown) => {

@@ -9,7 +9,7 @@
 import fs from 'node:fs';
 import Database from 'better-sqlite3';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { CacheIndex } from '../../src/storage/cache-index.js';
+import { SqliteCacheIndex as CacheIndex } from '../../src/storage/sqlite-cache-index.js';
 import { BlobLayout, blobKey } from '../../src/storage/blob-layout.js';
 import { makeContent, sha256Hex } from '../support/content.js';
 import { download, header } from '../support/download.js';

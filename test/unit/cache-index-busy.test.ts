@@ -9,7 +9,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { blobKey } from '../../src/storage/blob-layout.js';
-import { CacheIndex } from '../../src/storage/cache-index.js';
+import { SqliteCacheIndex as CacheIndex } from '../../src/storage/sqlite-cache-index.js';
 import { waitFor } from '../support/wait-for.js';
 
 const repo = { type: 'model' as const, id: 'org/name' };

@@ -9,7 +9,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { blobKey } from '../../src/storage/blob-layout.js';
-import { CacheIndex, type FileRow } from '../../src/storage/cache-index.js';
+import { SqliteCacheIndex as CacheIndex, type FileRow } from '../../src/storage/sqlite-cache-index.js';
 import { MIGRATIONS } from '../../src/storage/migrations.js';
 
 const repo = { type: 'model' as const, id: 'org/name' };

@@ -6,7 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Evictor, type EvictorOptions } from '../../src/mirror/eviction.js';
 import { BlobLayout, blobKey, type BlobKey } from '../../src/storage/blob-layout.js';
 import { FsBlobStore } from '../../src/storage/blob-store.js';
-import { CacheIndex } from '../../src/storage/cache-index.js';
+import { SqliteCacheIndex as CacheIndex } from '../../src/storage/sqlite-cache-index.js';
 import { parseCacheBudget } from '../../src/storage/disk-space.js';
 import { parseDuration, parseSize } from '../../src/admin/evict.js';
 import { validateConfig } from '../../src/config/config.js';

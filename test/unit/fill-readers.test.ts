@@ -21,7 +21,7 @@ import { ReadBuffers } from '../../src/mirror/read-buffers.js';
 import { BlobLayout, blobKey, type BlobKey } from '../../src/storage/blob-layout.js';
 import { FsBlobStore } from '../../src/storage/blob-store.js';
 import type { StagedBlob } from '../../src/storage/staged-blob.js';
-import { CacheIndex } from '../../src/storage/cache-index.js';
+import { SqliteCacheIndex as CacheIndex } from '../../src/storage/sqlite-cache-index.js';
 import type { HubClient, UpstreamBody } from '../../src/upstream/hub-client.js';
 import { UpstreamSet } from '../../src/upstream/upstream-set.js';
 import { MirrorError } from '../../src/errors.js';

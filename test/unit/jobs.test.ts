@@ -8,8 +8,8 @@ import path from 'node:path';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Jobs, type JobContext, type JobRunner } from '../../src/admin/jobs.js';
-import { CacheIndex } from '../../src/storage/cache-index.js';
-import type { JobKind, JobRow } from '../../src/storage/job-table.js';
+import { SqliteCacheIndex as CacheIndex } from '../../src/storage/sqlite-cache-index.js';
+import type { JobKind, JobRow } from '../../src/storage/cache-index-contract.js';
 
 const log = pino({ level: 'silent' });
 const dirs: string[] = [];

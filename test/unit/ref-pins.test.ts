@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { RefPins } from '../../src/hub/ref-pins.js';
-import { CacheIndex } from '../../src/storage/cache-index.js';
+import { SqliteCacheIndex as CacheIndex } from '../../src/storage/sqlite-cache-index.js';
 
 const C1 = '1'.repeat(40);
 const C2 = '2'.repeat(40);

@@ -15,7 +15,7 @@ import { AccessPolicy } from '../../src/hub/access-policy.js';
 import { FileResolver } from '../../src/hub/file-resolver.js';
 import { RefPins } from '../../src/hub/ref-pins.js';
 import type { FileRequest } from '../../src/hub/repo-ref.js';
-import { CacheIndex } from '../../src/storage/cache-index.js';
+import { SqliteCacheIndex as CacheIndex } from '../../src/storage/sqlite-cache-index.js';
 import { HubClient } from '../../src/upstream/hub-client.js';
 import { makeContent } from '../support/content.js';
 import { startFakeHub, type FakeHub } from '../support/fake-hub.js';

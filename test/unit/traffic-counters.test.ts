@@ -9,7 +9,7 @@ import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { TrafficCounters } from '../../src/observability/traffic-counters.js';
 import { blobKey } from '../../src/storage/blob-layout.js';
-import { CacheIndex } from '../../src/storage/cache-index.js';
+import { SqliteCacheIndex as CacheIndex } from '../../src/storage/sqlite-cache-index.js';
 
 let dir: string | undefined;
 afterEach(() => {

@@ -34,8 +34,7 @@ import { isRepoType, validateRepoId } from '../../hub/repo-ref.js';
 import type { Evictor } from '../../mirror/eviction.js';
 import type { Mirror } from '../../mirror/mirror.js';
 import type { TrafficCounters } from '../../observability/traffic-counters.js';
-import type { CacheIndex } from '../../storage/cache-index.js';
-import type { JobItem, JobRow } from '../../storage/job-table.js';
+import type { CacheIndex, JobItem, JobRow } from '../../storage/cache-index-contract.js';
 import type { AppEnv } from '../app-env.js';
 
 export interface AdminDeps {
@@ -76,11 +75,11 @@ export function adminRoutes(deps: AdminDeps): Hono<AppEnv> {
       }),
     ),
   );
-  app.get('/admin/repos', (c) => c.json({ repos: listRepos(deps.index) }));
-  app.get('/admin/repos/:type/:id{.+}', (c) => {
+  app.get('/admin/repos', async (c) => c.json({ repos: await listRepos(deps.index) }));
+  app.get('/admin/repos/:type/:id{.+}', async (c) => {
     const type = c.req.param('type');
     if (!isRepoType(type)) throw new MirrorError('InvalidRequest', 'repo type must be model, dataset or space');
-    return c.json(describeRepo(deps.index, { type, id: validateRepoId(c.req.param('id')) }));
+    return c.json(await describeRepo(deps.index, { type, id: validateRepoId(c.req.param('id')) }));
   });
 
   app.post('/admin/prefetch', async (c) => {
@@ -105,16 +104,16 @@ export function adminRoutes(deps: AdminDeps): Hono<AppEnv> {
 
   app.post('/admin/evict', async (c) => c.json(await runEviction(parseEvictRequest(await jsonBody(c)), deps.evictor, deps.index)));
 
-  app.get('/admin/jobs', (c) => c.json({ jobs: deps.jobs.list().map(jobJson) }));
-  app.get('/admin/jobs/:id', (c) => {
+  app.get('/admin/jobs', async (c) => c.json({ jobs: (await deps.jobs.list()).map(jobJson) }));
+  app.get('/admin/jobs/:id', async (c) => {
     const id = c.req.param('id');
-    const job = deps.jobs.get(id);
+    const job = await deps.jobs.get(id);
     if (!job) throw new MirrorError('NotFound', `No job ${id}`);
     const after = intParam(c.req.query('after'), 0);
     const limit = Math.min(intParam(c.req.query('limit'), MAX_ITEMS_PER_PAGE), MAX_ITEMS_PER_PAGE);
-    return c.json({ job: jobJson(job), items: deps.jobs.items(id, after, limit).map(itemJson) });
+    return c.json({ job: jobJson(job), items: (await deps.jobs.items(id, after, limit)).map(itemJson) });
   });
-  app.post('/admin/jobs/:id/cancel', (c) => c.json({ job: jobJson(deps.jobs.cancel(c.req.param('id'))) }));
+  app.post('/admin/jobs/:id/cancel', async (c) => c.json({ job: jobJson(await deps.jobs.cancel(c.req.param('id'))) }));
 
   app.all('/admin', () => notFound());
   app.all('/admin/*', () => notFound());

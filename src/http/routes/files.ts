@@ -52,7 +52,7 @@ export function filesRoutes(deps: FilesRoutesDeps): Hono<AppEnv> {
     const { incoming, outgoing } = c.env;
 
     if (incoming.method === 'HEAD') {
-      const cacheStatus = deps.mirror.isCached(entry.blobKey) ? 'hit' : 'miss';
+      const cacheStatus = (await deps.mirror.isCached(entry.blobKey)) ? 'hit' : 'miss';
       c.set('cacheStatus', cacheStatus);
       await writeBlobResponse(incoming, outgoing, planBlobResponse(entry, conditional, cacheStatus), null);
       return RESPONSE_ALREADY_SENT;

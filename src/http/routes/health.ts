@@ -2,7 +2,7 @@
 import fsp from 'node:fs/promises';
 import { constants } from 'node:fs';
 import { Hono } from 'hono';
-import type { CacheIndex } from '../../storage/cache-index.js';
+import type { CacheIndex } from '../../storage/cache-index-contract.js';
 
 export interface HealthDeps {
   index: CacheIndex;
@@ -12,7 +12,7 @@ export interface HealthDeps {
 export function healthRoutes(deps: HealthDeps): Hono {
   const app = new Hono();
   app.get('/healthz', async (c) => {
-    const indexOk = deps.index.ping();
+    const indexOk = await deps.index.ping();
     const writable = await fsp.access(deps.dataDir, constants.W_OK).then(
       () => true,
       () => false,

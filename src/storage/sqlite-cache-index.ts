@@ -1,5 +1,6 @@
 /**
- * CacheIndex: the SQLite index of what the mirror knows (better-sqlite3, WAL).
+ * SqliteCacheIndex: the CacheIndex contract (cache-index-contract.ts) over SQLite in the data dir
+ * (better-sqlite3, WAL), for one mirror process per data dir (the default).
  *
  * - `refs`: (repo, revision) → commit, with the time upstream said so (branches expire after a TTL).
  * - `files`: (repo, commit, view, path) → blob key, size, etag. Immutable once a commit is known.
@@ -13,7 +14,9 @@
  * scope `anonymous` is sticky (an answer to a token never narrows public content).
  *
  * All statements are prepared once. Writes happen on this one connection; better-sqlite3 is
- * synchronous, so every call here is short and the busy timeout is kept low.
+ * synchronous, so every call here is short and the busy timeout is kept low. The contract's
+ * methods are asynchronous; here each one does its work synchronously, before it returns (a write
+ * is applied, or deferred with its overlay, by the time the call returns).
  *
  * Writes degrade instead of failing: when the database is locked by another
  * connection (SQLITE_BUSY after the short busy timeout) or the disk is full (SQLITE_FULL), the
@@ -26,56 +29,24 @@ import Database from 'better-sqlite3';
 import { LRUCache } from 'lru-cache';
 import { systemClock } from '../clock.js';
 import type { BlobKey } from './blob-layout.js';
+import {
+  PUBLIC_SCOPE,
+  type ApiResponseRow,
+  type BlobRow,
+  type CacheIndex,
+  type CounterDeltas,
+  type FileRow,
+  type IndexStats,
+  type RefRow,
+  type WriteProblemListener,
+} from './cache-index-contract.js';
 import { EvictionQueries } from './eviction-queries.js';
 import { InventoryQueries } from './inventory-queries.js';
-import { JobTable } from './job-table.js';
+import { JobTable, now } from './job-table.js';
 import { MIGRATIONS } from './migrations.js';
 import type { FileView, RepoRef } from '../hub/repo-ref.js';
 
-/** The scope every identity may read back: public content. */
-const PUBLIC_SCOPE = 'anonymous';
-
-export interface RefRow {
-  commit: string;
-  checkedAt: number;
-  /** Who learnt it (see the header comment). */
-  scope: string;
-}
-
-export interface FileRow {
-  repo: RepoRef;
-  commit: string;
-  view: FileView;
-  path: string;
-  blobKey: BlobKey;
-  size: number;
-  etag: string;
-  isLfs: boolean;
-  contentType: string;
-  /** Who upstream gave it to; null: a client's own token (never read back). */
-  scope: string | null;
-  checkedAt: number;
-}
-
-export interface BlobRow {
-  blobKey: BlobKey;
-  size: number;
-  storedAt: number;
-  lastAccessedAt: number;
-}
-
-/** One stored API answer: what to send back, except the mirror's own origin (built per request). */
-export interface ApiResponseRow {
-  status: number;
-  /** The few headers kept (lower-case names). */
-  headers: Record<string, string>;
-  /** `rel="next"` page as an upstream path + query (below the upstream base), if any. */
-  nextPage: string | undefined;
-  body: Buffer;
-  storedAt: number;
-  /** Who upstream gave it to. */
-  scope: string;
-}
+export type { ApiResponseRow, BlobRow, FileRow, RefRow } from './cache-index-contract.js';
 
 export interface CacheIndexOptions {
   /**
@@ -84,7 +55,7 @@ export interface CacheIndexOptions {
    */
   busyTimeoutMs?: number;
   /** Writes were deferred (database busy or full), caught up, or dropped (too many waiting). */
-  onWriteProblem?: (event: 'deferred' | 'caught-up' | 'dropped', detail: { error?: string; pending: number }) => void;
+  onWriteProblem?: WriteProblemListener;
 }
 
 /** Deferred writes are retried this often. */
@@ -108,7 +79,8 @@ interface FileDbRow {
   checked_at: number;
 }
 
-export class CacheIndex {
+export class SqliteCacheIndex implements CacheIndex {
+  readonly kind = 'sqlite';
   /** The operator's background jobs (see job-table.ts). */
   readonly jobs: JobTable;
   /** What `ls` and `stats` show, and the traffic counters (see inventory-queries.ts). */
@@ -190,7 +162,7 @@ export class CacheIndex {
   }
 
   /** Opens (creating if needed) the index at `file` and applies pending migrations. */
-  static open(file: string, opts: CacheIndexOptions = {}): CacheIndex {
+  static open(file: string, opts: CacheIndexOptions = {}): SqliteCacheIndex {
     const db = new Database(file);
     db.pragma('journal_mode = WAL');
     db.pragma('synchronous = NORMAL');
@@ -198,7 +170,7 @@ export class CacheIndex {
     db.pragma(`busy_timeout = ${Math.max(0, Math.round(opts.busyTimeoutMs ?? 100))}`);
     db.pragma('foreign_keys = ON');
     migrate(db);
-    return new CacheIndex(db, opts);
+    return new SqliteCacheIndex(db, opts);
   }
 
   /** Writes waiting for the database (busy or full); 0 normally. */
@@ -210,7 +182,11 @@ export class CacheIndex {
    * Runs `op` now, or (database busy or full, or earlier writes still waiting) queues it for the
    * retry timer and applies `overlay` so reads see it meanwhile. Other errors are thrown.
    */
-  #write(op: () => void, overlay?: () => void): void {
+  #write(op: () => void, overlay?: () => void): Promise<void> {
+    return now(() => this.#writeNow(op, overlay));
+  }
+
+  #writeNow(op: () => void, overlay?: () => void): void {
     if (this.#pendingWrites.length === 0) {
       try {
         op();
@@ -252,24 +228,28 @@ export class CacheIndex {
     this.#onWriteProblem?.('caught-up', { pending: ops.length });
   }
 
-  getRef(repo: RepoRef, revision: string): RefRow | undefined {
+  getRef(repo: RepoRef, revision: string): Promise<RefRow | undefined> {
+    return Promise.resolve(this.#getRefNow(repo, revision));
+  }
+
+  #getRefNow(repo: RepoRef, revision: string): RefRow | undefined {
     const waiting = this.#pendingRefs.get(refKey(repo, revision));
     if (waiting) return waiting;
     const row = this.#stmts.getRef.get(repo.type, repo.id, revision);
     return row ? { commit: row.commit_sha, checkedAt: row.checked_at, scope: row.scope } : undefined;
   }
 
-  putRef(repo: RepoRef, revision: string, commit: string, checkedAt: number, scope: string = PUBLIC_SCOPE): void {
-    this.#write(
+  putRef(repo: RepoRef, revision: string, commit: string, checkedAt: number, scope: string = PUBLIC_SCOPE): Promise<void> {
+    return this.#write(
       () => this.#stmts.putRef.run(repo.type, repo.id, revision, commit, checkedAt, scope),
       () => this.#pendingRefs.set(refKey(repo, revision), { commit, checkedAt, scope }),
     );
   }
 
-  getFile(repo: RepoRef, commit: string, view: FileView, path: string): FileRow | undefined {
+  getFile(repo: RepoRef, commit: string, view: FileView, path: string): Promise<FileRow | undefined> {
     const row = this.#stmts.getFile.get(repo.type, repo.id, commit, view, path);
-    if (!row) return undefined;
-    return {
+    if (!row) return Promise.resolve(undefined);
+    return Promise.resolve({
       repo,
       commit,
       view,
@@ -281,12 +261,12 @@ export class CacheIndex {
       contentType: row.content_type,
       scope: row.scope,
       checkedAt: row.checked_at,
-    };
+    });
   }
 
   /** Records a file entry; the public scope is sticky (an authenticated answer never narrows it). */
-  putFile(row: FileRow): void {
-    this.#write(() => this.#putFileNow(row));
+  putFile(row: FileRow): Promise<void> {
+    return this.#write(() => this.#putFileNow(row));
   }
 
   #putFileNow(row: FileRow): void {
@@ -309,22 +289,22 @@ export class CacheIndex {
 
 
   /** A stored API answer for `commit`, keyed by endpoint + canonical query (see hub/api-request.ts). */
-  getApiResponse(repo: RepoRef, commit: string, requestKey: string): ApiResponseRow | undefined {
+  getApiResponse(repo: RepoRef, commit: string, requestKey: string): Promise<ApiResponseRow | undefined> {
     const row = this.#stmts.getApi.get(repo.type, repo.id, commit, requestKey);
-    if (!row) return undefined;
-    return {
+    if (!row) return Promise.resolve(undefined);
+    return Promise.resolve({
       status: row.status,
       headers: JSON.parse(row.headers) as Record<string, string>,
       nextPage: row.next_page ?? undefined,
       body: row.body,
       storedAt: row.stored_at,
       scope: row.scope,
-    };
+    });
   }
 
   /** Records an API answer; the public scope is sticky, like a file row's. */
-  putApiResponse(repo: RepoRef, commit: string, requestKey: string, row: ApiResponseRow): void {
-    this.#write(() =>
+  putApiResponse(repo: RepoRef, commit: string, requestKey: string, row: ApiResponseRow): Promise<void> {
+    return this.#write(() =>
       this.#stmts.putApi.run({
         repo_type: repo.type,
         repo_id: repo.id,
@@ -341,7 +321,19 @@ export class CacheIndex {
     );
   }
 
-  getBlob(key: BlobKey): BlobRow | undefined {
+  getBlob(key: BlobKey): Promise<BlobRow | undefined> {
+    return Promise.resolve(this.#getBlobNow(key));
+  }
+
+  /** This connection is the blobs table's only writer: the memo's negative answers stay true. */
+  knownBlob(key: BlobKey): BlobRow | false | undefined {
+    const known = this.#blobRows.get(key);
+    if (known !== undefined) return known;
+    if (this.#pendingBlobs.has(key)) return this.#pendingBlobs.get(key) ?? false;
+    return undefined;
+  }
+
+  #getBlobNow(key: BlobKey): BlobRow | undefined {
     const known = this.#blobRows.get(key);
     if (known !== undefined) return known || undefined;
     if (this.#pendingBlobs.has(key)) return this.#pendingBlobs.get(key) ?? undefined;
@@ -352,12 +344,13 @@ export class CacheIndex {
   }
 
   /** Every recorded blob (reconcile and verify walk them; ordered for stable progress output). */
-  *allBlobs(): IterableIterator<BlobRow> {
-    for (const row of this.#db
-      .prepare<[], { blob_key: string; size: number; stored_at: number; last_accessed_at: number }>('SELECT blob_key, size, stored_at, last_accessed_at FROM blobs ORDER BY blob_key')
-      .all()) {
-      yield { blobKey: row.blob_key as BlobKey, size: row.size, storedAt: row.stored_at, lastAccessedAt: row.last_accessed_at };
-    }
+  allBlobs(): Promise<BlobRow[]> {
+    return Promise.resolve(
+      this.#db
+        .prepare<[], { blob_key: string; size: number; stored_at: number; last_accessed_at: number }>('SELECT blob_key, size, stored_at, last_accessed_at FROM blobs ORDER BY blob_key')
+        .all()
+        .map((row) => ({ blobKey: row.blob_key as BlobKey, size: row.size, storedAt: row.stored_at, lastAccessedAt: row.last_accessed_at })),
+    );
   }
 
   /** Bytes of the blobs recorded (what the cache budget counts). */
@@ -366,20 +359,20 @@ export class CacheIndex {
   }
 
   /** Called after the blob file is committed (renamed and its directory fsynced). */
-  recordBlob(key: BlobKey, size: number, now = systemClock.now()): void {
-    this.#storedBytes += size - (this.getBlob(key)?.size ?? 0);
+  recordBlob(key: BlobKey, size: number, now = systemClock.now()): Promise<void> {
+    this.#storedBytes += size - (this.#getBlobNow(key)?.size ?? 0);
     this.#blobRows.set(key, { blobKey: key, size, storedAt: now, lastAccessedAt: now });
-    this.#write(
+    return this.#write(
       () => this.#stmts.putBlob.run(key, size, now, now),
       () => this.#pendingBlobs.set(key, { blobKey: key, size, storedAt: now, lastAccessedAt: now }),
     );
   }
 
-  forgetBlob(key: BlobKey): void {
-    this.#storedBytes -= this.getBlob(key)?.size ?? 0;
+  forgetBlob(key: BlobKey): Promise<void> {
+    this.#storedBytes -= this.#getBlobNow(key)?.size ?? 0;
     this.#pendingTouches.delete(key);
     this.#blobRows.set(key, false);
-    this.#write(
+    return this.#write(
       () => this.#stmts.deleteBlob.run(key),
       () => this.#pendingBlobs.set(key, null),
     );
@@ -389,11 +382,11 @@ export class CacheIndex {
    * Forgets an evicted blob and the file rows that name it, in one transaction: no file row is
    * left pointing at a blob that is gone (the next request asks upstream about the file again).
    */
-  evictBlob(key: BlobKey): void {
-    this.#storedBytes -= this.getBlob(key)?.size ?? 0;
+  evictBlob(key: BlobKey): Promise<void> {
+    this.#storedBytes -= this.#getBlobNow(key)?.size ?? 0;
     this.#pendingTouches.delete(key);
     this.#blobRows.set(key, false);
-    this.#write(
+    return this.#write(
       () =>
         this.#db.transaction(() => {
           this.#stmts.deleteBlob.run(key);
@@ -419,7 +412,11 @@ export class CacheIndex {
    * locked database costs one short busy wait, not one per kind of write. Returns whether it
    * landed; when busy or full the hits are kept for the next flush (the caller keeps its own).
    */
-  flushTouches(also?: () => void): boolean {
+  flushTouches(counters?: CounterDeltas): Promise<boolean> {
+    return now(() => this.#flushTouchesNow(counters && (() => this.inventory.addCountersNow(counters.deltas, counters.initial))));
+  }
+
+  #flushTouchesNow(also?: () => void): boolean {
     if (this.#pendingTouches.size === 0 && !also) return true;
     const touches = [...this.#pendingTouches];
     this.#pendingTouches.clear();
@@ -441,7 +438,11 @@ export class CacheIndex {
   }
 
   /** Row counts per table and the bytes of the recorded blobs (metrics; one scan of each table). */
-  stats(): { rows: { refs: number; files: number; blobs: number; api_responses: number }; blobBytes: number } {
+  stats(): Promise<IndexStats> {
+    return Promise.resolve(this.#statsNow());
+  }
+
+  #statsNow(): IndexStats {
     const row = this.#db
       .prepare<[], { refs: number; files: number; blobs: number; api_responses: number; blob_bytes: number }>(
         `SELECT (SELECT COUNT(*) FROM refs) AS refs, (SELECT COUNT(*) FROM files) AS files, (SELECT COUNT(*) FROM blobs) AS blobs,
@@ -455,21 +456,25 @@ export class CacheIndex {
   }
 
   /** True when the database answers a trivial query. */
-  ping(): boolean {
+  ping(): Promise<boolean> {
     try {
-      return this.#stmts.ping.get() !== undefined;
+      return Promise.resolve(this.#stmts.ping.get() !== undefined);
     } catch {
-      return false;
+      return Promise.resolve(false);
     }
   }
 
-  close(): void {
+  close(): Promise<void> {
+    return now(() => this.#closeNow());
+  }
+
+  #closeNow(): void {
     if (this.#retryTimer) clearTimeout(this.#retryTimer);
     try {
       // Last chance for deferred writes; whatever still cannot land is repaired at the next start.
       this.#retryWrites();
       if (this.#retryTimer) clearTimeout(this.#retryTimer);
-      this.flushTouches();
+      this.#flushTouchesNow();
     } finally {
       this.#db.close();
     }

@@ -223,9 +223,13 @@ export class Jobs {
     return live.secret === undefined && (this.#runners[live.row.kind].needsSecret?.(live.row.params) ?? false);
   }
 
+  /** Marks the job running at once (what submit and the API answer show), then runs it. */
   #start(live: LiveJob): void {
     const controller = new AbortController();
     live.controller = controller;
+    live.row.state = 'running';
+    live.row.startedAt = this.#clock.now();
+    live.row.message = null;
     live.settled = this.#run(live, controller);
   }
 
@@ -238,9 +242,6 @@ export class Jobs {
     } catch (err) {
       this.#log.warn({ err: { message: (err as Error).message } }, 'index: could not read finished items (the job starts over)');
     }
-    row.state = 'running';
-    row.startedAt = this.#clock.now();
-    row.message = null;
     row.progress = { itemsTotal: row.progress.itemsTotal, itemsDone: succeeded.size, itemsFailed: 0, bytesTotal: row.progress.bytesTotal, bytesDone: [...succeeded.values()].reduce((a, b) => a + b, 0) };
     this.#save(row);
     this.#log.info({ job: row.id, kind: row.kind, resumedItems: succeeded.size }, 'job started');

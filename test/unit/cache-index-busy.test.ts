@@ -28,22 +28,22 @@ describe('CacheIndex when another connection holds the write lock', () => {
     const index = CacheIndex.open(file, { busyTimeoutMs: 50, onWriteProblem: (e) => events.push(e) });
     const a = blobKey('sha256', 'a'.repeat(64))!;
     const b = blobKey('sha256', 'b'.repeat(64))!;
-    index.recordBlob(b, 7);
+    await index.recordBlob(b, 7);
 
     const other = new Database(file);
     other.exec('BEGIN IMMEDIATE');
-    index.recordBlob(a, 5);
-    index.putRef(repo, 'main', C1, 1234);
-    index.forgetBlob(b);
+    await index.recordBlob(a, 5);
+    await index.putRef(repo, 'main', C1, 1234);
+    await index.forgetBlob(b);
     index.touchBlob(a);
-    index.flushTouches();
+    await index.flushTouches();
     // One write met the lock (one busy wait, one 'deferred'); the others queued behind it without
     // touching SQLite, so they did not wait at all.
     expect(events).toEqual(['deferred']);
     expect(index.pendingWrites).toBe(3);
-    expect(index.getBlob(a)?.size).toBe(5);
-    expect(index.getBlob(b)).toBeUndefined();
-    expect(index.getRef(repo, 'main')).toEqual({ commit: C1, checkedAt: 1234, scope: 'anonymous' });
+    expect((await index.getBlob(a))?.size).toBe(5);
+    expect(await index.getBlob(b)).toBeUndefined();
+    expect(await index.getRef(repo, 'main')).toEqual({ commit: C1, checkedAt: 1234, scope: 'anonymous' });
     // Nothing reached the file yet.
     expect(other.prepare('SELECT count(*) AS n FROM blobs').get()).toEqual({ n: 1 });
 
@@ -53,9 +53,9 @@ describe('CacheIndex when another connection holds the write lock', () => {
     expect(other.prepare('SELECT blob_key FROM blobs').all()).toEqual([{ blob_key: a }]);
     expect(other.prepare('SELECT commit_sha FROM refs').all()).toEqual([{ commit_sha: C1 }]);
     other.close();
-    index.close();
+    await index.close();
     const again = CacheIndex.open(file);
-    expect(again.getBlob(a)?.size).toBe(5);
-    again.close();
+    expect((await again.getBlob(a))?.size).toBe(5);
+    await again.close();
   });
 });

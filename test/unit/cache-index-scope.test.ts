@@ -29,7 +29,7 @@ function indexFile(): string {
 const row = (p: string, scope: string | null): FileRow => ({ repo, commit: C1, view: 'resolve', path: p, blobKey: key, size: 2, etag: 'a'.repeat(40), isLfs: false, contentType: 'text/plain', scope, checkedAt: 1 });
 
 describe('CacheIndex scopes', () => {
-  it('an index from before scopes: anonymous rows, refs and API answers become public; token rows stay unreadable', () => {
+  it('an index from before scopes: anonymous rows, refs and API answers become public; token rows stay unreadable', async () => {
     const file = indexFile();
     const old = new Database(file);
     old.exec(MIGRATIONS[0]!);
@@ -46,29 +46,29 @@ describe('CacheIndex scopes', () => {
     old.close();
 
     const index = CacheIndex.open(file);
-    expect(index.getFile(repo, C1, 'resolve', 'public.txt')?.scope).toBe('anonymous');
-    expect(index.getFile(repo, C1, 'resolve', 'token.txt')?.scope).toBeNull();
-    expect(index.getRef(repo, 'main')).toEqual({ commit: C1, checkedAt: 7, scope: 'anonymous' });
-    expect(index.getApiResponse(repo, C1, 'q')?.scope).toBe('anonymous');
-    index.close();
+    expect((await index.getFile(repo, C1, 'resolve', 'public.txt'))?.scope).toBe('anonymous');
+    expect((await index.getFile(repo, C1, 'resolve', 'token.txt'))?.scope).toBeNull();
+    expect(await index.getRef(repo, 'main')).toEqual({ commit: C1, checkedAt: 7, scope: 'anonymous' });
+    expect((await index.getApiResponse(repo, C1, 'q'))?.scope).toBe('anonymous');
+    await index.close();
   });
 
-  it('public is sticky; a service scope survives a token answer and is replaced by another service', () => {
+  it('public is sticky; a service scope survives a token answer and is replaced by another service', async () => {
     const index = CacheIndex.open(indexFile());
-    const scopeAfter = (p: string, writes: Array<string | null>): string | null | undefined => {
-      for (const s of writes) index.putFile(row(p, s));
-      return index.getFile(repo, C1, 'resolve', p)?.scope;
+    const scopeAfter = async (p: string, writes: Array<string | null>): Promise<string | null | undefined> => {
+      for (const s of writes) await index.putFile(row(p, s));
+      return (await index.getFile(repo, C1, 'resolve', p))?.scope;
     };
-    expect(scopeAfter('a', ['anonymous', 'service:x', null])).toBe('anonymous');
-    expect(scopeAfter('b', ['service:x', null])).toBe('service:x');
-    expect(scopeAfter('c', ['service:x', 'service:y'])).toBe('service:y');
-    expect(scopeAfter('d', [null, 'service:x', 'anonymous'])).toBe('anonymous');
+    expect(await scopeAfter('a', ['anonymous', 'service:x', null])).toBe('anonymous');
+    expect(await scopeAfter('b', ['service:x', null])).toBe('service:x');
+    expect(await scopeAfter('c', ['service:x', 'service:y'])).toBe('service:y');
+    expect(await scopeAfter('d', [null, 'service:x', 'anonymous'])).toBe('anonymous');
     const api = (scope: string) => ({ status: 200, headers: {}, nextPage: undefined, body: Buffer.from('[]'), storedAt: 1, scope });
-    index.putApiResponse(repo, C1, 'q1', api('anonymous'));
-    index.putApiResponse(repo, C1, 'q1', api('service:x'));
-    index.putApiResponse(repo, C1, 'q2', api('service:x'));
-    index.putApiResponse(repo, C1, 'q2', api('anonymous'));
-    expect([index.getApiResponse(repo, C1, 'q1')?.scope, index.getApiResponse(repo, C1, 'q2')?.scope]).toEqual(['anonymous', 'anonymous']);
-    index.close();
+    await index.putApiResponse(repo, C1, 'q1', api('anonymous'));
+    await index.putApiResponse(repo, C1, 'q1', api('service:x'));
+    await index.putApiResponse(repo, C1, 'q2', api('service:x'));
+    await index.putApiResponse(repo, C1, 'q2', api('anonymous'));
+    expect([(await index.getApiResponse(repo, C1, 'q1'))?.scope, (await index.getApiResponse(repo, C1, 'q2'))?.scope]).toEqual(['anonymous', 'anonymous']);
+    await index.close();
   });
 });

@@ -25,8 +25,8 @@ beforeEach(async () => {
   index = CacheIndex.open(path.join(dir, 'index.sqlite'));
   now = 1_000_000;
 });
-afterEach(() => {
-  index.close();
+afterEach(async () => {
+  await index.close();
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
@@ -38,8 +38,8 @@ async function put(size: number, seed: string, at: number, file = `${seed}.bin`)
   await w.write(0, [data]);
   await w.commit();
   w.dispose();
-  index.recordBlob(key, size, at);
-  index.putFile({ repo, commit: 'c'.repeat(40), view: 'resolve', path: file, blobKey: key, size, etag: key.slice(7), isLfs: true, contentType: 'application/octet-stream', scope: 'anonymous', checkedAt: at });
+  await index.recordBlob(key, size, at);
+  await index.putFile({ repo, commit: 'c'.repeat(40), view: 'resolve', path: file, blobKey: key, size, etag: key.slice(7), isLfs: true, contentType: 'application/octet-stream', scope: 'anonymous', checkedAt: at });
   return key;
 }
 
@@ -54,12 +54,12 @@ describe('Evictor', () => {
     const recent = await put(200, 'c', 30);
     expect(index.storedBytes).toBe(600);
     expect(await evictor().evict(50)).toBe(100);
-    expect(index.getBlob(old)).toBeUndefined();
+    expect(await index.getBlob(old)).toBeUndefined();
     expect(await store.stat(old)).toBeNull();
-    expect(index.getFile(repo, 'c'.repeat(40), 'resolve', 'a.bin')).toBeUndefined();
+    expect(await index.getFile(repo, 'c'.repeat(40), 'resolve', 'a.bin')).toBeUndefined();
     expect(await evictor({ policy: 'largest-first' }).evict(50)).toBe(300);
-    expect(index.getBlob(big)).toBeUndefined();
-    expect(index.getBlob(recent)).toBeDefined();
+    expect(await index.getBlob(big)).toBeUndefined();
+    expect(await index.getBlob(recent)).toBeDefined();
     expect(index.storedBytes).toBe(200);
   });
 
@@ -75,8 +75,8 @@ describe('Evictor', () => {
     expect(await e.evict(1000)).toBe(0);
     now += 1000;
     expect(await e.evict(1000)).toBe(200); // the leased one and the recent one
-    expect(index.getBlob(recent)).toBeUndefined();
-    expect(index.getBlob(filling)).toBeDefined();
+    expect(await index.getBlob(recent)).toBeUndefined();
+    expect(await index.getBlob(filling)).toBeDefined();
   });
 
   it('background: above the high-water mark, down to the low-water mark', async () => {
@@ -98,26 +98,26 @@ describe('Evictor', () => {
   it('operator selection: dry run, a repo (shared blobs stay), unused for, bytes', async () => {
     const a = await put(100, 'a', 10);
     const shared = await put(50, 's', 20);
-    index.putFile({ repo: { type: 'model', id: 'org/other' }, commit: 'd'.repeat(40), view: 'resolve', path: 's.bin', blobKey: shared, size: 50, etag: 'x', isLfs: true, contentType: 'x', scope: 'anonymous', checkedAt: 1 });
+    await index.putFile({ repo: { type: 'model', id: 'org/other' }, commit: 'd'.repeat(40), view: 'resolve', path: 's.bin', blobKey: shared, size: 50, etag: 'x', isLfs: true, contentType: 'x', scope: 'anonymous', checkedAt: 1 });
     const e = evictor();
     expect(await e.evictSelection({ repo }, { dryRun: true })).toEqual({ dryRun: true, bytes: 100, blobs: [{ blob: a, size: 100, outcome: 'would-evict' }] });
-    expect(index.getBlob(a)).toBeDefined();
+    expect(await index.getBlob(a)).toBeDefined();
     expect((await e.evictSelection({ usedBefore: 15 }, { dryRun: false })).blobs).toEqual([{ blob: a, size: 100, outcome: 'evicted' }]);
     expect((await e.evictSelection({}, { bytes: 1, dryRun: false })).blobs.map((b) => b.blob)).toEqual([shared]);
   });
 
-  it('prunes API answers and refs oldest first past the metadata bound', () => {
+  it('prunes API answers and refs oldest first past the metadata bound', async () => {
     for (let i = 0; i < 300; i++) {
-      index.putApiResponse(repo, 'c'.repeat(40), `q${i}`, { status: 200, headers: {}, nextPage: undefined, body: Buffer.alloc(1000), storedAt: i, scope: 'anonymous' });
-      index.putRef(repo, `branch-${i}`, 'c'.repeat(40), 1000 + i);
+      await index.putApiResponse(repo, 'c'.repeat(40), `q${i}`, { status: 200, headers: {}, nextPage: undefined, body: Buffer.alloc(1000), storedAt: i, scope: 'anonymous' });
+      await index.putRef(repo, `branch-${i}`, 'c'.repeat(40), 1000 + i);
     }
-    const before = index.eviction.metadataBytes();
-    const pruned = index.eviction.pruneMetadata(Math.floor(before / 2));
-    expect(index.eviction.metadataBytes()).toBeLessThanOrEqual(before / 2);
+    const before = await index.eviction.metadataBytes();
+    const pruned = await index.eviction.pruneMetadata(Math.floor(before / 2));
+    expect(await index.eviction.metadataBytes()).toBeLessThanOrEqual(before / 2);
     expect(pruned.apiResponses).toBeGreaterThan(0);
-    expect(index.getApiResponse(repo, 'c'.repeat(40), 'q0')).toBeUndefined(); // the oldest went
-    expect(index.getApiResponse(repo, 'c'.repeat(40), 'q299')).toBeDefined();
-    expect(index.getRef(repo, 'branch-299')).toBeDefined();
+    expect(await index.getApiResponse(repo, 'c'.repeat(40), 'q0')).toBeUndefined(); // the oldest went
+    expect(await index.getApiResponse(repo, 'c'.repeat(40), 'q299')).toBeDefined();
+    expect(await index.getRef(repo, 'branch-299')).toBeDefined();
   });
 });
 

@@ -102,8 +102,8 @@ beforeEach(async () => {
   index = CacheIndex.open(path.join(dir, 'index.sqlite'));
   buffers = new ReadBuffers();
 });
-afterEach(() => {
-  index.close();
+afterEach(async () => {
+  await index.close();
   fs.rmSync(dir, { recursive: true, force: true });
 });
 

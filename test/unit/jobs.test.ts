@@ -76,11 +76,11 @@ function jobsOver(index: CacheIndex, runner: JobRunner): Jobs {
 
 async function until(jobs: Jobs, id: string, accept: (j: JobRow) => boolean): Promise<JobRow> {
   for (let i = 0; i < 2000; i++) {
-    const j = jobs.get(id);
+    const j = await jobs.get(id);
     if (j && accept(j)) return j;
     await new Promise((r) => setImmediate(r));
   }
-  throw new Error(`job ${id} never reached the state: ${JSON.stringify(jobs.get(id))}`);
+  throw new Error(`job ${id} never reached the state: ${JSON.stringify(await jobs.get(id))}`);
 }
 
 describe('Jobs', () => {
@@ -97,18 +97,18 @@ describe('Jobs', () => {
     runner.gate('c').open();
     const ended = await until(jobs, job.id, (j) => j.state !== 'running');
     expect(ended).toMatchObject({ state: 'failed', message: '1 of 3 items failed', progress: { itemsTotal: 3, itemsDone: 3, itemsFailed: 1, bytesTotal: 30, bytesDone: 20 } });
-    expect(jobs.items(job.id, 0, 10).map((i) => [i.seq, i.item, i.outcome, i.ok, i.message])).toEqual([
+    expect((await jobs.items(job.id, 0, 10)).map((i) => [i.seq, i.item, i.outcome, i.ok, i.message])).toEqual([
       [1, 'a', 'done', true, null],
       [2, 'b', 'failed', false, 'b broke'],
       [3, 'c', 'done', true, null],
     ]);
-    expect(jobs.items(job.id, 2, 10).map((i) => i.item)).toEqual(['c']);
+    expect((await jobs.items(job.id, 2, 10)).map((i) => i.item)).toEqual(['c']);
     // The record outlives the process.
     await jobs.close();
-    index.close();
+    await index.close();
     const reopened = CacheIndex.open(file);
-    expect(reopened.jobs.get(job.id)).toMatchObject({ state: 'failed', progress: { itemsDone: 3 } });
-    reopened.close();
+    expect(await reopened.jobs.get(job.id)).toMatchObject({ state: 'failed', progress: { itemsDone: 3 } });
+    await reopened.close();
   });
 
   it('runs two at a time, the others queued in order; cancel ends a queued job at once and a running one through its signal', async () => {
@@ -117,19 +117,20 @@ describe('Jobs', () => {
     const jobs = jobsOver(index, runner);
     const [j1, j2, j3, j4] = ['1', '2', '3', '4'].map((n) => jobs.submit('import', { items: [`x${n}`] }));
     expect([j1, j2, j3, j4].map((j) => j?.state)).toEqual(['running', 'running', 'queued', 'queued']);
-    expect(jobs.cancel(j3!.id).state).toBe('cancelled');
-    expect(jobs.cancel(j1!.id).state).toBe('running');
+    expect((await jobs.cancel(j3!.id)).state).toBe('cancelled');
+    await until(jobs, j1!.id, () => runner.started.includes('x1')); // its runner has the signal
+    expect((await jobs.cancel(j1!.id)).state).toBe('running');
     await until(jobs, j1!.id, (j) => j.state === 'cancelled');
     // j1's slot went to j4, not to the cancelled j3.
     await until(jobs, j4!.id, (j) => j.state === 'running');
     expect(runner.started).toEqual(['x1', 'x2', 'x4']);
-    expect(() => jobs.cancel(j3!.id)).toThrow(/already finished \(cancelled\)/);
-    expect(() => jobs.cancel('nope')).toThrow(/No job nope/);
+    await expect(jobs.cancel(j3!.id)).rejects.toThrow(/already finished \(cancelled\)/);
+    await expect(jobs.cancel('nope')).rejects.toThrow(/No job nope/);
     runner.gate('x2').open();
     runner.gate('x4').open();
     await until(jobs, j4!.id, (j) => j.state === 'done');
-    expect(jobs.list().map((j) => j.state).sort()).toEqual(['cancelled', 'cancelled', 'done', 'done']);
-    index.close();
+    expect((await jobs.list()).map((j) => j.state).sort()).toEqual(['cancelled', 'cancelled', 'done', 'done']);
+    await index.close();
   });
 
   it('a restart resumes an interrupted job where it stopped: items that succeeded are skipped and counted', async () => {
@@ -141,13 +142,13 @@ describe('Jobs', () => {
     runner.gate('a').open();
     await until(jobs, job.id, (j) => j.progress.itemsDone === 1 && runner.started.includes('b'));
     await jobs.close(); // shutdown: the job stays recorded as running
-    index.close();
+    await index.close();
 
     index = CacheIndex.open(file);
-    expect(index.jobs.get(job.id)?.state).toBe('running');
+    expect((await index.jobs.get(job.id))?.state).toBe('running');
     runner = new ScriptedRunner();
     jobs = jobsOver(index, runner);
-    jobs.resume();
+    await jobs.resume();
     const resumed = await until(jobs, job.id, (j) => j.state === 'running' && runner.started.length > 0);
     expect(resumed.progress).toMatchObject({ itemsDone: 1, bytesDone: 10 + 4 });
     runner.gate('b').open();
@@ -155,7 +156,7 @@ describe('Jobs', () => {
     const done = await until(jobs, job.id, (j) => j.state === 'done');
     expect(runner.started).toEqual(['b', 'c']);
     expect(done.progress).toMatchObject({ itemsTotal: 3, itemsDone: 3, itemsFailed: 0, bytesDone: 30 });
-    index.close();
+    await index.close();
   });
 
   it('a job that needs a secret waits after a restart until the same request brings one; the secret is never stored', async () => {
@@ -168,14 +169,14 @@ describe('Jobs', () => {
     runner.gate('a').open();
     await until(jobs, job.id, (j) => j.progress.itemsDone === 1);
     await jobs.close();
-    index.close();
+    await index.close();
     expect(fs.readFileSync(file).includes('hf_secret_in_memory')).toBe(false);
 
     index = CacheIndex.open(file);
     runner = new ScriptedRunner({ needsSecret: true });
     jobs = jobsOver(index, runner);
-    jobs.resume();
-    expect(jobs.get(job.id)).toMatchObject({ state: 'queued', message: expect.stringMatching(/waiting for its token/) });
+    await jobs.resume();
+    expect(await jobs.get(job.id)).toMatchObject({ state: 'queued', message: expect.stringMatching(/waiting for its token/) });
     expect(runner.started).toEqual([]);
     // Another request is another job; the same one joins and brings the secret.
     const other = jobs.submit('prefetch', { items: ['z'] }, { key: 'another-request', secret: 's2' });
@@ -187,7 +188,7 @@ describe('Jobs', () => {
     runner.gate('z').open();
     await until(jobs, job.id, (j) => j.state === 'done');
     await jobs.close();
-    index.close();
+    await index.close();
     expect(fs.readFileSync(file).includes('hf_secret_again')).toBe(false);
   });
 });

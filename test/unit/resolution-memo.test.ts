@@ -74,7 +74,7 @@ beforeEach(() => {
 afterEach(async () => {
   vi.restoreAllMocks();
   await client.close();
-  index.close();
+  await index.close();
   fs.rmSync(dir, { recursive: true, force: true });
 });
 

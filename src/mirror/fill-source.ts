@@ -76,6 +76,15 @@ export class UpstreamFillSource implements FillSource {
     return this.#opts.upstreams.nameOf(this.#client);
   }
 
+  /**
+   * Whether the upstream answering now has the fill's blob (same digest and size): asked by a
+   * source that hands a fill over to this one (a peer replica's, see peer-fill-source.ts) before
+   * any byte is taken from here. Throws when it cannot tell (the upstream is failing).
+   */
+  namesSameBlob(): Promise<boolean> {
+    return this.#opts.sameBlob(this.#client);
+  }
+
   async openFirst(span: Interval | undefined, signal: AbortSignal): Promise<UpstreamBody> {
     const { path, auth, size } = this.#opts;
     const res = await this.#client.openBody(path, auth, span ? { range: rangeHeader(span, size) } : {}, signal);

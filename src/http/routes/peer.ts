@@ -57,7 +57,10 @@ export function peerRoutes(deps: PeerRoutesDeps): Hono<AppEnv> {
     const { incoming, outgoing } = c.env;
     try {
       const plan = planPeerResponse(key, source.size, from, requestHeader(c, 'range'), requestHeader(c, 'if-range'));
-      await writeBlobResponse(incoming, outgoing, plan, incoming.method === 'HEAD' || plan.status === 416 ? null : source);
+      // Bytes for the request log; no cache status, so they never count as bytes served to clients.
+      const transfer = { bytes: 0, completed: false, headersAt: performance.now() };
+      c.set('transfer', transfer);
+      await writeBlobResponse(incoming, outgoing, plan, incoming.method === 'HEAD' || plan.status === 416 ? null : source, transfer);
     } finally {
       source.release();
     }

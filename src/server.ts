@@ -454,6 +454,7 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
       await evictor.close();
       await mirror.close();
       await hub.close();
+      await peers?.close();
       index.close();
       lock.release();
       throw new Error(`adminListen ${config.adminListen}: ${(err as Error).message}`);

@@ -14,6 +14,10 @@
  * upstream) and past `maxQueuedFills` a miss is refused at once (503 Overloaded). Before a fill is
  * admitted, the disk must hold it: free space, less `minFreeBytes`, less what admitted fills still
  * have to write (507 InsufficientStorage otherwise). Joiners, hits and bypasses are never limited.
+ *
+ * Replicas: a miss may be filled from another replica instead of upstream (`peerFor`, with
+ * `peers`: PeerFillSource, falling back to upstream), and `peerSource` gives other replicas what
+ * this one holds or is filling (the internal endpoint), never starting a fill for them.
  */
 import type { Readable } from 'node:stream';
 import type { ByteSpan } from '../http/byte-range.js';

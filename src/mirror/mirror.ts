@@ -221,29 +221,42 @@ export class Mirror {
    * @param auth credentials already granted by upstream for this file (used for the upstream GET).
    */
   async open(entry: FileEntry, auth: string | undefined, spans?: readonly ByteSpan[]): Promise<BlobSource> {
+    return this.#leased(entry.blobKey, () => this.#open(entry, auth, spans, false));
+  }
+
+  /**
+   * What `open` finds, under the blob's eviction lease: taken (once any eviction of the blob is
+   * over) before the index is asked, held until the caller releases the source and while any of
+   * its readers is open, so a blob found on disk stays there until read. Nothing found (null): the
+   * lease ends at once. Without an evictor: `open()` alone.
+   */
+  async #leased<S extends BlobSource | null>(key: BlobKey, open: () => Promise<S>): Promise<S> {
     const evictor = this.#evictor;
-    if (!evictor) return this.#open(entry, auth, spans, false);
-    // Leased from before the index is asked until the caller releases the source, and while any
-    // of its readers is open: a blob found on disk stays there until read.
-    for (let p = evictor.evicting(entry.blobKey); p; p = evictor.evicting(entry.blobKey)) await p;
-    const lease = evictor.lease(entry.blobKey);
-    let source: BlobSource;
+    if (!evictor) return open();
+    for (let p = evictor.evicting(key); p; p = evictor.evicting(key)) await p;
+    const lease = evictor.lease(key);
+    let source: S;
     try {
-      source = await this.#open(entry, auth, spans, false);
+      source = await open();
     } catch (err) {
       lease.release();
       throw err;
     }
+    if (source === null) {
+      lease.release();
+      return source;
+    }
+    const found: BlobSource = source;
     return {
-      size: source.size,
-      cacheStatus: source.cacheStatus,
-      ready: source.ready,
-      createReader: (start, end) => leasedReader(source.createReader(start, end), evictor.lease(entry.blobKey)),
+      size: found.size,
+      cacheStatus: found.cacheStatus,
+      ready: found.ready,
+      createReader: (start, end) => leasedReader(found.createReader(start, end), evictor.lease(key)),
       release: () => {
-        source.release();
+        found.release();
         lease.release();
       },
-    };
+    } as S;
   }
 
   /** `rangesIgnored`: upstream just answered a Range of this file with the whole body (the fill asks for none). */
@@ -277,11 +290,16 @@ export class Mirror {
       if (file) return this.#hit(key, entry.size, file);
     }
     if (entry.size === 0) await flight.done; // nothing to hold back: wait for the verification
+    // Small files are worth waiting for whole: a bad body then becomes a clean error response.
+    return this.#fillSource(flight, joined ? 'joined' : 'miss', entry.size <= SMALL_FILE_BYTES ? flight.done : flight.running.then((fill) => fill.started));
+  }
+
+  /** Readers of `flight`'s bytes as they become durable (the last one after the verification). */
+  #fillSource(flight: FillFlight, cacheStatus: CacheStatus, ready: Promise<void>): BlobSource {
     return {
-      size: entry.size,
-      cacheStatus: joined ? 'joined' : 'miss',
-      // Small files are worth waiting for whole: a bad body then becomes a clean error response.
-      ready: entry.size <= SMALL_FILE_BYTES ? flight.done : flight.running.then((fill) => fill.started),
+      size: flight.size,
+      cacheStatus,
+      ready,
       createReader: (start, end) => counted(flight, fillReader(flight.fill ?? flight.running, start, end, this.#readBuffers)),
       release: () => undefined,
     };
@@ -538,35 +556,13 @@ export class Mirror {
    * The caller releases the source once it has created its readers, as with open().
    */
   async peerSource(key: BlobKey): Promise<PeerBlob | null> {
-    const evictor = this.#evictor;
-    if (!evictor) return this.#peerSource(key);
-    for (let p = evictor.evicting(key); p; p = evictor.evicting(key)) await p;
-    const lease = evictor.lease(key);
-    let found: PeerBlob | null;
-    try {
-      found = await this.#peerSource(key);
-    } catch (err) {
-      lease.release();
-      throw err;
-    }
-    if (!found) {
-      lease.release();
-      return null;
-    }
-    const source = found.source;
-    return {
-      from: found.from,
-      source: {
-        size: source.size,
-        cacheStatus: source.cacheStatus,
-        ready: source.ready,
-        createReader: (start, end) => leasedReader(source.createReader(start, end), evictor.lease(key)),
-        release: () => {
-          source.release();
-          lease.release();
-        },
-      },
-    };
+    let from: PeerSourceKind = 'stored';
+    const source = await this.#leased(key, async () => {
+      const found = await this.#peerSource(key);
+      if (found) from = found.from;
+      return found?.source ?? null;
+    });
+    return source ? { source, from } : null;
   }
 
   async #peerSource(key: BlobKey): Promise<PeerBlob | null> {
@@ -581,16 +577,7 @@ export class Mirror {
       if (flight.fill?.state === 'failed' || (flight.size === 0 && flight.fill?.state !== 'committed')) return null;
       const ready = flight.running.then((fill) => fill.started);
       ready.catch(() => undefined); // the readers report a failure; a caller need not wait for this
-      return {
-        from: 'filling',
-        source: {
-          size: flight.size,
-          cacheStatus: 'joined',
-          ready,
-          createReader: (start, end) => counted(flight, fillReader(flight.fill ?? flight.running, start, end, this.#readBuffers)),
-          release: () => undefined,
-        },
-      };
+      return { from: 'filling', source: this.#fillSource(flight, 'joined', ready) };
     }
     const row = this.#index.getBlob(key);
     if (!row) return null;

@@ -30,9 +30,8 @@ import { PEER_BLOBS_PREFIX, PEER_HEADERS, peerEtag, type PeerSourceKind } from '
 import type { Mirror } from '../../mirror/mirror.js';
 import { isBlobKey, type BlobKey } from '../../storage/blob-layout.js';
 import type { AppEnv } from '../app-env.js';
-import { parseRange, resolveRange } from '../byte-range.js';
 import { requestHeader } from '../request-target.js';
-import { writeBlobResponse, type ResponsePlan } from '../send-blob.js';
+import { planBytes, writeBlobResponse, type ResponsePlan } from '../send-blob.js';
 
 export interface PeerRoutesDeps {
   mirror: Mirror;
@@ -81,22 +80,9 @@ export function planPeerResponse(key: BlobKey, size: number, from: PeerSourceKin
     [PEER_HEADERS.size]: String(size),
     [PEER_HEADERS.source]: from,
   };
-  const rangeAllowed = ifRange === undefined || ifRange.trim() === etag;
-  const resolved = rangeAllowed ? resolveRange(parseRange(range), size) : ({ type: 'full' } as const);
-  if (resolved.type === 'partial' && resolved.spans.length === 1) {
-    const span = resolved.spans[0]!;
-    headers['content-range'] = `bytes ${span.start}-${span.end}/${size}`;
-    headers['content-length'] = String(span.end - span.start + 1);
-    return { status: 206, headers, spans: [span] };
-  }
-  if (resolved.type !== 'full') {
-    headers['content-range'] = `bytes */${size}`;
-    headers['content-length'] = '0';
-    headers['x-error-message'] = resolved.type === 'partial' ? 'Range refused: one range per request' : 'Range not satisfiable';
-    return { status: 416, headers, spans: [] };
-  }
-  headers['content-length'] = String(size);
-  return { status: 200, headers, spans: size > 0 ? [{ start: 0, end: size - 1 }] : [] };
+  const plan = planBytes(headers, size, etag, { range, ifRange });
+  if (plan.status === 416) headers['x-error-message'] ??= 'Range not satisfiable';
+  return plan;
 }
 
 function authenticate(expected: Buffer) {

@@ -40,6 +40,7 @@
 import crypto from 'node:crypto';
 import pg from 'pg';
 import type { Logger } from '../observability/logger.js';
+import { parsePeerUrl } from './peer-client.js';
 import { Lease, type LeaseOps, type LeaseTerm, type Queryable } from './fill-lease.js';
 import { migrateFillLeases } from './fill-lease-schema.js';
 import { FILL_LEASE_CHANNEL, LeaseListener, type LeaseOutcome, type ListenerEvent } from './lease-listener.js';
@@ -182,14 +183,11 @@ export class FillLeases implements LeaseOps {
       throw new RangeError(`renewIntervalMs must be an integer from 1 to below leaseTtlMs (${ttl}), got ${renewInterval}`);
     }
     if (!opts.replicaId) throw new RangeError('replicaId must not be empty');
-    let url: URL;
     try {
-      url = new URL(opts.peerUrl);
-    } catch {
-      throw new RangeError('peerUrl must be an absolute http(s) URL');
+      parsePeerUrl(opts.peerUrl);
+    } catch (err) {
+      throw new RangeError(`peerUrl: ${(err as Error).message} (it is stored in the database for other replicas to read)`);
     }
-    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new RangeError('peerUrl must be an absolute http(s) URL');
-    if (url.username || url.password) throw new RangeError('peerUrl must not contain credentials (it is stored in the database for other replicas to read)');
     await migrateFillLeases(opts.pool);
     const leases = new FillLeases(opts, ttl, renewInterval);
     await leases.#listener.start();

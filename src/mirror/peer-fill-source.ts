@@ -65,11 +65,6 @@ export class PeerFillSource implements FillSource {
     return this.#over && this.#fallback ? this.#fallback.upstream : `peer ${this.#opts.peer.origin}`;
   }
 
-  /** Whether the fill has been handed over to the fallback. */
-  get failedOver(): boolean {
-    return this.#over;
-  }
-
   async openFirst(span: Interval | undefined, signal: AbortSignal): Promise<UpstreamBody> {
     if (this.#over && this.#fallback) return this.#fallback.openFirst(span, signal);
     const extra: Record<string, string> = span ? { range: rangeHeader(span, this.#opts.size) } : {};

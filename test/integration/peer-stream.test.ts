@@ -151,7 +151,9 @@ describe('a replica streams another replica’s running fill', () => {
     barrier.release();
     const ra = await onA;
     expect([ra.complete, ra.sha256]).toEqual([true, f.sha256]);
-    await waitFor(() => stored(b, f.sha256), { what: 'B to complete its fill from A' });
+    // Committed, not just renamed into place: the blob file appears a moment before the index row
+    // and the end of the fill, and a request in between joins the fill instead of hitting.
+    await waitFor(async () => stored(b, f.sha256) && (await metric(b, 'hubcache_fills_in_progress')) === 0, { what: 'B to complete its fill from A' });
     const whole = await download(`${b.url}${f.path}`, { keepBody: false });
     expect([whole.complete, whole.sha256, header(whole, 'x-mirror-cache')]).toEqual([true, f.sha256, 'hit']);
     expect(fileGets(h, f).cdn).toHaveLength(2);

@@ -54,6 +54,8 @@ export interface AppDeps {
   traffic?: TrafficCounters;
   /** The operator API (routes/admin.ts), when it is served on this port (adminToken without adminListen). */
   admin?: Hono<AppEnv>;
+  /** The replicas' internal endpoint (routes/peer.ts), when `clusterSecret` is configured. */
+  peer?: Hono<AppEnv>;
 }
 
 export function createApp(deps: AppDeps): Hono<AppEnv> {
@@ -62,6 +64,9 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   // Before CORS and access keys: the operator API has its own token, no access key opens it, and
   // no web page is told it may read it. It answers everything under /admin/ (404 for the rest).
   if (deps.admin) app.route('/', deps.admin);
+  // Replica to replica, before CORS and access keys for the same reasons: its own secret, no web
+  // page may read it, no client token is involved (the asking replica checked its client's access).
+  if (deps.peer) app.route('/', deps.peer);
   // Before access control: preflights carry no credentials; and outside it, so that its 401 and
   // every other answer carries the CORS headers too.
   app.use(cors({ origins: deps.corsOrigins }));

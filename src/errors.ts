@@ -32,6 +32,8 @@ export type ErrorCode =
   | 'Overloaded'
   | 'NotSupported'
   | 'AdminTokenRequired'
+  | 'ClusterSecretRequired'
+  | 'ClusterSecretRejected'
   | 'NotFound'
   | 'Conflict'
   | 'Internal';
@@ -86,6 +88,9 @@ export const ERROR_TABLE: Record<ErrorCode, ErrorSpec> = {
   NotSupported: { status: 501, hubCode: 'NotSupported' },
   // The operator API (`/admin/`) without its token (adminToken), or with another one.
   AdminTokenRequired: { status: 401 },
+  // The replicas' internal endpoint (`/internal/v1/`) without the cluster secret, or with another one.
+  ClusterSecretRequired: { status: 401, hubCode: 'ClusterSecretRequired' },
+  ClusterSecretRejected: { status: 403, hubCode: 'ClusterSecretRejected' },
   // Operator API objects (a job, a repo the index does not know).
   NotFound: { status: 404 },
   // An operator request that contradicts the object's state (cancelling a finished job).

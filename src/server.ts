@@ -18,13 +18,15 @@ import { systemClock, type Clock } from './clock.js';
 import { parseListenAddress, type Config } from './config/config.js';
 import type { AppEnv } from './http/app-env.js';
 import { adminRoutes } from './http/routes/admin.js';
+import { peerRoutes } from './http/routes/peer.js';
+import { PeerClient } from './cluster/peer-client.js';
 import { TrafficCounters } from './observability/traffic-counters.js';
 import { AccessPolicy } from './hub/access-policy.js';
 import { FileResolver } from './hub/file-resolver.js';
 import { MetadataCache } from './hub/metadata-cache.js';
 import { RefPins } from './hub/ref-pins.js';
 import { RepoPolicy } from './hub/repo-policy.js';
-import { Mirror } from './mirror/mirror.js';
+import { Mirror, type MirrorOptions } from './mirror/mirror.js';
 import { BlobLayout } from './storage/blob-layout.js';
 import { FsBlobStore, type BlobStoreOptions } from './storage/blob-store.js';
 import type { BlobStore } from './storage/blob-store-contract.js';
@@ -167,6 +169,11 @@ export interface ServerEnvironment {
   proxy?: ProxySettings;
   /** Time for every freshness decision (branch pins, grants); tests inject one they can step. */
   clock?: Clock;
+  /**
+   * Which other replica a miss reads from instead of upstream (the owner of the blob's fill), with
+   * `clusterSecret` set. The fill leases decide it; tests inject one. Omitted: always upstream.
+   */
+  peerFor?: MirrorOptions['peerFor'];
 }
 
 /** How often the dashboard's history records the totals (one hour of samples is kept). */
@@ -288,7 +295,21 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
     onProblem: (what, err) => log.warn({ err: { message: (err as Error).message } }, `eviction: ${what} failed`),
   });
   log.info({ budgetBytes: evictor.budgetBytes, storedBytes: evictor.usedBytes(), policy: evictor.policy }, 'cache budget');
+  // Replicas read each other's blobs with the cluster secret, over a pool of their own.
+  const peers =
+    config.clusterSecret === ''
+      ? undefined
+      : new PeerClient({
+          secret: config.clusterSecret,
+          connectTimeoutMs: config.connectTimeoutSeconds * 1000,
+          headersTimeoutMs: config.upstreamHeadersTimeoutSeconds * 1000,
+          bodyIdleTimeoutMs: config.upstreamIdleTimeoutSeconds * 1000,
+          userAgent: `hubcache/${VERSION} (peer)`,
+        });
+  if (peers) log.info(`cluster secret configured: other replicas may read this one's blobs at /internal/v1/blobs/`);
   const mirror = new Mirror({
+    ...(peers ? { peers } : {}),
+    ...(env.peerFor ? { peerFor: env.peerFor } : {}),
     store,
     index,
     hub,
@@ -384,6 +405,7 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
     traffic,
     // With adminListen the operator API lives on that listener only.
     ...(admin && config.adminListen === '' ? { admin } : {}),
+    ...(config.clusterSecret === '' ? {} : { peer: peerRoutes({ mirror, secret: config.clusterSecret }) }),
   });
 
   // Slowloris guard without cutting long downloads: headers must arrive within
@@ -433,6 +455,7 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
       await evictor.close();
       await mirror.close();
       await hub.close();
+      await peers?.close();
       await index.close();
       lock.release();
       throw new Error(`adminListen ${config.adminListen}: ${(err as Error).message}`);
@@ -488,6 +511,7 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
         await adminClosed;
         clearTimeout(timer);
         await hub.close();
+        await peers?.close();
         await flush();
         await store.close();
         await index.close();

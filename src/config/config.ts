@@ -66,6 +66,7 @@ export interface Config {
   metricsToken: string;
   adminToken: string;
   adminListen: string;
+  clusterSecret: string;
   logLevel: LogLevel;
 }
 
@@ -144,6 +145,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'metricsToken', type: { kind: 'string', optional: true, check: checkToken }, default: '', description: 'Bearer token for `GET /metrics` (Prometheus) and the dashboard\'s data (`/_/status`): with it, those answer only `Authorization: Bearer <metricsToken>` (access keys are not asked for), and the dashboard names repos and files. Empty: they are served like every other request (accessKeys if set, else to anyone) and carry no repo or file names. Never logged.' },
   { key: 'adminToken', type: { kind: 'string', optional: true, check: checkAdminToken }, default: '', description: 'Enables the operator API under `/admin/` on the main port (prefetch, import, ls, stats, verify, jobs): requests must send `Authorization: Bearer <adminToken>`. At least 16 visible ASCII characters, not a Hugging Face token (`hf_…`) and not equal to hfToken or an access key: no Hub token or access key ever opens `/admin/`. With adminListen, required there too. Never logged. Empty (and no adminListen): `/admin/` answers 404 like any unknown path.' },
   { key: 'adminListen', type: { kind: 'string', optional: true, check: checkAdminListen }, default: '', description: 'A second listener, `host:port` (`[v6]:port`; port 0 picks one), that serves only `/admin/`; the main port then has no admin API. Without adminToken it is open to whoever reaches that address: bind it to loopback or a management network.' },
+  { key: 'clusterSecret', type: { kind: 'string', optional: true, check: checkClusterSecret }, default: '', description: 'Shared by the replicas of a cluster: enables the internal endpoint `/internal/v1/blobs/<key>` through which another replica streams a blob this one holds or is downloading (requests must send `Authorization: Bearer <clusterSecret>`), and is sent when this one reads from another. At least 16 visible ASCII characters, not a Hugging Face token and not equal to hfToken, an access key, adminToken or metricsToken. It opens every cached blob, gated ones too (each replica checks its own client\'s access upstream before asking another): keep it to the replicas. Never logged. Empty: no such endpoint (404).' },
   { key: 'logLevel', type: { kind: 'enum', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] }, default: 'info', description: 'Log level.' },
 ];
 
@@ -291,6 +293,16 @@ function combinationProblems(c: Config, sourceOf: (key: keyof Config) => string,
   if (valid('adminToken', 'accessKeys') && c.adminToken !== '' && c.accessKeys.includes(c.adminToken)) {
     problems.push(`${at('adminToken')}: must differ from every access key (clients send those)`);
   }
+  // The cluster secret opens every blob: no credential a client or upstream sees may equal it.
+  if (valid('clusterSecret', 'hfToken', 'accessKeys', 'adminToken', 'metricsToken') && c.clusterSecret !== '') {
+    const others: Array<[keyof Config, boolean]> = [
+      ['hfToken', c.clusterSecret === c.hfToken],
+      ['accessKeys', c.accessKeys.includes(c.clusterSecret)],
+      ['adminToken', c.clusterSecret === c.adminToken],
+      ['metricsToken', c.clusterSecret === c.metricsToken],
+    ];
+    for (const [key, same] of others) if (same) problems.push(`${at('clusterSecret')}: must differ from ${key} (the value is not shown)`);
+  }
   // A stalled upstream body leaves the client connection silent too: the client side must wait
   // longer than the upstream side, or clients are cut off instead of the download being resumed.
   if (valid('clientIdleTimeoutSeconds', 'upstreamIdleTimeoutSeconds') && c.clientIdleTimeoutSeconds > 0 && c.clientIdleTimeoutSeconds <= c.upstreamIdleTimeoutSeconds) {
@@ -369,6 +381,14 @@ function checkAdminToken(text: string): string {
   checkToken(text);
   if (text.length < 16) throw new Error('must be at least 16 characters long (the value is not shown)');
   if (/^hf_/i.test(text)) throw new Error('looks like a Hugging Face token (hf_…): choose a separate secret for the operator API (the value is not shown)');
+  return text;
+}
+
+/** The replicas' shared secret: a secret of its own, never a Hub token (its value is never shown). */
+function checkClusterSecret(text: string): string {
+  checkToken(text);
+  if (text.length < 16) throw new Error('must be at least 16 characters long (the value is not shown)');
+  if (/^hf_/i.test(text)) throw new Error('looks like a Hugging Face token (hf_…): choose a separate secret for the cluster (the value is not shown)');
   return text;
 }
 

@@ -59,13 +59,36 @@ export function planBlobResponse(
   if (conditional.ifNoneMatch !== undefined && etagListMatches(conditional.ifNoneMatch, entry.etag)) {
     return { status: 304, headers, spans: [] };
   }
+  return planBytes(headers, size, etag, conditional, (spans) => {
+    const separator = boundary ?? randomBytes(16).toString('hex');
+    const multipart = multipartFraming(spans, size, entry.contentType, separator);
+    headers['content-type'] = `multipart/byteranges; boundary=${separator}`;
+    headers['content-length'] = String(multipart.length);
+    return { status: 206, headers, spans, multipart: { before: multipart.before, close: multipart.close } };
+  });
+}
+
+/**
+ * The bytes part of an answer for a blob of `size` bytes whose strong validator is `etag`, with
+ * `headers` already set: 200 (the whole blob; also when `If-Range` names another validator), 206
+ * for one span, 416 when the Range cannot be satisfied or is refused. Several spans go to
+ * `several`; without it they are refused (416).
+ */
+export function planBytes(
+  headers: Record<string, string>,
+  size: number,
+  etag: string,
+  conditional: Pick<ConditionalHeaders, 'range' | 'ifRange'>,
+  several?: (spans: ByteSpan[]) => ResponsePlan,
+): ResponsePlan {
   // If-Range: honour Range only when the validator is our strong ETag (dates and weak tags → full body).
   const rangeAllowed = conditional.ifRange === undefined || conditional.ifRange.trim() === etag;
   const resolved = rangeAllowed ? resolveRange(parseRange(conditional.range), size) : ({ type: 'full' } as const);
-  if (resolved.type === 'unsatisfiable' || resolved.type === 'refused') {
+  const refusal = resolved.type === 'refused' ? resolved.reason : resolved.type === 'partial' && resolved.spans.length > 1 && !several ? 'one range per request' : undefined;
+  if (resolved.type === 'unsatisfiable' || refusal !== undefined) {
     headers['content-range'] = `bytes */${size}`;
     headers['content-length'] = '0';
-    if (resolved.type === 'refused') headers['x-error-message'] = `Range refused: ${resolved.reason}`;
+    if (refusal !== undefined) headers['x-error-message'] = `Range refused: ${refusal}`;
     return { status: 416, headers, spans: [] };
   }
   if (resolved.type === 'partial') {
@@ -75,11 +98,7 @@ export function planBlobResponse(
       headers['content-length'] = String(only.end - only.start + 1);
       return { status: 206, headers, spans: resolved.spans };
     }
-    const separator = boundary ?? randomBytes(16).toString('hex');
-    const multipart = multipartFraming(resolved.spans, size, entry.contentType, separator);
-    headers['content-type'] = `multipart/byteranges; boundary=${separator}`;
-    headers['content-length'] = String(multipart.length);
-    return { status: 206, headers, spans: resolved.spans, multipart: { before: multipart.before, close: multipart.close } };
+    return several!(resolved.spans);
   }
   headers['content-length'] = String(size);
   return { status: 200, headers, spans: size > 0 ? [{ start: 0, end: size - 1 }] : [] };

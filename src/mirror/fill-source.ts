@@ -1,7 +1,7 @@
 /**
  * FillSource: where a fill's bytes come from: an upstream file, on one upstream of the set at a
- * time (and later a peer replica). The Fill only ever asks a source for "the file" or "bytes
- * [start, end) of the same version", never builds URLs itself.
+ * time, or another replica of the cluster (peer-fill-source.ts). The Fill only ever asks a source
+ * for "the file" or "bytes [start, end) of the same version", never builds URLs itself.
  *
  * UpstreamFillSource resolves the file's redirect once (the first request follows it hop by hop
  * through the HubClient and its RedirectPolicy) and sends later ranges straight to the URL that
@@ -74,6 +74,15 @@ export class UpstreamFillSource implements FillSource {
 
   get upstream(): string {
     return this.#opts.upstreams.nameOf(this.#client);
+  }
+
+  /**
+   * Whether the upstream answering now has the fill's blob (same digest and size): asked by a
+   * source that hands a fill over to this one (a peer replica's, see peer-fill-source.ts) before
+   * any byte is taken from here. Throws when it cannot tell (the upstream is failing).
+   */
+  namesSameBlob(): Promise<boolean> {
+    return this.#opts.sameBlob(this.#client);
   }
 
   async openFirst(span: Interval | undefined, signal: AbortSignal): Promise<UpstreamBody> {

@@ -14,6 +14,10 @@
  * upstream) and past `maxQueuedFills` a miss is refused at once (503 Overloaded). Before a fill is
  * admitted, the disk must hold it: free space, less `minFreeBytes`, less what admitted fills still
  * have to write (507 InsufficientStorage otherwise). Joiners, hits and bypasses are never limited.
+ *
+ * Replicas: a miss may be filled from another replica instead of upstream (`peerFor`, with
+ * `peers`: PeerFillSource, falling back to upstream), and `peerSource` gives other replicas what
+ * this one holds or is filling (the internal endpoint), never starting a fill for them.
  */
 import type { Readable } from 'node:stream';
 import type { ByteSpan } from '../http/byte-range.js';
@@ -32,6 +36,9 @@ import { Fill, type FillEvent } from './fill.js';
 import { FillLimiter } from './fill-limiter.js';
 import { fillReader } from './fill-reader.js';
 import { UpstreamFillSource } from './fill-source.js';
+import { PeerFillSource } from './peer-fill-source.js';
+import type { PeerClient } from '../cluster/peer-client.js';
+import type { PeerSourceKind } from '../cluster/peer-protocol.js';
 import { fromNetworkError, fromUpstreamStatus, headerValue } from '../upstream/upstream-errors.js';
 import { bufferReader, readableReader, type BlobReader } from './blob-reader.js';
 import { FileSpanReader } from './file-span-reader.js';
@@ -62,6 +69,20 @@ export interface BlobSource {
    * created the readers it needs.
    */
   release(): void;
+}
+
+/**
+ * Another replica that has a blob or fills it now (the owner of its fill): a miss reads from it
+ * instead of upstream. `url`: the replica's base URL (its internal endpoint is below it).
+ */
+export interface PeerRef {
+  url: URL;
+}
+
+/** What this replica can give another one of a blob (see peerSource). */
+export interface PeerBlob {
+  source: BlobSource;
+  from: PeerSourceKind;
 }
 
 /** A fill as the dashboard shows it. */
@@ -114,6 +135,15 @@ export interface MirrorOptions {
   readBuffers?: ReadBuffers;
   /** The cache budget and its leases; omitted: no budget, nothing is evicted. */
   evictor?: Evictor;
+  /** The pool that reads other replicas' internal endpoint (with the cluster secret); omitted: no peer fills. */
+  peers?: PeerClient;
+  /**
+   * Asked on a miss (no local copy, no fill running here) whether another replica should be read
+   * instead of upstream: the replica that owns this blob's fill. Undefined: upstream, as always.
+   * Consulted only with `peers`. The caller has already checked the client's access upstream
+   * (FileResolver): a peer serves any blob it has to whoever holds the cluster secret.
+   */
+  peerFor?: (entry: FileEntry) => PeerRef | undefined | Promise<PeerRef | undefined>;
 }
 
 /**
@@ -156,6 +186,8 @@ export class Mirror {
   #settledFillBytes = 0;
   #bypassBytes = 0;
   readonly #evictor: Evictor | undefined;
+  readonly #peers: PeerClient | undefined;
+  readonly #peerFor: MirrorOptions['peerFor'];
 
   constructor(opts: MirrorOptions) {
     this.#rangeBypassMaxBytes = opts.rangeBypassMaxBytes;
@@ -172,6 +204,8 @@ export class Mirror {
     this.#upstreamConnections = opts.upstreamConnections ?? 8;
     this.#readBuffers = opts.readBuffers ?? new ReadBuffers();
     this.#evictor = opts.evictor;
+    this.#peers = opts.peers;
+    this.#peerFor = opts.peerFor;
     this.#evictor?.attach({ isFilling: (key) => this.#fills.get(key) !== undefined, reservedBytes: () => this.#unstoredBytes() });
   }
 
@@ -187,29 +221,42 @@ export class Mirror {
    * @param auth credentials already granted by upstream for this file (used for the upstream GET).
    */
   async open(entry: FileEntry, auth: string | undefined, spans?: readonly ByteSpan[]): Promise<BlobSource> {
+    return this.#leased(entry.blobKey, () => this.#open(entry, auth, spans, false));
+  }
+
+  /**
+   * What `open` finds, under the blob's eviction lease: taken (once any eviction of the blob is
+   * over) before the index is asked, held until the caller releases the source and while any of
+   * its readers is open, so a blob found on disk stays there until read. Nothing found (null): the
+   * lease ends at once. Without an evictor: `open()` alone.
+   */
+  async #leased<S extends BlobSource | null>(key: BlobKey, open: () => Promise<S>): Promise<S> {
     const evictor = this.#evictor;
-    if (!evictor) return this.#open(entry, auth, spans, false);
-    // Leased from before the index is asked until the caller releases the source, and while any
-    // of its readers is open: a blob found on disk stays there until read.
-    for (let p = evictor.evicting(entry.blobKey); p; p = evictor.evicting(entry.blobKey)) await p;
-    const lease = evictor.lease(entry.blobKey);
-    let source: BlobSource;
+    if (!evictor) return open();
+    for (let p = evictor.evicting(key); p; p = evictor.evicting(key)) await p;
+    const lease = evictor.lease(key);
+    let source: S;
     try {
-      source = await this.#open(entry, auth, spans, false);
+      source = await open();
     } catch (err) {
       lease.release();
       throw err;
     }
+    if (source === null) {
+      lease.release();
+      return source;
+    }
+    const found: BlobSource = source;
     return {
-      size: source.size,
-      cacheStatus: source.cacheStatus,
-      ready: source.ready,
-      createReader: (start, end) => leasedReader(source.createReader(start, end), evictor.lease(entry.blobKey)),
+      size: found.size,
+      cacheStatus: found.cacheStatus,
+      ready: found.ready,
+      createReader: (start, end) => leasedReader(found.createReader(start, end), evictor.lease(key)),
       release: () => {
-        source.release();
+        found.release();
         lease.release();
       },
-    };
+    } as S;
   }
 
   /** `rangesIgnored`: upstream just answered a Range of this file with the whole body (the fill asks for none). */
@@ -236,17 +283,23 @@ export class Mirror {
       // awaited its check count now, so two never share the same room.
       while (!this.#fills.get(key) && this.#deficit(entry, available) > 0) available = await this.#checkSpace(entry);
     }
-    const { value: flight, joined } = this.#fills.run(key, () => this.#admit(entry, auth, rangesIgnored));
+    const peer = this.#peers && this.#peerFor && !this.#fills.get(key) ? await this.#peerFor(entry) : undefined;
+    const { value: flight, joined } = this.#fills.run(key, () => this.#admit(entry, auth, rangesIgnored, peer));
     if (flight.fill?.state === 'committed') {
       const file = await this.#store.openBlob(key, entry.size);
       if (file) return this.#hit(key, entry.size, file);
     }
     if (entry.size === 0) await flight.done; // nothing to hold back: wait for the verification
+    // Small files are worth waiting for whole: a bad body then becomes a clean error response.
+    return this.#fillSource(flight, joined ? 'joined' : 'miss', entry.size <= SMALL_FILE_BYTES ? flight.done : flight.running.then((fill) => fill.started));
+  }
+
+  /** Readers of `flight`'s bytes as they become durable (the last one after the verification). */
+  #fillSource(flight: FillFlight, cacheStatus: CacheStatus, ready: Promise<void>): BlobSource {
     return {
-      size: entry.size,
-      cacheStatus: joined ? 'joined' : 'miss',
-      // Small files are worth waiting for whole: a bad body then becomes a clean error response.
-      ready: entry.size <= SMALL_FILE_BYTES ? flight.done : flight.running.then((fill) => fill.started),
+      size: flight.size,
+      cacheStatus,
+      ready,
       createReader: (start, end) => counted(flight, fillReader(flight.fill ?? flight.running, start, end, this.#readBuffers)),
       release: () => undefined,
     };
@@ -303,30 +356,30 @@ export class Mirror {
   }
 
   /** Starts the fill now if a slot is free, else queues it (throws Overloaded when the queue is full). */
-  #admit(entry: FileEntry, auth: string | undefined, rangesIgnored: boolean): FillFlight {
+  #admit(entry: FileEntry, auth: string | undefined, rangesIgnored: boolean, peer?: PeerRef): FillFlight {
     const key = entry.blobKey;
     let started: Fill | undefined;
     const start = (): Fill => {
       this.#onFillEvent?.('started', key);
       const upstreamPath = fileUrlPath({ ...entry.request, revision: entry.commit });
+      const onRefused = (upstream: string, reason: string): void => this.#onFailover?.(key, { refused: upstream, reason });
+      const upstream = (): UpstreamFillSource =>
+        new UpstreamFillSource({ upstreams: this.#hub, path: upstreamPath, auth, size: entry.size, sameBlob: (client) => sameBlob(client, entry, auth), onRefused });
+      const peers = this.#peers;
       const fill = Fill.start(
         { key, size: entry.size },
         {
           store: this.#store,
           index: this.#index,
-          source: new UpstreamFillSource({
-            upstreams: this.#hub,
-            path: upstreamPath,
-            auth,
-            size: entry.size,
-            sameBlob: (client) => sameBlob(client, entry, auth),
-            onRefused: (upstream, reason) => this.#onFailover?.(key, { refused: upstream, reason }),
-          }),
+          source: peer && peers ? new PeerFillSource({ client: peers, peer: peer.url, key, size: entry.size, fallback: upstream, onRefused }) : upstream(),
           maxResumes: this.#maxResumes,
           speedFloor: this.#hub.bodySpeedFloor,
           conns: this.#conns,
           upstreamConnections: this.#upstreamConnections,
-          segmentMinBytes: this.#segmentMinBytes,
+          // From a peer: one stream (plus demand ranges), never segments. The owner's fill already
+          // decides how upstream is fetched; segments asked of it would become demand on its fill,
+          // i.e. upstream connections it did not plan.
+          segmentMinBytes: peer && peers ? Number.POSITIVE_INFINITY : this.#segmentMinBytes,
           rangesIgnored,
           onEvent: (event, f, error) => {
             if (event === 'failover') this.#onFailover?.(f.key, { to: f.upstream });
@@ -491,6 +544,45 @@ export class Mirror {
         file.release();
       },
     };
+  }
+
+  /**
+   * What this replica can give another replica of a blob, by key alone: the stored blob, else
+   * the fill of it admitted here (running, or queued for a slot: its readers wait as clients do,
+   * and get its bytes as they become durable, the last one only after the verification), else
+   * `null`. Never starts a fill, never asks upstream: the asking replica must not wait on a
+   * replica that does not have the blob. The access check is the asking replica's (it resolved
+   * the file for its client upstream); this serves any blob to whoever the route let in.
+   * The caller releases the source once it has created its readers, as with open().
+   */
+  async peerSource(key: BlobKey): Promise<PeerBlob | null> {
+    let from: PeerSourceKind = 'stored';
+    const source = await this.#leased(key, async () => {
+      const found = await this.#peerSource(key);
+      if (found) from = found.from;
+      return found?.source ?? null;
+    });
+    return source ? { source, from } : null;
+  }
+
+  async #peerSource(key: BlobKey): Promise<PeerBlob | null> {
+    const flight = this.#fills.get(key);
+    if (flight) {
+      // Nothing to hold back in an empty blob: it is given once verified.
+      if (flight.size === 0) await flight.done.catch(() => undefined);
+      if (flight.fill?.state === 'committed') {
+        const file = await this.#store.openBlob(key, flight.size);
+        if (file) return { from: 'stored', source: this.#hit(key, flight.size, file) };
+      }
+      if (flight.fill?.state === 'failed' || (flight.size === 0 && flight.fill?.state !== 'committed')) return null;
+      const ready = flight.running.then((fill) => fill.started);
+      ready.catch(() => undefined); // the readers report a failure; a caller need not wait for this
+      return { from: 'filling', source: this.#fillSource(flight, 'joined', ready) };
+    }
+    const row = await this.#index.getBlob(key);
+    if (!row) return null;
+    const file = await this.#store.openBlob(key, row.size);
+    return file ? { from: 'stored', source: this.#hit(key, row.size, file) } : null;
   }
 
   /** The hit readers' buffer pool (for metrics and tests). */

@@ -381,16 +381,17 @@ const URL_PREFIX: Record<RepoType, string> = { model: '', dataset: 'datasets/', 
 // Internal model
 // ---------------------------------------------------------------------------------------------
 
+/** A content's digests; the git sha1 is computed on first use (an LFS file's is rarely asked for). */
 interface Digests {
   sha256: string;
-  gitSha1: string;
+  readonly gitSha1: string;
 }
 
 interface StoredFile {
   content: Buffer;
   size: number;
   sha256: string;
-  gitSha1: string;
+  readonly gitSha1: string;
   lfs: boolean;
   pointer?: Buffer;
   pointerSha1?: string;
@@ -865,16 +866,31 @@ class FakeHubImpl implements FakeHub {
   private digests(buf: Buffer): Digests {
     let d = this.digestCache.get(buf);
     if (!d) {
-      d = { sha256: sha256Hex(buf), gitSha1: gitBlobSha1Hex(buf) };
+      let gitSha1: string | undefined;
+      d = {
+        sha256: sha256Hex(buf),
+        get gitSha1() {
+          return (gitSha1 ??= gitBlobSha1Hex(buf));
+        },
+      };
       this.digestCache.set(buf, d);
     }
     return d;
   }
 
   private storeFile(repo: Repo, path: string, content: Buffer): StoredFile {
-    const { sha256, gitSha1 } = this.digests(content);
+    const digests = this.digests(content);
+    const sha256 = digests.sha256;
     const lfs = content.length >= repo.lfsThreshold || /\.(safetensors|bin)$/.test(path);
-    const file: StoredFile = { content, size: content.length, sha256, gitSha1, lfs };
+    const file: StoredFile = {
+      content,
+      size: content.length,
+      sha256,
+      get gitSha1() {
+        return digests.gitSha1;
+      },
+      lfs,
+    };
     if (lfs) {
       file.pointer = lfsPointer(sha256, content.length);
       file.pointerSha1 = gitBlobSha1Hex(file.pointer);

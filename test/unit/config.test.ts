@@ -154,3 +154,32 @@ describe('admin options', () => {
     }
   });
 });
+
+describe('clusterSecret', () => {
+  const secret = 'cluster-secret-0123456789';
+
+  it('is read from HUBCACHE_CLUSTER_SECRET and --cluster-secret', () => {
+    expect(envName('clusterSecret')).toBe('HUBCACHE_CLUSTER_SECRET');
+    expect(flagName('clusterSecret')).toBe('--cluster-secret');
+    expect(loadConfig({ env: { HUBCACHE_CLUSTER_SECRET: secret }, flags: {} })).toEqual({ ok: true, config: { ...DEFAULT_CONFIG, clusterSecret: secret } });
+    expect(DEFAULT_CONFIG.clusterSecret).toBe('');
+  });
+
+  it('refuses a short, Hub-shaped or non-token secret, and one equal to another credential, without showing it', () => {
+    const problems = (values: Record<string, unknown>): string[] => {
+      const r = validateConfig([{ source: 'environment', values }]);
+      return r.ok ? [] : r.errors;
+    };
+    expect(problems({ clusterSecret: 'short-secret' })).toEqual(['clusterSecret (from environment): must be at least 16 characters long (the value is not shown)']);
+    expect(problems({ clusterSecret: 'hf_abcdefghijklmnopqrstuvwxyz' })[0]).toMatch(/looks like a Hugging Face token/);
+    expect(problems({ clusterSecret: 'with a space in it, long enough' })[0]).toMatch(/visible ASCII/);
+    expect(problems({ clusterSecret: secret, adminToken: secret })).toEqual(['clusterSecret (from environment): must differ from adminToken (the value is not shown)']);
+    expect(problems({ clusterSecret: secret, accessKeys: ['k', secret] })).toEqual(['clusterSecret (from environment): must differ from accessKeys (the value is not shown)']);
+    expect(problems({ clusterSecret: secret, hfToken: secret })).toHaveLength(1);
+    expect(problems({ clusterSecret: secret, metricsToken: secret })).toHaveLength(1);
+    for (const bad of [{ clusterSecret: 'short-secret' }, { clusterSecret: secret, adminToken: secret }]) {
+      for (const line of problems(bad)) expect(line).not.toContain(String(bad.clusterSecret));
+    }
+    expect(problems({ clusterSecret: secret })).toEqual([]);
+  });
+});

@@ -42,7 +42,14 @@ export function fromUpstreamStatus(status: number, headers: Headers, what: strin
   if (code === 'GatedRepo') {
     return new MirrorError(status === 403 ? 'GatedRepoForbidden' : 'GatedRepoUnauthenticated', message ?? `Access to ${what} is restricted`, { headers: extra });
   }
-  if (code === 'RepoNotFound') return new MirrorError('RepoNotFound', message ?? 'Repository not found', { headers: extra });
+  // A 401 naming RepoNotFound is the Hub's anonymous "missing or private" as an http:// mirror
+  // relays it (another hubcache upstream, a core in front of this edge, adds the code: see
+  // RepoUnauthenticated in errors.ts): it stays a 401, as the Hub answered it.
+  if (code === 'RepoNotFound') {
+    return status === 401
+      ? new MirrorError('RepoUnauthenticated', message ?? 'Invalid username or password.', { headers: extra })
+      : new MirrorError('RepoNotFound', message ?? 'Repository not found', { headers: extra });
+  }
   if (status === 401) return new MirrorError('RepoUnauthenticated', message ?? 'Invalid username or password.', { headers: extra });
   if (status === 404) return new MirrorError('RepoNotFound', message ?? 'Repository not found', { headers: extra });
   if (status === 403) return new MirrorError('Forbidden', message ?? 'Forbidden', { headers: extra });

@@ -95,6 +95,8 @@ export interface FillDeps {
    * the new owner does), finished after it, released on failure.
    */
   ownership?: FillOwnership;
+  /** The source is another replica storing the same blob in the shared store (see StageOptions). */
+  peerCopy?: boolean;
   onEvent?: (event: FillEvent, fill: Fill, error?: MirrorError) => void;
 }
 
@@ -289,7 +291,7 @@ export class Fill implements FillView {
   async #run(): Promise<void> {
     try {
       if (this.#deps.conns) this.#base = this.#deps.conns.base();
-      this.#staged = await this.#deps.store.stage(this.key, this.size);
+      this.#staged = await this.#deps.store.stage(this.key, this.size, this.#deps.peerCopy ? { peerCopy: true } : {});
       this.#throwIfFatal();
       this.#state = 'filling';
       this.#wake(true); // readers created before the staging file existed can open it now

@@ -415,6 +415,7 @@ export class Mirror {
           store: this.#store,
           index: this.#index,
           ownership,
+          peerCopy: peer !== undefined,
           source: peer ? fromPeer(peer.url, peer.token) : upstream(),
           maxResumes: this.#maxResumes,
           speedFloor: this.#hub.bodySpeedFloor,

@@ -1,7 +1,10 @@
 /**
- * Replicas as one mirror: three real mirror processes sharing one PostgreSQL (index and fill
- * leases), one Swift s3api bucket and one fake hub. Each replica listens on its own port and
- * names itself to the others by peerUrl. Assertions are on the hub's counters, bytes and digests;
+ * Replicas as one mirror, on several hosts: three real mirror processes, each in its own network
+ * namespace (test/support/netns.ts: hosts on one bridged /24), sharing one PostgreSQL (index and
+ * fill leases), one Swift s3api bucket and one fake hub, which run in the test process's
+ * namespace and are reached through the bridge's gateway address (PostgreSQL and Swift listen on
+ * 127.0.0.1 only: through a relay). Each replica listens on port 8080 of its own host and names
+ * itself to the others by peerUrl. Assertions are on the hub's counters, bytes and digests;
  * ordering comes from events (a barrier in the hub's body, a client's received bytes), never from
  * timing.
  */
@@ -9,39 +12,69 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { makeContent } from '../support/content.js';
 import { download, header, type Download } from '../support/download.js';
 import { startFakeHub, type FakeHub } from '../support/fake-hub.js';
-import { freePort } from '../support/free-port.js';
 import { startMirrorProcess, type MirrorProcess } from '../support/mirror-process.js';
+import { createNetwork, netnsSkipReason, type Network, type NetnsHost } from '../support/netns.js';
 import { postgresSkipReason, startPostgres, type TestPostgres } from '../support/postgres.js';
 import { startSwiftS3, swiftS3SkipReason, type SwiftS3 } from '../support/swift-s3.js';
+import { startRelay, type Relay } from '../support/tcp-relay.js';
 import { waitFor } from '../support/wait-for.js';
 
 const MiB = 1024 * 1024;
-const skip = postgresSkipReason ?? swiftS3SkipReason;
+const skip = netnsSkipReason ?? postgresSkipReason ?? swiftS3SkipReason;
+const PORT = 8080;
 
+let net: Network;
 let pg: TestPostgres;
 let swift: SwiftS3;
+let pgRelay: Relay;
+let s3Relay: Relay;
 const cleanup: Array<() => Promise<void>> = [];
 
 beforeAll(async () => {
   if (skip) return;
+  net = createNetwork({ hosts: 3 });
   [pg, swift] = await Promise.all([startPostgres(), startSwiftS3()]);
+  const port = (url: string): number => Number(new URL(url).port);
+  [pgRelay, s3Relay] = await Promise.all([
+    startRelay(net.gateway, { host: '127.0.0.1', port: port(pg.adminUrl) }),
+    startRelay(net.gateway, { host: '127.0.0.1', port: port(swift.endpoint) }),
+  ]);
 }, 180_000);
 
-afterAll(async () => {
+// Each test's replicas and hub go with it: the next test's replicas take the same hosts and port.
+afterEach(async () => {
   for (const c of cleanup.splice(0).reverse()) await c().catch(() => undefined);
-  await Promise.all([pg?.stop(), swift?.stop()]);
 });
+
+afterAll(async () => {
+  await Promise.all([pgRelay?.close(), s3Relay?.close()]);
+  await Promise.all([pg?.stop(), swift?.stop()]);
+  net?.destroy();
+});
+
+/** `url` with its host and port replaced by the relay's (the replicas' way to it). */
+function viaRelay(url: string, relay: Relay): string {
+  const u = new URL(url);
+  u.hostname = relay.host;
+  u.port = String(relay.port);
+  return u.toString().replace(/\/$/, '');
+}
+
+async function hub(): Promise<FakeHub> {
+  const h = await startFakeHub({ host: net.gateway });
+  cleanup.push(() => h.stop());
+  return h;
+}
 
 interface Replica {
   id: string;
+  host: NetnsHost;
   url: string;
   dataDir: string;
-  env: Record<string, string>;
-  port: number;
   proc: MirrorProcess;
 }
 
@@ -51,10 +84,10 @@ async function clusterEnv(): Promise<Record<string, string>> {
   return {
     HUBCACHE_CLUSTER_SECRET: `cluster-${randomBytes(16).toString('hex')}`,
     HUBCACHE_INDEX: 'postgres',
-    HUBCACHE_INDEX_URL: indexUrl,
+    HUBCACHE_INDEX_URL: viaRelay(indexUrl, pgRelay),
     HUBCACHE_FILL_LEASE_TTL_SECONDS: '30',
     HUBCACHE_STORAGE: 's3',
-    HUBCACHE_S3_ENDPOINT: swift.endpoint,
+    HUBCACHE_S3_ENDPOINT: viaRelay(swift.endpoint, s3Relay),
     HUBCACHE_S3_BUCKET: bucket,
     HUBCACHE_S3_REGION: swift.region,
     HUBCACHE_S3_FORCE_PATH_STYLE: 'true',
@@ -65,24 +98,16 @@ async function clusterEnv(): Promise<Record<string, string>> {
   };
 }
 
-async function startReplica(h: FakeHub, shared: Record<string, string>, id: string, again?: Replica): Promise<Replica> {
+/** Replica `i` on host `i` (again: the same host and data dir, after a kill). */
+async function startReplica(h: FakeHub, shared: Record<string, string>, i: number, again?: Replica): Promise<Replica> {
+  const host = net.hosts[i]!;
+  const id = `r${i + 1}`;
   const dataDir = again?.dataDir ?? fs.mkdtempSync(path.join(os.tmpdir(), `hubcache-replica-${id}-`));
-  for (let attempt = 0; ; attempt++) {
-    const port = again?.port ?? (await freePort());
-    const env = { ...shared, HUBCACHE_REPLICA_ID: id, HUBCACHE_PEER_URL: `http://127.0.0.1:${port}` };
-    try {
-      const proc = await startMirrorProcess(h.url, dataDir, env, ['--port', String(port)]);
-      const r: Replica = { id, url: proc.url, dataDir, env, port, proc };
-      cleanup.push(async () => {
-        await proc.kill('SIGTERM');
-      });
-      if (!again) cleanup.push(async () => fs.rmSync(dataDir, { recursive: true, force: true }));
-      return r;
-    } catch (err) {
-      // The free port was taken meanwhile: another one (a restart keeps its port: it is its peer URL).
-      if (again || attempt >= 3 || !/EADDRINUSE/.test((err as Error).message)) throw err;
-    }
-  }
+  const env = { ...shared, HUBCACHE_REPLICA_ID: id, HUBCACHE_PEER_URL: `http://${host.address}:${PORT}` };
+  const proc = await startMirrorProcess(h.url, dataDir, env, ['--port', String(PORT)], { host: host.address, spawn: (cmd, args, opts) => host.spawn(cmd, args, opts) });
+  cleanup.push(() => proc.kill('SIGTERM'));
+  if (!again) cleanup.push(async () => fs.rmSync(dataDir, { recursive: true, force: true }));
+  return { id, host, url: proc.url, dataDir, proc };
 }
 
 let seed = 14_700;
@@ -111,12 +136,11 @@ function expectRight(d: Download, f: File): void {
   expect([d.status, d.complete, d.sha256, d.error]).toEqual([200, true, f.sha256, undefined]);
 }
 
-describe.skipIf(skip !== undefined)(`three replicas on one PostgreSQL, one bucket and one hub${skip ? ` (skipped: ${skip})` : ''}`, () => {
+describe.skipIf(skip !== undefined)(`three replicas on three hosts, one PostgreSQL, one bucket and one hub${skip ? ` (skipped: ${skip})` : ''}`, () => {
   it('a herd of 11 clients spread over the 3 replicas on one cold file: one upstream download, every client right, the non-owners stream it while it runs', async () => {
-    const h = await startFakeHub();
-    cleanup.push(() => h.stop());
+    const h = await hub();
     const shared = await clusterEnv();
-    const replicas = await Promise.all(['r1', 'r2', 'r3'].map((id) => startReplica(h, shared, id)));
+    const replicas = await Promise.all([0, 1, 2].map((i) => startReplica(h, shared, i)));
     const f = addFile(h, 96 * MiB);
     const hold = 40 * MiB;
     const barrier = h.setFault({ server: 'cdn', pathIncludes: f.sha256, method: 'GET' }, { kind: 'barrier', atBytes: hold, times: 1 });
@@ -149,10 +173,9 @@ describe.skipIf(skip !== undefined)(`three replicas on one PostgreSQL, one bucke
   });
 
   it('the owner killed with -9 at 40 %: exactly one other replica takes the fill over at its offset, every client of the survivors gets the right bytes, and the owner restarted serves from the shared store', async () => {
-    const h = await startFakeHub();
-    cleanup.push(() => h.stop());
+    const h = await hub();
     const shared = await clusterEnv();
-    const [r1, r2, r3] = await Promise.all(['r1', 'r2', 'r3'].map((id) => startReplica(h, shared, id)));
+    const [r1, r2, r3] = await Promise.all([0, 1, 2].map((i) => startReplica(h, shared, i)));
     const f = addFile(h, 80 * MiB);
     const at = Math.floor(f.size * 0.4);
     const barrier = h.setFault({ server: 'cdn', pathIncludes: f.sha256, method: 'GET' }, { kind: 'barrier', atBytes: at, times: 1 });
@@ -180,7 +203,7 @@ describe.skipIf(skip !== undefined)(`three replicas on one PostgreSQL, one bucke
     expect(body.bytes).toBeLessThanOrEqual(f.size + 4 * MiB + at - resumedAt);
 
     // r1 back on its port and data dir: the blob is a hit from the shared store and index.
-    const back = await startReplica(h, shared, 'r1', r1);
+    const back = await startReplica(h, shared, 0, r1);
     const fromBack = await download(`${back.url}${f.path}`, { keepBody: false });
     expectRight(fromBack, f);
     expect(header(fromBack, 'x-mirror-cache')).toBe('hit');

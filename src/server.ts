@@ -20,6 +20,8 @@ import type { AppEnv } from './http/app-env.js';
 import { adminRoutes } from './http/routes/admin.js';
 import { peerRoutes } from './http/routes/peer.js';
 import { PeerClient } from './cluster/peer-client.js';
+import { openFillLeases } from './cluster/open-fill-leases.js';
+import { LeaseCoordinator } from './mirror/lease-coordinator.js';
 import { TrafficCounters } from './observability/traffic-counters.js';
 import { AccessPolicy } from './hub/access-policy.js';
 import { FileResolver } from './hub/file-resolver.js';
@@ -307,8 +309,12 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
           userAgent: `hubcache/${VERSION} (peer)`,
         });
   if (peers) log.info(`cluster secret configured: other replicas may read this one's blobs at /internal/v1/blobs/`);
+  // Replicas sharing the index in PostgreSQL: one fill per blob across them (fill leases).
+  const cluster = peers && config.index === 'postgres' ? await openFillLeases(config, log) : undefined;
+  if (cluster) log.info({ replicaId: cluster.leases.replicaId, peerUrl: cluster.leases.peerUrl, leaseTtlMs: cluster.leases.leaseTtlMs }, 'fill leases: one download per blob across the replicas');
   const mirror = new Mirror({
     ...(peers ? { peers } : {}),
+    ...(cluster ? { coordinator: new LeaseCoordinator(cluster.leases) } : {}),
     ...(env.peerFor ? { peerFor: env.peerFor } : {}),
     store,
     index,
@@ -327,6 +333,8 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
       if (event === 'failed') activity.fillFailed(key, error?.code, error?.message);
       if (event === 'failed') log.warn({ blob: key, code: error?.code, message: error?.message }, 'fill failed');
       else if (event === 'split') log.debug({ blob: key }, 'fill split');
+      else if (event === 'fenced') log.warn({ blob: key }, 'fill lease taken over by another replica before the commit: the verified blob was served, the new owner records it');
+      else if (event === 'unclaimed') log.warn({ blob: key, message: error?.message }, 'fill leases unreadable: fetching without a lease');
       else if (event !== 'failover') log.info({ blob: key }, `fill ${event}`);
       if (event === 'committed') traffic.pulled(knownSize(index.knownBlob(key)));
     },
@@ -456,6 +464,7 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
       await mirror.close();
       await hub.close();
       await peers?.close();
+      await cluster?.close();
       await index.close();
       lock.release();
       throw new Error(`adminListen ${config.adminListen}: ${(err as Error).message}`);
@@ -512,6 +521,7 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
         clearTimeout(timer);
         await hub.close();
         await peers?.close();
+        await cluster?.close();
         await flush();
         await store.close();
         await index.close();

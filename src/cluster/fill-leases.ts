@@ -40,7 +40,7 @@
 import crypto from 'node:crypto';
 import pg from 'pg';
 import type { Logger } from '../observability/logger.js';
-import { parsePeerUrl } from './peer-client.js';
+import { parsePeerUrl } from './peer-protocol.js';
 import { Lease, type LeaseOps, type LeaseTerm, type Queryable } from './fill-lease.js';
 import { migrateFillLeases } from './fill-lease-schema.js';
 import { FILL_LEASE_CHANNEL, LeaseListener, type LeaseOutcome, type ListenerEvent } from './lease-listener.js';
@@ -110,7 +110,8 @@ interface LeaseRow {
 const ROW_COLUMNS = `owner_id, owner_url, token::text AS token, bytes_durable::text AS bytes_durable, expires_at,
   GREATEST(0, extract(epoch FROM expires_at - now()) * 1000)::float8 AS remaining_ms`;
 
-const EXPIRED = 'l.expires_at <= now()';
+/** The row may be taken: expired, or held by the token the caller found unable to serve ($6). */
+const EXPIRED = '(l.expires_at <= now() OR l.token = $6::bigint)';
 
 /**
  * One round trip, race-free between any number of replicas: insert the lease, or on conflict
@@ -202,15 +203,21 @@ export class FillLeases implements LeaseOps {
   /**
    * Takes the blob's lease if nobody holds it or its holder's expired, else says who holds it and
    * gives a promise of the next change. With `signal`, the waiting part stops when it aborts.
+   * `supersede`: the token of a holder the caller found unable to serve the fill (its peer
+   * endpoint refused, answered 404 or stalled, or it is this replica's own row from before a
+   * restart): that lease is taken over at once, without waiting for its expiry. Of several
+   * replicas superseding the same token, one wins (the others see it as the holder). A holder
+   * superseded while still alive loses its lease at its next renewal and its commit is refused;
+   * the cost is a duplicate download, never a wrong blob (every fill verifies its bytes).
    */
-  async acquire(blobKey: string, opts: { signal?: AbortSignal } = {}): Promise<Claim> {
+  async acquire(blobKey: string, opts: { signal?: AbortSignal; supersede?: bigint } = {}): Promise<Claim> {
     opts.signal?.throwIfAborted();
     const waiter = new Waiter(this.#listener, blobKey, opts.signal);
     const nonce = crypto.randomUUID();
     const sentAt = performance.now();
     let row: LeaseRow | undefined;
     try {
-      const r = await this.#pool.query<LeaseRow>(ACQUIRE_SQL, [blobKey, this.replicaId, this.peerUrl, nonce, this.leaseTtlMs]);
+      const r = await this.#pool.query<LeaseRow>(ACQUIRE_SQL, [blobKey, this.replicaId, this.peerUrl, nonce, this.leaseTtlMs, opts.supersede?.toString() ?? null]);
       row = r.rows[0];
       if (!row) throw new Error('fill lease acquire returned no row');
     } catch (err) {

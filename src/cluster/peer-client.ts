@@ -14,6 +14,8 @@ import type { UpstreamBody } from '../upstream/hub-client.js';
 import { fromNetworkError } from '../upstream/upstream-errors.js';
 import { peerBlobPath } from './peer-protocol.js';
 
+export { parsePeerUrl } from './peer-protocol.js';
+
 export interface PeerClientOptions {
   /** Config `clusterSecret`. */
   secret: string;
@@ -69,10 +71,3 @@ export class PeerClient {
   }
 }
 
-/** A peer base URL: http(s), no credentials, query or fragment (they would be sent nowhere useful). */
-export function parsePeerUrl(text: string): URL {
-  const url = new URL(text);
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new TypeError(`peer URL must be http:// or https://, got ${url.protocol}`);
-  if (url.username || url.password || url.search || url.hash) throw new TypeError('peer URL must not carry credentials, a query or a fragment');
-  return url;
-}

@@ -32,3 +32,11 @@ export function peerEtag(key: BlobKey): string {
 export function peerBlobPath(key: BlobKey): string {
   return PEER_BLOBS_PREFIX + key;
 }
+
+/** A peer base URL: http(s), no credentials, query or fragment (they would be sent nowhere useful). */
+export function parsePeerUrl(text: string): URL {
+  const url = new URL(text);
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new TypeError(`peer URL must be http:// or https://, got ${url.protocol}`);
+  if (url.username || url.password || url.search || url.hash) throw new TypeError('peer URL must not carry credentials, a query or a fragment');
+  return url;
+}

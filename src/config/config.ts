@@ -9,6 +9,7 @@ import net from 'node:net';
 import { parseRepoGlob } from '../hub/repo-policy.js';
 import { parseCacheBudget } from '../storage/disk-space.js';
 import { HostPattern } from '../upstream/redirect-policy.js';
+import { parsePeerUrl } from '../cluster/peer-protocol.js';
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
@@ -67,6 +68,11 @@ export interface Config {
   adminToken: string;
   adminListen: string;
   clusterSecret: string;
+  index: 'sqlite' | 'postgres';
+  indexUrl: string;
+  peerUrl: string;
+  replicaId: string;
+  fillLeaseTtlSeconds: number;
   logLevel: LogLevel;
 }
 
@@ -146,6 +152,11 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'adminToken', type: { kind: 'string', optional: true, check: checkAdminToken }, default: '', description: 'Enables the operator API under `/admin/` on the main port (prefetch, import, ls, stats, verify, jobs): requests must send `Authorization: Bearer <adminToken>`. At least 16 visible ASCII characters, not a Hugging Face token (`hf_…`) and not equal to hfToken or an access key: no Hub token or access key ever opens `/admin/`. With adminListen, required there too. Never logged. Empty (and no adminListen): `/admin/` answers 404 like any unknown path.' },
   { key: 'adminListen', type: { kind: 'string', optional: true, check: checkAdminListen }, default: '', description: 'A second listener, `host:port` (`[v6]:port`; port 0 picks one), that serves only `/admin/`; the main port then has no admin API. Without adminToken it is open to whoever reaches that address: bind it to loopback or a management network.' },
   { key: 'clusterSecret', type: { kind: 'string', optional: true, check: checkClusterSecret }, default: '', description: 'Shared by the replicas of a cluster: enables the internal endpoint `/internal/v1/blobs/<key>` through which another replica streams a blob this one holds or is downloading (requests must send `Authorization: Bearer <clusterSecret>`), and is sent when this one reads from another. At least 16 visible ASCII characters, not a Hugging Face token and not equal to hfToken, an access key, adminToken or metricsToken. It opens every cached blob, gated ones too (each replica checks its own client\'s access upstream before asking another): keep it to the replicas. Never logged. Empty: no such endpoint (404).' },
+  { key: 'index', type: { kind: 'enum', values: ['sqlite', 'postgres'] }, default: 'sqlite', description: 'TEMPORARY (replaced by the shared-index branch).' },
+  { key: 'indexUrl', type: { kind: 'string', optional: true }, default: '', description: 'TEMPORARY (replaced by the shared-index branch).' },
+  { key: 'peerUrl', type: { kind: 'url', optional: true }, default: '', description: "With `index: postgres` (replicas): this replica's base URL as the other replicas reach it (`http://10.0.0.5:8080`), stored with the fill leases it holds so that a replica whose client asks for a blob this one is downloading streams it from here (`/internal/v1/blobs/`, with clusterSecret) instead of downloading it again. Required with `index: postgres`; no credentials, query or fragment." },
+  { key: 'replicaId', type: { kind: 'string', optional: true, check: checkReplicaId }, default: '', description: 'With `index: postgres`: this replica\'s name in the cluster (shown as the owner of the downloads it holds; letters, digits, `.`, `_`, `-`, at most 64). Unique per replica; a replica restarted with the same id takes its own leftover leases over at once. Empty: the host name.' },
+  { key: 'fillLeaseTtlSeconds', type: { kind: 'number', min: 1, max: 600 }, default: 15, description: 'With `index: postgres`: how long a replica\'s claim on a download (its fill lease, renewed every third of it while the download runs) outlives the replica. A replica that dies is replaced at once by the replicas streaming from it (they see its endpoint fail), else after at most this.' },
   { key: 'logLevel', type: { kind: 'enum', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] }, default: 'info', description: 'Log level.' },
 ];
 
@@ -311,6 +322,21 @@ function combinationProblems(c: Config, sourceOf: (key: keyof Config) => string,
     );
   }
   if (c.storage === 's3' && valid('s3Bucket') && c.s3Bucket === '') problems.push(`${at('storage')}: "s3" needs s3Bucket`);
+  // Replicas: each streams the others' downloads through the internal endpoint, found by peerUrl.
+  if (valid('index', 'peerUrl', 'clusterSecret') && c.index === 'postgres') {
+    if (c.peerUrl === '') problems.push(`${at('index')}: "postgres" (replicas) needs peerUrl, the URL the other replicas reach this one at`);
+    if (c.clusterSecret === '') problems.push(`${at('index')}: "postgres" (replicas) needs clusterSecret, which the replicas use to stream each other's downloads`);
+  }
+  if (valid('peerUrl')) {
+    if (c.peerUrl !== '' && c.index !== 'postgres') problems.push(`${at('peerUrl')}: only used with index "postgres" (replicas)`);
+    if (c.peerUrl !== '') {
+      try {
+        parsePeerUrl(c.peerUrl);
+      } catch (err) {
+        problems.push(`${at('peerUrl')}: ${(err as Error).message}`);
+      }
+    }
+  }
   if (valid('s3AccessKeyId', 's3SecretAccessKey') && (c.s3AccessKeyId === '') !== (c.s3SecretAccessKey === '')) {
     problems.push(`${c.s3AccessKeyId === '' ? at('s3SecretAccessKey') : at('s3AccessKeyId')}: s3AccessKeyId and s3SecretAccessKey go together (or leave both empty for the AWS variables)`);
   }
@@ -389,6 +415,11 @@ function checkClusterSecret(text: string): string {
   checkToken(text);
   if (text.length < 16) throw new Error('must be at least 16 characters long (the value is not shown)');
   if (/^hf_/i.test(text)) throw new Error('looks like a Hugging Face token (hf_…): choose a separate secret for the cluster (the value is not shown)');
+  return text;
+}
+
+function checkReplicaId(text: string): string {
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(text)) throw new Error('must be 1 to 64 letters, digits, ".", "_" or "-", starting with a letter or digit');
   return text;
 }
 

@@ -49,10 +49,11 @@ import { discardBody, type BodySpeedFloor, type UpstreamBody } from '../upstream
 import { fromNetworkError, fromUpstreamStatus, headerValue, isUnhealthy } from '../upstream/upstream-errors.js';
 import type { ConnGrant, ConnLimiter } from './conn-limiter.js';
 import type { FillSource } from './fill-source.js';
+import type { FillOwnership } from './fill-ownership.js';
 import { SegmentPlan, segmentSize, type Claim, type Work } from './segment-plan.js';
 
 export type FillState = 'planning' | 'filling' | 'verifying' | 'committed' | 'failed';
-export type FillEvent = 'committed' | 'failed' | 'resumed' | 'split' | 'failover';
+export type FillEvent = 'committed' | 'failed' | 'resumed' | 'split' | 'failover' | 'fenced';
 
 const MiB = 1024 * 1024;
 /** A connection writes once this much is pending... */
@@ -87,6 +88,15 @@ export interface FillDeps {
   segmentMinBytes?: number;
   /** Upstream is known to ignore Range for this file: one plain stream, no demand requests. */
   rangesIgnored?: boolean;
+  /**
+   * With replicas sharing the index: the fill's lease (fill-ownership.ts), when it holds one. Its
+   * progress is published as bytes land; it is confirmed before the index write (a fill whose
+   * lease was taken over still hands its verified bytes to its readers, but records nothing:
+   * the new owner does), finished after it, released on failure.
+   */
+  ownership?: FillOwnership;
+  /** The source is another replica storing the same blob in the shared store (see StageOptions). */
+  peerCopy?: boolean;
   onEvent?: (event: FillEvent, fill: Fill, error?: MirrorError) => void;
 }
 
@@ -281,7 +291,7 @@ export class Fill implements FillView {
   async #run(): Promise<void> {
     try {
       if (this.#deps.conns) this.#base = this.#deps.conns.base();
-      this.#staged = await this.#deps.store.stage(this.key, this.size);
+      this.#staged = await this.#deps.store.stage(this.key, this.size, this.#deps.peerCopy ? { peerCopy: true } : {});
       this.#throwIfFatal();
       this.#state = 'filling';
       this.#wake(true); // readers created before the staging file existed can open it now
@@ -294,8 +304,16 @@ export class Fill implements FillView {
       this.#throwIfFatal();
       this.#state = 'verifying';
       await this.#staged.commit();
-      await this.#deps.index.recordBlob(this.key, this.size);
-      crashPoint('after-index-commit');
+      const fence = this.#deps.ownership?.fence;
+      // A database that cannot answer the fence counts as "still ours": the blob is verified
+      // either way, and the index write waits with the other deferred writes.
+      if (!fence || (await fence.confirm().catch(() => true))) {
+        await this.#deps.index.recordBlob(this.key, this.size);
+        crashPoint('after-index-commit');
+        await fence?.finish().catch(() => undefined); // an unfinished lease expires: waiters then find the row
+      } else {
+        this.#deps.onEvent?.('fenced', this);
+      }
       this.#state = 'committed';
       this.#resolveStarted();
       this.#deps.onEvent?.('committed', this);
@@ -311,6 +329,7 @@ export class Fill implements FillView {
       this.#clearWindow();
       this.#failure = failure;
       this.#state = 'failed';
+      void this.#deps.ownership?.fence?.release().catch(() => undefined);
       this.#rejectStarted(failure);
       this.#deps.onEvent?.('failed', this, failure);
       this.#wake(true);
@@ -627,6 +646,7 @@ export class Fill implements FillView {
     await staged.write(offset, views);
     const length = views.reduce((n, v) => n + v.length, 0);
     this.#plan.written(offset, offset + length);
+    this.#deps.ownership?.fence?.progress(this.#plan.covered.coveredEnd(0));
     let at = offset;
     if (this.#state === 'filling' && !this.#fatal) {
       for (const buf of views) {

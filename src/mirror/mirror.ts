@@ -21,7 +21,7 @@
  */
 import type { Readable } from 'node:stream';
 import type { ByteSpan } from '../http/byte-range.js';
-import { MirrorError } from '../errors.js';
+import { MirrorError, isMirrorError } from '../errors.js';
 import { fileUrlPath } from '../hub/repo-ref.js';
 import type { BlobKey } from '../storage/blob-layout.js';
 import { BlobFile, type RemoteBlob } from '../storage/blob-store.js';
@@ -37,6 +37,8 @@ import { FillLimiter } from './fill-limiter.js';
 import { fillReader } from './fill-reader.js';
 import { UpstreamFillSource } from './fill-source.js';
 import { PeerFillSource } from './peer-fill-source.js';
+import { ClaimingFallback } from './claiming-fallback.js';
+import type { FillClaim, FillCoordinator, FillOwnership } from './fill-ownership.js';
 import type { PeerClient } from '../cluster/peer-client.js';
 import type { PeerSourceKind } from '../cluster/peer-protocol.js';
 import { fromNetworkError, fromUpstreamStatus, headerValue } from '../upstream/upstream-errors.js';
@@ -128,7 +130,7 @@ export interface MirrorOptions {
   upstreamConnections?: number;
   /** Upstream body connections of all fills together, beyond each running fill's first (default 32). */
   maxUpstreamConnections?: number;
-  onFillEvent?: (event: 'started' | FillEvent, key: BlobKey, error?: MirrorError) => void;
+  onFillEvent?: (event: 'started' | 'unclaimed' | FillEvent, key: BlobKey, error?: MirrorError) => void;
   /** A fill moved to another upstream (`to`), or a switch to `refused` was refused (why). */
   onFailover?: (key: BlobKey, detail: { to: string } | { refused: string; reason: string }) => void;
   /** The buffers readers of cached blobs read into (default: a pool with the default budget). */
@@ -144,6 +146,11 @@ export interface MirrorOptions {
    * (FileResolver): a peer serves any blob it has to whoever holds the cluster secret.
    */
   peerFor?: (entry: FileEntry) => PeerRef | undefined | Promise<PeerRef | undefined>;
+  /**
+   * The fill leases shared by the replicas (with `peers`): who fetches a blob, the fence of its
+   * commit, and who takes a dead owner's fill over. Takes precedence over `peerFor`.
+   */
+  coordinator?: FillCoordinator;
 }
 
 /**
@@ -188,6 +195,7 @@ export class Mirror {
   readonly #evictor: Evictor | undefined;
   readonly #peers: PeerClient | undefined;
   readonly #peerFor: MirrorOptions['peerFor'];
+  readonly #coordinator: FillCoordinator | undefined;
 
   constructor(opts: MirrorOptions) {
     this.#rangeBypassMaxBytes = opts.rangeBypassMaxBytes;
@@ -206,6 +214,7 @@ export class Mirror {
     this.#evictor = opts.evictor;
     this.#peers = opts.peers;
     this.#peerFor = opts.peerFor;
+    this.#coordinator = opts.coordinator;
     this.#evictor?.attach({ isFilling: (key) => this.#fills.get(key) !== undefined, reservedBytes: () => this.#unstoredBytes() });
   }
 
@@ -283,8 +292,7 @@ export class Mirror {
       // awaited its check count now, so two never share the same room.
       while (!this.#fills.get(key) && this.#deficit(entry, available) > 0) available = await this.#checkSpace(entry);
     }
-    const peer = this.#peers && this.#peerFor && !this.#fills.get(key) ? await this.#peerFor(entry) : undefined;
-    const { value: flight, joined } = this.#fills.run(key, () => this.#admit(entry, auth, rangesIgnored, peer));
+    const { value: flight, joined } = this.#fills.run(key, () => this.#admit(entry, auth, rangesIgnored));
     if (flight.fill?.state === 'committed') {
       const file = await this.#store.openBlob(key, entry.size);
       if (file) return this.#hit(key, entry.size, file);
@@ -355,23 +363,60 @@ export class Mirror {
     return Math.max(overDisk, overBudget);
   }
 
+  /**
+   * Who fetches a blob no fill here has: with replicas, the fill leases (coordinator) or the
+   * test hook `peerFor`; else this replica, from upstream. The claim is made inside the flight,
+   * so every request of this process for the blob shares it, and another replica asking this one
+   * for the blob meanwhile finds the flight (and waits for its bytes) instead of a 404.
+   */
+  async #claim(entry: FileEntry): Promise<FillClaim | undefined> {
+    if (!this.#peers) return undefined;
+    if (this.#coordinator) {
+      try {
+        return await this.#coordinator.claim(entry.blobKey);
+      } catch (err) {
+        // Leases unreadable (database down): fetch it here, without a lease; at worst another
+        // replica fetches it too. Serving beats waiting for the database.
+        this.#onFillEvent?.('unclaimed', entry.blobKey, isMirrorError(err) ? err : new MirrorError('UpstreamUnavailable', (err as Error).message));
+        return undefined;
+      }
+    }
+    const peer = this.#peerFor ? await this.#peerFor(entry) : undefined;
+    return peer ? { owner: 'peer', url: peer.url, token: undefined } : undefined;
+  }
+
   /** Starts the fill now if a slot is free, else queues it (throws Overloaded when the queue is full). */
-  #admit(entry: FileEntry, auth: string | undefined, rangesIgnored: boolean, peer?: PeerRef): FillFlight {
+  #admit(entry: FileEntry, auth: string | undefined, rangesIgnored: boolean): FillFlight {
     const key = entry.blobKey;
     let started: Fill | undefined;
-    const start = (): Fill => {
+    const start = (claim: FillClaim | undefined): Fill => {
       this.#onFillEvent?.('started', key);
       const upstreamPath = fileUrlPath({ ...entry.request, revision: entry.commit });
       const onRefused = (upstream: string, reason: string): void => this.#onFailover?.(key, { refused: upstream, reason });
       const upstream = (): UpstreamFillSource =>
         new UpstreamFillSource({ upstreams: this.#hub, path: upstreamPath, auth, size: entry.size, sameBlob: (client) => sameBlob(client, entry, auth), onRefused });
       const peers = this.#peers;
+      const ownership: FillOwnership = { fence: claim?.owner === 'self' ? claim.fence : undefined };
+      const coordinator = this.#coordinator;
+      const fromPeer = (url: URL, token: bigint | undefined): PeerFillSource =>
+        new PeerFillSource({
+          client: peers!,
+          peer: url,
+          key,
+          size: entry.size,
+          onRefused,
+          // With leases, a dead peer's fill is claimed again (one replica takes it over); else upstream.
+          fallback: coordinator ? () => new ClaimingFallback({ coordinator, key, failedToken: token, ownership, upstream, peer: fromPeer }) : upstream,
+        });
+      const peer = claim?.owner === 'peer' && peers ? claim : undefined;
       const fill = Fill.start(
         { key, size: entry.size },
         {
           store: this.#store,
           index: this.#index,
-          source: peer && peers ? new PeerFillSource({ client: peers, peer: peer.url, key, size: entry.size, fallback: upstream, onRefused }) : upstream(),
+          ownership,
+          peerCopy: peer !== undefined,
+          source: peer ? fromPeer(peer.url, peer.token) : upstream(),
           maxResumes: this.#maxResumes,
           speedFloor: this.#hub.bodySpeedFloor,
           conns: this.#conns,
@@ -399,8 +444,10 @@ export class Mirror {
       if (this.#evictor) fill.done.then(() => this.#evictor?.check(), () => undefined);
       return fill;
     };
-    // A free slot starts the fill now; else `start` runs when a slot is handed over.
-    const running = this.#limiter.tryAcquire() ? Promise.resolve(start()) : this.#limiter.wait().then(start);
+    // A free slot starts the fill now; else `start` runs when a slot is handed over. With replicas
+    // the lease is claimed first (with the slot held: a fill whose turn came is the one claiming).
+    const claimThenStart = (): Fill | Promise<Fill> => (this.#peers ? this.#claim(entry).then(start) : start(undefined));
+    const running = this.#limiter.tryAcquire() ? Promise.resolve(claimThenStart()) : this.#limiter.wait().then(claimThenStart);
     const done = running.then((fill) => fill.done);
     running.catch(() => undefined);
     done.catch(() => undefined);

@@ -465,9 +465,9 @@ export class Metrics implements RequestObserver, UpstreamObserver, EvictionObser
     this.#metadataBytes += bytes;
   }
 
-  /** A fill's event as the mirror reports it; a split or a failover is counted elsewhere (or not at all). */
-  fillEvent(event: FillEvent | 'split' | 'failover'): void {
-    if (event === 'split' || event === 'failover') return;
+  /** A fill's event as the mirror reports it; a split, failover or lease event is counted elsewhere (or not at all). */
+  fillEvent(event: FillEvent | 'split' | 'failover' | 'fenced' | 'unclaimed'): void {
+    if (event === 'split' || event === 'failover' || event === 'fenced' || event === 'unclaimed') return;
     if (event === 'resumed') this.#resumes++;
     else this.#fills[event]++;
   }

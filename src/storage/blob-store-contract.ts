@@ -41,6 +41,16 @@ export interface StoredBlob {
   size: number;
 }
 
+/** How a blob is staged. */
+export interface StageOptions {
+  /**
+   * The bytes are a copy of a blob another replica is storing in the same shared store (a fill
+   * fed by that replica): a store that uploads while the blob is written (S3) does not, and at
+   * the commit uploads only if the object is still absent. A local store ignores it.
+   */
+  peerCopy?: boolean;
+}
+
 export interface BlobStore {
   /** `fs` or `s3`: for logs and the startup line. */
   readonly kind: 'fs' | 's3';
@@ -54,7 +64,7 @@ export interface BlobStore {
    * Stages a write: a fresh staging file under the data dir, written at any offsets and hashed as
    * its prefix grows. Its `commit()` checks size and digest, then calls this store's `commit`.
    */
-  stage(key: BlobKey, size: number): Promise<StagedBlob>;
+  stage(key: BlobKey, size: number, opts?: StageOptions): Promise<StagedBlob>;
 
   /**
    * Makes a verified staged file durable in the store (see the guarantees above). The local

@@ -21,7 +21,7 @@ import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { MirrorError } from '../errors.js';
 import { BlobLayout, blobKey, parseBlobKey, type BlobKey, type DigestAlgorithm } from './blob-layout.js';
-import type { BlobStore, StoredBlob, VerifiedBlob } from './blob-store-contract.js';
+import type { BlobStore, StageOptions, StoredBlob, VerifiedBlob } from './blob-store-contract.js';
 import { crashPoint } from './crash-points.js';
 import { diskFullError } from './disk-space.js';
 import { sharedHashPool, type HashPool } from './hash-pool.js';
@@ -140,7 +140,12 @@ export class FsBlobStore implements BlobStore {
    * its blobs elsewhere stages through this store and passes its own (and a `listener`, to upload
    * the file while it is written).
    */
-  stage(key: BlobKey, size: number, commitStaged?: CommitStaged, listener?: StageListener): Promise<StagedBlob> {
+  stage(key: BlobKey, size: number, _opts?: StageOptions): Promise<StagedBlob> {
+    return this.stageWith(key, size);
+  }
+
+  /** stage(), with another commit step and write/abort hooks (for a store built on this one: S3). */
+  stageWith(key: BlobKey, size: number, commitStaged?: CommitStaged, listener?: StageListener): Promise<StagedBlob> {
     const stagingPath = this.layout.stagingPath(`${randomBytes(12).toString('hex')}.part`);
     return StagedBlob.create(key, size, stagingPath, this.layout.blobPath(key), {
       gate: this.#gate,

@@ -49,7 +49,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { MirrorError, isMirrorError } from '../errors.js';
 import { BlobLayout, blobKey, parseBlobKey, type BlobKey } from './blob-layout.js';
-import type { BlobStore, LocalCopies, StoredBlob, VerifiedBlob } from './blob-store-contract.js';
+import type { BlobStore, LocalCopies, StageOptions, StoredBlob, VerifiedBlob } from './blob-store-contract.js';
 import { FsBlobStore, RemoteBlob, checkStaged, fsyncDir, isNotFound, type BlobFile, type BlobStoreOptions } from './blob-store.js';
 import { crashPoint } from './crash-points.js';
 import { diskFullError } from './disk-space.js';
@@ -227,11 +227,12 @@ export class S3BlobStore implements BlobStore {
    * upload (s3-upload.ts) as the staging file's contiguous written prefix covers them, and commit
    * uploads what is left and completes it. A fill that fails or is refused aborts the upload.
    */
-  async stage(key: BlobKey, size: number): Promise<StagedBlob> {
-    if (size <= this.#partSizeFor(size)) return this.#local.stage(key, size, (k, staged, verified) => this.commit(k, staged, verified));
+  async stage(key: BlobKey, size: number, opts: StageOptions = {}): Promise<StagedBlob> {
+    // A peer's copy: the peer uploads it; commit uploads only what is still absent then.
+    if (size <= this.#partSizeFor(size) || opts.peerCopy) return this.#local.stageWith(key, size, (k, staged, verified) => this.commit(k, staged, verified));
     // The upload reads the staging file, whose path is known once it exists (before any write).
     const streamed: { upload?: MultipartUpload } = {};
-    const staged = await this.#local.stage(key, size, (k, stagedPath, verified) => this.#commit(k, stagedPath, verified, streamed.upload), {
+    const staged = await this.#local.stageWith(key, size, (k, stagedPath, verified) => this.#commit(k, stagedPath, verified, streamed.upload), {
       written: (to) => streamed.upload?.written(to),
       aborted: () => {
         if (streamed.upload) void this.#abortUpload(streamed.upload);
@@ -405,7 +406,7 @@ export class S3BlobStore implements BlobStore {
       };
       this.#closing.signal.addEventListener('abort', stop, { once: true });
       try {
-        const staged = await this.#local.stage(key, size, (k, path, verified) => this.#landLocallyChecked(k, path, verified));
+        const staged = await this.#local.stageWith(key, size, (k, path, verified) => this.#landLocallyChecked(k, path, verified));
         try {
           let offset = 0;
           for await (const chunk of body) {

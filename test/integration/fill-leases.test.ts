@@ -149,6 +149,29 @@ describe.skipIf(postgresSkipReason !== undefined)(`fill leases in PostgreSQL${po
     expect(await replicas[0]!.peek(key)).toBeUndefined();
   });
 
+  it('superseding a live holder found unable to serve: its token is taken over at once by exactly one of 10 concurrent replicas; a stale token supersedes nothing', async () => {
+    const key = newKey();
+    const dead = await owned(replicas[0]!, key); // a live row (TTL 60 s): its owner "stopped answering"
+    const claims = await Promise.all(Array.from({ length: 10 }, (_, i) => replicas[1 + (i % 2)]!.acquire(key, { supersede: dead.token })));
+    const winners = claims.flatMap((c) => (c.owned ? [c.lease] : []));
+    expect(winners).toHaveLength(1);
+    const winner = winners[0]!;
+    expect(winner.token).toBeGreaterThan(dead.token);
+    for (const c of claims) if (!c.owned) {
+      expect(c.holder.token).toBe(winner.token);
+      c.cancel();
+    }
+    expect((await lossOf(dead)).reason).toBe('taken-over');
+    expect(await dead.finish()).toBe(false);
+    // The old token again (a late replica that saw the dead holder): the new owner keeps the lease.
+    (await held(replicas[0]!, key)).cancel();
+    const late = await replicas[0]!.acquire(key, { supersede: dead.token });
+    expect(late.owned).toBe(false);
+    if (!late.owned) late.cancel();
+    expect(winner.lost).toBe(false);
+    expect(await winner.finish()).toBe(true);
+  });
+
   it("the lease's lost-signal fires when another replica takes over, without waiting for its next renewal", async () => {
     const key = newKey();
     const lease = await owned(replicas[0]!, key);

@@ -30,6 +30,11 @@ export interface FakeHubOptions {
   treePageSize?: number;
   /** Initial value of {@link FakeHub.commitsPageSize} (default 50). */
   commitsPageSize?: number;
+  /**
+   * The IPv4 address both servers listen on and name in their URLs (default 127.0.0.1): e.g. a
+   * test network's gateway, for mirrors in network namespaces (whose 127.0.0.1 is their own).
+   */
+  host?: string;
 }
 
 /** Hub repository type. URL prefixes: model none, `datasets/`, `spaces/`. */
@@ -628,7 +633,11 @@ class FakeHubImpl implements FakeHub {
   private readonly sockets = new Set<Socket>();
   private ports = { hub: 0, cdn: 0 };
 
+  /** The address both servers listen on and name in their URLs. */
+  private readonly host: string;
+
   constructor(opts: FakeHubOptions) {
+    this.host = opts.host ?? '127.0.0.1';
     this.treePageSize = opts.treePageSize ?? 50;
     this.commitsPageSize = opts.commitsPageSize ?? 50;
   }
@@ -638,11 +647,12 @@ class FakeHubImpl implements FakeHub {
   async listen(): Promise<void> {
     const hub = this.makeServer('hub');
     const cdn = this.makeServer('cdn');
-    this.ports.hub = await listenOn(hub, this.ports.hub);
-    this.ports.cdn = await listenOn(cdn, this.ports.cdn);
+    const host = this.host;
+    this.ports.hub = await listenOn(hub, this.ports.hub, host);
+    this.ports.cdn = await listenOn(cdn, this.ports.cdn, host);
     this.servers = { hub, cdn };
-    this.url = `http://127.0.0.1:${this.ports.hub}`;
-    this.cdnUrl = `http://127.0.0.1:${this.ports.cdn}`;
+    this.url = `http://${host}:${this.ports.hub}`;
+    this.cdnUrl = `http://${host}:${this.ports.cdn}`;
   }
 
   private makeServer(name: ServerName): Server {
@@ -1846,11 +1856,11 @@ function readBody(req: IncomingMessage): Promise<Buffer> {
   });
 }
 
-function listenOn(server: Server, port: number): Promise<number> {
+function listenOn(server: Server, port: number, host: string): Promise<number> {
   return new Promise((resolve, reject) => {
     const onError = (err: Error): void => reject(err);
     server.once('error', onError);
-    server.listen(port, '127.0.0.1', () => {
+    server.listen(port, host, () => {
       server.off('error', onError);
       resolve((server.address() as AddressInfo).port);
     });

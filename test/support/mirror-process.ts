@@ -3,7 +3,7 @@
  * another one on the same data dir. It runs the bundle of src/main.ts built by the global setup
  * (test/support/global-setup.ts), or the TypeScript sources through tsx where there is none.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { inject } from 'vitest';
@@ -28,12 +28,15 @@ process.once('exit', () => {
 /** Outbound proxy variables: a child gets only those a test gives it, never the test process's own. */
 const PROXY_VARIABLES = ['http_proxy', 'HTTP_PROXY', 'https_proxy', 'HTTPS_PROXY', 'no_proxy', 'NO_PROXY'];
 
+/** Starts the child process (default: node's spawn; a network namespace's host.spawn runs it there). */
+export type Spawner = (command: string, args: string[], opts: SpawnOptions) => ChildProcess;
+
 /** `as`: run the child as another user (the test process must be root). */
-export function runCli(args: string[], env: Record<string, string> = {}, as?: { uid: number; gid: number }): { child: ChildProcess; output: string[]; exited: MirrorProcess['exited'] } {
+export function runCli(args: string[], env: Record<string, string> = {}, as?: { uid: number; gid: number }, spawner: Spawner = spawn): { child: ChildProcess; output: string[]; exited: MirrorProcess['exited'] } {
   const inherited = Object.fromEntries(Object.entries(process.env).filter(([name]) => !PROXY_VARIABLES.includes(name)));
   const bundle = inject('mirrorBundle') as string | undefined;
   const entry = bundle ? [bundle] : ['--import', 'tsx', path.join(ROOT, 'src/main.ts')];
-  const child = spawn(process.execPath, [...entry, ...args], {
+  const child = spawner(process.execPath, [...entry, ...args], {
     cwd: ROOT,
     env: { ...inherited, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -62,10 +65,13 @@ export function runCli(args: string[], env: Record<string, string> = {}, as?: { 
   return { child, output, exited };
 }
 
-/** `hubcache serve` on 127.0.0.1 port 0; `args` are further command-line words (e.g. `--offline`). */
-export async function startMirrorProcess(upstream: string, dataDir: string, env: Record<string, string> = {}, args: string[] = []): Promise<MirrorProcess> {
-  // The fake CDN is on 127.0.0.1: loopback redirects must be allowed.
-  const { child, output, exited } = runCli(['serve', '--host', '127.0.0.1', '--port', '0', '--data-dir', dataDir, '--upstream', upstream, '--log-level', 'info', ...args], { HUBCACHE_ALLOW_PRIVATE_REDIRECTS: 'true', ...env });
+/**
+ * `hubcache serve` on 127.0.0.1 port 0; `args` are further command-line words (e.g. `--offline`).
+ * `where`: another listen address, started by another spawner (a network namespace's host).
+ */
+export async function startMirrorProcess(upstream: string, dataDir: string, env: Record<string, string> = {}, args: string[] = [], where: { host: string; spawn: Spawner } = { host: '127.0.0.1', spawn }): Promise<MirrorProcess> {
+  // The fake CDN is on 127.0.0.1 (or the test network): private redirects must be allowed.
+  const { child, output, exited } = runCli(['serve', '--host', where.host, '--port', '0', '--data-dir', dataDir, '--upstream', upstream, '--log-level', 'info', ...args], { HUBCACHE_ALLOW_PRIVATE_REDIRECTS: 'true', ...env }, undefined, where.spawn);
   const url = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`mirror did not start:\n${output.join('\n')}`)), 30_000);
     const check = () => {

@@ -8,7 +8,6 @@
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
@@ -19,6 +18,7 @@ import { POSTGRES_MIGRATIONS } from '../../src/storage/postgres-migrations.js';
 import { PostgresCacheIndex } from '../../src/storage/postgres-cache-index.js';
 import { SqliteCacheIndex } from '../../src/storage/sqlite-cache-index.js';
 import { postgresSkipReason, startPostgres, type TestPostgres } from '../support/postgres.js';
+import { startTcpRelay } from '../support/tcp-relay.js';
 import { waitFor } from '../support/wait-for.js';
 
 const repo = { type: 'model' as const, id: 'org/name' };
@@ -469,44 +469,6 @@ describe.each(engines)('CacheIndex contract: $name', (engine) => {
   });
 });
 
-/** A TCP relay in front of the server that can cut every connection and refuse new ones, at once. */
-async function relay(port: number): Promise<{ port: number; cut(): void; restore(): void; close(): Promise<void> }> {
-  let up = true;
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((client) => {
-    if (!up) {
-      client.destroy();
-      return;
-    }
-    const upstream = net.connect(port, '127.0.0.1');
-    for (const s of [client, upstream]) {
-      sockets.add(s);
-      s.on('close', () => sockets.delete(s));
-      s.on('error', () => {});
-    }
-    client.pipe(upstream);
-    upstream.pipe(client);
-    client.on('close', () => upstream.destroy());
-    upstream.on('close', () => client.destroy());
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    cut: () => {
-      up = false;
-      for (const s of sockets) s.destroy();
-    },
-    restore: () => {
-      up = true;
-    },
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => resolve());
-      }),
-  };
-}
-
 describe.skipIf(postgresSkipReason !== undefined)(`PostgresCacheIndex, shared${postgresSkipReason ? ` (skipped: ${postgresSkipReason})` : ''}`, () => {
   const opened: CacheIndex[] = [];
   const pools: pg.Pool[] = [];
@@ -567,7 +529,7 @@ describe.skipIf(postgresSkipReason !== undefined)(`PostgresCacheIndex, shared${p
   it('defers writes while the server is unreachable, shows them to reads meanwhile, and lands them once it is back', async () => {
     const pgServer = await postgres();
     const url = await pgServer.createDatabase('deferred');
-    const gate = await relay(Number(new URL(url).port));
+    const gate = await startTcpRelay(Number(new URL(url).port));
     const viaRelay = new URL(url);
     viaRelay.port = String(gate.port);
     const events: string[] = [];
@@ -621,7 +583,7 @@ describe.skipIf(postgresSkipReason !== undefined)(`PostgresCacheIndex, shared${p
     const password = 'pw-Zq81-secret/with?odd#chars';
     const encoded = encodeURIComponent(password);
     // A port nobody listens on: the relay closed.
-    const gate = await relay(1);
+    const gate = await startTcpRelay(1);
     const deadPort = gate.port;
     await gate.close();
     const refused = await PostgresCacheIndex.open({ url: `postgres://hubcache:${encoded}@127.0.0.1:${deadPort}/nothing` }).then(

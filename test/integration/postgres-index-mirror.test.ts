@@ -11,6 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Config } from '../../src/config/config.js';
+import { PostgresCacheIndex } from '../../src/storage/postgres-cache-index.js';
 import { makeContent, sha256Hex } from '../support/content.js';
 import { download, header } from '../support/download.js';
 import { startFakeHub, type FakeHub } from '../support/fake-hub.js';
@@ -18,6 +19,8 @@ import { startMirrorProcess, type MirrorProcess } from '../support/mirror-proces
 import { postgresSkipReason, startPostgres, type TestPostgres } from '../support/postgres.js';
 import { startMirror } from '../support/start-mirror.js';
 import { startSwiftS3, swiftS3SkipReason, type SwiftS3 } from '../support/swift-s3.js';
+import { startTcpRelay } from '../support/tcp-relay.js';
+import { waitFor } from '../support/wait-for.js';
 
 const skip = postgresSkipReason ?? swiftS3SkipReason;
 const PREFIX = 'hub/';
@@ -38,6 +41,19 @@ describe.skipIf(skip !== undefined)(`replicas on index: postgres + storage: s3${
     for (const d of tmpDirs) fs.rmSync(d, { recursive: true, force: true });
   });
 
+  function s3Config(bucket: string): Partial<Config> {
+    return {
+      storage: 's3',
+      s3Endpoint: swift.endpoint,
+      s3Bucket: bucket,
+      s3Region: swift.region,
+      s3Prefix: PREFIX,
+      s3ForcePathStyle: true,
+      s3AccessKeyId: swift.accessKeyId,
+      s3SecretAccessKey: swift.secretAccessKey,
+    };
+  }
+
   function tempDir(): string {
     const d = fs.mkdtempSync(path.join(os.tmpdir(), 'hubcache-pg-mirror-'));
     tmpDirs.push(d);
@@ -53,16 +69,7 @@ describe.skipIf(skip !== undefined)(`replicas on index: postgres + storage: s3${
     const shard = makeContent(3 * 1024 * 1024 + 17, 4711);
     const sha = sha256Hex(shard);
     hub.addRepo({ id: 'org/shared', files: { 'model.safetensors': shard } });
-    const s3: Partial<Config> = {
-      storage: 's3',
-      s3Endpoint: swift.endpoint,
-      s3Bucket: bucket,
-      s3Region: swift.region,
-      s3Prefix: PREFIX,
-      s3ForcePathStyle: true,
-      s3AccessKeyId: swift.accessKeyId,
-      s3SecretAccessKey: swift.secretAccessKey,
-    };
+    const s3 = s3Config(bucket);
 
     const first = await startMirror(hub.url, { ...s3, dataDir: tempDir(), index: 'postgres', indexUrl });
     try {
@@ -100,6 +107,48 @@ describe.skipIf(skip !== undefined)(`replicas on index: postgres + storage: s3${
       expect(second.output.some((l) => l.includes('postgres://hubcache:***@127.0.0.1'))).toBe(true);
     } finally {
       await first.close();
+    }
+  });
+
+  it('while the database is unreachable the replica keeps serving: index reads are misses, writes land once it is back', async () => {
+    const bucket = await swift.bucket('outage');
+    const dbUrl = await pgServer.createDatabase('outage');
+    const gate = await startTcpRelay(Number(new URL(dbUrl).port));
+    const viaRelay = new URL(dbUrl);
+    viaRelay.port = String(gate.port);
+    const [early, late] = [makeContent(200_000, 51), makeContent(300_000, 52)];
+    hub.addRepo({ id: 'org/outage', files: { 'early.bin': early, 'late.bin': late } });
+    const m = await startMirror(hub.url, { ...s3Config(bucket), dataDir: tempDir(), index: 'postgres', indexUrl: viaRelay.toString() });
+    try {
+      const url = (f: string) => `${m.url}/org/outage/resolve/main/${f}`;
+      expect((await download(url('early.bin'), { keepBody: false })).sha256).toBe(sha256Hex(early));
+
+      gate.cut();
+      // A file the index would have to be asked about: a miss, fetched upstream, not a 500.
+      const during = await download(url('late.bin'), { keepBody: false });
+      expect([during.status, during.complete, during.sha256]).toEqual([200, true, sha256Hex(late)]);
+      // The file fetched before: still a hit (its answer and blob row are in memory).
+      const hit = await download(url('early.bin'), { keepBody: false });
+      expect([hit.status, header(hit, 'x-mirror-cache'), hit.sha256]).toEqual([200, 'hit', sha256Hex(early)]);
+      expect(m.logs.some((l) => l.includes('writes deferred'))).toBe(true);
+      expect(m.logs.filter((l) => l.includes('unhandled error'))).toEqual([]);
+
+      gate.restore();
+      await waitFor(() => m.logs.some((l) => l.includes('index: deferred writes landed')), { what: 'the deferred index writes to land' });
+      // What the replica learnt during the outage is in the shared database now.
+      const direct = await PostgresCacheIndex.open({ url: dbUrl });
+      try {
+        expect(await direct.getBlob(`sha256:${sha256Hex(late)}`)).toMatchObject({ size: late.length });
+        expect((await direct.inventory.files({ type: 'model', id: 'org/outage' })).map((f) => [f.path, f.cached])).toEqual([
+          ['early.bin', true],
+          ['late.bin', true],
+        ]);
+      } finally {
+        await direct.close();
+      }
+    } finally {
+      await m.close();
+      await gate.close();
     }
   });
 });

@@ -94,8 +94,10 @@ export class PostgresCacheIndex implements CacheIndex {
   #retryTimer: NodeJS.Timeout | null = null;
   #retrying: Promise<void> | null = null;
   #storedBytes = 0;
-  /** Bumped by every blob write of this process: a re-read sum that raced one is not taken. */
+  /** Bumped by every blob write of this process: a re-read sum (or a blob row) that raced one is not taken. */
   #blobWrites = 0;
+  /** When (in #blobWrites) this process last forgot a blob, for reads that were in flight then. */
+  readonly #forgottenAt = new LRUCache<BlobKey, number>({ max: 10_000 });
   #closed = false;
 
   private constructor(pool: pg.Pool, opts: PostgresCacheIndexOptions) {
@@ -323,12 +325,16 @@ export class PostgresCacheIndex implements CacheIndex {
     const known = this.knownBlob(key);
     if (known) return known;
     if (this.#pendingBlobs.has(key)) return undefined; // forgotten, the write still waiting
+    const writes = this.#blobWrites;
     const [found] = await this.#db.query<BlobDbRow>('SELECT size, stored_at, last_accessed_at FROM blobs WHERE blob_key = $1', [key]);
     if (!found) return undefined;
     const row: BlobRow = { blobKey: key, size: found.size, storedAt: found.stored_at, lastAccessedAt: found.last_accessed_at };
-    // Not memoised if this process forgot or re-recorded it while the answer was on its way.
-    if (!this.#pendingBlobs.has(key) && !this.#blobRows.has(key)) this.#blobRows.set(key, row);
-    return this.#blobRows.get(key) ?? row;
+    // This process's own write of the blob, made while the answer was on its way, wins over it.
+    if ((this.#forgottenAt.get(key) ?? -1) >= writes) return undefined;
+    const recorded = this.knownBlob(key);
+    if (recorded) return recorded;
+    this.#blobRows.set(key, row);
+    return row;
   }
 
   /** The memo's row, a waiting write's row, or undefined (ask getBlob): never `false`, another replica may record it. */
@@ -379,6 +385,7 @@ export class PostgresCacheIndex implements CacheIndex {
 
   #forgetLocally(key: BlobKey): void {
     this.#storedBytes -= this.knownBlob(key)?.size ?? 0;
+    this.#forgottenAt.set(key, this.#blobWrites);
     this.#blobWrites++;
     this.#pendingTouches.delete(key);
     this.#blobRows.delete(key);
@@ -429,9 +436,9 @@ export class PostgresCacheIndex implements CacheIndex {
   }
 
   /** The sum of every replica's blobs, unless one of this process's blob writes raced the read or still waits. */
-  async #rereadStoredBytes(known?: number): Promise<void> {
+  async #rereadStoredBytes(): Promise<void> {
     const before = this.#blobWrites;
-    const sum = known ?? (await this.#sumOfBlobs());
+    const sum = await this.#sumOfBlobs();
     if (before === this.#blobWrites && this.#pendingWrites.length === 0) this.#storedBytes = sum;
   }
 

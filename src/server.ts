@@ -33,7 +33,7 @@ import { BlobLayout } from './storage/blob-layout.js';
 import { FsBlobStore, type BlobStoreOptions } from './storage/blob-store.js';
 import type { BlobStore } from './storage/blob-store-contract.js';
 import type { BlobRow, CacheIndex } from './storage/cache-index-contract.js';
-import { SqliteCacheIndex } from './storage/sqlite-cache-index.js';
+import { openCacheIndex, type IndexConfig } from './storage/open-index.js';
 import { HubClient } from './upstream/hub-client.js';
 import { UpstreamSet } from './upstream/upstream-set.js';
 import { ProxyRoutes, showProxy, type ProxySettings } from './upstream/proxy-routes.js';
@@ -102,7 +102,7 @@ export async function createBlobStore(layout: BlobLayout, c: StorageConfig, fsOp
  * it with the blob store (a crash may have left staging files, lost index rows, or rows whose
  * blobs are gone). `storage`: which blob store (default: the data dir itself).
  */
-export async function openDataDir(dataDir: string, log: Logger, opts: { diskWriters?: number; held?: DataDirLock; storage?: StorageConfig } = {}): Promise<OpenDataDir> {
+export async function openDataDir(dataDir: string, log: Logger, opts: { diskWriters?: number; held?: DataDirLock; storage?: StorageConfig; index?: IndexConfig } = {}): Promise<OpenDataDir> {
   const layout = new BlobLayout(dataDir);
   await fsp.mkdir(layout.root, { recursive: true }).catch((err: unknown) => {
     throw notWritable(layout.root, layout.root, err);
@@ -111,6 +111,7 @@ export async function openDataDir(dataDir: string, log: Logger, opts: { diskWrit
   await assertLocalFilesystem(layout.root);
   const lock = opts.held ?? DataDirLock.acquire(layout.lockPath, layout.root);
   let store: BlobStore | undefined;
+  let index: CacheIndex | undefined;
   const writeGate = new WriteGate(opts.diskWriters ?? 4);
   try {
     const fsOptions: BlobStoreOptions = {
@@ -119,13 +120,7 @@ export async function openDataDir(dataDir: string, log: Logger, opts: { diskWrit
     };
     store = opts.storage ? await createBlobStore(layout, opts.storage, fsOptions, log) : new FsBlobStore(layout, fsOptions);
     await store.init();
-    const index = SqliteCacheIndex.open(layout.indexPath, {
-      onWriteProblem: (event, detail) => {
-        if (event === 'caught-up') log.info(detail, 'index: deferred writes landed');
-        else if (event === 'dropped') log.error(detail, 'index: deferred writes dropped (metadata is asked again, blobs are adopted at the next start)');
-        else log.warn(detail, 'index busy or full: writes deferred, the mirror keeps serving');
-      },
-    });
+    index = await openCacheIndex(opts.index ?? { index: 'sqlite', indexUrl: '' }, layout, log);
     const report = await reconcile(store, index);
     if (report.storeUnavailable) log.warn({ storage: store.kind, reason: report.storeUnavailable }, 'blob store unreachable at startup: index not reconciled with it; local copies are served, other blobs get 503 until it answers');
     if (report.forgotten.length + report.adopted.length + report.removed.length > 0) {
@@ -133,6 +128,7 @@ export async function openDataDir(dataDir: string, log: Logger, opts: { diskWrit
     }
     return { layout, store, index, lock, writeGate };
   } catch (err) {
+    await index?.close().catch(() => undefined);
     await store?.close().catch(() => undefined);
     lock.release();
     throw err;
@@ -241,7 +237,7 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
   const proxy = env.proxy ?? {};
   // Validates the proxy settings before the data dir is locked; the log never shows credentials.
   const proxyRoutes = new ProxyRoutes(proxy);
-  const { layout, store, index, lock, writeGate } = await openDataDir(config.dataDir, log, { diskWriters: config.diskWriters, storage: config });
+  const { layout, store, index, lock, writeGate } = await openDataDir(config.dataDir, log, { diskWriters: config.diskWriters, storage: config, index: config });
   if (config.storage === 's3') {
     // Where, never with what credentials.
     log.info({ storage: 's3', endpoint: config.s3Endpoint || '(AWS)', bucket: config.s3Bucket, prefix: config.s3Prefix, forcePathStyle: config.s3ForcePathStyle }, 'blobs are stored in an S3 bucket; the data dir keeps the index, staging and local copies');
@@ -310,7 +306,8 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
         });
   if (peers) log.info(`cluster secret configured: other replicas may read this one's blobs at /internal/v1/blobs/`);
   // Replicas sharing the index in PostgreSQL: one fill per blob across them (fill leases).
-  const cluster = peers && config.index === 'postgres' ? await openFillLeases(config, log) : undefined;
+  const cluster = peers && config.index === 'postgres' && config.peerUrl !== '' ? await openFillLeases(config, log) : undefined;
+  if (config.index === 'postgres' && !cluster) log.warn('index "postgres" without peerUrl and clusterSecret: no fill leases, each replica downloads a file on its own (set both for one download per file across the replicas)');
   if (cluster) log.info({ replicaId: cluster.leases.replicaId, peerUrl: cluster.leases.peerUrl, leaseTtlMs: cluster.leases.leaseTtlMs }, 'fill leases: one download per blob across the replicas');
   const mirror = new Mirror({
     ...(peers ? { peers } : {}),

@@ -23,7 +23,7 @@ import { itemJson, jobJson } from '../http/routes/admin.js';
 import { createLogger } from '../observability/logger.js';
 import { BlobLayout } from '../storage/blob-layout.js';
 import type { CacheIndex } from '../storage/cache-index-contract.js';
-import { SqliteCacheIndex } from '../storage/sqlite-cache-index.js';
+import { openCacheIndex } from '../storage/open-index.js';
 import { DataDirLock } from '../storage/data-dir-lock.js';
 import { cacheBudget, DiskSpace, formatBytes } from '../storage/disk-space.js';
 import type { JobItem, JobProgress, JobRow } from '../storage/cache-index-contract.js';
@@ -85,7 +85,7 @@ export function registerOperatorCommands(program: Command): void {
           parseImportRequest({ path: path.resolve(dir), ...(opts.repo === undefined ? {} : { repo: opts.repo, type: opts.type }), ...(opts.revision === undefined ? {} : { revision: opts.revision }), public: opts.public === true, copy: opts.copy === true }),
         );
         const config = loadCliConfig(opts);
-        const lock = opts.url ? null : localLock(config.dataDir, true);
+        const lock = opts.url ? null : localLock(config, true);
         if (lock) return localImport(config, lock, req, opts.json === true);
         const client = adminClient(opts, config);
         const { job } = await client.post<{ job: JobView }>('/admin/import', importParams(req));
@@ -144,7 +144,7 @@ export function registerOperatorCommands(program: Command): void {
         };
         const req = usage(() => parseEvictRequest(body));
         const config = loadCliConfig(opts);
-        const lock = opts.url ? null : localLock(config.dataDir, false);
+        const lock = opts.url ? null : localLock(config, false);
         const report = lock ? await localEvict(config, lock, req) : await adminClient(opts, config).post<EvictReport>('/admin/evict', body);
         if (opts.json) out(JSON.stringify(report, null, 2));
         else {
@@ -161,7 +161,7 @@ export function registerOperatorCommands(program: Command): void {
     .action((opts: CommonOptions) =>
       run(async () => {
         const config = loadCliConfig(opts);
-        const lock = opts.url ? null : localLock(config.dataDir, true);
+        const lock = opts.url ? null : localLock(config, true);
         if (lock) return localVerify(config, lock);
         const client = adminClient(opts, config);
         const { job } = await client.post<{ job: JobView }>('/admin/verify');
@@ -303,11 +303,13 @@ function adminClient(opts: CommonOptions, config: Config): AdminClient {
 /**
  * The data dir's lock when the server is stopped (the command then works on the directory
  * itself), null when a server holds it. Without `create`, a data dir with no index is none of
- * ours: the server is elsewhere.
+ * ours: the server is elsewhere. (With a shared index, the command works on the shared database
+ * through this data dir's configuration; other replicas keep running meanwhile.)
  */
-function localLock(dataDir: string, create: boolean): DataDirLock | null {
-  const layout = new BlobLayout(dataDir);
-  if (!fs.existsSync(layout.indexPath)) {
+function localLock(config: Pick<Config, 'dataDir' | 'index'>, create: boolean): DataDirLock | null {
+  const layout = new BlobLayout(config.dataDir);
+  // With `index: postgres` the data dir holds no index file; its lock file says a server used it.
+  if (!fs.existsSync(config.index === 'postgres' ? layout.lockPath : layout.indexPath)) {
     if (!create) return null;
     fs.mkdirSync(layout.root, { recursive: true });
   }
@@ -316,10 +318,10 @@ function localLock(dataDir: string, create: boolean): DataDirLock | null {
 
 /** Runs `local` on the index of a stopped server's data dir, else `remote` through the API. */
 async function onIndex<T>(opts: CommonOptions, config: Config, local: (index: CacheIndex) => T | Promise<T>, remote: (client: AdminClient) => Promise<unknown>): Promise<unknown> {
-  const lock = opts.url ? null : localLock(config.dataDir, false);
+  const lock = opts.url ? null : localLock(config, false);
   if (!lock) return remote(adminClient(opts, config));
   try {
-    const index = SqliteCacheIndex.open(new BlobLayout(config.dataDir).indexPath);
+    const index = await openCacheIndex(config, new BlobLayout(config.dataDir), createLogger('warn', process.stderr));
     try {
       return await local(index);
     } finally {
@@ -381,7 +383,7 @@ async function follow(client: AdminClient, job: JobView, unit: string, json: boo
 async function localImport(config: Config, lock: DataDirLock, req: ImportRequest, json: boolean): Promise<number> {
   const log = createLogger('warn', process.stderr);
   const { createHubClient, openDataDir } = await import('../server.js');
-  const opened = await openDataDir(config.dataDir, log, { held: lock, diskWriters: config.diskWriters, storage: config });
+  const opened = await openDataDir(config.dataDir, log, { held: lock, diskWriters: config.diskWriters, storage: config, index: config });
   const hub = createHubClient(config, log, proxySettingsFromEnv(process.env));
   const access = new AccessPolicy({ hfToken: config.hfToken, hub, authTtlMs: config.authTtlSeconds * 1000 });
   const view = new ProgressView(process.stdout, 'import', 'files', json);
@@ -413,7 +415,7 @@ async function localImport(config: Config, lock: DataDirLock, req: ImportRequest
 async function localEvict(config: Config, lock: DataDirLock, req: EvictRequest): Promise<EvictReport> {
   const log = createLogger('warn', process.stderr);
   const { openDataDir } = await import('../server.js');
-  const opened = await openDataDir(config.dataDir, log, { held: lock, diskWriters: config.diskWriters, storage: config });
+  const opened = await openDataDir(config.dataDir, log, { held: lock, diskWriters: config.diskWriters, storage: config, index: config });
   try {
     const diskSpace = new DiskSpace(opened.layout.root, config.minFreeBytes);
     const evictor = new Evictor({
@@ -435,7 +437,7 @@ async function localEvict(config: Config, lock: DataDirLock, req: EvictRequest):
 async function localVerify(config: Config, lock: DataDirLock): Promise<number> {
   const log = createLogger('warn', process.stderr);
   const { openDataDir } = await import('../server.js');
-  const opened = await openDataDir(config.dataDir, log, { held: lock, diskWriters: config.diskWriters, storage: config });
+  const opened = await openDataDir(config.dataDir, log, { held: lock, diskWriters: config.diskWriters, storage: config, index: config });
   const bar = verifyBar(process.stderr);
   try {
     const report = await verifyBlobs(opened.store, opened.index, { onProgress: bar.update });

@@ -49,6 +49,8 @@ export interface Config {
   s3SecretAccessKey: string;
   s3TimeoutSeconds: number;
   s3AbandonedUploadHours: number;
+  index: 'sqlite' | 'postgres';
+  indexUrl: string;
   maxCacheBytes: string;
   evictionPolicy: 'lru' | 'largest-first';
   evictionGraceSeconds: number;
@@ -68,8 +70,6 @@ export interface Config {
   adminToken: string;
   adminListen: string;
   clusterSecret: string;
-  index: 'sqlite' | 'postgres';
-  indexUrl: string;
   peerUrl: string;
   replicaId: string;
   fillLeaseTtlSeconds: number;
@@ -133,6 +133,8 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 's3SecretAccessKey', type: { kind: 'string', optional: true, check: checkToken }, default: '', description: 'S3 secret access key, given together with s3AccessKeyId. Never logged.' },
   { key: 's3TimeoutSeconds', type: { kind: 'number', min: 0.1, max: 600 }, default: 10, description: 'Longest wait for the object store to connect or to send or take the next bytes of a request (and for a lookup or listing as a whole): a store that is down or hangs gives 503 `StorageUnavailable`, never a hung client.' },
   { key: 's3AbandonedUploadHours', type: { kind: 'integer', min: 1, max: 8760 }, default: 24, description: "At startup, multipart uploads under `<s3Prefix>blobs-v1/` started more than this many hours ago (by the store's clock) are aborted: what a mirror killed during an upload left in the bucket (invisible, but its parts take space). Younger uploads (another mirror sharing the bucket may be uploading) and other prefixes are left alone. Keep it above the longest download: a blob's parts are uploaded while it downloads." },
+  { key: 'index', type: { kind: 'enum', values: ['sqlite', 'postgres'] }, default: 'sqlite', description: "Where the index (refs, files, blobs, API answers, jobs, counters) lives. `sqlite`: a file in dataDir, for one mirror process. `postgres`: a PostgreSQL database (indexUrl) shared by several replicas, which then know each other's blobs; needs `storage: s3` (a blob one replica records must be readable by every other). Writes the database cannot take for a while (restarting, unreachable) wait in memory and land once it is back; reads then fail over to upstream." },
+  { key: 'indexUrl', type: { kind: 'string', optional: true, check: checkIndexUrl }, default: '', description: 'With `index: postgres`: the database, `postgres://user:password@host:port/database` (or `postgresql://`; libpq parameters such as `?sslmode=require` in the query). The tables are created and migrated at start (once, whatever the number of replicas starting). The password is never logged or shown.' },
   { key: 'maxCacheBytes', type: { kind: 'string', optional: true, numbers: true, check: checkCacheBudget }, default: '', description: 'Most bytes of files the cache holds: a number of bytes, or a percentage of the cache filesystem\'s size (`90%`). Past it, files not in use are evicted (evictionPolicy), in the background from 95 % of it down to 90 %, and before a download that would not fit is admitted; 507 `InsufficientStorage` only when nothing is left to evict. Empty: the filesystem\'s size minus minFreeBytes.' },
   { key: 'evictionPolicy', type: { kind: 'enum', values: ['lru', 'largest-first'] }, default: 'lru', description: 'Which files are evicted first when the cache is over maxCacheBytes or the disk is short of minFreeBytes: `lru` the least recently used, `largest-first` the largest. Files being read or downloaded, and those used in the last evictionGraceSeconds, are never evicted.' },
   { key: 'evictionGraceSeconds', type: { kind: 'number', min: 0, max: 31_536_000 }, default: 60, description: 'A file used (read, downloaded or stored) within this many seconds is not evicted, so a client that asks for the next file of a model does not lose the previous one. Files being read or downloaded are never evicted, whatever this says.' },
@@ -152,9 +154,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'adminToken', type: { kind: 'string', optional: true, check: checkAdminToken }, default: '', description: 'Enables the operator API under `/admin/` on the main port (prefetch, import, ls, stats, verify, jobs): requests must send `Authorization: Bearer <adminToken>`. At least 16 visible ASCII characters, not a Hugging Face token (`hf_…`) and not equal to hfToken or an access key: no Hub token or access key ever opens `/admin/`. With adminListen, required there too. Never logged. Empty (and no adminListen): `/admin/` answers 404 like any unknown path.' },
   { key: 'adminListen', type: { kind: 'string', optional: true, check: checkAdminListen }, default: '', description: 'A second listener, `host:port` (`[v6]:port`; port 0 picks one), that serves only `/admin/`; the main port then has no admin API. Without adminToken it is open to whoever reaches that address: bind it to loopback or a management network.' },
   { key: 'clusterSecret', type: { kind: 'string', optional: true, check: checkClusterSecret }, default: '', description: 'Shared by the replicas of a cluster: enables the internal endpoint `/internal/v1/blobs/<key>` through which another replica streams a blob this one holds or is downloading (requests must send `Authorization: Bearer <clusterSecret>`), and is sent when this one reads from another. At least 16 visible ASCII characters, not a Hugging Face token and not equal to hfToken, an access key, adminToken or metricsToken. It opens every cached blob, gated ones too (each replica checks its own client\'s access upstream before asking another): keep it to the replicas. Never logged. Empty: no such endpoint (404).' },
-  { key: 'index', type: { kind: 'enum', values: ['sqlite', 'postgres'] }, default: 'sqlite', description: 'TEMPORARY (replaced by the shared-index branch).' },
-  { key: 'indexUrl', type: { kind: 'string', optional: true }, default: '', description: 'TEMPORARY (replaced by the shared-index branch).' },
-  { key: 'peerUrl', type: { kind: 'url', optional: true }, default: '', description: "With `index: postgres` (replicas): this replica's base URL as the other replicas reach it (`http://10.0.0.5:8080`), stored with the fill leases it holds so that a replica whose client asks for a blob this one is downloading streams it from here (`/internal/v1/blobs/`, with clusterSecret) instead of downloading it again. Required with `index: postgres`; no credentials, query or fragment." },
+  { key: 'peerUrl', type: { kind: 'url', optional: true }, default: '', description: "With `index: postgres` (replicas): this replica's base URL as the other replicas reach it (`http://10.0.0.5:8080`), stored with the fill leases it holds so that a replica whose client asks for a blob this one is downloading streams it from here (`/internal/v1/blobs/`, with clusterSecret) instead of downloading it again. With clusterSecret, it turns the fill leases on (one download per file across the replicas); empty: each replica downloads on its own. No credentials, query or fragment." },
   { key: 'replicaId', type: { kind: 'string', optional: true, check: checkReplicaId }, default: '', description: 'With `index: postgres`: this replica\'s name in the cluster (shown as the owner of the downloads it holds; letters, digits, `.`, `_`, `-`, at most 64). Unique per replica; a replica restarted with the same id takes its own leftover leases over at once. Empty: the host name.' },
   { key: 'fillLeaseTtlSeconds', type: { kind: 'number', min: 1, max: 600 }, default: 15, description: 'With `index: postgres`: how long a replica\'s claim on a download (its fill lease, renewed every third of it while the download runs) outlives the replica. A replica that dies is replaced at once by the replicas streaming from it (they see its endpoint fail), else after at most this.' },
   { key: 'logLevel', type: { kind: 'enum', values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] }, default: 'info', description: 'Log level.' },
@@ -321,11 +321,17 @@ function combinationProblems(c: Config, sourceOf: (key: keyof Config) => string,
       `${at('clientIdleTimeoutSeconds')}: must be above upstreamIdleTimeoutSeconds (${c.upstreamIdleTimeoutSeconds}, from ${sourceOf('upstreamIdleTimeoutSeconds')}), or 0, got ${c.clientIdleTimeoutSeconds}`,
     );
   }
+  // A shared index over per-box disks would name blobs no other replica has.
+  if (c.index === 'postgres' && valid('indexUrl') && c.indexUrl === '') problems.push(`${at('index')}: "postgres" needs indexUrl`);
+  if (c.index === 'sqlite' && valid('indexUrl') && c.indexUrl !== '') problems.push(`${at('indexUrl')}: only used with index "postgres" (index is "sqlite", from ${sourceOf('index')})`);
+  if (c.index === 'postgres' && valid('storage') && c.storage !== 's3') {
+    problems.push(`${at('index')}: "postgres" (an index shared by replicas) needs storage "s3" (blobs every replica reads), got storage "${c.storage}" (from ${sourceOf('storage')})`);
+  }
   if (c.storage === 's3' && valid('s3Bucket') && c.s3Bucket === '') problems.push(`${at('storage')}: "s3" needs s3Bucket`);
   // Replicas: each streams the others' downloads through the internal endpoint, found by peerUrl.
-  if (valid('index', 'peerUrl', 'clusterSecret') && c.index === 'postgres') {
-    if (c.peerUrl === '') problems.push(`${at('index')}: "postgres" (replicas) needs peerUrl, the URL the other replicas reach this one at`);
-    if (c.clusterSecret === '') problems.push(`${at('index')}: "postgres" (replicas) needs clusterSecret, which the replicas use to stream each other's downloads`);
+  // With neither, each replica downloads on its own (a warning at start); one alone is a mistake.
+  if (valid('index', 'peerUrl', 'clusterSecret') && c.index === 'postgres' && c.peerUrl !== '' && c.clusterSecret === '') {
+    problems.push(`${at('peerUrl')}: needs clusterSecret, which the replicas use to stream each other's downloads`);
   }
   if (valid('peerUrl')) {
     if (c.peerUrl !== '' && c.index !== 'postgres') problems.push(`${at('peerUrl')}: only used with index "postgres" (replicas)`);
@@ -360,6 +366,25 @@ function checkUpstreamUrl(text: string): string {
   if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error(`must be an http:// or https:// URL, got ${JSON.stringify(text)}`);
   if (u.search || u.hash || u.username || u.password) throw new Error('must not carry a query, fragment or credentials');
   return text.replace(/\/+$/, '');
+}
+
+/**
+ * `indexUrl`: a postgres:// or postgresql:// URL naming a host (and a database). Its password is
+ * never part of a message: errors show the URL with the password replaced, or nothing of it.
+ */
+function checkIndexUrl(text: string): string {
+  let u: URL;
+  try {
+    u = new URL(text);
+  } catch {
+    throw new Error('not a valid URL (the value is not shown: it may hold a password)');
+  }
+  if (u.password !== '') u.password = '***';
+  const shown = JSON.stringify(u.toString());
+  if (u.protocol !== 'postgres:' && u.protocol !== 'postgresql:') throw new Error(`must be a postgres:// or postgresql:// URL, got ${shown}`);
+  if (u.hostname === '') throw new Error(`must name the database host: ${shown}`);
+  if (u.hash) throw new Error(`must not carry a fragment: ${shown}`);
+  return text;
 }
 
 /** `host`: an IPv4 or IPv6 address (no brackets) or a host name, as `server.listen` takes it. */

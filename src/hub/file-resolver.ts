@@ -19,7 +19,7 @@
 import { LRUCache } from 'lru-cache';
 import { MirrorError } from '../errors.js';
 import { blobKey, type BlobKey } from '../storage/blob-layout.js';
-import type { CacheIndex, FileRow } from '../storage/cache-index-contract.js';
+import { orMiss, type CacheIndex, type FileRow } from '../storage/cache-index-contract.js';
 import type { UpstreamApi, UpstreamFileMeta } from '../upstream/hub-client.js';
 import { isUnreachable } from '../upstream/upstream-errors.js';
 import { PromiseFlights } from '../mirror/flights.js';
@@ -87,7 +87,7 @@ export class FileResolver {
     if (granted) return this.#remember(asked, { ...granted.value, request: req, source: 'memo' }, Math.min(granted.until, pinUntil));
 
     if (commit) {
-      const row = await this.#index.getFile(req.repo, commit, req.view, req.path);
+      const row = await orMiss(() => this.#index.getFile(req.repo, commit, req.view, req.path));
       if (row?.scope) {
         const decision = await this.#policy.indexDecision(who, row.scope, req.repo);
         if (decision.serves) return this.#remember(asked, fromRow(req, row, 'index'), Math.min(decision.until, pinUntil));
@@ -125,7 +125,7 @@ export class FileResolver {
   async #staleEntry(req: FileRequest, who: Identity): Promise<FileEntry | undefined> {
     const commit = isCommitSha(req.revision) ? req.revision : await this.#pins.last(req.repo, req.revision, who.sees);
     if (!commit) return undefined;
-    const row = await this.#index.getFile(req.repo, commit, req.view, req.path);
+    const row = await orMiss(() => this.#index.getFile(req.repo, commit, req.view, req.path));
     return row?.scope && this.#policy.servesStale(who, row.scope, req.repo) ? fromRow(req, row, 'stale') : undefined;
   }
 

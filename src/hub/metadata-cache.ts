@@ -25,7 +25,7 @@ import type { Dispatcher } from 'undici';
 import type { Clock } from '../clock.js';
 import { MirrorError } from '../errors.js';
 import { PromiseFlights } from '../mirror/flights.js';
-import type { ApiResponseRow, CacheIndex } from '../storage/cache-index-contract.js';
+import { orMiss, type ApiResponseRow, type CacheIndex } from '../storage/cache-index-contract.js';
 import { describe, type UpstreamApi, type UpstreamApiAnswer } from '../upstream/hub-client.js';
 import { fromUpstreamStatus, isUnreachable } from '../upstream/upstream-errors.js';
 import type { AccessPolicy, Identity } from './access-policy.js';
@@ -129,7 +129,7 @@ export class MetadataCache {
 
   async #atCommit(req: MetadataRequest, commit: string, who: Identity): Promise<ApiAnswer> {
     const key = questionKey(req.question);
-    const row = await this.#index.getApiResponse(req.repo, commit, key);
+    const row = await orMiss(() => this.#index.getApiResponse(req.repo, commit, key));
     if (row && who.sees(row.scope)) return fromRow(row, 'hit');
     return this.#answers.run(`${who.key}|${repoKey(req.repo)}|${commit}|${key}`, async () => {
       const answer = await this.#ask(req, commit, who);
@@ -151,7 +151,7 @@ export class MetadataCache {
   async #stale(req: MetadataRequest, who: Identity): Promise<ApiAnswer | undefined> {
     const ref = req.revision ?? DEFAULT_REF;
     const commit = isCommitSha(ref) ? ref : await this.#pins.last(req.repo, ref, who.sees);
-    const row = commit === undefined ? undefined : await this.#index.getApiResponse(req.repo, commit, questionKey(req.question));
+    const row = commit === undefined ? undefined : await orMiss(() => this.#index.getApiResponse(req.repo, commit, questionKey(req.question)));
     return row && this.#policy.servesStale(who, row.scope, req.repo) ? fromRow(row, 'stale') : undefined;
   }
 

@@ -17,7 +17,7 @@
  */
 import { LRUCache } from 'lru-cache';
 import { systemClock, type Clock } from '../clock.js';
-import type { CacheIndex } from '../storage/cache-index-contract.js';
+import { orMiss, type CacheIndex } from '../storage/cache-index-contract.js';
 import { PUBLIC_SCOPE, type Scope } from './access-policy.js';
 import { repoKey, type RepoRef } from './repo-ref.js';
 
@@ -57,7 +57,7 @@ export class RefPins {
 
   /** Like `fresh`, with the monotonic time (the clock's) at which the pin stops being fresh. */
   async freshPin(repo: RepoRef, revision: string, sees: Sees = publicOnly): Promise<{ commit: string; until: number } | undefined> {
-    const ref = await this.#index.getRef(repo, revision);
+    const ref = await orMiss(() => this.#index.getRef(repo, revision));
     if (!ref || !sees(ref.scope)) return undefined;
     const key = `${repoKey(repo)}|${revision}`;
     let seen = this.#seen.get(key);
@@ -75,7 +75,7 @@ export class RefPins {
 
   /** The last commit upstream named for `revision`, however old (the offline answer), in a scope the caller sees. */
   async last(repo: RepoRef, revision: string, sees: Sees = publicOnly): Promise<string | undefined> {
-    const ref = await this.#index.getRef(repo, revision);
+    const ref = await orMiss(() => this.#index.getRef(repo, revision));
     return ref && sees(ref.scope) ? ref.commit : undefined;
   }
 

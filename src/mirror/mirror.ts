@@ -26,7 +26,7 @@ import { fileUrlPath } from '../hub/repo-ref.js';
 import type { BlobKey } from '../storage/blob-layout.js';
 import { BlobFile, type RemoteBlob } from '../storage/blob-store.js';
 import type { BlobStore } from '../storage/blob-store-contract.js';
-import type { CacheIndex } from '../storage/cache-index-contract.js';
+import { orMiss, type CacheIndex } from '../storage/cache-index-contract.js';
 import { discardBody, type HubClient } from '../upstream/hub-client.js';
 import type { UpstreamSet } from '../upstream/upstream-set.js';
 import { toEntry, type FileEntry } from '../hub/file-resolver.js';
@@ -220,7 +220,7 @@ export class Mirror {
 
   /** Whether the blob is verified and on disk (for HEAD's cache status; no I/O beyond the index). */
   async isCached(key: BlobKey): Promise<boolean> {
-    return (await this.#index.getBlob(key)) !== undefined;
+    return (await orMiss(() => this.#index.getBlob(key))) !== undefined;
   }
 
   /**
@@ -563,7 +563,7 @@ export class Mirror {
    */
   async #openHit(entry: FileEntry): Promise<BlobSource | null> {
     const key = entry.blobKey;
-    const row = await this.#index.getBlob(key);
+    const row = await orMiss(() => this.#index.getBlob(key));
     if (!row) return null;
     const file = row.size === entry.size ? await this.#store.openBlob(key, entry.size) : null;
     if (!file) {
@@ -626,7 +626,7 @@ export class Mirror {
       ready.catch(() => undefined); // the readers report a failure; a caller need not wait for this
       return { from: 'filling', source: this.#fillSource(flight, 'joined', ready) };
     }
-    const row = await this.#index.getBlob(key);
+    const row = await orMiss(() => this.#index.getBlob(key));
     if (!row) return null;
     const file = await this.#store.openBlob(key, row.size);
     return file ? { from: 'stored', source: this.#hit(key, row.size, file) } : null;

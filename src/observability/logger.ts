@@ -17,7 +17,7 @@ export function createLogger(level: LogLevel, destination?: NodeJS.WritableStrea
     {
       level,
       base: { service: 'hubcache' },
-      redact: { paths: ['authorization', 'headers.authorization', 'req.headers.authorization', 'token', 'hfToken', 'metricsToken', 'adminToken', 'hubToken', 's3AccessKeyId', 's3SecretAccessKey', 'secretAccessKey', 'credentials'], censor: '[redacted]' },
+      redact: { paths: ['authorization', 'headers.authorization', 'req.headers.authorization', 'token', 'hfToken', 'metricsToken', 'adminToken', 'hubToken', 's3AccessKeyId', 's3SecretAccessKey', 'secretAccessKey', 'indexUrl', 'credentials'], censor: '[redacted]' },
     },
     destination ?? pinoDestination({ dest: 1, sync: false }),
   );

@@ -304,3 +304,17 @@ export interface CacheIndex {
   close(): Promise<void>;
 }
 
+
+/**
+ * A read of the index whose failure (an engine across the network, unreachable or restarting)
+ * is answered as a miss: the caller then asks upstream, as it would if the index did not know,
+ * instead of failing the request. For reads whose miss is always safe (refs, files, API answers,
+ * blob rows); a synchronous throw counts as a failure too.
+ */
+export async function orMiss<T>(read: () => Promise<T | undefined>): Promise<T | undefined> {
+  try {
+    return await read();
+  } catch {
+    return undefined;
+  }
+}

@@ -10,6 +10,9 @@
  *   and local copies of blobs the object store no longer holds, are removed).
  * When the store cannot be reached (an object store down at startup), the index and the local
  * copies are left as they are: the rows are checked again at the next start.
+ * A shared index (`index: postgres`) requires `storage: s3` (config.ts): the store listed is then
+ * the bucket every replica writes, never this box's local copies, so no row of a blob another
+ * replica stored is forgotten for want of a local copy.
  * Staging files are removed by the store's init (a partial fill is simply started again).
  */
 import fs from 'node:fs';
@@ -53,6 +56,11 @@ export async function digestOfStream(stream: Readable, key: BlobKey, size: numbe
 
 export async function reconcile(store: BlobStore, index: CacheIndex): Promise<ReconcileReport> {
   const report: ReconcileReport = { checked: 0, forgotten: [], adopted: [], removed: [] };
+  // The rows are read before the store is listed: on a shared index (PostgreSQL, several replicas
+  // over one bucket) another replica records blobs meanwhile, always after their object is
+  // committed, so every row read here names an object the later listing includes unless it is
+  // really gone. Read the other way round, a blob committed between the two would be forgotten.
+  const rows = await index.allBlobs();
   let held: Map<BlobKey, number> | null = new Map();
   try {
     for await (const blob of store.list()) held.set(blob.key, blob.size);
@@ -63,7 +71,7 @@ export async function reconcile(store: BlobStore, index: CacheIndex): Promise<Re
   }
   const known = new Set<BlobKey>();
   if (held) {
-    for (const row of await index.allBlobs()) {
+    for (const row of rows) {
       report.checked++;
       if (held.get(row.blobKey) === row.size) known.add(row.blobKey);
       else {

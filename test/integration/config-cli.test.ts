@@ -119,6 +119,18 @@ describe('invalid configuration', () => {
     ]);
   });
 
+  it('index: postgres without storage s3 is a configuration problem (exit 2); the URL\'s password is never shown', async () => {
+    const dataDir = path.join(tmp, 'pg-index');
+    const { code, output } = await runToExit(['serve', '--data-dir', dataDir, ...SAFE_LISTEN, '--index', 'postgres'], { HUBCACHE_INDEX_URL: 'mysql://hubcache:cli-hidden-pw@127.0.0.1:1/db' });
+    expect(code, output).toBe(2);
+    expect(problems(output)).toEqual([
+      expect.stringMatching(/^indexUrl \(from environment\): must be a postgres:\/\/ or postgresql:\/\/ URL, got "mysql:\/\/hubcache:\*\*\*@127\.0\.0\.1:1\/db"$/),
+      expect.stringMatching(/^index \(from command line\): "postgres" \(an index shared by replicas\) needs storage "s3"/),
+    ]);
+    expect(output).not.toContain('cli-hidden-pw');
+    expect(fs.existsSync(dataDir)).toBe(false);
+  });
+
   it('a flag given without its value is a usage error with exit 2', async () => {
     const { code, output } = await runToExit(['serve', '--data-dir', path.join(tmp, 'usage'), '--host', '127.0.0.1', '--port']);
     expect(code, output).toBe(2);

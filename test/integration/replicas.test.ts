@@ -20,7 +20,7 @@ import { startMirrorProcess, type MirrorProcess } from '../support/mirror-proces
 import { createNetwork, netnsSkipReason, type Network, type NetnsHost } from '../support/netns.js';
 import { postgresSkipReason, startPostgres, type TestPostgres } from '../support/postgres.js';
 import { startSwiftS3, swiftS3SkipReason, type SwiftS3 } from '../support/swift-s3.js';
-import { startRelay, type Relay } from '../support/tcp-relay.js';
+import { startTcpRelay, type TcpRelay as Relay } from '../support/tcp-relay.js';
 import { waitFor } from '../support/wait-for.js';
 
 const MiB = 1024 * 1024;
@@ -40,8 +40,8 @@ beforeAll(async () => {
   [pg, swift] = await Promise.all([startPostgres(), startSwiftS3()]);
   const port = (url: string): number => Number(new URL(url).port);
   [pgRelay, s3Relay] = await Promise.all([
-    startRelay(net.gateway, { host: '127.0.0.1', port: port(pg.adminUrl) }),
-    startRelay(net.gateway, { host: '127.0.0.1', port: port(swift.endpoint) }),
+    startTcpRelay(port(pg.adminUrl), '127.0.0.1', net.gateway),
+    startTcpRelay(port(swift.endpoint), '127.0.0.1', net.gateway),
   ]);
 }, 180_000);
 

@@ -1,46 +1,64 @@
 /**
- * A TCP relay: listens on `host` (port 0) and pipes every connection to `target` — so servers of
- * this process bound to 127.0.0.1 (PostgreSQL, Swift) are reached from network namespaces
- * through the test network's gateway address. The target sees connections from 127.0.0.1 (what
- * their loopback-only settings allow).
+ * A TCP relay on port 0 in front of a server: every accepted connection is piped to the target,
+ * which sees it come from this process. Two uses:
+ * - a server bound to 127.0.0.1 (PostgreSQL, Swift) reached from network namespaces through the
+ *   test network's gateway address (`listenHost`);
+ * - an outage at a moment of the test's choosing: `cut` destroys every relayed connection at once
+ *   and makes new ones close as soon as they are accepted (the client sees its connection end, as
+ *   when the server restarts); `restore` relays again. Deterministic: no timing, no signal to a
+ *   process.
  */
 import net from 'node:net';
 
-export interface Relay {
+export interface TcpRelay {
+  /** The address it listens on. */
   host: string;
   port: number;
+  cut(): void;
+  restore(): void;
   close(): Promise<void>;
 }
 
-export function startRelay(host: string, target: { host: string; port: number }): Promise<Relay> {
+export async function startTcpRelay(targetPort: number, targetHost = '127.0.0.1', listenHost = '127.0.0.1'): Promise<TcpRelay> {
+  let up = true;
   const sockets = new Set<net.Socket>();
-  const server = net.createServer((inbound) => {
-    const outbound = net.connect(target.port, target.host);
-    for (const s of [inbound, outbound]) {
+  const server = net.createServer((client) => {
+    if (!up) {
+      client.destroy();
+      return;
+    }
+    const upstream = net.connect(targetPort, targetHost);
+    for (const s of [client, upstream]) {
       sockets.add(s);
       s.on('close', () => sockets.delete(s));
-      s.on('error', () => {
-        inbound.destroy();
-        outbound.destroy();
-      });
+      s.on('error', () => {});
     }
-    inbound.pipe(outbound);
-    outbound.pipe(inbound);
+    client.pipe(upstream);
+    upstream.pipe(client);
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
   });
-  return new Promise((resolve, reject) => {
+  await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(0, host, () => {
+    server.listen(0, listenHost, () => {
       server.off('error', reject);
-      const port = (server.address() as net.AddressInfo).port;
-      resolve({
-        host,
-        port,
-        close: () =>
-          new Promise<void>((done) => {
-            for (const s of sockets) s.destroy();
-            server.close(() => done());
-          }),
-      });
+      resolve();
     });
   });
+  return {
+    host: listenHost,
+    port: (server.address() as net.AddressInfo).port,
+    cut: () => {
+      up = false;
+      for (const s of sockets) s.destroy();
+    },
+    restore: () => {
+      up = true;
+    },
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  };
 }

@@ -66,4 +66,30 @@ describe('storage config', () => {
     const badBucket = load({ HUBCACHE_S3_BUCKET: 'Bad_Bucket' });
     expect(badBucket.ok ? [] : badBucket.errors).toEqual([expect.stringMatching(/s3Bucket \(from environment\): not an S3 bucket name/)]);
   });
+
+  it('index: sqlite by default; postgres reads indexUrl from HUBCACHE_INDEX_URL and needs storage s3', () => {
+    expect([DEFAULT_CONFIG.index, DEFAULT_CONFIG.indexUrl]).toEqual(['sqlite', '']);
+    const url = 'postgresql://hubcache:secret-pw@db.internal:5432/hubcache?sslmode=require';
+    const ok = load({ HUBCACHE_STORAGE: 's3', HUBCACHE_S3_BUCKET: 'b-1', HUBCACHE_INDEX: 'postgres', HUBCACHE_INDEX_URL: url });
+    expect(ok.ok && [ok.config.index, ok.config.indexUrl]).toEqual(['postgres', url]);
+    expect(load({ HUBCACHE_STORAGE: 's3', HUBCACHE_S3_BUCKET: 'b-1', HUBCACHE_INDEX: 'postgres', HUBCACHE_INDEX_URL: 'postgres://db/hubcache' }).ok).toBe(true);
+  });
+
+  it('reports index problems: postgres without a URL or without s3, a URL without postgres, a URL of another kind, never with its password', () => {
+    const errors = (env: Record<string, string>): string[] => {
+      const r = load(env);
+      return r.ok ? [] : r.errors;
+    };
+    expect(errors({ HUBCACHE_STORAGE: 's3', HUBCACHE_S3_BUCKET: 'b-1', HUBCACHE_INDEX: 'postgres' })).toEqual([expect.stringMatching(/^index \(from environment\): "postgres" needs indexUrl$/)]);
+    expect(errors({ HUBCACHE_INDEX: 'postgres', HUBCACHE_INDEX_URL: 'postgres://u:hidden-pw@db/x' })).toEqual([
+      expect.stringMatching(/^index \(from environment\): "postgres" \(an index shared by replicas\) needs storage "s3" .*got storage "fs" \(from default\)$/),
+    ]);
+    expect(errors({ HUBCACHE_INDEX_URL: 'postgres://u:hidden-pw@db/x' })).toEqual([expect.stringMatching(/^indexUrl \(from environment\): only used with index "postgres" \(index is "sqlite", from default\)$/)]);
+    const wrong = errors({ HUBCACHE_STORAGE: 's3', HUBCACHE_S3_BUCKET: 'b-1', HUBCACHE_INDEX: 'postgres', HUBCACHE_INDEX_URL: 'mysql://u:hidden-pw@db/x' });
+    expect(wrong).toEqual([expect.stringMatching(/^indexUrl \(from environment\): must be a postgres:\/\/ or postgresql:\/\/ URL, got "mysql:\/\/u:\*\*\*@db\/x"$/)]);
+    const garbage = errors({ HUBCACHE_STORAGE: 's3', HUBCACHE_S3_BUCKET: 'b-1', HUBCACHE_INDEX: 'postgres', HUBCACHE_INDEX_URL: 'hidden-pw at db' });
+    expect(garbage).toEqual([expect.stringMatching(/^indexUrl \(from environment\): not a valid URL \(the value is not shown/)]);
+    expect(errors({ HUBCACHE_INDEX: 'mysql' })).toEqual([expect.stringMatching(/^index \(from environment\): must be one of sqlite, postgres/)]);
+    expect([...wrong, ...garbage].join('\n')).not.toContain('hidden-pw');
+  });
 });

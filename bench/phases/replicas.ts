@@ -52,8 +52,11 @@ interface HerdRun {
   statuses: Record<string, number>;
   /** Clients per replica (4/4/3). */
   spread: number[];
+  /** The fake CDN's GETs of the file: Range header (none: the whole body) and body bytes sent. */
+  cdnGets: { range: string | null; bytes: number }[];
 }
 
+const maxOf = (xs: number[]): number => (xs.length > 0 ? Math.max(...xs) : NaN);
 const firstByteMs = (o: GetOutcome): number => (Number.isFinite(o.firstByteMs) ? o.firstByteMs : o.headersMs) - o.startMs;
 
 export async function replicasPhase(ctx: BenchContext): Promise<void> {
@@ -164,6 +167,7 @@ function watchOwner(pool: pg.Pool, f: BenchFile): { stop(): Promise<string | nul
 
 async function herd(ctx: BenchContext, h: HubWorld, st: Setup, f: BenchFile, n: number): Promise<HerdRun> {
   const up0 = h.upstream(f);
+  const seq0 = h.hub.requests.length;
   const k = st.replicas.length;
   const specs: GetSpec[] = Array.from({ length: n }, (_, i) => ({ url: st.replicas[i % k]!.w.mirrorUrl(f), expect: f.ref }));
   const watch = watchOwner(st.pool, f);
@@ -171,7 +175,10 @@ async function herd(ctx: BenchContext, h: HubWorld, st: Setup, f: BenchFile, n: 
   const owner = await watch.stop();
   const up1 = h.upstream(f);
   const statuses: Record<string, number> = {};
-  const run: HerdRun = { doneS: b.wallMs / 1000, upstreamRatio: (up1.bytes - up0.bytes) / f.size, upstreamGets: up1.gets - up0.gets, owner, ttfbOwnerMs: [], ttfbOtherMs: [], statuses, spread: st.replicas.map(() => 0) };
+  const run: HerdRun = { doneS: b.wallMs / 1000, upstreamRatio: (up1.bytes - up0.bytes) / f.size, upstreamGets: up1.gets - up0.gets, owner, ttfbOwnerMs: [], ttfbOtherMs: [], statuses, spread: st.replicas.map(() => 0), cdnGets: [] };
+  for (const q of h.hub.requests.slice(seq0)) {
+    if (q.server === 'cdn' && q.method === 'GET' && q.path.startsWith(f.cdnPath)) run.cdnGets.push({ range: typeof q.headers.range === 'string' ? q.headers.range : null, bytes: q.bytesSent });
+  }
   b.outcomes.forEach((o, i) => {
     const r = st.replicas[i % k]!;
     ctx.checkGet(`${st.name === 'one' ? '1 replica' : `${k} replicas`} herd ${f.path} client ${i}/${n} on ${r.id}`, o, { size: f.size });
@@ -216,7 +223,9 @@ async function measure(ctx: BenchContext, h: HubWorld, setups: Record<SetupName,
         const flag = Math.abs(run.upstreamRatio - 1) > 0.005 ? ' !!! NOT 1.00× !!!' : '';
         ctx.progress(
           `   round ${r + 1}, ${name === 'one' ? '1 replica' : `${k} replicas (${run.spread.join('/')})`}: ${fmt(run.doneS, 2)} s; upstream ${fmt(run.upstreamRatio, 3)}×${flag} in ${run.upstreamGets} GET(s); ` +
-            `owner ${run.owner ?? '?'}; first byte owner's clients ${fmt(median(run.ttfbOwnerMs), 0)} ms, others ${fmt(median(run.ttfbOtherMs), 0)} ms (max ${fmt(Math.max(...run.ttfbOtherMs), 0)}); ${JSON.stringify(run.statuses)}`,
+            `owner ${run.owner ?? '?'}; first byte owner's clients ${fmt(median(run.ttfbOwnerMs), 0)} ms (max ${fmt(maxOf(run.ttfbOwnerMs), 0)})` +
+            (run.ttfbOtherMs.length > 0 ? `, others ${fmt(median(run.ttfbOtherMs), 0)} ms (max ${fmt(maxOf(run.ttfbOtherMs), 0)})` : '') +
+            `; ${JSON.stringify(run.statuses)}`,
         );
       }
     }
@@ -284,7 +293,6 @@ async function measure(ctx: BenchContext, h: HubWorld, setups: Record<SetupName,
     digits: 0,
     info: true,
   });
-  const maxOf = (xs: number[]): number => (xs.length > 0 ? Math.max(...xs) : NaN);
   ctx.report.add({
     phase: 'replicas',
     label: `herd ${n}, ${k} replicas: first body byte, clients on the non-owning replicas (median per herd)`,

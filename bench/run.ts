@@ -18,6 +18,7 @@ import { BenchContext, Cleanup } from './lib/context.js';
 import { run } from './lib/external.js';
 import { startJanitor } from './lib/janitor.js';
 import { Report } from './lib/report.js';
+import { postgresSkipReason } from '../test/support/postgres.js';
 import { parseSettings, PHASE_TOOLS, type Phase, type Settings } from './lib/settings.js';
 import { fmt, fmtSize } from './lib/stats.js';
 import { findTool, missingTools } from './lib/tools.js';
@@ -25,6 +26,7 @@ import { coldPhase } from './phases/cold.js';
 import { diskPhase } from './phases/disk.js';
 import { headPhase } from './phases/head.js';
 import { herd100Phase, herdPhase } from './phases/herd.js';
+import { replicasPhase } from './phases/replicas.js';
 import { s3Phase } from './phases/s3.js';
 import { aria2Phase, curlPhase, rangesPhase } from './phases/segmented.js';
 import { warmPhase } from './phases/warm.js';
@@ -39,6 +41,7 @@ const PHASE_FN: Record<Phase, (ctx: BenchContext) => Promise<void>> = {
   curl: curlPhase,
   ranges: rangesPhase,
   s3: s3Phase,
+  replicas: replicasPhase,
   disk: diskPhase,
 };
 
@@ -52,6 +55,7 @@ function runnable(s: Settings): { run: Phase[]; skipped: { phase: Phase; reason:
   for (const p of s.phases) {
     const { missing, install } = missingTools(PHASE_TOOLS[p]);
     if (missing.length > 0) skipped.push({ phase: p, reason: `needs ${missing.join(', ')}: ${install}` });
+    else if (p === 'replicas' && postgresSkipReason) skipped.push({ phase: p, reason: postgresSkipReason });
     else if (p === 'disk' && process.getuid?.() !== 0) skipped.push({ phase: p, reason: 'needs root (mkfs.ext4, mount -o loop, drop_caches)' });
     else out.push(p);
   }
@@ -84,7 +88,8 @@ async function main(): Promise<number> {
         `${s.clientProcs} client processes (raw sockets, every body byte compared with the source), nginx (${nginxVersion}, ${s.nginxWorkers} worker, sendfile on), hey, aria2c, curl`,
       `- warm sizes ${s.warmSizes.map(fmtSize).join(', ')}, clients ${s.warmClients.join('/')}, time box ${s.warmMaxSeconds} s; HEAD hey -n ${s.headRequests} -c ${s.headConcurrency}; ` +
         `cold ${s.coldSizes.map(fmtSize).join(', ')}; herd ${s.herdClients} × ${fmtSize(s.herdSize)} at ${s.herdCapMiBps} MiB/s per connection and uncapped; ` +
-        `herd ${s.herd100Clients} × ${fmtSize(s.herd100Size)} at ${s.herd100CapMiBps} MiB/s; aria2/curl ${fmtSize(s.segSize)} at ${s.segCapMiBps} MiB/s; ranges ${fmtSize(s.rangeSize)} at ${s.rangeCapMiBps} MiB/s; s3 ${fmtSize(s.s3Size)}`,
+        `herd ${s.herd100Clients} × ${fmtSize(s.herd100Size)} at ${s.herd100CapMiBps} MiB/s; aria2/curl ${fmtSize(s.segSize)} at ${s.segCapMiBps} MiB/s; ranges ${fmtSize(s.rangeSize)} at ${s.rangeCapMiBps} MiB/s; s3 ${fmtSize(s.s3Size)}; ` +
+        `replicas ${s.replicasClients} × ${fmtSize(s.replicasSize)} over ${s.replicasCount} vs 1 at ${s.replicasCapMiBps} MiB/s`,
       '- MB = 10^6 bytes, MiB = 2^20. A benchmark: goals are information; exit status 1 means a correctness failure.',
       ...(s.rounds < 3 ? ['- fewer than 3 rounds: the ratios are indicative only'] : []),
       ...(s.profDir ? [`- profiling to ${s.profDir}: figures are not comparable with unprofiled runs`] : []),

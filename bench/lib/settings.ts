@@ -7,14 +7,15 @@ import os from 'node:os';
 import type { Config } from '../../src/config/config.js';
 import type { ToolName } from './tools.js';
 
-export const PHASES = ['warm', 'head', 'cold', 'herd', 'herd100', 'aria2', 'curl', 'ranges', 's3', 'disk'] as const;
+export const PHASES = ['warm', 'head', 'cold', 'herd', 'herd100', 'aria2', 'curl', 'ranges', 's3', 'replicas', 'disk'] as const;
 export type Phase = (typeof PHASES)[number];
 
 /**
- * Run by default: all but `disk` (root, a loop-mounted scratch filesystem) and `s3` (starts an
- * OpenStack Swift; about 2 minutes on the busy 2-core VM): ask for them.
+ * Run by default: all but `disk` (root, a loop-mounted scratch filesystem), `s3` (starts an
+ * OpenStack Swift; about 2 minutes on the busy 2-core VM) and `replicas` (Swift and PostgreSQL,
+ * four mirrors): ask for them.
  */
-const DEFAULT_PHASES: Phase[] = PHASES.filter((p) => p !== 'disk' && p !== 's3');
+const DEFAULT_PHASES: Phase[] = PHASES.filter((p) => p !== 'disk' && p !== 's3' && p !== 'replicas');
 const GROUPS: Record<string, Phase[]> = { all: [...PHASES], default: DEFAULT_PHASES, segmented: ['aria2', 'curl', 'ranges'], herds: ['herd', 'herd100'] };
 
 /** Tools a phase cannot run without (its reference or its client). */
@@ -28,6 +29,8 @@ export const PHASE_TOOLS: Record<Phase, ToolName[]> = {
   curl: ['curl'],
   ranges: [],
   s3: ['swift-proxy-server', 'swift-object-server', 'swift-container-server', 'swift-account-server', 'python3'],
+  // And PostgreSQL's server binaries (not on PATH: run.ts asks test/support/postgres.ts).
+  replicas: ['swift-proxy-server', 'swift-object-server', 'swift-container-server', 'swift-account-server', 'python3'],
   disk: ['mkfs.ext4', 'filefrag', 'mount', 'umount', 'dd', 'curl'],
 };
 
@@ -55,6 +58,10 @@ export interface Settings {
   rangeCapMiBps: number;
   rangeDeadlineSeconds: number;
   s3Size: number;
+  replicasClients: number;
+  replicasSize: number;
+  replicasCapMiBps: number;
+  replicasCount: number;
   diskShards: number;
   diskShardSize: number;
   diskImageGiB: number;
@@ -87,6 +94,10 @@ export const SETTINGS_DOC: [string, string, string][] = [
   ['BENCH_RANGE_CAP_MIBPS', '16', 'per-connection upstream cap while the range rows run (a slow fill)'],
   ['BENCH_RANGE_DEADLINE_SECONDS', '90', 'longest wait for a range answer'],
   ['BENCH_S3_SIZE_MIB', '256', 's3 phase: size of the cold file (a fresh one per round) and of the warm file'],
+  ['BENCH_REPLICAS_CLIENTS', '11', 'replicas phase: herd size'],
+  ['BENCH_REPLICAS_SIZE_MIB', '512', 'replicas phase: the cold file of each herd (1024 compares with herd; 8.4 min on the busy VM)'],
+  ['BENCH_REPLICAS_CAP_MIBPS', '100', 'replicas phase: per-connection upstream cap'],
+  ['BENCH_REPLICAS_COUNT', '3', 'replicas phase: replicas the herd is spread over (against 1)'],
   ['BENCH_DISK_SHARDS', '15', 'files pulled at once in the disk phase'],
   ['BENCH_DISK_SHARD_MIB', '256', 'size of each'],
   ['BENCH_DISK_IMAGE_GIB', '8', 'size of the loop-mounted ext4 image (preallocated with fallocate, else sparse)'],
@@ -162,6 +173,10 @@ export function parseSettings(argv: string[], env: NodeJS.ProcessEnv): Settings 
     rangeCapMiBps: num('BENCH_RANGE_CAP_MIBPS', 16, { min: 0.1 }),
     rangeDeadlineSeconds: num('BENCH_RANGE_DEADLINE_SECONDS', 90, { min: 1 }),
     s3Size: mib(num('BENCH_S3_SIZE_MIB', 256, { min: 1 })),
+    replicasClients: num('BENCH_REPLICAS_CLIENTS', 11, { integer: true, min: 2 }),
+    replicasSize: mib(num('BENCH_REPLICAS_SIZE_MIB', 512, { min: 1 })),
+    replicasCapMiBps: num('BENCH_REPLICAS_CAP_MIBPS', 100, { min: 0.1 }),
+    replicasCount: num('BENCH_REPLICAS_COUNT', 3, { integer: true, min: 2 }),
     diskShards: num('BENCH_DISK_SHARDS', 15, { integer: true, min: 1 }),
     diskShardSize: mib(num('BENCH_DISK_SHARD_MIB', 256, { min: 1 })),
     diskImageGiB: num('BENCH_DISK_IMAGE_GIB', 8, { min: 1 }),

@@ -325,7 +325,7 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
     maxUpstreamConnections: config.maxUpstreamConnections,
     diskSpace,
     evictor,
-    onFillEvent: (event, key, error) => {
+    onFillEvent: (event, key, error, pulledBytes) => {
       metrics.fillEvent(event);
       if (event === 'failed') activity.fillFailed(key, error?.code, error?.message);
       if (event === 'failed') log.warn({ blob: key, code: error?.code, message: error?.message }, 'fill failed');
@@ -333,7 +333,7 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
       else if (event === 'fenced') log.warn({ blob: key }, 'fill lease taken over by another replica before the commit: the verified blob was served, the new owner records it');
       else if (event === 'unclaimed') log.warn({ blob: key, message: error?.message }, 'fill leases unreadable: fetching without a lease');
       else if (event !== 'failover') log.info({ blob: key }, `fill ${event}`);
-      if (event === 'committed') traffic.pulled(knownSize(index.knownBlob(key)));
+      if (event === 'committed') traffic.pulled(pulledBytes ?? knownSize(index.knownBlob(key)));
     },
     onFailover: (key, d) => {
       if ('to' in d) metrics.failedOver();

@@ -36,6 +36,10 @@ export class ClaimingFallback implements FallbackSource {
     this.#opts = opts;
   }
 
+  get fromPeer(): boolean {
+    return this.#target?.fromPeer === true;
+  }
+
   get upstream(): string {
     return this.#target?.upstream ?? 'cluster';
   }

@@ -37,6 +37,8 @@ export interface FillSource {
   failover(reason: string): Promise<boolean>;
   /** The upstream answering now (its configured base URL, for logs). */
   readonly upstream: string;
+  /** True while the bytes come from another replica (not upstream): they are not counted as pulled. */
+  readonly fromPeer?: boolean;
 }
 
 /** Answers of a resolved URL that mean "resolve again" rather than "the file is gone". */

@@ -141,6 +141,8 @@ export class Fill implements FillView {
   readonly #connections: number;
   readonly #bufferPerConnection: number;
   #state: FillState = 'planning';
+  /** Bytes written that came from another replica (see FillSource.fromPeer). */
+  #peerBytes = 0;
   #failure: MirrorError | undefined;
   /** The first fatal error, before it is announced (the staging file is removed first). */
   #fatal: MirrorError | undefined;
@@ -208,6 +210,11 @@ export class Fill implements FillView {
   /** Bytes written to the staging file so far. */
   get bytesWritten(): number {
     return this.#plan.covered.size;
+  }
+
+  /** Of those, the bytes that came from upstream (not from another replica). */
+  get upstreamBytes(): number {
+    return this.#plan.covered.size - this.#peerBytes;
   }
 
   /** Free space this fill will still take (nothing once its file is preallocated). */
@@ -645,6 +652,7 @@ export class Fill implements FillView {
     if (!staged) throw new Error('no staging file');
     await staged.write(offset, views);
     const length = views.reduce((n, v) => n + v.length, 0);
+    if (this.#deps.source.fromPeer === true) this.#peerBytes += length;
     this.#plan.written(offset, offset + length);
     this.#deps.ownership?.fence?.progress(this.#plan.covered.coveredEnd(0));
     let at = offset;

@@ -130,7 +130,8 @@ export interface MirrorOptions {
   upstreamConnections?: number;
   /** Upstream body connections of all fills together, beyond each running fill's first (default 32). */
   maxUpstreamConnections?: number;
-  onFillEvent?: (event: 'started' | 'unclaimed' | FillEvent, key: BlobKey, error?: MirrorError) => void;
+  /** `pulledBytes` (committed): what the fill took from upstream, not from another replica. */
+  onFillEvent?: (event: 'started' | 'unclaimed' | FillEvent, key: BlobKey, error?: MirrorError, pulledBytes?: number) => void;
   /** A fill moved to another upstream (`to`), or a switch to `refused` was refused (why). */
   onFailover?: (key: BlobKey, detail: { to: string } | { refused: string; reason: string }) => void;
   /** The buffers readers of cached blobs read into (default: a pool with the default budget). */
@@ -191,6 +192,7 @@ export class Mirror {
   /** Fills running now, and the bytes received by fills that ended (for metrics). */
   readonly #running = new Set<Fill>();
   #settledFillBytes = 0;
+  #settledWrittenBytes = 0;
   #bypassBytes = 0;
   readonly #evictor: Evictor | undefined;
   readonly #peers: PeerClient | undefined;
@@ -428,7 +430,7 @@ export class Mirror {
           rangesIgnored,
           onEvent: (event, f, error) => {
             if (event === 'failover') this.#onFailover?.(f.key, { to: f.upstream });
-            this.#onFillEvent?.(event, f.key, error);
+            this.#onFillEvent?.(event, f.key, error, event === 'committed' ? f.upstreamBytes : undefined);
           },
         },
       );
@@ -436,7 +438,8 @@ export class Mirror {
       this.#running.add(fill);
       const release = (): void => {
         this.#running.delete(fill);
-        this.#settledFillBytes += fill.bytesWritten;
+        this.#settledFillBytes += fill.upstreamBytes;
+        this.#settledWrittenBytes += fill.bytesWritten;
         this.#limiter.release();
       };
       fill.done.then(release, release);
@@ -654,12 +657,17 @@ export class Mirror {
 
   /**
    * Body bytes received from upstream since start: by fills (running ones up to now; on disk, so
-   * a resume never counts a byte twice) and by range bypasses.
+   * a resume never counts a byte twice) and by range bypasses; and `written`, what fills wrote to
+   * the cache, bytes streamed from another replica included.
    */
-  get upstreamFileBytes(): { fill: number; bypass: number } {
+  get upstreamFileBytes(): { fill: number; bypass: number; written: number } {
     let fill = this.#settledFillBytes;
-    for (const f of this.#running) fill += f.bytesWritten;
-    return { fill, bypass: this.#bypassBytes };
+    let written = this.#settledWrittenBytes;
+    for (const f of this.#running) {
+      fill += f.upstreamBytes;
+      written += f.bytesWritten;
+    }
+    return { fill, bypass: this.#bypassBytes, written };
   }
 
   /** Every admitted fill, running or queued, in admission order (for the dashboard). */

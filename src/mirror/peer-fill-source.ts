@@ -60,6 +60,10 @@ export class PeerFillSource implements FillSource {
     this.#opts = opts;
   }
 
+  get fromPeer(): boolean {
+    return this.#over && this.#fallback ? this.#fallback.fromPeer === true : true;
+  }
+
   /** `peer <origin>` while the peer serves, then the fallback's upstream. */
   get upstream(): string {
     return this.#over && this.#fallback ? this.#fallback.upstream : `peer ${this.#opts.peer.origin}`;

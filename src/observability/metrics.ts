@@ -43,7 +43,7 @@ export interface MetricsSources {
   /** Writes to staging files: in flight, waiting for a slot (`diskWriters`), and how many waited so far. */
   diskWrites(): { active: number; waiting: number; waited: number };
   /** Bytes received from upstream for files, since start: by fills, and by range bypasses. */
-  upstreamFileBytes(): { fill: number; bypass: number };
+  upstreamFileBytes(): { fill: number; bypass: number; written: number };
   storage(): Promise<StorageStats>;
 }
 
@@ -242,7 +242,7 @@ export class Metrics implements RequestObserver, UpstreamObserver, EvictionObser
     });
     new Counter({
       name: 'hubcache_upstream_bytes_total',
-      help: 'Body bytes received from upstream, by kind: file (fills and range bypasses) or metadata (API answers).',
+      help: 'Body bytes received from upstream, by kind: file (fills and range bypasses; not what a fill streamed from another replica) or metadata (API answers).',
       labelNames: ['kind'],
       registers,
       collect() {
@@ -254,11 +254,11 @@ export class Metrics implements RequestObserver, UpstreamObserver, EvictionObser
     });
     new Counter({
       name: 'hubcache_fill_bytes_total',
-      help: 'Bytes written to the cache by fills (downloads of whole files); its rate is the fill throughput.',
+      help: 'Bytes written to the cache by fills (downloads of whole files, from upstream or streamed from another replica); its rate is the fill throughput.',
       registers,
       collect() {
         this.reset();
-        this.inc(self.#sources?.upstreamFileBytes().fill ?? 0);
+        this.inc(self.#sources?.upstreamFileBytes().written ?? 0);
       },
     });
     new Counter({

@@ -26,6 +26,8 @@ import { waitFor } from '../support/wait-for.js';
 const MiB = 1024 * 1024;
 const skip = netnsSkipReason ?? postgresSkipReason ?? swiftS3SkipReason;
 const PORT = 8080;
+/** The herd's file (MiB): small enough for CI here; HUBCACHE_TEST_REPLICAS_MIB=1024 runs the 1 GiB herd. */
+const HERD_MIB = Number(process.env.HUBCACHE_TEST_REPLICAS_MIB ?? 96);
 
 let net: Network;
 let pg: TestPostgres;
@@ -132,6 +134,12 @@ const resolveGets = (h: FakeHub, f: File): number => h.count({ server: 'hub', me
 /** Requests the replica served on its internal endpoint (its request log). */
 const internalReads = (r: Replica): number => r.proc.output.filter((l) => l.includes('"path":"/internal/v1/blobs/')).length;
 
+async function metric(r: Replica, name: string): Promise<number> {
+  const text = await (await fetch(`${r.url}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+  return Number(line?.split(' ')[1] ?? NaN);
+}
+
 function expectRight(d: Download, f: File): void {
   expect([d.status, d.complete, d.sha256, d.error]).toEqual([200, true, f.sha256, undefined]);
 }
@@ -141,7 +149,7 @@ describe.skipIf(skip !== undefined)(`three replicas on three hosts, one PostgreS
     const h = await hub();
     const shared = await clusterEnv();
     const replicas = await Promise.all([0, 1, 2].map((i) => startReplica(h, shared, i)));
-    const f = addFile(h, 96 * MiB);
+    const f = addFile(h, HERD_MIB * MiB);
     const hold = 40 * MiB;
     const barrier = h.setFault({ server: 'cdn', pathIncludes: f.sha256, method: 'GET' }, { kind: 'barrier', atBytes: hold, times: 1 });
 
@@ -164,13 +172,19 @@ describe.skipIf(skip !== undefined)(`three replicas on three hosts, one PostgreS
     expect(replicas.map(internalReads).sort()).toEqual([0, 0, 2]);
     for (const r of results) expect(header(r, 'x-mirror-cache')).toMatch(/^(miss|joined)$/);
 
+    // Each replica's metrics count what it took from upstream, not what it streamed from the owner.
+    const upstreamBytes = await Promise.all(replicas.map((r) => metric(r, 'hubcache_upstream_bytes_total{kind="file"}')));
+    const written = await Promise.all(replicas.map((r) => metric(r, 'hubcache_fill_bytes_total')));
+    expect(upstreamBytes.sort((a, b) => a - b)).toEqual([0, 0, f.size]);
+    expect(written).toEqual([f.size, f.size, f.size]);
+
     // Committed: every replica serves it from the shared store, upstream sees nothing more.
     const again = await Promise.all(replicas.map((r) => download(`${r.url}${f.path}`, { keepBody: false })));
     for (const r of again) expectRight(r, f);
     expect(again.map((r) => header(r, 'x-mirror-cache'))).toEqual(['hit', 'hit', 'hit']);
     expect(resolveGets(h, f)).toBe(1);
     for (const r of replicas) for (const line of r.proc.output) expect(line).not.toContain(shared.HUBCACHE_CLUSTER_SECRET);
-  });
+  }, Math.max(120_000, HERD_MIB * 400));
 
   it('the owner killed with -9 at 40 %: exactly one other replica takes the fill over at its offset, every client of the survivors gets the right bytes, and the owner restarted serves from the shared store', async () => {
     const h = await hub();

@@ -132,6 +132,9 @@ describe.skipIf(skip !== undefined)(`replicas on index: postgres + storage: s3${
       expect([hit.status, header(hit, 'x-mirror-cache'), hit.sha256]).toEqual([200, 'hit', sha256Hex(early)]);
       expect(m.logs.some((l) => l.includes('writes deferred'))).toBe(true);
       expect(m.logs.filter((l) => l.includes('unhandled error'))).toEqual([]);
+      // Degraded, not down: a load balancer keeps every replica while their shared database is away.
+      const health = await fetch(`${m.url}/healthz`);
+      expect([health.status, await health.json()]).toEqual([200, { status: 'degraded', index: false, dataDirWritable: true }]);
 
       gate.restore();
       await waitFor(() => m.logs.some((l) => l.includes('index: deferred writes landed')), { what: 'the deferred index writes to land' });

@@ -1,4 +1,10 @@
-/** `GET /healthz`: 200 when the index answers and the data directory is writable, else 503. */
+/**
+ * `GET /healthz`: 200 when the index answers and the data directory is writable, else 503. A
+ * shared index (PostgreSQL) that does not answer is `degraded`, still 200: the replica keeps
+ * serving (index reads become misses, writes wait in memory), and a load balancer that took every
+ * replica out at once because their shared database restarted would turn a degraded cluster into
+ * an outage.
+ */
 import fsp from 'node:fs/promises';
 import { constants } from 'node:fs';
 import { Hono } from 'hono';
@@ -17,8 +23,9 @@ export function healthRoutes(deps: HealthDeps): Hono {
       () => true,
       () => false,
     );
-    const ok = indexOk && writable;
-    return c.json({ status: ok ? 'ok' : 'unavailable', index: indexOk, dataDirWritable: writable }, ok ? 200 : 503);
+    const serving = writable && (indexOk || deps.index.kind === 'postgres');
+    const status = !serving ? 'unavailable' : indexOk ? 'ok' : 'degraded';
+    return c.json({ status, index: indexOk, dataDirWritable: writable }, serving ? 200 : 503);
   });
   return app;
 }

@@ -9,6 +9,7 @@
  * applies the steps after it. Never edit a shipped step: append a new one.
  */
 import type pg from 'pg';
+import { inLockedTransaction } from '../storage/postgres-migrations.js';
 
 /**
  * The advisory lock taken while migrating (an arbitrary constant: "hubcache fill leases"). The
@@ -39,11 +40,7 @@ export const FILL_LEASE_MIGRATIONS: readonly string[] = [
 
 /** Brings the fill-lease tables to the latest version (no-op when they are). */
 export async function migrateFillLeases(pool: pg.Pool): Promise<void> {
-  const client = await pool.connect();
-  let broken: Error | undefined;
-  try {
-    await client.query('BEGIN');
-    await client.query('SELECT pg_advisory_xact_lock($1::bigint)', [MIGRATION_LOCK_KEY]);
+  await inLockedTransaction(pool, MIGRATION_LOCK_KEY, async (client) => {
     await client.query(`CREATE TABLE IF NOT EXISTS fill_lease_schema_version (
       singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
       version   integer NOT NULL
@@ -61,12 +58,5 @@ export async function migrateFillLeases(pool: pg.Pool): Promise<void> {
         [FILL_LEASE_MIGRATIONS.length],
       );
     }
-    await client.query('COMMIT');
-  } catch (err) {
-    // A connection that cannot even roll back is not given back to the pool.
-    await client.query('ROLLBACK').catch((e: Error) => (broken = e));
-    throw err;
-  } finally {
-    client.release(broken);
-  }
+  });
 }

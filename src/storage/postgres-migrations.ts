@@ -110,11 +110,7 @@ export const POSTGRES_MIGRATIONS: readonly string[] = [
  * database was migrated by a newer hubcache than this one.
  */
 export async function migratePostgresIndex(pool: pg.Pool): Promise<void> {
-  const client = await pool.connect();
-  let broken: Error | undefined;
-  try {
-    await client.query('BEGIN');
-    await client.query('SELECT pg_advisory_xact_lock($1::bigint)', [INDEX_MIGRATION_LOCK_KEY]);
+  await inLockedTransaction(pool, INDEX_MIGRATION_LOCK_KEY, async (client) => {
     await client.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
       version    integer PRIMARY KEY,
       applied_at timestamptz NOT NULL DEFAULT now()
@@ -128,9 +124,23 @@ export async function migratePostgresIndex(pool: pg.Pool): Promise<void> {
       await client.query(POSTGRES_MIGRATIONS[v]!);
       await client.query('INSERT INTO schema_migrations (version) VALUES ($1)', [v + 1]);
     }
+  });
+}
+
+/**
+ * Runs `work` in one transaction holding the advisory lock `lockKey` (released at its end): how
+ * every schema of ours is migrated, so that N replicas starting at once migrate once. A
+ * connection that cannot even roll back is not given back to the pool.
+ */
+export async function inLockedTransaction(pool: pg.Pool, lockKey: string, work: (client: pg.PoolClient) => Promise<void>): Promise<void> {
+  const client = await pool.connect();
+  let broken: Error | undefined;
+  try {
+    await client.query('BEGIN');
+    await client.query('SELECT pg_advisory_xact_lock($1::bigint)', [lockKey]);
+    await work(client);
     await client.query('COMMIT');
   } catch (err) {
-    // A connection that cannot even roll back is not given back to the pool.
     await client.query('ROLLBACK').catch((e: Error) => (broken = e));
     throw err;
   } finally {

@@ -4,8 +4,9 @@
  * dialect, over the index's pool. Errors (an unreachable server included) reject: the callers
  * keep their state in memory meanwhile (jobs), or try again later (eviction, `ls`, `stats`).
  */
-import type { RepoRef, RepoType } from '../hub/repo-ref.js';
+import type { RepoRef } from '../hub/repo-ref.js';
 import type { BlobKey } from './blob-layout.js';
+import { repoSummaries } from './inventory-queries.js';
 import type {
   BlobTotals,
   CandidateCursor,
@@ -154,28 +155,7 @@ export class PgInventory implements InventoryStore {
       ),
       this.db.query<{ repo_type: string; repo_id: string; revision: string; commit_sha: string }>('SELECT repo_type, repo_id, revision, commit_sha FROM refs ORDER BY revision'),
     ]);
-    const byRepo = new Map(sums.map((r) => [`${r.repo_type}\0${r.repo_id}`, r]));
-    const refs = new Map<string, Record<string, string>>();
-    for (const r of refRows) {
-      const key = `${r.repo_type}\0${r.repo_id}`;
-      const named = refs.get(key) ?? {};
-      named[r.revision] = r.commit_sha;
-      refs.set(key, named);
-    }
-    return counts.map((r) => {
-      const key = `${r.repo_type}\0${r.repo_id}`;
-      const s = byRepo.get(key);
-      return {
-        repo: { type: r.repo_type as RepoType, id: r.repo_id },
-        commits: r.commits,
-        files: r.files,
-        cachedFiles: r.cached_files,
-        cachedBytes: s?.cached_bytes ?? 0,
-        lastAccessAt: s?.last_access ?? null,
-        hits: s?.hits ?? 0,
-        refs: refs.get(key) ?? {},
-      };
-    });
+    return repoSummaries(counts, sums, refRows);
   }
 
   async files(repo: RepoRef): Promise<InventoryFile[]> {

@@ -40,7 +40,8 @@ export default defineConfig({
           exclude: [...configDefaults.exclude, ...HEAVY],
           testTimeout: 120_000,
           hookTimeout: 120_000,
-          globalSetup: ['test/support/global-setup.ts'],
+          // The bundle for child-process mirrors, and one Swift and one PostgreSQL for every file.
+          globalSetup: ['test/support/global-setup.ts', 'test/support/shared-services.ts'],
           sequence: { groupOrder: 0 },
           maxWorkers: PARALLEL_WORKERS,
         },

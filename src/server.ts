@@ -20,7 +20,6 @@ import type { AppEnv } from './http/app-env.js';
 import { adminRoutes } from './http/routes/admin.js';
 import { peerRoutes } from './http/routes/peer.js';
 import { PeerClient } from './cluster/peer-client.js';
-import { openFillLeases } from './cluster/open-fill-leases.js';
 import { LeaseCoordinator } from './mirror/lease-coordinator.js';
 import { TrafficCounters } from './observability/traffic-counters.js';
 import { AccessPolicy } from './hub/access-policy.js';
@@ -306,7 +305,8 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
         });
   if (peers) log.info(`cluster secret configured: other replicas may read this one's blobs at /internal/v1/blobs/`);
   // Replicas sharing the index in PostgreSQL: one fill per blob across them (fill leases).
-  const cluster = peers && config.index === 'postgres' && config.peerUrl !== '' ? await openFillLeases(config, log) : undefined;
+  // Imported only here, like the S3 and PostgreSQL index drivers: a mirror without them never loads pg.
+  const cluster = peers && config.index === 'postgres' && config.peerUrl !== '' ? await (await import('./cluster/open-fill-leases.js')).openFillLeases(config, log) : undefined;
   if (config.index === 'postgres' && !cluster) log.warn('index "postgres" without peerUrl and clusterSecret: no fill leases, each replica downloads a file on its own (set both for one download per file across the replicas)');
   if (cluster) log.info({ replicaId: cluster.leases.replicaId, peerUrl: cluster.leases.peerUrl, leaseTtlMs: cluster.leases.leaseTtlMs }, 'fill leases: one download per blob across the replicas');
   const mirror = new Mirror({

@@ -7,27 +7,12 @@
  * download stores the blob), so every view says which files are cached.
  */
 import type Database from 'better-sqlite3';
-import type { RepoRef, RepoType } from '../hub/repo-ref.js';
+import type { RepoRef } from '../hub/repo-ref.js';
 import type { BlobTotals, InventoryFile, InventoryStore, RepoSummary } from './cache-index-contract.js';
 import { now } from './job-table.js';
+import { repoSummaries, type RepoBlobSumRow, type RepoCountRow, type RepoRefRow } from './repo-summaries.js';
 
 export type { BlobTotals, InventoryFile, RepoSummary } from './cache-index-contract.js';
-
-interface SummaryDbRow {
-  repo_type: string;
-  repo_id: string;
-  commits: number;
-  files: number;
-  cached_files: number;
-}
-
-interface BlobDbRow {
-  repo_type: string;
-  repo_id: string;
-  cached_bytes: number;
-  last_access: number | null;
-  hits: number;
-}
 
 interface FileDbRow {
   commit_sha: string;
@@ -50,16 +35,16 @@ export class InventoryQueries implements InventoryStore {
   constructor(db: Database.Database) {
     this.#db = db;
     this.#stmts = {
-      fileCounts: db.prepare<[], SummaryDbRow>(
+      fileCounts: db.prepare<[], RepoCountRow>(
         `SELECT f.repo_type, f.repo_id, count(DISTINCT f.commit_sha) AS commits, count(*) AS files, count(b.blob_key) AS cached_files
          FROM files f LEFT JOIN blobs b ON b.blob_key = f.blob_key GROUP BY f.repo_type, f.repo_id ORDER BY f.repo_type, f.repo_id`,
       ),
-      blobSums: db.prepare<[], BlobDbRow>(
+      blobSums: db.prepare<[], RepoBlobSumRow>(
         `SELECT fb.repo_type, fb.repo_id, coalesce(sum(b.size), 0) AS cached_bytes, max(b.last_accessed_at) AS last_access, coalesce(sum(b.hits), 0) AS hits
          FROM (SELECT DISTINCT repo_type, repo_id, blob_key FROM files) fb JOIN blobs b ON b.blob_key = fb.blob_key
          GROUP BY fb.repo_type, fb.repo_id`,
       ),
-      refs: db.prepare<[], { repo_type: string; repo_id: string; revision: string; commit_sha: string }>('SELECT repo_type, repo_id, revision, commit_sha FROM refs ORDER BY revision'),
+      refs: db.prepare<[], RepoRefRow>('SELECT repo_type, repo_id, revision, commit_sha FROM refs ORDER BY revision'),
       files: db.prepare<[string, string], FileDbRow>(
         `SELECT f.commit_sha, f.view, f.path, f.size, f.blob_key, f.is_lfs, f.scope, b.blob_key IS NOT NULL AS cached,
                 b.stored_at, b.last_accessed_at, b.hits
@@ -125,51 +110,4 @@ export class InventoryQueries implements InventoryStore {
       for (const [name, value] of Object.entries(deltas)) if (value !== 0) this.#stmts.addCounter.run(name, value);
     })();
   }
-}
-
-/** Rows of the three repo queries (file counts, blob sums, refs), as either engine returns them. */
-export interface RepoCountRow {
-  repo_type: string;
-  repo_id: string;
-  commits: number;
-  files: number;
-  cached_files: number;
-}
-export interface RepoBlobSumRow {
-  repo_type: string;
-  repo_id: string;
-  cached_bytes: number;
-  last_access: number | null;
-  hits: number;
-}
-export interface RepoRefRow {
-  repo_type: string;
-  repo_id: string;
-  revision: string;
-  commit_sha: string;
-}
-
-/** RepoSummary rows, in the order of `counts`, joined with the blob sums and refs of each repo. */
-export function repoSummaries(counts: readonly RepoCountRow[], sums: readonly RepoBlobSumRow[], refRows: readonly RepoRefRow[]): RepoSummary[] {
-  const keyOf = (r: { repo_type: string; repo_id: string }): string => `${r.repo_type}\0${r.repo_id}`;
-  const byRepo = new Map(sums.map((r) => [keyOf(r), r]));
-  const refs = new Map<string, Record<string, string>>();
-  for (const r of refRows) {
-    const named = refs.get(keyOf(r)) ?? {};
-    named[r.revision] = r.commit_sha;
-    refs.set(keyOf(r), named);
-  }
-  return counts.map((r) => {
-    const s = byRepo.get(keyOf(r));
-    return {
-      repo: { type: r.repo_type as RepoType, id: r.repo_id },
-      commits: r.commits,
-      files: r.files,
-      cachedFiles: r.cached_files,
-      cachedBytes: s?.cached_bytes ?? 0,
-      lastAccessAt: s?.last_access ?? null,
-      hits: s?.hits ?? 0,
-      refs: refs.get(keyOf(r)) ?? {},
-    };
-  });
 }

@@ -6,7 +6,7 @@
  */
 import type { RepoRef } from '../hub/repo-ref.js';
 import type { BlobKey } from './blob-layout.js';
-import { repoSummaries } from './inventory-queries.js';
+import { repoSummaries, type RepoBlobSumRow, type RepoCountRow, type RepoRefRow } from './repo-summaries.js';
 import type {
   BlobTotals,
   CandidateCursor,
@@ -144,16 +144,16 @@ export class PgInventory implements InventoryStore {
 
   async repos(): Promise<RepoSummary[]> {
     const [counts, sums, refRows] = await Promise.all([
-      this.db.query<{ repo_type: string; repo_id: string; commits: number; files: number; cached_files: number }>(
+      this.db.query<RepoCountRow>(
         `SELECT f.repo_type, f.repo_id, count(DISTINCT f.commit_sha) AS commits, count(*) AS files, count(b.blob_key) AS cached_files
          FROM files f LEFT JOIN blobs b ON b.blob_key = f.blob_key GROUP BY f.repo_type, f.repo_id ORDER BY f.repo_type, f.repo_id`,
       ),
-      this.db.query<{ repo_type: string; repo_id: string; cached_bytes: number; last_access: number | null; hits: number }>(
+      this.db.query<RepoBlobSumRow>(
         `SELECT fb.repo_type, fb.repo_id, coalesce(sum(b.size), 0)::bigint AS cached_bytes, max(b.last_accessed_at) AS last_access, coalesce(sum(b.hits), 0)::bigint AS hits
          FROM (SELECT DISTINCT repo_type, repo_id, blob_key FROM files) fb JOIN blobs b ON b.blob_key = fb.blob_key
          GROUP BY fb.repo_type, fb.repo_id`,
       ),
-      this.db.query<{ repo_type: string; repo_id: string; revision: string; commit_sha: string }>('SELECT repo_type, repo_id, revision, commit_sha FROM refs ORDER BY revision'),
+      this.db.query<RepoRefRow>('SELECT repo_type, repo_id, revision, commit_sha FROM refs ORDER BY revision'),
     ]);
     return repoSummaries(counts, sums, refRows);
   }

@@ -679,9 +679,12 @@ export class Fill implements FillView {
     return this.#deps.speedFloor;
   }
 
-  /** A connection's rate changed (demand decisions); a connection stopping early may free work. */
+  /**
+   * A connection's rate changed: it may be worth a demand-first GET for a waiting reader, or (a
+   * segmented fill) have become a straggler whose rest a free connection should take.
+   */
   reschedule(): void {
-    if (this.#waiters.size > 0) this.#schedule();
+    if (this.#waiters.size > 0 || this.#plan.segmented) this.#schedule();
   }
 }
 
@@ -737,6 +740,8 @@ class Connection {
         body.off('error', onError);
         claim.reach = claim.pos;
         claim.rate = 0;
+        // A connection done before its first sample still tells the fill what rate it got.
+        if (Number.isNaN(claim.measured) && rateBytes > 0) claim.measured = (rateBytes * 1000) / Math.max(1, performance.now() - rateAt);
         this.#flush(true);
         this.settle().then(
           () => (err ? reject(err) : this.#writeError ? reject(this.#writeError) : resolve()),
@@ -806,6 +811,7 @@ class Connection {
         const now = performance.now();
         // The last sample only: a connection that stalled stops counting as "about to get there" at once.
         claim.rate = (rateBytes * 1000) / Math.max(1, now - rateAt);
+        claim.measured = Number.isNaN(claim.measured) ? claim.rate : (claim.measured + claim.rate) / 2;
         rateBytes = 0;
         rateAt = now;
         this.#fill.reschedule();

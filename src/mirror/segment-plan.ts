@@ -9,9 +9,13 @@
  *   covered ∪ claims, lowest offset first; bytes are fetched once (upstream bytes ≈ the file).
  * - Segmented fills carve gaps into segments of `segmentBytes`; near the end, when fewer than one
  *   segment per connection is left, what is left is shared evenly, so connections finish together.
- *   A connection with nothing left to claim takes half of the largest remainder (an end-game
- *   split), but only of a remainder of at least 2 × MIN_SPLIT_BYTES: every split ends a running
- *   request early, and what upstream had already sent past the new end is wasted.
+ *   A connection with nothing left to claim takes half of the largest remainder of a straggler (an
+ *   end-game split): a connection below STRAGGLER_RATE_FRACTION of the best rate another one gets
+ *   (running, or the last to finish), with at least 2 × MIN_SPLIT_BYTES left. Every split ends a
+ *   running request early, and what upstream had already sent past the new end (whatever the socket
+ *   buffers hold: 3–6 MiB per split, measured on a loaded mirror) is fetched twice; when every
+ *   connection is equally slow (the mirror or the link is the limit, not one connection), a split
+ *   would only add those bytes and gain no time.
  * - Demand first: a reader waiting at `x` gets the bytes soon if a connection will reach `x`
  *   within about a second (DEMAND_SOON; a connection whose rate is not measured yet counts as
  *   about to); otherwise the plan answers with work that starts at
@@ -28,6 +32,8 @@ export const DEMAND_SOON_BYTES = 4 * MiB;
 export const DEMAND_ALIGN = 64 * 1024;
 /** End-game splits leave each side at least this much. */
 export const MIN_SPLIT_BYTES = 4 * MiB;
+/** A connection slower than this fraction of the best rate of the fill's others is a straggler (end-game splits). */
+export const STRAGGLER_RATE_FRACTION = 0.5;
 /** The smallest segment handed out near the end of a fill. */
 export const MIN_SEGMENT_BYTES = 4 * MiB;
 const SPLIT_ALIGN = MiB;
@@ -55,6 +61,12 @@ export interface Claim {
    * (a connection that just started: readers wait for its first sample rather than split it).
    */
   rate: number;
+  /**
+   * Bytes per second smoothed over the last samples (each sample weighs half), kept when the
+   * connection stops (`rate` drops to 0): what this connection gets, for end-game splits; NaN until
+   * measured. One sample of a busy mirror's bursty reads is no evidence of a slow connection.
+   */
+  measured: number;
 }
 
 /** Work for a connection: fetch `[start, end)`; `victim`: first shrink that claim's end to `start`. */
@@ -83,6 +95,8 @@ export class SegmentPlan {
   readonly #claims = new Map<number, Claim>();
   readonly #demands = new Map<number, number>();
   #nextId = 1;
+  /** `measured` of the last claim released after it had a rate: what a connection got lately. */
+  #finishedRate = Number.NaN;
   /** Whether spans other than the whole file may be asked for (strong validator, Range honoured). */
   ranged = false;
   /** Whether the fill uses several connections (else only demand work beside its one stream). */
@@ -114,7 +128,7 @@ export class SegmentPlan {
 
   /** A new claim of `[start, end)` (after `take`, or for a fill's first request). */
   claim(start: number, end: number): Claim {
-    const c: Claim = { id: this.#nextId++, start, pos: start, end, reach: start, rate: Number.NaN };
+    const c: Claim = { id: this.#nextId++, start, pos: start, end, reach: start, rate: Number.NaN, measured: Number.NaN };
     this.#claims.set(c.id, c);
     return c;
   }
@@ -145,6 +159,7 @@ export class SegmentPlan {
    */
   release(c: Claim): void {
     this.#claims.delete(c.id);
+    if (c.measured > 0) this.#finishedRate = c.measured;
     if (c.pos > c.start || c.end <= c.start) return;
     for (const other of this.#claims.values()) {
       if (other.end === c.start && other.reach > other.end && other.pos <= other.end) {
@@ -208,11 +223,22 @@ export class SegmentPlan {
       return { start: gap.start, end: Math.min(gap.end, gap.start + len), demand: false };
     }
     let victim: Claim | null = null;
-    for (const c of this.#claims.values()) if (!victim || c.end - c.pos > victim.end - victim.pos) victim = c;
-    if (!victim || victim.end - victim.pos < 2 * MIN_SPLIT_BYTES) return null;
+    for (const c of this.#claims.values()) {
+      if (c.end - c.pos < 2 * MIN_SPLIT_BYTES || !this.#straggler(c)) continue;
+      if (!victim || c.end - c.pos > victim.end - victim.pos) victim = c;
+    }
+    if (!victim) return null;
     const at = alignDown(victim.pos + Math.floor((victim.end - victim.pos) / 2), SPLIT_ALIGN);
     if (at - victim.pos < MIN_SPLIT_BYTES || victim.end - at < MIN_SPLIT_BYTES) return null;
     return { start: at, end: victim.end, victim, demand: false };
+  }
+
+  /** Whether `c` is measured and well below the best (smoothed) rate another connection of this fill gets. */
+  #straggler(c: Claim): boolean {
+    if (!(c.measured >= 0)) return false; // not measured yet
+    let best = this.#finishedRate > 0 ? this.#finishedRate : 0;
+    for (const o of this.#claims.values()) if (o !== c && o.measured > best) best = o.measured;
+    return c.measured < STRAGGLER_RATE_FRACTION * best;
   }
 
   #claimAt(x: number): Claim | undefined {

@@ -121,6 +121,27 @@ describe('segmented fills', () => {
     expect(stored(mirror.dataDir, f.sha256)).toBe(true);
   });
 
+  it('a straggler (one connection far slower than the others) has its rest split off to a free connection', async () => {
+    // 8 segments of 13–16 MiB; the third GET crawls at 4 MB/s, the others run unthrottled. Once
+    // the others are done (and the crawler measured), half of what it has left goes to a new GET.
+    const f = lfsFile(128 * MiB);
+    const crawl = hub.setFault({ ...f.cdn }, { kind: 'throttle', bytesPerSecond: 4e6, skip: 2, times: 1 });
+    try {
+      const r = await download(f.url, { keepBody: false });
+      expect([r.status, r.complete, r.sha256]).toEqual([200, true, f.sha256]);
+    } finally {
+      crawl.remove();
+    }
+    expect(crawl.applied).toBe(1);
+    const gets = f.gets();
+    const slow = asked(gets[2]!, f.size);
+    const inside = gets.map((g) => asked(g, f.size)).filter(([a]) => a > slow[0] && a <= slow[1]);
+    expect(inside.length).toBeGreaterThanOrEqual(1);
+    // The crawler stopped where the split began: it sent less than its segment.
+    expect(gets[2]!.bytesSent).toBeLessThan(slow[1] - slow[0] + 1);
+    expect(f.bytes()).toBeLessThanOrEqual(onceBound(f));
+  });
+
   it('a drop in one segment resumes that segment only, at the offset it reached', async () => {
     const f = lfsFile(128 * MiB);
     const throttle = hub.setFault({ server: 'cdn', pathIncludes: f.sha256 }, { kind: 'throttle', bytesPerSecond: 40e6 });

@@ -83,13 +83,16 @@ describe('work list', () => {
     expect(e.end - e.start).toBe(10 * MiB);
   });
 
-  it('splits the largest remainder in half when nothing is left to claim, but not a small one', () => {
+  it('splits the largest remainder of a straggler in half when nothing is left to claim, but not a small one', () => {
     const p = plan(64 * MiB, 2, 32 * MiB);
     const a = p.claim(0, 32 * MiB);
     const b = p.claim(32 * MiB, 48 * MiB);
     const c = p.claim(48 * MiB, 64 * MiB);
+    a.rate = a.measured = 40 * MiB;
+    b.rate = b.measured = 5 * MiB;
+    c.rate = c.measured = 4 * MiB;
     expect(p.next()?.victim).toBeDefined(); // no gap left: only splits
-    finish(p, a);
+    finish(p, a); // the reference now: the rate `a` got (40 MiB/s)
     b.pos = 36 * MiB; // 12 MiB left
     c.pos = 50 * MiB; // 14 MiB left: the largest
     const w = p.next()!;
@@ -104,17 +107,43 @@ describe('work list', () => {
     expect(p.next()).toBeNull(); // no remainder of 8 MiB or more
   });
 
+  it('splits no connection as fast as the others (the mirror or the link is the limit: a split only costs bytes), nor one not measured yet', () => {
+    const p = plan(256 * MiB, 4, 64 * MiB);
+    const claims = [0, 1, 2, 3].map((i) => p.claim(i * 64 * MiB, (i + 1) * 64 * MiB));
+    for (const [i, c] of claims.entries()) {
+      c.pos = c.start + (i + 1) * 8 * MiB; // 56, 48, 40, 32 MiB left
+      c.rate = c.measured = (10 + i) * MiB; // within a factor of 2 of each other
+    }
+    expect(p.next()).toBeNull();
+    // One falls behind: below half of the best other (13 MiB/s): it is split, the largest such remainder first.
+    claims[1]!.measured = 6 * MiB;
+    claims[2]!.measured = 6 * MiB;
+    expect(p.next()?.victim).toBe(claims[1]);
+    // Unmeasured (its request just started): never split.
+    claims[1]!.measured = Number.NaN;
+    expect(p.next()?.victim).toBe(claims[2]);
+    // The rate the last finished connection got counts as a reference too.
+    for (const c of claims.slice(1)) c.rate = c.measured = 8 * MiB;
+    expect(p.next()).toBeNull();
+    claims[0]!.measured = 20 * MiB;
+    finish(p, claims[0]!);
+    expect(p.next()?.victim).toBe(claims[1]);
+  });
+
   it('a stale split (the victim passed the point meanwhile) is not taken', () => {
     const p = plan(64 * MiB, 2);
-    const a = p.claim(0, 64 * MiB);
+    const first = p.claim(0, 16 * MiB);
+    first.measured = 40 * MiB;
+    finish(p, first);
+    const a = p.claim(16 * MiB, 64 * MiB);
+    a.measured = 2 * MiB; // a straggler
     const w = p.next()!;
-    expect(w.victim).toBe(a);
-    a.pos = 40 * MiB;
+    expect([w.victim, w.start]).toEqual([a, 40 * MiB]);
+    a.pos = 44 * MiB;
     const c = p.take(w)!;
     // Split point moved up to where the victim is.
-    expect([a.end, c.start]).toEqual([40 * MiB, 40 * MiB]);
-    a.pos = 40 * MiB;
-    const again = p.take({ start: 10 * MiB, end: 40 * MiB, victim: a, demand: false });
+    expect([a.end, c.start]).toEqual([44 * MiB, 44 * MiB]);
+    const again = p.take({ start: 10 * MiB, end: 44 * MiB, victim: a, demand: false });
     expect(again).toBeNull();
   });
 

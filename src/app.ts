@@ -2,6 +2,7 @@
  * createApp: mounts the route groups on one Hono app with the request log and the one error
  * mapping. Pure wiring: it opens nothing, so tests build it over temp dirs and a fake hub.
  */
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Hono } from 'hono';
 import type { Logger } from 'pino';
 import { isMirrorError } from './errors.js';
@@ -9,13 +10,14 @@ import type { AccessPolicy } from './hub/access-policy.js';
 import type { FileResolver } from './hub/file-resolver.js';
 import type { MetadataCache } from './hub/metadata-cache.js';
 import { errorResponse } from './http/hub-errors.js';
-import { accessControl } from './http/access.js';
+import { accessControl, identifier } from './http/access.js';
 import type { AppEnv } from './http/app-env.js';
-import { cors } from './http/cors.js';
+import { CorsPolicy, cors } from './http/cors.js';
+import { fileListener } from './http/file-listener.js';
 import { requestLog, type RequestObserver } from './http/request-log.js';
 import type { RepoPolicy } from './hub/repo-policy.js';
 import { apiRoutes } from './http/routes/api.js';
-import { filesRoutes } from './http/routes/files.js';
+import { fileDownloads, filesRoutes, type FilesRoutesDeps } from './http/routes/files.js';
 import { healthRoutes } from './http/routes/health.js';
 import { dashboardPage, observabilityRoutes, type ObservabilityDeps } from './http/routes/observability.js';
 import type { Mirror } from './mirror/mirror.js';
@@ -78,9 +80,10 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.use(accessControl({ accessKeys: deps.accessKeys, policy: deps.access }));
   if (observability && !observability.metricsToken) app.route('/', observabilityRoutes(observability));
   app.route('/', healthRoutes({ index: deps.index, dataDir: deps.dataDir }));
-  // Before the file routes: `/api/...` is never a file URL.
+  // Before the file routes: `/api/...` is never a file URL (nor are the operator API's and the
+  // replicas' paths above: file-listener.ts's APP_ONLY_PREFIXES, which must list all three).
   app.route('/', apiRoutes({ metadata: deps.metadata, hub: deps.hub, log: deps.log, publicUrl: deps.publicUrl, listenUrl: deps.listenUrl, policy: deps.policy, allowWrites: deps.allowWrites }));
-  app.route('/', filesRoutes({ resolver: deps.resolver, mirror: deps.mirror, fillStartWaitMs: deps.fillStartWaitMs, policy: deps.policy, ...(deps.traffic ? { traffic: deps.traffic } : {}) }));
+  app.route('/', filesRoutes(filesDeps(deps)));
   return withErrors(app, deps.log);
 }
 
@@ -92,13 +95,38 @@ export function createAdminApp(log: Logger, admin: Hono<AppEnv>): Hono<AppEnv> {
   return withErrors(app, log);
 }
 
+/**
+ * File downloads answered without Hono (see http/file-listener.ts), with the same steps as the
+ * app built by createApp over the same deps gives these paths: request log and observer, CORS,
+ * access check, the file route, the same error answers. Mount it in front of the app's listener.
+ */
+export function createFileListener(deps: AppDeps): (req: IncomingMessage, res: ServerResponse) => boolean {
+  return fileListener({
+    log: deps.log,
+    ...(deps.requestObserver ? { observer: deps.requestObserver } : {}),
+    cors: new CorsPolicy({ origins: deps.corsOrigins }),
+    identify: identifier({ accessKeys: deps.accessKeys, policy: deps.access }),
+    files: fileDownloads(filesDeps(deps)),
+    errorAnswer: (err) => errorAnswer(deps.log, err),
+  });
+}
+
+function filesDeps(deps: AppDeps): FilesRoutesDeps {
+  return { resolver: deps.resolver, mirror: deps.mirror, fillStartWaitMs: deps.fillStartWaitMs, policy: deps.policy, ...(deps.traffic ? { traffic: deps.traffic } : {}) };
+}
+
+/** The answer to a request that failed with `err`; unexpected errors and 5xx are logged. */
+function errorAnswer(log: Logger, err: unknown): Response {
+  if (!isMirrorError(err)) {
+    const e = err instanceof Error ? err : new Error(String(err));
+    log.error({ err: { message: e.message, stack: e.stack } }, 'unhandled error');
+  } else if (err.status >= 500) log.warn({ code: err.code, message: err.message }, 'request failed');
+  return errorResponse(err);
+}
+
 function withErrors(app: Hono<AppEnv>, log: Logger): Hono<AppEnv> {
   app.notFound(() => notFound());
-  app.onError((err) => {
-    if (!isMirrorError(err)) log.error({ err: { message: err.message, stack: err.stack } }, 'unhandled error');
-    else if (err.status >= 500) log.warn({ code: err.code, message: err.message }, 'request failed');
-    return errorResponse(err);
-  });
+  app.onError((err) => errorAnswer(log, err));
   return app;
 }
 

@@ -6,14 +6,14 @@
 import { VERSION } from './version.js';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
-import { createAdaptorServer } from '@hono/node-server';
+import { createAdaptorServer, getRequestListener } from '@hono/node-server';
 import type { Logger } from 'pino';
 import type { Hono } from 'hono';
 import { ImportRunner } from './admin/import-cache.js';
 import { Jobs } from './admin/jobs.js';
 import { PrefetchRunner } from './admin/prefetch.js';
 import { VerifyRunner } from './admin/verify-job.js';
-import { createAdminApp, createApp } from './app.js';
+import { createAdminApp, createApp, createFileListener, type AppDeps } from './app.js';
 import { systemClock, type Clock } from './clock.js';
 import { parseListenAddress, type Config } from './config/config.js';
 import type { AppEnv } from './http/app-env.js';
@@ -171,6 +171,11 @@ export interface ServerEnvironment {
    * `clusterSecret` set. The fill leases decide it; tests inject one. Omitted: always upstream.
    */
   peerFor?: MirrorOptions['peerFor'];
+  /**
+   * `false`: file downloads go through the app's file route like every other request, instead of
+   * the file listener in front of it (tests compare the two; default true).
+   */
+  fileListener?: boolean;
 }
 
 /** How often the dashboard's history records the totals (one hour of samples is kept). */
@@ -374,7 +379,7 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
     ? adminRoutes({ token: config.adminToken, jobs, index, dataDir: layout.root, minFreeBytes: config.minFreeBytes, traffic, mirror, evictor, policy: repoPolicy, log })
     : undefined;
   let url = '';
-  const app = createApp({
+  const appDeps: AppDeps = {
     log,
     index,
     resolver,
@@ -411,17 +416,19 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
     // With adminListen the operator API lives on that listener only.
     ...(admin && config.adminListen === '' ? { admin } : {}),
     ...(config.clusterSecret === '' ? {} : { peer: peerRoutes({ mirror, secret: config.clusterSecret }) }),
-  });
+  };
+  const app = createApp(appDeps);
 
   // Slowloris guard without cutting long downloads: headers must arrive within
   // clientHeadersTimeoutSeconds (checked at least every second), bodies are unbounded, and a
   // connection on which nothing moves for clientIdleTimeoutSeconds is closed.
   const headersTimeout = config.clientHeadersTimeoutSeconds * 1000;
-  const server = createAdaptorServer({
-    fetch: app.fetch,
-    createServer,
-    serverOptions: { headersTimeout, requestTimeout: 0, connectionsCheckingInterval: Math.min(1_000, Math.max(100, headersTimeout / 4)) },
-  }) as Server;
+  // File downloads first, without Hono (http/file-listener.ts); the app answers everything else.
+  const appListener = getRequestListener(app.fetch);
+  const files = env.fileListener === false ? () => false : createFileListener(appDeps);
+  const server = createServer({ headersTimeout, requestTimeout: 0, connectionsCheckingInterval: Math.min(1_000, Math.max(100, headersTimeout / 4)) }, (req, res) => {
+    if (!files(req, res)) void appListener(req, res);
+  });
   server.keepAliveTimeout = config.clientKeepAliveTimeoutSeconds * 1000;
   server.timeout = config.clientIdleTimeoutSeconds * 1000;
   // Node enforces headersTimeout only while header bytes keep arriving: a connection that sends

@@ -11,7 +11,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Context, MiddlewareHandler } from 'hono';
 import { MirrorError } from '../errors.js';
-import type { AccessPolicy } from '../hub/access-policy.js';
+import type { AccessPolicy, Identity } from '../hub/access-policy.js';
 import type { AppEnv } from './app-env.js';
 
 export interface AccessOptions {
@@ -21,33 +21,37 @@ export interface AccessOptions {
 
 const digest = (text: string): Buffer => createHash('sha256').update(text).digest();
 
-export function accessControl(opts: AccessOptions): MiddlewareHandler<AppEnv> {
+/**
+ * Who a request is, from its `Authorization` header and path; throws AccessKeyRequired (401) when
+ * access keys are configured and none was presented. Shared by the middleware below and the file
+ * downloads served without Hono (http/file-listener.ts).
+ */
+export function identifier(opts: AccessOptions): (authorization: string | undefined, path: string) => Identity {
   const keys = opts.accessKeys.map(digest);
   const { policy } = opts;
-  return async (c, next) => {
-    const header = authorizationOf(c);
-    if (c.req.path === '/healthz') {
-      c.set('identity', policy.tokenless);
-    } else if (keys.length > 0) {
+  return (header, path) => {
+    if (path === '/healthz') return policy.tokenless;
+    if (keys.length > 0) {
       const presented = /^Bearer\s+(\S+)\s*$/i.exec(header ?? '')?.[1];
       // Compare digests in constant time: no early exit on the first differing byte.
       const ok = presented !== undefined && keys.some((k) => timingSafeEqual(k, digest(presented)));
       if (!ok) {
         throw new MirrorError('AccessKeyRequired', 'This mirror requires an access key: set HF_TOKEN (or send Authorization: Bearer <key>) to a key the mirror operator gave you');
       }
-      c.set('identity', policy.tokenless);
-    } else {
-      c.set('identity', header ? policy.client(header) : policy.tokenless);
+      return policy.tokenless;
     }
+    return header ? policy.client(header) : policy.tokenless;
+  };
+}
+
+export function accessControl(opts: AccessOptions): MiddlewareHandler<AppEnv> {
+  const identify = identifier(opts);
+  return async (c, next) => {
+    c.set('identity', identify(authorizationOf(c), c.req.path));
     await next();
   };
 }
 
-/**
- * The request's `Authorization`, first line only when a client sent several: Node keeps the first
- * (`message.headers`), while Fetch-style headers would join them into one `a, b` credential that
- * would be forwarded upstream and used as the memo identity. One value, authorized and forwarded.
- */
 function authorizationOf(c: Context<AppEnv>): string | undefined {
   const incoming = (c.env as Partial<AppEnv['Bindings']> | undefined)?.incoming;
   return incoming ? incoming.headers.authorization : c.req.header('authorization');

@@ -21,6 +21,7 @@
  *   like any other client's, the browser lends the page no credentials of the user's, and the
  *   headers that carry ambient authority (Cookie, Host, Proxy-Authorization) cannot be set by a page.
  */
+import type { ServerResponse } from 'node:http';
 import type { MiddlewareHandler } from 'hono';
 import type { AppEnv } from './app-env.js';
 import { requestHeader } from './request-target.js';
@@ -48,17 +49,58 @@ const TOKEN_RE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 /** Bounds what an echoed `Access-Control-Request-Headers` can make us write. */
 const MAX_ECHOED_HEADERS = 64;
 
-export function cors(opts: CorsOptions): MiddlewareHandler<AppEnv> {
-  const anyOrigin = opts.origins.includes('*');
-  const listed = new Set(opts.origins);
-  const allowedOrigin = (origin: string | undefined): string | undefined => (anyOrigin ? '*' : origin !== undefined && listed.has(origin) ? origin : undefined);
+/**
+ * The CORS headers of every non-preflight answer, shared by the Hono middleware below and the file
+ * downloads served without Hono (http/file-listener.ts).
+ */
+export class CorsPolicy {
+  readonly #anyOrigin: boolean;
+  readonly #listed: Set<string>;
 
+  constructor(opts: CorsOptions) {
+    this.#anyOrigin = opts.origins.includes('*');
+    this.#listed = new Set(opts.origins);
+  }
+
+  /** What `Access-Control-Allow-Origin` says to a request from `origin` (none: not allowed). */
+  allowedOrigin(origin: string | undefined): string | undefined {
+    return this.#anyOrigin ? '*' : origin !== undefined && this.#listed.has(origin) ? origin : undefined;
+  }
+
+  /** Whether answers depend on the request's Origin (a list of origins: `Vary: Origin`). */
+  get variesByOrigin(): boolean {
+    return !this.#anyOrigin;
+  }
+
+  /**
+   * Sets the CORS headers of an answer to `origin` on Node's response (routes that write there
+   * themselves, file answers, send them as they are); returns them for `replaceIn`.
+   */
+  applyTo(outgoing: ServerResponse, origin: string | undefined): Record<string, string> {
+    const ours: Record<string, string> = { 'access-control-expose-headers': EXPOSE_HEADERS };
+    const allowOrigin = this.allowedOrigin(origin);
+    if (allowOrigin !== undefined) ours['access-control-allow-origin'] = allowOrigin;
+    for (const [name, value] of Object.entries(ours)) outgoing.setHeader(name, value);
+    if (this.variesByOrigin) outgoing.setHeader('vary', 'Origin');
+    return ours;
+  }
+
+  /** A Fetch response (API, error, 404) replaces what was set on Node's response header by header: ours go on it. */
+  replaceIn(headers: Headers, ours: Record<string, string>): void {
+    for (const name of [...headers.keys()]) if (name.startsWith('access-control-')) headers.delete(name);
+    for (const [name, value] of Object.entries(ours)) headers.set(name, value);
+    if (this.variesByOrigin) headers.set('vary', withVary(headers.get('vary'), 'Origin'));
+  }
+}
+
+export function cors(opts: CorsOptions): MiddlewareHandler<AppEnv> {
+  const policy = new CorsPolicy(opts);
   return async (c, next) => {
     const origin = requestHeader(c, 'origin');
-    const allowOrigin = allowedOrigin(origin);
 
     if (c.env.incoming.method === 'OPTIONS' && origin !== undefined && requestHeader(c, 'access-control-request-method') !== undefined) {
-      const headers = new Headers({ vary: anyOrigin ? 'Access-Control-Request-Headers' : 'Origin, Access-Control-Request-Headers', 'content-length': '0' });
+      const allowOrigin = policy.allowedOrigin(origin);
+      const headers = new Headers({ vary: policy.variesByOrigin ? 'Origin, Access-Control-Request-Headers' : 'Access-Control-Request-Headers', 'content-length': '0' });
       if (allowOrigin !== undefined) {
         headers.set('access-control-allow-origin', allowOrigin);
         headers.set('access-control-allow-methods', c.req.path.startsWith('/api/') ? API_METHODS : FILE_METHODS);
@@ -68,21 +110,11 @@ export function cors(opts: CorsOptions): MiddlewareHandler<AppEnv> {
       return new Response(null, { status: 204, headers });
     }
 
-    const ours: Record<string, string> = { 'access-control-expose-headers': EXPOSE_HEADERS };
-    if (allowOrigin !== undefined) ours['access-control-allow-origin'] = allowOrigin;
-    // Routes that write to Node's response themselves (file answers) send these as they are.
-    const outgoing = c.env.outgoing;
-    for (const [name, value] of Object.entries(ours)) outgoing.setHeader(name, value);
-    if (!anyOrigin) outgoing.setHeader('vary', 'Origin');
-
+    const ours = policy.applyTo(c.env.outgoing, origin);
     await next();
-
-    // A Hono response (API, error, 404) replaces what was set on Node's response header by header.
-    if (outgoing.headersSent) return;
-    const headers = c.res.headers;
-    for (const name of [...headers.keys()]) if (name.startsWith('access-control-')) headers.delete(name);
-    for (const [name, value] of Object.entries(ours)) headers.set(name, value);
-    if (!anyOrigin) headers.set('vary', withVary(headers.get('vary'), 'Origin'));
+    // Routes that wrote to Node's response themselves are done; a Hono response gets ours.
+    if (c.env.outgoing.headersSent) return;
+    policy.replaceIn(c.res.headers, ours);
   };
 }
 

@@ -6,6 +6,7 @@
  * The same moment feeds an optional RequestObserver (metrics, the dashboard's activity): it is
  * told when a request starts and what came of it when its response closes.
  */
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { HttpBindings } from '@hono/node-server';
 import type { Context, MiddlewareHandler } from 'hono';
 import type { Logger } from 'pino';
@@ -76,56 +77,61 @@ class ContextView implements LiveRequest {
 
 export function requestLog(log: Logger, observer?: RequestObserver): MiddlewareHandler<LogEnv> {
   return async (c, next) => {
-    const id = randomUUID();
-    const { incoming, outgoing } = c.env;
-    // On the Node response itself: blob responses are written there directly, not through Hono.
-    outgoing.setHeader('x-request-id', id);
-    const logging = log.isLevelEnabled('info');
-    if (!logging && !observer) {
-      await next();
-      return;
-    }
-    const started = performance.now();
-    const live: LiveRequest | undefined = observer && new ContextView(c);
-    if (live) observer?.opened(live);
-    outgoing.once('close', () => {
-      const ended = performance.now();
-      const path = rawRequestPath(incoming.url ?? '/');
-      const transfer = c.get('transfer');
-      const method = incoming.method ?? 'GET';
-      if (logging) {
-        log.info(
-          {
-            reqId: id,
-            method,
-            path: path.length > 300 ? `${path.slice(0, 300)}…` : path,
-            status: outgoing.statusCode,
-            cache: c.get('cacheStatus'),
-            bytes: transfer?.bytes,
-            completed: outgoing.writableFinished,
-            ms: Math.round(ended - started),
-          },
-          'request',
-        );
-      }
-      if (live && observer) {
-        const errorCode = outgoing.getHeader('x-error-code');
-        const errorMessage = outgoing.getHeader('x-error-message');
-        observer.closed(live, {
-          method,
-          path,
-          status: outgoing.statusCode,
-          cacheStatus: c.get('cacheStatus'),
-          bytes: transfer?.bytes ?? 0,
-          completed: outgoing.writableFinished,
-          startedAt: started,
-          firstByteAt: transfer?.headersAt,
-          endedAt: ended,
-          errorCode: typeof errorCode === 'string' ? errorCode : undefined,
-          errorMessage: typeof errorMessage === 'string' ? errorMessage : undefined,
-        });
-      }
-    });
+    trackRequest(log, observer, c.env.incoming, c.env.outgoing, new ContextView(c));
     await next();
   };
+}
+
+/**
+ * The request log and the observer for one request, whichever path serves it (the Hono app, or
+ * the file downloads served without it, http/file-listener.ts): sets `X-Request-Id` on Node's
+ * response and, when its response closes, writes the log line and tells the observer. `live` is
+ * read then (and by the observer meanwhile): what the route recorded (cache status, transfer).
+ */
+export function trackRequest(log: Logger, observer: RequestObserver | undefined, incoming: IncomingMessage, outgoing: ServerResponse, live: LiveRequest): void {
+  const id = randomUUID();
+  // On the Node response itself: blob responses are written there directly, not through Hono.
+  outgoing.setHeader('x-request-id', id);
+  const logging = log.isLevelEnabled('info');
+  if (!logging && !observer) return;
+  const started = performance.now();
+  observer?.opened(live);
+  outgoing.once('close', () => {
+    const ended = performance.now();
+    const path = rawRequestPath(incoming.url ?? '/');
+    const transfer = live.transfer;
+    const method = incoming.method ?? 'GET';
+    if (logging) {
+      log.info(
+        {
+          reqId: id,
+          method,
+          path: path.length > 300 ? `${path.slice(0, 300)}…` : path,
+          status: outgoing.statusCode,
+          cache: live.cacheStatus,
+          bytes: transfer?.bytes,
+          completed: outgoing.writableFinished,
+          ms: Math.round(ended - started),
+        },
+        'request',
+      );
+    }
+    if (observer) {
+      const errorCode = outgoing.getHeader('x-error-code');
+      const errorMessage = outgoing.getHeader('x-error-message');
+      observer.closed(live, {
+        method,
+        path,
+        status: outgoing.statusCode,
+        cacheStatus: live.cacheStatus,
+        bytes: transfer?.bytes ?? 0,
+        completed: outgoing.writableFinished,
+        startedAt: started,
+        firstByteAt: transfer?.headersAt,
+        endedAt: ended,
+        errorCode: typeof errorCode === 'string' ? errorCode : undefined,
+        errorMessage: typeof errorMessage === 'string' ? errorMessage : undefined,
+      });
+    }
+  });
 }

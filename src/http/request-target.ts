@@ -2,6 +2,7 @@
  * What the route code reads off Node's request directly, without the Fetch `Request` the Hono
  * adaptor would otherwise build for it (a URL parse and a `Headers` object per request).
  */
+import type { IncomingMessage } from 'node:http';
 import type { Context } from 'hono';
 import type { AppEnv } from './app-env.js';
 
@@ -23,6 +24,11 @@ export function rawRequestPath(target: string): string {
  * `content-type`, `content-length`: the first).
  */
 export function requestHeader(c: Context<AppEnv>, name: string): string | undefined {
-  const value = c.env.incoming.headers[name];
+  return incomingHeader(c.env.incoming, name);
+}
+
+/** `requestHeader` off Node's request itself. */
+export function incomingHeader(incoming: IncomingMessage, name: string): string | undefined {
+  const value = incoming.headers[name];
   return Array.isArray(value) ? value.join(', ') : value;
 }

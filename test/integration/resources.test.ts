@@ -527,9 +527,12 @@ describe('T27: slow clients', () => {
       // The fast reader got everything while the slow one is still far behind, still reading.
       expect(slow.received()).toBeLessThan(size / 2);
       expect(slow.closed()).toBe(false);
-      // The slow client is some 250 MiB behind: none of it is held in memory for it (that would
-      // show as +250 MiB; the buffers of a fast transfer cost some 30-40 MiB here).
-      expect(peakRss).toBeLessThan(128 * MiB);
+      // The slow client is some 250 MiB behind: none of it is held in memory for it. Holding it
+      // would add those 250 MiB to what the fast transfer itself uses (its 8 connections' buffers,
+      // the fill's pending writes and window, the read buffers and what the GC has not collected
+      // yet: +113 to +129 MiB in the CI runs on a 2-core machine, growing with how fast the fill
+      // runs), so the bound sits between the two: no false alarm, and a retained backlog fails.
+      expect(peakRss).toBeLessThan(192 * MiB);
     } finally {
       rss.stop();
       slow.destroy();

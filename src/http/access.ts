@@ -22,7 +22,8 @@ export interface AccessOptions {
 const digest = (text: string): Buffer => createHash('sha256').update(text).digest();
 
 /**
- * Who a request is, from its `Authorization` header and path; throws AccessKeyRequired (401) when
+ * Who a request is, from its `Authorization` header (the one value Node keeps, see authorizationOf)
+ * and path; throws AccessKeyRequired (401) when
  * access keys are configured and none was presented. Shared by the middleware below and the file
  * downloads served without Hono (http/file-listener.ts).
  */
@@ -52,6 +53,12 @@ export function accessControl(opts: AccessOptions): MiddlewareHandler<AppEnv> {
   };
 }
 
+/**
+ * The request's `Authorization`, first line only when a client sent several: Node keeps the first
+ * (`message.headers`), while Fetch-style headers would join them into one `a, b` credential that
+ * would be forwarded upstream and used as the memo identity. One value, authorized and forwarded.
+ * (The file listener passes `incoming.headers.authorization` to `identifier` for the same reason.)
+ */
 function authorizationOf(c: Context<AppEnv>): string | undefined {
   const incoming = (c.env as Partial<AppEnv['Bindings']> | undefined)?.incoming;
   return incoming ? incoming.headers.authorization : c.req.header('authorization');

@@ -2,12 +2,20 @@
  * Cold GET, one client, upstream uncapped: each round a fresh file, fetched through the mirror
  * (a miss: one fill, streamed as it lands) and straight from the fake hub (302 followed to the
  * CDN), in alternating order; with BENCH_PROXY_CACHE, also through nginx proxy_cache (info).
+ *
+ * With curl installed, also a direct download stored to a file on the mirror's filesystem
+ * (`curl -L -o`, info): a cache has to write every byte of a cold file once, and on some machines
+ * that write, not the network, is the limit (a VM whose fresh page-cache pages fault in from the
+ * host costs several CPU-seconds per GB). The mirror ÷ that ratio says how far the mirror is from
+ * the best any cache could do here; the direct (discarding) download stays the goal's reference.
  */
+import fs from 'node:fs';
 import path from 'node:path';
 import type { BenchContext, World } from '../lib/context.js';
 import type { GetOutcome } from '../lib/http-get.js';
 import { startNginx, type Nginx } from '../lib/nginx.js';
 import { fmt, fmtSize, mbps, median } from '../lib/stats.js';
+import { curlToFile } from '../lib/stored.js';
 import { findTool } from '../lib/tools.js';
 
 /** nginx proxy_cache in front of this world's hub, or null (not installed, or turned off). */
@@ -30,6 +38,9 @@ export async function coldPhase(ctx: BenchContext): Promise<void> {
   ctx.progress(`cold: 1 client, fresh file per round, mirror vs direct (hub → 302 → CDN); sizes ${s.coldSizes.map(fmtSize).join(', ')}; ${s.rounds} rounds`);
   await ctx.world('cold', async (w: World) => {
     const pc = await maybeProxyCache(ctx, w, 'cold');
+    const curl = findTool('curl');
+    const storedDir = path.join(ctx.tmp, 'cold-stored');
+    fs.mkdirSync(storedDir, { recursive: true });
     try {
       const details: Record<string, unknown> = {};
       // Warm the direct path's code and connections once (not measured).
@@ -37,7 +48,7 @@ export async function coldPhase(ctx: BenchContext): Promise<void> {
       await ctx.clients.gets([{ url: w.hubUrl(warm), followRedirects: true }]);
       await ctx.clients.gets([{ url: w.mirrorUrl(warm) }]);
       for (const size of s.coldSizes) {
-        const fig = { mirror: [] as number[], direct: [] as number[], proxy: [] as number[], ttfbMs: [] as number[], lastByteWaitMs: [] as number[], upstreamRatio: [] as number[], mirrorCpuSecondsPerGB: [] as number[] };
+        const fig = { mirror: [] as number[], direct: [] as number[], proxy: [] as number[], stored: [] as number[], ttfbMs: [] as number[], lastByteWaitMs: [] as number[], upstreamRatio: [] as number[], mirrorCpuSecondsPerGB: [] as number[] };
         await ctx.profiled(w.mirror, `cold-${size >> 20}MiB`, async () => {
           for (let r = 0; r < s.rounds; r++) {
             const f = w.addFiles(`cold-${size >> 20}-r${r}`, 1, size)[0]!;
@@ -67,6 +78,15 @@ export async function coldPhase(ctx: BenchContext): Promise<void> {
                 },
               ],
             ];
+            if (curl) {
+              runs.push([
+                'direct, stored',
+                async () => {
+                  const r = await curlToFile(ctx, curl, 'direct stored', w.hubUrl(f), path.join(storedDir, f.path.replaceAll('/', '_')), f);
+                  fig.stored.push(r.bytes / 1e6 / r.seconds);
+                },
+              ]);
+            }
             if (pc) {
               runs.push([
                 'proxy_cache',
@@ -98,6 +118,21 @@ export async function coldPhase(ctx: BenchContext): Promise<void> {
             `(held until the fill is verified), upstream ${fmt(median(fig.upstreamRatio), 3)}× the file, ` +
             `mirror CPU ${fmt(median(fig.mirrorCpuSecondsPerGB), 2)} s per GB`,
         });
+        if (curl && fig.stored.length === fig.mirror.length) {
+          ctx.report.add({
+            phase: 'cold',
+            label: `${label}: mirror vs a direct download stored to a file`,
+            unit: 'MB/s',
+            better: 'higher',
+            mirror: fig.mirror,
+            reference: fig.stored,
+            referenceName: 'direct, curl -o on the mirror\'s filesystem',
+            goals: [],
+            digits: 0,
+            info: true,
+            note: `direct, discarding the body: ${fmt(median(fig.direct), 0)} MB/s; storing it costs what the cache must pay too`,
+          });
+        }
         if (pc && fig.proxy.length === fig.direct.length) {
           ctx.report.add({
             phase: 'cold',
@@ -114,11 +149,12 @@ export async function coldPhase(ctx: BenchContext): Promise<void> {
           });
         }
         details[label] = fig;
-        ctx.progress(`   ${label}: mirror ${fig.mirror.map((x) => fmt(x, 0)).join('/')} MB/s, direct ${fig.direct.map((x) => fmt(x, 0)).join('/')}${pc ? `, proxy_cache ${fig.proxy.map((x) => fmt(x, 0)).join('/')}` : ''}`);
+        ctx.progress(`   ${label}: mirror ${fig.mirror.map((x) => fmt(x, 0)).join('/')} MB/s, direct ${fig.direct.map((x) => fmt(x, 0)).join('/')}${curl ? `, direct stored ${fig.stored.map((x) => fmt(x, 0)).join('/')}` : ''}${pc ? `, proxy_cache ${fig.proxy.map((x) => fmt(x, 0)).join('/')}` : ''}`);
       }
       ctx.details.cold = details;
     } finally {
       await pc?.stop();
+      fs.rmSync(storedDir, { recursive: true, force: true });
     }
   });
 }

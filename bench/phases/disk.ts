@@ -13,7 +13,7 @@ import { findBlob, type BenchContext, type BenchFile, type HubWorld } from '../l
 import { directRead, extents, run } from '../lib/external.js';
 import { fmt, fmtSize, median } from '../lib/stats.js';
 import { findTool, mustTool } from '../lib/tools.js';
-import { fileSha256 } from './segmented.js';
+import { fileSha256 } from '../lib/stored.js';
 
 interface Pass {
   pullS: number;

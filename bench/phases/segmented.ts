@@ -13,36 +13,14 @@
  *   is running (started by another client that read 8 MiB and left), cap 16 MiB/s per
  *   connection so the fill is slow.
  */
-import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { DEFAULT_CONFIG } from '../../src/config/config.js';
 import type { BenchContext, BenchFile, World } from '../lib/context.js';
 import { run } from '../lib/external.js';
+import { checkFile, curlToFile } from '../lib/stored.js';
 import { fmt, fmtSize, median, MiB } from '../lib/stats.js';
 import { mustTool } from '../lib/tools.js';
-
-export async function fileSha256(file: string): Promise<string> {
-  const h = createHash('sha256');
-  for await (const chunk of fs.createReadStream(file, { highWaterMark: 1 << 20 })) h.update(chunk as Buffer);
-  return h.digest('hex');
-}
-
-/** Checks a downloaded file (size and sha256), then removes it. */
-async function checkFile(ctx: BenchContext, what: string, file: string, f: BenchFile): Promise<void> {
-  try {
-    const st = fs.statSync(file);
-    if (st.size !== f.size) ctx.fail(`${what}: ${st.size} bytes on disk, expected ${f.size}`);
-    else {
-      const sha = await fileSha256(file);
-      if (sha !== f.sha256) ctx.fail(`${what}: sha256 ${sha}, expected ${f.sha256}`);
-    }
-  } catch (err) {
-    ctx.fail(`${what}: no file (${(err as Error).message})`);
-  } finally {
-    fs.rmSync(file, { force: true });
-  }
-}
 
 export async function aria2Phase(ctx: BenchContext): Promise<void> {
   const { s } = ctx;
@@ -121,12 +99,8 @@ export async function curlPhase(ctx: BenchContext): Promise<void> {
     const fig = { mirror: [] as number[], direct: [] as number[], mirrorCpuSecondsPerGB: [] as number[] };
     try {
       const get = async (what: string, url: string, f: BenchFile): Promise<number> => {
-        const file = path.join(out, `${what}-${f.path}`);
-        const r = await run(curl, ['-s', '-S', '-L', '-o', file, '-w', '%{http_code} %{size_download} %{time_total}', url]);
-        const [code, bytes, seconds] = r.stdout.trim().split(' ');
-        if (r.code !== 0 || code !== '200') ctx.fail(`curl ${what} ${f.path}: exit ${r.code ?? r.signal}, status ${code}: ${r.stderr.trim()}`);
-        await checkFile(ctx, `curl ${what} ${f.path}`, file, f);
-        return Number(bytes) / MiB / Number(seconds);
+        const r = await curlToFile(ctx, curl, what, url, path.join(out, `${what}-${f.path}`), f);
+        return r.bytes / MiB / r.seconds;
       };
       await ctx.profiled(w.mirror, 'curl', async () => {
         for (let r = 0; r < s.rounds; r++) {

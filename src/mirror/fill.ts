@@ -13,8 +13,8 @@
  * requests carry `Range` + `If-Range` and must be answered with a 206 of exactly the bytes asked
  * for and the same ETag, else the fill fails (never a splice of two versions). Every connection
  * beyond the fill's first takes a slot of the global ConnLimiter. A reader waiting for bytes no
- * connection is about to fetch gets them fetched next (demand first; one extra connection beyond
- * `upstreamConnections` for it), in single-stream fills too when ranges work.
+ * connection is about to fetch gets them fetched next (demand first; up to DEMAND_CONNECTIONS
+ * beyond `upstreamConnections` for such readers), in single-stream fills too when ranges work.
  *
  * Resumes. A connection that drops, stalls (no byte for the idle timeout) or trickles (below
  * `upstreamMinBytesPerSecond` over that window) is resumed at its own offset with `Range` +
@@ -64,6 +64,15 @@ const BATCH_MS = 20;
 const FILL_BUFFER_BYTES = 32 * MiB;
 /** Recently written slabs kept for readers at the head (one copy in memory, many sockets). */
 const WINDOW_BYTES = 16 * MiB;
+/**
+ * Connections a fill may open beyond its mode's (`upstreamConnections`, or 1) for readers waiting
+ * where no connection will be soon. More than one: a demand connection fetches a whole span (up to
+ * a segment) and keeps it after its reader is gone, so with a single extra one a second reader
+ * (a suffix read beside a resume at 60 %) waited until some connection finished its span: 3.5 s of
+ * silence at 16 MiB/s per connection, measured by the bench. Each waiting position gets at most one
+ * (once a claim holds it, the plan says wait), and the global cap still applies.
+ */
+const DEMAND_CONNECTIONS = 4;
 /** How often each connection's rate is sampled (demand decisions). */
 const RATE_SAMPLE_MS = 250;
 
@@ -379,7 +388,8 @@ export class Fill implements FillView {
 
   /**
    * Starts connections for whatever work the plan has, within the fill's limit (the mode's
-   * connections, plus one for demand) and the global cap. Called whenever something changed.
+   * connections, plus DEMAND_CONNECTIONS for demand work) and the global cap. Called whenever
+   * something changed.
    */
   #schedule(): void {
     if (this.#state !== 'filling' || this.#fatal) return;
@@ -387,7 +397,7 @@ export class Fill implements FillView {
       if (this.#plan.complete) break;
       const work = this.#plan.next();
       if (!work) break;
-      const limit = (this.#plan.segmented ? this.#connections : 1) + (work.demand ? 1 : 0);
+      const limit = (this.#plan.segmented ? this.#connections : 1) + (work.demand ? DEMAND_CONNECTIONS : 0);
       if (this.#workers.size >= limit) break;
       const grant = this.#grant(work.demand);
       if (!grant) break;

@@ -283,6 +283,41 @@ describe('segmented fills', () => {
     }
   });
 
+  it('a second range reader ahead of the fill gets its own demand GET while the first one still runs', async () => {
+    // Every GET of the file is held after its first MiB: the fill's connections all stay busy, and
+    // so does the demand GET started for the first reader (at 60 %). The suffix read that comes
+    // next must not wait for any of them to finish its span.
+    const f = lfsFile(256 * MiB);
+    const from = Math.floor(f.size * 0.6);
+    const barrier = hub.setFault({ server: 'cdn', pathIncludes: f.sha256 }, { kind: 'barrier', atBytes: MiB });
+    try {
+      const full = download(f.url, { keepBody: false });
+      await barrier.reached;
+      let tailBytes = 0;
+      let suffixBytes = 0;
+      const stopTail = new AbortController();
+      const tail = download(f.url, { headers: { range: `bytes=${from}-` }, signal: stopTail.signal, onProgress: (n) => (tailBytes = n) });
+      const tailStart = Math.floor(from / SEGMENT_ALIGN) * SEGMENT_ALIGN;
+      await until('the demand GET for the 60 % reader', () => f.gets().some((g) => asked(g, f.size)[0] === tailStart));
+      await until('the 60 % reader to get bytes', () => tailBytes > 0);
+      const suffix = download(f.url, { headers: { range: 'bytes=-500' }, onProgress: (n) => (suffixBytes = n) });
+      // Every byte but the file's last (held until the fill is verified), with every other GET held.
+      await until('the suffix bytes', () => suffixBytes >= 499);
+      expect(f.gets().filter((g) => g.endedAt === undefined).length).toBeGreaterThanOrEqual(9); // the fill's 8 and the 60 % one, all held
+      stopTail.abort();
+      await tail.catch(() => undefined);
+      barrier.release();
+      const s = await suffix;
+      expect([s.status, s.complete, header(s, 'content-range')]).toEqual([206, true, `bytes ${f.size - 500}-${f.size - 1}/${f.size}`]);
+      expect(s.body.equals(f.content.subarray(f.size - 500))).toBe(true);
+      expect((await full).sha256).toBe(f.sha256);
+      expect(f.bytes()).toBeLessThanOrEqual(onceBound(f));
+    } finally {
+      barrier.release();
+      barrier.remove();
+    }
+  });
+
   it('the staging file has its final size and blocks before the body is complete (preallocated)', async () => {
     const f = lfsFile(96 * MiB);
     const barrier = hub.setFault({ server: 'cdn', pathIncludes: f.sha256 }, { kind: 'barrier', atBytes: 2 * MiB, times: 1 });

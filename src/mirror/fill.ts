@@ -21,10 +21,10 @@
  * `If-Range`, at most `maxResumes` times per connection; then the fill fails cleanly. 429/5xx
  * answers are retried by the HubClient (Retry-After, backoff with jitter).
  *
- * Writes. Each connection copies what it receives into 1 MiB slabs and writes them as one vectored
- * write at its offset once 4 MiB are pending or 20 ms after the first pending byte (and at the
- * end of its span); past its share of the fill's buffer budget it stops reading (backpressure).
- * After a write completes, its slabs join the fill's in-memory window, readers whose position is
+ * Writes. Each connection keeps the chunks it receives as they are (no copy) and writes them as one
+ * vectored write at its offset once 4 MiB are pending or 20 ms after the first pending byte (and at
+ * the end of its span); past its share of the fill's buffer budget it stops reading (backpressure).
+ * After a write completes, its chunks join the fill's in-memory window, readers whose position is
  * now readable are woken in one pass, and the staged blob's hash advances over the contiguous
  * prefix (in a worker thread).
  *
@@ -62,7 +62,7 @@ const BATCH_BYTES = 4 * MiB;
 const BATCH_MS = 20;
 /** Memory a fill's connections may hold unwritten, together (each at least one batch). */
 const FILL_BUFFER_BYTES = 32 * MiB;
-/** Recently written slabs kept for readers at the head (one copy in memory, many sockets). */
+/** Recently written chunks kept for readers at the head (one copy in memory, many sockets). */
 const WINDOW_BYTES = 16 * MiB;
 /**
  * Connections a fill may open beyond its mode's (`upstreamConnections`, or 1) for readers waiting
@@ -699,7 +699,7 @@ export class Fill implements FillView {
 }
 
 /**
- * One upstream connection of a fill: reads a body into slabs, writes them in batches at its
+ * One upstream connection of a fill: reads a body in chunks, writes them in batches at its
  * claim's position, stops at the claim's end (which may move down while it runs), keeps its rate.
  */
 class Connection {

@@ -68,6 +68,15 @@ function onceBound(f: { size: number; gets: () => RecordedRequest[] }): number {
 }
 
 /** Most requests among `recs` whose [arrival, close] intervals overlap. */
+/** The suffix read got the file's last 500 bytes, the full download the whole file, upstream about the file once. */
+async function expectSuffixAndFill(f: ReturnType<typeof lfsFile>, suffix: ReturnType<typeof download>, full: ReturnType<typeof download>): Promise<void> {
+  const s = await suffix;
+  expect([s.status, s.complete, header(s, 'content-range')]).toEqual([206, true, `bytes ${f.size - 500}-${f.size - 1}/${f.size}`]);
+  expect(s.body.equals(f.content.subarray(f.size - 500))).toBe(true);
+  expect((await full).sha256).toBe(f.sha256);
+  expect(f.bytes()).toBeLessThanOrEqual(onceBound(f));
+}
+
 function maxOverlap(recs: RecordedRequest[]): number {
   const events: Array<[number, number]> = [];
   for (const r of recs) events.push([r.startedAt, 1], [r.endedAt ?? Infinity, -1]);
@@ -271,11 +280,7 @@ describe('segmented fills', () => {
       expect(starts).toContain(Math.floor(from / SEGMENT_ALIGN) * SEGMENT_ALIGN);
       barrier.release();
       throttle.remove();
-      const s = await suffix;
-      expect([s.status, s.complete, header(s, 'content-range')]).toEqual([206, true, `bytes ${f.size - 500}-${f.size - 1}/${f.size}`]);
-      expect(s.body.equals(f.content.subarray(f.size - 500))).toBe(true);
-      expect((await full).sha256).toBe(f.sha256);
-      expect(f.bytes()).toBeLessThanOrEqual(onceBound(f));
+      await expectSuffixAndFill(f, suffix, full);
     } finally {
       barrier.release();
       barrier.remove();
@@ -307,11 +312,7 @@ describe('segmented fills', () => {
       stopTail.abort();
       await tail.catch(() => undefined);
       barrier.release();
-      const s = await suffix;
-      expect([s.status, s.complete, header(s, 'content-range')]).toEqual([206, true, `bytes ${f.size - 500}-${f.size - 1}/${f.size}`]);
-      expect(s.body.equals(f.content.subarray(f.size - 500))).toBe(true);
-      expect((await full).sha256).toBe(f.sha256);
-      expect(f.bytes()).toBeLessThanOrEqual(onceBound(f));
+      await expectSuffixAndFill(f, suffix, full);
     } finally {
       barrier.release();
       barrier.remove();

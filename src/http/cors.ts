@@ -77,11 +77,27 @@ export class CorsPolicy {
    * themselves, file answers, send them as they are); returns them for `replaceIn`.
    */
   applyTo(outgoing: ServerResponse, origin: string | undefined): Record<string, string> {
+    const ours = this.#ours(origin);
+    for (const [name, value] of Object.entries(ours)) outgoing.setHeader(name, value);
+    if (this.variesByOrigin) outgoing.setHeader('vary', 'Origin');
+    return ours;
+  }
+
+  /**
+   * The same headers as applyTo, added to a header record instead (an answer written with one
+   * `writeHead`, see writeBlobResponse's `preamble`); returns them for `replaceIn`.
+   */
+  addTo(headers: Record<string, string>, origin: string | undefined): Record<string, string> {
+    const ours = this.#ours(origin);
+    Object.assign(headers, ours);
+    if (this.variesByOrigin) headers.vary = 'Origin';
+    return ours;
+  }
+
+  #ours(origin: string | undefined): Record<string, string> {
     const ours: Record<string, string> = { 'access-control-expose-headers': EXPOSE_HEADERS };
     const allowOrigin = this.allowedOrigin(origin);
     if (allowOrigin !== undefined) ours['access-control-allow-origin'] = allowOrigin;
-    for (const [name, value] of Object.entries(ours)) outgoing.setHeader(name, value);
-    if (this.variesByOrigin) outgoing.setHeader('vary', 'Origin');
     return ours;
   }
 

@@ -63,17 +63,20 @@ export function fileListener(deps: FileListenerDeps): (req: IncomingMessage, res
 
   const serve = async (req: IncomingMessage, res: ServerResponse, path: string, file: FileRequest): Promise<void> => {
     const live = new LiveDownload();
-    trackRequest(deps.log, deps.observer, req, res, live);
-    const ours = deps.cors.applyTo(res, incomingHeader(req, 'origin'));
+    // The app's middleware sets these on the response first; here they go out with the answer's
+    // own headers in one writeHead (see writeBlobResponse), or onto an error answer below.
+    const preamble: Record<string, string> = { 'x-request-id': trackRequest(deps.log, deps.observer, req, res, live) };
+    const ours = deps.cors.addTo(preamble, incomingHeader(req, 'origin'));
     try {
       const identity = deps.identify(req.headers.authorization, path);
-      await deps.files.serve(req, res, file, identity, live);
+      await deps.files.serve(req, res, file, identity, live, preamble);
     } catch (err) {
       // Past the headers an error can only cut the connection (the client sees a short body).
       if (res.headersSent) {
         res.destroy();
         return;
       }
+      for (const [name, value] of Object.entries(preamble)) res.setHeader(name, value);
       const answer = deps.errorAnswer(err);
       deps.cors.replaceIn(answer.headers, ours);
       // As the app answers HEAD: the GET answer's status and headers, no body.

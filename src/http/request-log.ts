@@ -77,23 +77,23 @@ class ContextView implements LiveRequest {
 
 export function requestLog(log: Logger, observer?: RequestObserver): MiddlewareHandler<LogEnv> {
   return async (c, next) => {
-    trackRequest(log, observer, c.env.incoming, c.env.outgoing, new ContextView(c));
+    // On the Node response itself: blob responses are written there directly, not through Hono.
+    c.env.outgoing.setHeader('x-request-id', trackRequest(log, observer, c.env.incoming, c.env.outgoing, new ContextView(c)));
     await next();
   };
 }
 
 /**
  * The request log and the observer for one request, whichever path serves it (the Hono app, or
- * the file downloads served without it, http/file-listener.ts): sets `X-Request-Id` on Node's
- * response and, when its response closes, writes the log line and tells the observer. `live` is
- * read then (and by the observer meanwhile): what the route recorded (cache status, transfer).
+ * the file downloads served without it, http/file-listener.ts): when its response closes, writes
+ * the log line and tells the observer. `live` is read then (and by the observer meanwhile): what
+ * the route recorded (cache status, transfer). Returns the request's id, for the caller to send as
+ * `X-Request-Id`.
  */
-export function trackRequest(log: Logger, observer: RequestObserver | undefined, incoming: IncomingMessage, outgoing: ServerResponse, live: LiveRequest): void {
+export function trackRequest(log: Logger, observer: RequestObserver | undefined, incoming: IncomingMessage, outgoing: ServerResponse, live: LiveRequest): string {
   const id = randomUUID();
-  // On the Node response itself: blob responses are written there directly, not through Hono.
-  outgoing.setHeader('x-request-id', id);
   const logging = log.isLevelEnabled('info');
-  if (!logging && !observer) return;
+  if (!logging && !observer) return id;
   const started = performance.now();
   observer?.opened(live);
   outgoing.once('close', () => {
@@ -134,4 +134,5 @@ export function trackRequest(log: Logger, observer: RequestObserver | undefined,
       });
     }
   });
+  return id;
 }

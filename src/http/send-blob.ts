@@ -143,6 +143,13 @@ export function contentDisposition(path: string): string {
  * multipart framing between them) to the socket; resolves when the response is finished or the
  * client went away. If the source fails mid-body the connection is cut (the client sees a short
  * body, never a complete wrong one).
+ *
+ * `preamble`: headers to send before the planned ones (the request id and CORS headers of a
+ * download answered without Hono), in the same `writeHead` (the record itself is not changed).
+ * Node writes a header record it is handed in one go, but once any
+ * header was set with `setHeader` it sets every other one that way too: measured on a warm HEAD
+ * (`npm run bench -- head`, 3 × 5 rounds interleaved A/B), 0.023-0.025 ms of mirror CPU instead
+ * of 0.025-0.027.
  */
 export async function writeBlobResponse(
   req: IncomingMessage,
@@ -150,8 +157,9 @@ export async function writeBlobResponse(
   plan: ResponsePlan,
   source: BlobSource | null,
   stats: TransferStats = { bytes: 0, completed: false },
+  preamble?: Record<string, string>,
 ): Promise<TransferStats> {
-  res.writeHead(plan.status, plan.headers);
+  writeHead(res, plan, preamble);
   const [first] = plan.spans;
   if (req.method === 'HEAD' || !first || !source) {
     res.end();
@@ -181,6 +189,24 @@ export async function writeBlobResponse(
     stats.completed = false;
   }
   return stats;
+}
+
+function writeHead(res: ServerResponse, plan: ResponsePlan, preamble: Record<string, string> | undefined): void {
+  if (!preamble) {
+    res.writeHead(plan.status, plan.headers);
+    return;
+  }
+  // The request log reads X-Error-* back from the response (getHeader), which sees only headers
+  // set one by one: answers that carry them take that way.
+  if ('x-error-code' in plan.headers || 'x-error-message' in plan.headers) {
+    for (const [name, value] of Object.entries(preamble)) res.setHeader(name, value);
+    res.writeHead(plan.status, plan.headers);
+    return;
+  }
+  // A new record: should writeHead throw (a header value Node refuses), the preamble is unchanged
+  // for the error answer. (Object.assign, not a spread: with `{ ...a, ...b }` the same bench gave
+  // 0.035-0.038 ms per HEAD against 0.023-0.024, alternating runs.)
+  res.writeHead(plan.status, Object.assign({}, preamble, plan.headers));
 }
 
 /**

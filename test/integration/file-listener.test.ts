@@ -27,14 +27,14 @@ interface Answer {
   body: Buffer;
 }
 
-/** Headers that differ by nature between two servers: the clock and the per-request id. */
+/** Headers that differ by nature between two servers (the clock, the per-request id): compared by presence only. */
 const VARYING = new Set(['date', 'x-request-id']);
 
 async function call(base: string, path: string, method: 'GET' | 'HEAD', headers: Record<string, string> = {}): Promise<Answer> {
   const res = await request(`${base}${path}`, { method, headers });
   const body = Buffer.from(await res.body.arrayBuffer());
   const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(res.headers)) if (!VARYING.has(k) && v !== undefined) out[k] = Array.isArray(v) ? v.join(', ') : v;
+  for (const [k, v] of Object.entries(res.headers)) if (v !== undefined) out[k] = VARYING.has(k) ? 'present' : Array.isArray(v) ? v.join(', ') : v;
   return { status: res.statusCode, headers: out, body };
 }
 
@@ -69,15 +69,25 @@ async function same(a: TestMirror, b: TestMirror, path: string, method: 'GET' | 
   return x;
 }
 
-async function metricLines(m: TestMirror, name: string): Promise<string[]> {
-  const res = await request(`${m.url}/metrics`);
+const METRICS_TOKEN = 'listener-metrics-token';
+const observer = { authorization: `Bearer ${METRICS_TOKEN}` };
+
+async function metricLines(m: TestMirror, name: string, headers: Record<string, string> = {}): Promise<string[]> {
+  const res = await request(`${m.url}/metrics`, { headers });
   const text = await res.body.text();
   return text.split('\n').filter((l) => l.startsWith(name));
 }
 
+/** The dashboard's recent errors (with messages: a metrics token is set), without their times. */
+async function recentErrors(m: TestMirror): Promise<unknown[]> {
+  const res = await request(`${m.url}/_/status`, { headers: observer });
+  const status = (await res.body.json()) as { errors: Array<Record<string, unknown>> };
+  return status.errors.map(({ at: _at, ...rest }) => rest);
+}
+
 describe('file downloads through the file listener answer as the app does', () => {
   it('hits, misses, ranges, conditionals, errors and gated files: the same status, headers and bytes', async () => {
-    await withPair({}, async (a, b) => {
+    await withPair({ metricsToken: METRICS_TOKEN }, async (a, b) => {
       const model = `/${REPO.id}/resolve/main/model.safetensors`;
       const cold = await same(a, b, model, 'GET');
       expect(cold.status).toBe(200);
@@ -94,6 +104,8 @@ describe('file downloads through the file listener answer as the app does', () =
       expect(range.body.equals(WEIGHTS.subarray(10, 100))).toBe(true);
       expect((await same(a, b, model, 'GET', { range: 'bytes=-500' })).body.equals(WEIGHTS.subarray(WEIGHTS.length - 500))).toBe(true);
       expect((await same(a, b, model, 'GET', { range: `bytes=${WEIGHTS.length}-` })).status).toBe(416);
+      const refused = await same(a, b, model, 'GET', { range: 'bytes=0-9,5-14,8-20' });
+      expect([refused.status, refused.headers['x-error-message']]).toEqual([416, 'Range refused: more than two overlapping ranges']);
       expect((await same(a, b, model, 'GET', { 'if-none-match': head.headers.etag! })).status).toBe(304);
       expect((await same(a, b, model, 'GET', { origin: OTHER })).headers['access-control-allow-origin']).toBe('*');
 
@@ -116,9 +128,13 @@ describe('file downloads through the file listener answer as the app does', () =
       }
 
       // Both told their request log and metrics the same: every request counted, by status.
-      const [x, y] = [await metricLines(a, 'hubcache_http_requests_total'), await metricLines(b, 'hubcache_http_requests_total')];
+      const [x, y] = [await metricLines(a, 'hubcache_http_requests_total', observer), await metricLines(b, 'hubcache_http_requests_total', observer)];
       expect(x.length).toBeGreaterThan(0);
       expect(x).toEqual(y);
+      // ...and the same recent errors, messages included (read back from the response's headers).
+      const errors = await recentErrors(a);
+      expect(errors).toContainEqual(expect.objectContaining({ status: 416, message: 'Range refused: more than two overlapping ranges' }));
+      expect(errors).toEqual(await recentErrors(b));
     });
   });
 

@@ -41,8 +41,12 @@ export interface DownloadNotes {
 export interface FileDownloads {
   /** The file a request path names; null when it names none; throws (4xx) when it is malformed. */
   parse(rawPath: string): FileRequest | null;
-  /** Answers a GET or HEAD of `file` as `identity` on Node's response; resolves once it is done. */
-  serve(incoming: IncomingMessage, outgoing: ServerResponse, file: FileRequest, identity: Identity, notes: DownloadNotes): Promise<void>;
+  /**
+   * Answers a GET or HEAD of `file` as `identity` on Node's response; resolves once it is done.
+   * `preamble`: headers not set on the response yet that go before the answer's own (see
+   * writeBlobResponse); if this throws before the answer's headers went out, they were not sent.
+   */
+  serve(incoming: IncomingMessage, outgoing: ServerResponse, file: FileRequest, identity: Identity, notes: DownloadNotes, preamble?: Record<string, string>): Promise<void>;
 }
 
 export function fileDownloads(deps: FilesRoutesDeps): FileDownloads {
@@ -55,7 +59,7 @@ export function fileDownloads(deps: FilesRoutesDeps): FileDownloads {
     return req || null;
   };
 
-  const serve = async (incoming: IncomingMessage, outgoing: ServerResponse, fileReq: FileRequest, identity: Identity, notes: DownloadNotes): Promise<void> => {
+  const serve = async (incoming: IncomingMessage, outgoing: ServerResponse, fileReq: FileRequest, identity: Identity, notes: DownloadNotes, preamble?: Record<string, string>): Promise<void> => {
     deps.policy.check(fileReq.repo);
     const entry = await deps.resolver.resolve(fileReq, identity);
     const conditional = {
@@ -67,13 +71,13 @@ export function fileDownloads(deps: FilesRoutesDeps): FileDownloads {
     if (incoming.method === 'HEAD') {
       const cacheStatus = (await deps.mirror.isCached(entry.blobKey)) ? 'hit' : 'miss';
       notes.noteCacheStatus(cacheStatus);
-      await writeBlobResponse(incoming, outgoing, planBlobResponse(entry, conditional, cacheStatus), null);
+      await writeBlobResponse(incoming, outgoing, planBlobResponse(entry, conditional, cacheStatus), null, undefined, preamble);
       return;
     }
 
     const plan = planBlobResponse(entry, conditional, 'none');
     if (plan.status === 304 || plan.status === 416) {
-      await writeBlobResponse(incoming, outgoing, plan, null);
+      await writeBlobResponse(incoming, outgoing, plan, null, undefined, preamble);
       return;
     }
     const source = await deps.mirror.open(entry, identity.auth, plan.status === 206 ? plan.spans : undefined);
@@ -86,7 +90,7 @@ export function fileDownloads(deps: FilesRoutesDeps): FileDownloads {
       await Promise.race([source.ready, delay(deps.fillStartWaitMs, undefined, { ref: false })]);
       const transfer = { bytes: 0, completed: false, headersAt: performance.now() };
       notes.noteTransfer(transfer);
-      await writeBlobResponse(incoming, outgoing, plan, source, transfer);
+      await writeBlobResponse(incoming, outgoing, plan, source, transfer, preamble);
       deps.traffic?.served(source.cacheStatus, transfer.bytes);
     } finally {
       source.release(); // a hit's file is let go; the blob may be evicted once no one reads it

@@ -57,7 +57,7 @@ async function withPair<T>(overrides: Parameters<typeof startMirror>[1], fn: (wi
   try {
     return await fn(a, b);
   } finally {
-    await Promise.all([a.close(), b.close()]);
+    await Promise.all([a.destroy(), b.destroy()]);
   }
 }
 

@@ -77,9 +77,9 @@ export class CorsPolicy {
    * themselves, file answers, send them as they are); returns them for `replaceIn`.
    */
   applyTo(outgoing: ServerResponse, origin: string | undefined): Record<string, string> {
-    const ours = this.#ours(origin);
-    for (const [name, value] of Object.entries(ours)) outgoing.setHeader(name, value);
-    if (this.variesByOrigin) outgoing.setHeader('vary', 'Origin');
+    const headers: Record<string, string> = {};
+    const ours = this.addTo(headers, origin);
+    for (const [name, value] of Object.entries(headers)) outgoing.setHeader(name, value);
     return ours;
   }
 
@@ -88,16 +88,11 @@ export class CorsPolicy {
    * `writeHead`, see writeBlobResponse's `preamble`); returns them for `replaceIn`.
    */
   addTo(headers: Record<string, string>, origin: string | undefined): Record<string, string> {
-    const ours = this.#ours(origin);
-    Object.assign(headers, ours);
-    if (this.variesByOrigin) headers.vary = 'Origin';
-    return ours;
-  }
-
-  #ours(origin: string | undefined): Record<string, string> {
     const ours: Record<string, string> = { 'access-control-expose-headers': EXPOSE_HEADERS };
     const allowOrigin = this.allowedOrigin(origin);
     if (allowOrigin !== undefined) ours['access-control-allow-origin'] = allowOrigin;
+    Object.assign(headers, ours);
+    if (this.variesByOrigin) headers.vary = 'Origin';
     return ours;
   }
 

@@ -138,8 +138,7 @@ describe('segmented fills', () => {
     const hold = hub.setFault({ ...f.cdn }, { kind: 'barrier', atBytes: MiB, skip: 2, times: 1 });
     try {
       const r = download(f.url, { keepBody: false });
-      await hold.reached;
-      const held = f.gets()[2]!;
+      const held = await hold.reached;
       const span = asked(held, f.size);
       await until('a GET inside the held span', () => f.gets().some((g) => g !== held && asked(g, f.size)[0] > span[0] && asked(g, f.size)[0] <= span[1]));
       hold.release();

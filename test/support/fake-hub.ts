@@ -266,8 +266,12 @@ export interface FaultHandle {
 export interface BarrierHandle extends FaultHandle {
   /** Lets every held body continue, and every later one pass the barrier without stopping. */
   release(): void;
-  /** Resolves when the first body reached `atBytes` (all bytes before it were handed to the socket). */
-  reached: Promise<void>;
+  /**
+   * Resolves when the first body reached `atBytes` (all bytes before it were handed to the
+   * socket), with that request: the one held (the order of `requests` need not be the order in
+   * which concurrent requests met the fault).
+   */
+  reached: Promise<RecordedRequest>;
 }
 
 /** What the fake hub knows about one file at one revision (for test assertions). */
@@ -443,8 +447,8 @@ interface BarrierState {
   released: boolean;
   waiters: Array<() => void>;
   reachedOnce: boolean;
-  resolveReached: () => void;
-  reached: Promise<void>;
+  resolveReached: (rec: RecordedRequest) => void;
+  reached: Promise<RecordedRequest>;
 }
 
 interface Ctx {
@@ -817,8 +821,8 @@ class FakeHubImpl implements FakeHub {
         },
       };
     }
-    let resolveReached: () => void = () => undefined;
-    const reached = new Promise<void>((resolve) => {
+    let resolveReached: (rec: RecordedRequest) => void = () => undefined;
+    const reached = new Promise<RecordedRequest>((resolve) => {
       resolveReached = resolve;
     });
     const state: BarrierState = { released: false, waiters: [], reachedOnce: false, resolveReached, reached };
@@ -1208,7 +1212,7 @@ class FakeHubImpl implements FakeHub {
           const state = ev.state;
           if (!state.reachedOnce) {
             state.reachedOnce = true;
-            state.resolveReached();
+            state.resolveReached(ctx.rec);
           }
           if (!state.released) {
             await Promise.race([new Promise<void>((resolve) => state.waiters.push(resolve)), ctx.closed]);

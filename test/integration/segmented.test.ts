@@ -14,6 +14,7 @@ import { download, header } from '../support/download.js';
 import { startFakeHub, type FakeHub, type RecordedRequest } from '../support/fake-hub.js';
 import { startMirrorProcess } from '../support/mirror-process.js';
 import { startMirror, type TestMirror } from '../support/start-mirror.js';
+import { MIN_SPLIT_BYTES } from '../../src/mirror/segment-plan.js';
 import { waitFor } from '../support/wait-for.js';
 
 const MiB = 1024 * 1024;
@@ -131,16 +132,31 @@ describe('segmented fills', () => {
   });
 
   it('a straggler (one connection far slower than the others) has its rest split off to a free connection', async () => {
-    // 8 segments of 13–16 MiB; the third GET is held after 1 MiB (rate 0: a straggler however
-    // loaded the box is), the others run unthrottled. Once one of them is free, half of what the
-    // held one has left goes to a new GET; then the held one is let go.
-    const f = lfsFile(128 * MiB);
+    // The third GET to reach the barrier is held after 1 MiB (rate 0: a straggler however loaded
+    // the box is), the others run unthrottled. Once one of them is free, half of what the held one
+    // has left goes to a new GET; then the held one is let go. Which GET is held depends on the
+    // order the hub meets the barrier in, so every first GET must be splittable: with 256 MiB the
+    // first 8 segments are 16 MiB each (shares shrink only once less than half the file is
+    // unclaimed). With 128 MiB they shrank to 7 MiB, and holding one of those (less than 2 ×
+    // MIN_SPLIT_BYTES left, so rightly never split) failed this test in 2 of about 15 CI runs.
+    const f = lfsFile(256 * MiB);
     const hold = hub.setFault({ ...f.cdn }, { kind: 'barrier', atBytes: MiB, skip: 2, times: 1 });
     try {
       const r = download(f.url, { keepBody: false });
+      let outcome = 'still running';
+      r.then(
+        (d) => (outcome = `${d.status}, complete ${d.complete}`),
+        (err: unknown) => (outcome = `failed: ${String(err)}`),
+      );
       const held = await hold.reached;
       const span = asked(held, f.size);
-      await until('a GET inside the held span', () => f.gets().some((g) => g !== held && asked(g, f.size)[0] > span[0] && asked(g, f.size)[0] <= span[1]));
+      expect(span[1] + 1 - span[0] - MiB).toBeGreaterThanOrEqual(2 * MIN_SPLIT_BYTES);
+      await until('a GET inside the held span', () => f.gets().some((g) => g !== held && asked(g, f.size)[0] > span[0] && asked(g, f.size)[0] <= span[1])).catch((err: unknown) => {
+        // What the fill did instead: every GET of the file, and how the download ended.
+        const t0 = f.gets()[0]?.startedAt ?? 0;
+        const gets = f.gets().map((g) => `${g === held ? 'HELD ' : ''}${String(g.headers.range)} ${g.status ?? '-'} sent ${g.bytesSent} at ${Math.round(g.startedAt - t0)}-${g.endedAt === undefined ? 'open' : Math.round(g.endedAt - t0)} ms`);
+        throw new Error(`${String(err)}; held span ${span.join('-')}; download ${outcome}; GETs: ${gets.join('; ')}`);
+      });
       hold.release();
       const done = await r;
       expect([done.status, done.complete, done.sha256]).toEqual([200, true, f.sha256]);

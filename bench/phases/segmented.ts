@@ -5,10 +5,15 @@
  *
  * - `aria2`: aria2c -x16 -s16 -k1M of a cold 512 MiB file, through the mirror vs straight from
  *   the hub (302 → CDN, then 16 ranged connections), cap 50 MiB/s per connection. Time and
- *   upstream bytes ÷ file size. The downloaded file's sha256 is checked.
+ *   upstream bytes ÷ file size. The downloaded file's sha256 is checked. For information, the
+ *   same through nginx proxy_cache with the slice module in front of the CDN (slices of the
+ *   mirror's segment size; BENCH_PROXY_CACHE=0 leaves it out): a C proxy that stores every byte
+ *   once, i.e. what storing the file on its way costs on this machine.
  * - `curl`: one `curl` of a cold 512 MiB file through the mirror on the same cap: MiB/s vs the
  *   cap. The goal is 0.8 × connections × cap, connections = the mirror's upstreamConnections
- *   (8, the planned default, while the option does not exist).
+ *   (8, the planned default, while the option does not exist). For information, the same through
+ *   the mirror with the bench's own client, which compares every byte and stores none: the
+ *   mirror's rate without the page-cache writes of curl's output file competing for the CPU.
  * - `ranges`: first-byte latency of `bytes=-500` and `bytes=<60 %>-` on a 1 GiB file whose fill
  *   is running (started by another client that read 8 MiB and left), cap 16 MiB/s per
  *   connection so the fill is slow.
@@ -16,11 +21,13 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { DEFAULT_CONFIG } from '../../src/config/config.js';
+import { segmentSize } from '../../src/mirror/segment-plan.js';
 import type { BenchContext, BenchFile, World } from '../lib/context.js';
 import { run } from '../lib/external.js';
 import { checkFile, curlToFile } from '../lib/stored.js';
 import { fmt, fmtSize, median, MiB } from '../lib/stats.js';
-import { mustTool } from '../lib/tools.js';
+import { startNginx, type Nginx } from '../lib/nginx.js';
+import { findTool, mustTool } from '../lib/tools.js';
 
 export async function aria2Phase(ctx: BenchContext): Promise<void> {
   const { s } = ctx;
@@ -30,8 +37,9 @@ export async function aria2Phase(ctx: BenchContext): Promise<void> {
   const out = path.join(ctx.tmp, 'aria2-out');
   fs.mkdirSync(out, { recursive: true });
   await ctx.world('aria2', async (w: World) => {
+    const slices = await maybeSliceCache(ctx, w, segmentSize(s.segSize, connectionsOf(s.mirrorConfig)));
     const fault = w.hub.setFault({ server: 'cdn' }, { kind: 'throttle', bytesPerSecond: s.segCapMiBps * MiB });
-    const fig = { mirror: [] as number[], direct: [] as number[], upstreamRatio: [] as number[], upstreamGets: [] as number[], mirrorCpuSecondsPerGB: [] as number[] };
+    const fig = { mirror: [] as number[], direct: [] as number[], slice: [] as number[], sliceUpstreamRatio: [] as number[], upstreamRatio: [] as number[], upstreamGets: [] as number[], mirrorCpuSecondsPerGB: [] as number[] };
     try {
       const aria = async (what: string, url: string, f: BenchFile): Promise<number> => {
         const name = `${what}-${f.path}`;
@@ -59,15 +67,43 @@ export async function aria2Phase(ctx: BenchContext): Promise<void> {
             },
             async () => void fig.direct.push(await aria('direct', w.hubUrl(f), f)),
           ];
+          if (slices) {
+            // A fresh file of its own: nginx caches what it fetched, and the mirror's run must be cold too.
+            const g = w.addFiles(`aria2-slice-r${r}`, 1, s.segSize)[0]!;
+            runs.push(async () => {
+              const u0 = w.upstream(g);
+              fig.slice.push(await aria('nginx-slice', slices.nginx.sliceUrl + (await cdnPathOf(w, g)), g));
+              fig.sliceUpstreamRatio.push((w.upstream(g).bytes - u0.bytes) / g.size);
+            });
+          }
           for (let j = 0; j < runs.length; j++) await runs[(j + r) % runs.length]!();
-          ctx.progress(`   round ${r + 1}: mirror ${fmt(fig.mirror.at(-1), 2)} s (upstream ${fmt(fig.upstreamRatio.at(-1), 3)}× in ${fig.upstreamGets.at(-1)} GETs), direct ${fmt(fig.direct.at(-1), 2)} s`);
+          ctx.progress(
+            `   round ${r + 1}: mirror ${fmt(fig.mirror.at(-1), 2)} s (upstream ${fmt(fig.upstreamRatio.at(-1), 3)}× in ${fig.upstreamGets.at(-1)} GETs), direct ${fmt(fig.direct.at(-1), 2)} s` +
+              (slices ? `, nginx slice ${fmt(fig.slice.at(-1), 2)} s (upstream ${fmt(fig.sliceUpstreamRatio.at(-1), 3)}×)` : ''),
+          );
         }
       });
     } finally {
       fault.remove();
+      await slices?.stop();
     }
     const label = `aria2c -x${k} cold ${fmtSize(s.segSize)}, ${s.segCapMiBps} MiB/s per connection`;
     ctx.report.add({ phase: 'aria2', label: `${label}: time`, unit: 's', better: 'lower', mirror: fig.mirror, reference: fig.direct, referenceName: 'direct aria2c', goals: [{ on: 'ratio', op: '<=', value: 1.2 }], digits: 2, note: `mirror CPU ${fmt(median(fig.mirrorCpuSecondsPerGB), 2)} s per GB` });
+    if (fig.slice.length === fig.direct.length && fig.slice.length > 0) {
+      ctx.report.add({
+        phase: 'aria2',
+        label: `${label}: nginx proxy_cache + slice in the mirror's place, time`,
+        unit: 's',
+        better: 'lower',
+        mirror: fig.slice,
+        reference: fig.direct,
+        referenceName: 'direct aria2c',
+        goals: [],
+        digits: 2,
+        info: true,
+        note: `slices of ${fmtSize(slices?.sliceBytes ?? 0)}, the mirror's segment size; upstream ${fig.sliceUpstreamRatio.map((x) => fmt(x, 3)).join('/')}× the file`,
+      });
+    }
     ctx.report.add({
       phase: 'aria2',
       label: `${label}: upstream body bytes ÷ file size`,
@@ -85,18 +121,46 @@ export async function aria2Phase(ctx: BenchContext): Promise<void> {
   fs.rmSync(out, { recursive: true, force: true });
 }
 
+/** The mirror's upstreamConnections under the bench's config (8, the planned default, if the option is absent). */
+function connectionsOf(mirrorConfig: unknown): number {
+  const configured = (mirrorConfig as Record<string, unknown>).upstreamConnections ?? (DEFAULT_CONFIG as unknown as Record<string, unknown>).upstreamConnections;
+  return typeof configured === 'number' ? configured : 8;
+}
+
+/** nginx proxy_cache + slice in front of the fake CDN (nginx.ts), unless BENCH_PROXY_CACHE=0 or nginx is missing. */
+async function maybeSliceCache(ctx: BenchContext, w: World, sliceBytes: number): Promise<{ nginx: Nginx; sliceBytes: number; stop: () => Promise<void> } | null> {
+  const bin = findTool('nginx');
+  if (!ctx.s.proxyCache || !bin) return null;
+  try {
+    const nginx = await startNginx({ bin, dir: path.join(ctx.tmp, 'nginx-slice'), workers: ctx.s.nginxWorkers, sliceCacheUpstream: w.hub.cdnUrl, sliceBytes });
+    return { nginx, sliceBytes, stop: ctx.cleanup.push('nginx proxy_cache + slice', () => nginx.stop(), { kind: 'kill', pid: nginx.pid }) };
+  } catch (err) {
+    console.error(`  note: nginx proxy_cache + slice did not start, its info row is left out: ${(err as Error).message}`);
+    return null;
+  }
+}
+
+/** The path and query of the CDN URL the hub redirects a file's download to (a fresh signature). */
+async function cdnPathOf(w: World, f: BenchFile): Promise<string> {
+  const res = await fetch(w.hubUrl(f), { method: 'HEAD', redirect: 'manual' });
+  const location = res.headers.get('location');
+  if (res.status !== 302 || !location) throw new Error(`hub HEAD ${f.path}: expected a 302 to the CDN, got ${res.status}`);
+  const u = new URL(location, w.hubUrl(f));
+  return u.pathname + u.search;
+}
+
 export async function curlPhase(ctx: BenchContext): Promise<void> {
   const { s } = ctx;
   const curl = mustTool('curl');
   const configured = (s.mirrorConfig as Record<string, unknown>).upstreamConnections ?? (DEFAULT_CONFIG as unknown as Record<string, unknown>).upstreamConnections;
-  const connections = typeof configured === 'number' ? configured : 8;
+  const connections = connectionsOf(s.mirrorConfig);
   const connNote = typeof configured === 'number' ? `upstreamConnections = ${connections}` : 'no upstreamConnections option yet: goal uses the planned default 8';
   ctx.progress(`curl: one curl, cold ${fmtSize(s.segSize)} through the mirror, ${s.segCapMiBps} MiB/s per connection; ${s.rounds} rounds`);
   const out = path.join(ctx.tmp, 'curl-out');
   fs.mkdirSync(out, { recursive: true });
   await ctx.world('curl', async (w: World) => {
     const fault = w.hub.setFault({ server: 'cdn' }, { kind: 'throttle', bytesPerSecond: s.segCapMiBps * MiB });
-    const fig = { mirror: [] as number[], direct: [] as number[], mirrorCpuSecondsPerGB: [] as number[] };
+    const fig = { mirror: [] as number[], direct: [] as number[], unstored: [] as number[], mirrorCpuSecondsPerGB: [] as number[] };
     try {
       const get = async (what: string, url: string, f: BenchFile): Promise<number> => {
         const r = await curlToFile(ctx, curl, what, url, path.join(out, `${what}-${f.path}`), f);
@@ -113,9 +177,15 @@ export async function curlPhase(ctx: BenchContext): Promise<void> {
               if (c0 && c1) fig.mirrorCpuSecondsPerGB.push((c1.user + c1.system - c0.user - c0.system) / (f.size / 1e9));
             },
             async () => void fig.direct.push(await get('direct', w.hubUrl(f), f)),
+            async () => {
+              const g = w.addFiles(`curl-unstored-r${r}`, 1, s.segSize)[0]!;
+              const o = (await ctx.clients.gets([{ url: w.mirrorUrl(g), expect: g.ref }])).outcomes[0]!;
+              ctx.checkGet(`mirror cold (bench client) ${g.path}`, o, { size: g.size, cache: 'miss' });
+              fig.unstored.push(o.bytes / MiB / ((o.endMs - o.startMs) / 1000));
+            },
           ];
           for (let j = 0; j < runs.length; j++) await runs[(j + r) % runs.length]!();
-          ctx.progress(`   round ${r + 1}: mirror ${fmt(fig.mirror.at(-1), 1)} MiB/s, direct ${fmt(fig.direct.at(-1), 1)} MiB/s`);
+          ctx.progress(`   round ${r + 1}: mirror ${fmt(fig.mirror.at(-1), 1)} MiB/s, direct ${fmt(fig.direct.at(-1), 1)} MiB/s, mirror to a client that stores nothing ${fmt(fig.unstored.at(-1), 1)} MiB/s`);
         }
       });
     } finally {
@@ -133,6 +203,19 @@ export async function curlPhase(ctx: BenchContext): Promise<void> {
       goals: [{ on: 'ratio', op: '>=', value: 0.8 * connections }],
       digits: 1,
       note: `ratio = × the cap; goal 0.8 × ${connections} connections (${connNote}); mirror CPU ${fmt(median(fig.mirrorCpuSecondsPerGB), 2)} s per GB`,
+    });
+    ctx.report.add({
+      phase: 'curl',
+      label: `one client that stores nothing (the bench's), cold ${fmtSize(s.segSize)} through the mirror, same cap`,
+      unit: 'MiB/s',
+      better: 'higher',
+      mirror: fig.unstored,
+      reference: fig.unstored.map(() => s.segCapMiBps),
+      referenceName: 'the cap',
+      goals: [],
+      digits: 1,
+      info: true,
+      note: `ratio = × the cap; what curl's row would be without curl writing its file on the same CPUs (goal there ${fmt(0.8 * connections, 1)}×)`,
     });
     ctx.report.add({ phase: 'curl', label: 'one curl, straight from the hub, same cap', unit: 'MiB/s', better: 'higher', mirror: fig.direct, reference: fig.direct.map(() => s.segCapMiBps), referenceName: 'the cap', goals: [], digits: 1, info: true, note: 'the "mirror" column is the direct curl here' });
     ctx.details.curl = { size: s.segSize, capMiBps: s.segCapMiBps, connections, ...fig };

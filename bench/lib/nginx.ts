@@ -56,6 +56,31 @@ export interface Nginx {
   stop(): Promise<void>;
 }
 
+/** A cache zone and the opening of a proxying server on `port` (its locations and `  }` follow). */
+function proxyServer(dir: string, zone: string, port: number): string[] {
+  return [
+    `  proxy_cache_path ${dir} levels=1:2 keys_zone=${zone}:16m max_size=100g inactive=1d use_temp_path=off;`,
+    '  server {',
+    `    listen 127.0.0.1:${port};`,
+    '    proxy_http_version 1.1;',
+    '    proxy_set_header Connection "";',
+    '    proxy_read_timeout 600s;',
+  ];
+}
+
+/** The cache directives of a proxy_cache location: one lock per key, held up to 600 s, so concurrent misses wait for one fetch. */
+function cacheLines(zone: string, key: string, statuses: string): string[] {
+  return [
+    `      proxy_cache ${zone};`,
+    `      proxy_cache_key ${key};`,
+    `      proxy_cache_valid ${statuses} 1d;`,
+    '      proxy_cache_lock on;',
+    '      proxy_cache_lock_timeout 600s;',
+    '      proxy_cache_lock_age 600s;',
+    '      add_header X-Proxy-Cache $upstream_cache_status;',
+  ];
+}
+
 function config(o: NginxOptions, staticPort: number, proxyPort: number, slicePort: number): string {
   const d = o.dir;
   const lines = [
@@ -87,12 +112,7 @@ function config(o: NginxOptions, staticPort: number, proxyPort: number, slicePor
   if (o.proxyCacheUpstream) {
     const up = new URL(o.proxyCacheUpstream);
     lines.push(
-      `  proxy_cache_path ${d}/cache levels=1:2 keys_zone=hub:16m max_size=100g inactive=1d use_temp_path=off;`,
-      '  server {',
-      `    listen 127.0.0.1:${proxyPort};`,
-      '    proxy_http_version 1.1;',
-      '    proxy_set_header Connection "";',
-      '    proxy_read_timeout 600s;',
+      ...proxyServer(`${d}/cache`, 'hub', proxyPort),
       '    location / {',
       `      proxy_pass http://${up.host};`,
       '      proxy_intercept_errors on;',
@@ -101,13 +121,7 @@ function config(o: NginxOptions, staticPort: number, proxyPort: number, slicePor
       '    location @cdn {',
       '      set $cdn $upstream_http_location;',
       '      proxy_pass $cdn;',
-      '      proxy_cache hub;',
-      '      proxy_cache_key $uri;',
-      '      proxy_cache_valid 200 1d;',
-      '      proxy_cache_lock on;',
-      '      proxy_cache_lock_timeout 600s;',
-      '      proxy_cache_lock_age 600s;',
-      '      add_header X-Proxy-Cache $upstream_cache_status;',
+      ...cacheLines('hub', '$uri', '200'),
       '    }',
       '  }',
     );
@@ -116,23 +130,12 @@ function config(o: NginxOptions, staticPort: number, proxyPort: number, slicePor
     const up = new URL(o.sliceCacheUpstream);
     const mib = Math.max(1, Math.round((o.sliceBytes ?? 16 * 1024 * 1024) / (1024 * 1024)));
     lines.push(
-      `  proxy_cache_path ${d}/slices levels=1:2 keys_zone=slices:16m max_size=100g inactive=1d use_temp_path=off;`,
-      '  server {',
-      `    listen 127.0.0.1:${slicePort};`,
-      '    proxy_http_version 1.1;',
-      '    proxy_set_header Connection "";',
-      '    proxy_read_timeout 600s;',
+      ...proxyServer(`${d}/slices`, 'slices', slicePort),
       '    location / {',
       `      slice ${mib}m;`,
       `      proxy_pass http://${up.host};`,
       '      proxy_set_header Range $slice_range;',
-      '      proxy_cache slices;',
-      '      proxy_cache_key $uri$slice_range;',
-      '      proxy_cache_valid 200 206 1d;',
-      '      proxy_cache_lock on;',
-      '      proxy_cache_lock_timeout 600s;',
-      '      proxy_cache_lock_age 600s;',
-      '      add_header X-Proxy-Cache $upstream_cache_status;',
+      ...cacheLines('slices', '$uri$slice_range', '200 206'),
       '    }',
       '  }',
     );

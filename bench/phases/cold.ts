@@ -13,17 +13,22 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { BenchContext, World } from '../lib/context.js';
 import type { GetOutcome } from '../lib/http-get.js';
-import { startNginx, type Nginx } from '../lib/nginx.js';
+import { startNginx, type Nginx, type NginxOptions } from '../lib/nginx.js';
 import { fmt, fmtSize, mbps, median } from '../lib/stats.js';
 import { curlToFile } from '../lib/stored.js';
 import { findTool } from '../lib/tools.js';
 
 /** nginx proxy_cache in front of this world's hub, or null (not installed, or turned off). */
-export async function maybeProxyCache(ctx: BenchContext, w: World, name: string): Promise<{ nginx: Nginx; stop: () => Promise<void> } | null> {
+export async function maybeProxyCache(
+  ctx: BenchContext,
+  w: World,
+  name: string,
+  upstream: Pick<NginxOptions, 'proxyCacheUpstream' | 'sliceCacheUpstream' | 'sliceBytes'> = { proxyCacheUpstream: w.hub.url },
+): Promise<{ nginx: Nginx; stop: () => Promise<void> } | null> {
   const bin = findTool('nginx');
   if (!ctx.s.proxyCache || !bin) return null;
   try {
-    const nginx = await startNginx({ bin, dir: path.join(ctx.tmp, `nginx-proxy-${name}`), workers: ctx.s.nginxWorkers, proxyCacheUpstream: w.hub.url });
+    const nginx = await startNginx({ bin, dir: path.join(ctx.tmp, `nginx-proxy-${name}`), workers: ctx.s.nginxWorkers, ...upstream });
     return { nginx, stop: ctx.cleanup.push(`nginx proxy_cache (${name})`, () => nginx.stop(), { kind: 'kill', pid: nginx.pid }) };
   } catch (err) {
     console.error(`  note: nginx proxy_cache did not start, its info rows are left out: ${(err as Error).message}`);

@@ -10,8 +10,8 @@
  *   mirror's segment size; BENCH_PROXY_CACHE=0 leaves it out): a C proxy that stores every byte
  *   once, i.e. what storing the file on its way costs on this machine.
  * - `curl`: one `curl` of a cold 512 MiB file through the mirror on the same cap: MiB/s vs the
- *   cap. The goal is 0.8 × connections × cap, connections = the mirror's upstreamConnections
- *   (8, the planned default, while the option does not exist). For information, the same through
+ *   cap. The goal is 0.8 × connections × cap, connections = the mirror's upstreamConnections.
+ *   For information, the same through
  *   the mirror with the bench's own client, which compares every byte and stores none: the
  *   mirror's rate without the page-cache writes of curl's output file competing for the CPU.
  * - `ranges`: first-byte latency of `bytes=-500` and `bytes=<60 %>-` on a 1 GiB file whose fill
@@ -20,14 +20,14 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { DEFAULT_CONFIG } from '../../src/config/config.js';
+import { DEFAULT_CONFIG, type Config } from '../../src/config/config.js';
 import { segmentSize } from '../../src/mirror/segment-plan.js';
 import type { BenchContext, BenchFile, World } from '../lib/context.js';
 import { run } from '../lib/external.js';
 import { checkFile, curlToFile } from '../lib/stored.js';
 import { fmt, fmtSize, median, MiB } from '../lib/stats.js';
-import { startNginx, type Nginx } from '../lib/nginx.js';
-import { findTool, mustTool } from '../lib/tools.js';
+import { mustTool } from '../lib/tools.js';
+import { maybeProxyCache } from './cold.js';
 
 export async function aria2Phase(ctx: BenchContext): Promise<void> {
   const { s } = ctx;
@@ -37,7 +37,8 @@ export async function aria2Phase(ctx: BenchContext): Promise<void> {
   const out = path.join(ctx.tmp, 'aria2-out');
   fs.mkdirSync(out, { recursive: true });
   await ctx.world('aria2', async (w: World) => {
-    const slices = await maybeSliceCache(ctx, w, segmentSize(s.segSize, connectionsOf(s.mirrorConfig)));
+    const sliceBytes = segmentSize(s.segSize, connectionsOf(s.mirrorConfig));
+    const slices = await maybeProxyCache(ctx, w, 'aria2-slice', { sliceCacheUpstream: w.hub.cdnUrl, sliceBytes });
     const fault = w.hub.setFault({ server: 'cdn' }, { kind: 'throttle', bytesPerSecond: s.segCapMiBps * MiB });
     const fig = { mirror: [] as number[], direct: [] as number[], slice: [] as number[], sliceUpstreamRatio: [] as number[], upstreamRatio: [] as number[], upstreamGets: [] as number[], mirrorCpuSecondsPerGB: [] as number[] };
     try {
@@ -101,7 +102,7 @@ export async function aria2Phase(ctx: BenchContext): Promise<void> {
         goals: [],
         digits: 2,
         info: true,
-        note: `slices of ${fmtSize(slices?.sliceBytes ?? 0)}, the mirror's segment size; upstream ${fig.sliceUpstreamRatio.map((x) => fmt(x, 3)).join('/')}× the file`,
+        note: `slices of ${fmtSize(sliceBytes)}, the mirror's segment size; upstream ${fig.sliceUpstreamRatio.map((x) => fmt(x, 3)).join('/')}× the file`,
       });
     }
     ctx.report.add({
@@ -121,23 +122,9 @@ export async function aria2Phase(ctx: BenchContext): Promise<void> {
   fs.rmSync(out, { recursive: true, force: true });
 }
 
-/** The mirror's upstreamConnections under the bench's config (8, the planned default, if the option is absent). */
-function connectionsOf(mirrorConfig: unknown): number {
-  const configured = (mirrorConfig as Record<string, unknown>).upstreamConnections ?? (DEFAULT_CONFIG as unknown as Record<string, unknown>).upstreamConnections;
-  return typeof configured === 'number' ? configured : 8;
-}
-
-/** nginx proxy_cache + slice in front of the fake CDN (nginx.ts), unless BENCH_PROXY_CACHE=0 or nginx is missing. */
-async function maybeSliceCache(ctx: BenchContext, w: World, sliceBytes: number): Promise<{ nginx: Nginx; sliceBytes: number; stop: () => Promise<void> } | null> {
-  const bin = findTool('nginx');
-  if (!ctx.s.proxyCache || !bin) return null;
-  try {
-    const nginx = await startNginx({ bin, dir: path.join(ctx.tmp, 'nginx-slice'), workers: ctx.s.nginxWorkers, sliceCacheUpstream: w.hub.cdnUrl, sliceBytes });
-    return { nginx, sliceBytes, stop: ctx.cleanup.push('nginx proxy_cache + slice', () => nginx.stop(), { kind: 'kill', pid: nginx.pid }) };
-  } catch (err) {
-    console.error(`  note: nginx proxy_cache + slice did not start, its info row is left out: ${(err as Error).message}`);
-    return null;
-  }
+/** The mirror's upstreamConnections under the bench's config. */
+function connectionsOf(mirrorConfig: Partial<Config>): number {
+  return mirrorConfig.upstreamConnections ?? DEFAULT_CONFIG.upstreamConnections;
 }
 
 /** The path and query of the CDN URL the hub redirects a file's download to (a fresh signature). */
@@ -152,9 +139,7 @@ async function cdnPathOf(w: World, f: BenchFile): Promise<string> {
 export async function curlPhase(ctx: BenchContext): Promise<void> {
   const { s } = ctx;
   const curl = mustTool('curl');
-  const configured = (s.mirrorConfig as Record<string, unknown>).upstreamConnections ?? (DEFAULT_CONFIG as unknown as Record<string, unknown>).upstreamConnections;
   const connections = connectionsOf(s.mirrorConfig);
-  const connNote = typeof configured === 'number' ? `upstreamConnections = ${connections}` : 'no upstreamConnections option yet: goal uses the planned default 8';
   ctx.progress(`curl: one curl, cold ${fmtSize(s.segSize)} through the mirror, ${s.segCapMiBps} MiB/s per connection; ${s.rounds} rounds`);
   const out = path.join(ctx.tmp, 'curl-out');
   fs.mkdirSync(out, { recursive: true });
@@ -202,7 +187,7 @@ export async function curlPhase(ctx: BenchContext): Promise<void> {
       referenceName: 'the cap',
       goals: [{ on: 'ratio', op: '>=', value: 0.8 * connections }],
       digits: 1,
-      note: `ratio = × the cap; goal 0.8 × ${connections} connections (${connNote}); mirror CPU ${fmt(median(fig.mirrorCpuSecondsPerGB), 2)} s per GB`,
+      note: `ratio = × the cap; goal 0.8 × ${connections} connections (upstreamConnections = ${connections}); mirror CPU ${fmt(median(fig.mirrorCpuSecondsPerGB), 2)} s per GB`,
     });
     ctx.report.add({
       phase: 'curl',

@@ -322,6 +322,8 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
     index,
     hub,
     maxResumes: config.maxResumes,
+    // A silence as long as the idle timeout is resumed by that timeout anyway.
+    stallMs: config.upstreamStallSeconds < config.upstreamIdleTimeoutSeconds ? config.upstreamStallSeconds * 1000 : 0,
     rangeBypassMaxBytes: config.rangeBypassMaxBytes,
     maxConcurrentFills: config.maxConcurrentFills,
     maxQueuedFills: config.maxQueuedFills,
@@ -335,6 +337,7 @@ export async function startServer(config: Config, log: Logger, env: ServerEnviro
       if (event === 'failed') activity.fillFailed(key, error?.code, error?.message);
       if (event === 'failed') log.warn({ blob: key, code: error?.code, message: error?.message }, 'fill failed');
       else if (event === 'split') log.debug({ blob: key }, 'fill split');
+      else if (event === 'takeover') log.warn({ blob: key }, 'fill takeover: an upstream connection went silent while a client waited for its bytes; a new request continues from where it stopped');
       else if (event === 'fenced') log.warn({ blob: key }, 'fill lease taken over by another replica before the commit: the verified blob was served, the new owner records it');
       else if (event === 'unclaimed') log.warn({ blob: key, message: error?.message }, 'fill leases unreadable: fetching without a lease');
       else if (event !== 'failover') log.info({ blob: key }, `fill ${event}`);

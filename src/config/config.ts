@@ -24,6 +24,7 @@ export interface Config {
   metadataTimeoutSeconds: number;
   upstreamHeadersTimeoutSeconds: number;
   upstreamIdleTimeoutSeconds: number;
+  upstreamStallSeconds: number;
   fillStartWaitMs: number;
   maxResumes: number;
   upstreamRetries: number;
@@ -108,6 +109,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'metadataTimeoutSeconds', type: { kind: 'number', min: 0.1, max: 600 }, default: 8, description: "Longest wait for an upstream metadata answer (file HEAD): below the clients' own 10 s, so they get a clear error or the offline answer instead of a timeout." },
   { key: 'upstreamHeadersTimeoutSeconds', type: { kind: 'number', min: 0.1, max: 600 }, default: 30, description: 'Longest wait for upstream response headers.' },
   { key: 'upstreamIdleTimeoutSeconds', type: { kind: 'number', min: 0.1, max: 3600 }, default: 60, description: 'Longest silence inside an upstream body before the connection is dropped and resumed.' },
+  { key: 'upstreamStallSeconds', type: { kind: 'number', min: 0, max: 3600 }, default: 3, description: 'A download connection on which nothing arrives for this long while a client waits for its next bytes is replaced: a new ranged request (Range + If-Range) takes over from where it stopped and the silent one is closed, so the client is not left silent until the idle timeout (huggingface_hub gives up after 10 s). Only a connection that had already delivered bytes is replaced, at most maxResumes times in a row for the same bytes, and only below upstreamIdleTimeoutSeconds. 0 disables it.' },
   { key: 'fillStartWaitMs', type: { kind: 'integer', min: 0, max: 9000 }, default: 2000, description: 'On a miss, how long to wait for upstream to start sending before answering the client anyway (clients time out after 10 s).' },
   { key: 'maxResumes', type: { kind: 'integer', min: 0, max: 100 }, default: 5, description: 'How many times a dropped upstream download is resumed (Range + If-Range) before it fails.' },
   { key: 'upstreamRetries', type: { kind: 'integer', min: 0, max: 10 }, default: 3, description: "How many times an upstream 429 or 5xx (500, 502, 503, 504) is retried, once per file or metadata question however many clients wait. Upstream's `Retry-After` (or the Hub's `RateLimit` reset) is honoured, else exponential backoff with jitter (0.25, 0.5, 1 s…). Metadata retries stay inside metadataTimeoutSeconds." },

@@ -19,7 +19,9 @@
  * Resumes. A connection that drops, stalls (no byte for the idle timeout) or trickles (below
  * `upstreamMinBytesPerSecond` over that window) is resumed at its own offset with `Range` +
  * `If-Range`, at most `maxResumes` times per connection; then the fill fails cleanly. 429/5xx
- * answers are retried by the HubClient (Retry-After, backoff with jitter).
+ * answers are retried by the HubClient (Retry-After, backoff with jitter). Sooner than the idle
+ * timeout, a connection silent for `stallMs` while a reader waits at its position is taken over:
+ * a new ranged request fetches the rest of its span and the silent one is closed.
  *
  * Writes. Each connection keeps the chunks it receives as they are (no copy) and writes them as one
  * vectored write at its offset once 4 MiB are pending or 20 ms after the first pending byte (and at
@@ -53,7 +55,7 @@ import type { FillOwnership } from './fill-ownership.js';
 import { SegmentPlan, segmentSize, type Claim, type Work } from './segment-plan.js';
 
 export type FillState = 'planning' | 'filling' | 'verifying' | 'committed' | 'failed';
-export type FillEvent = 'committed' | 'failed' | 'resumed' | 'split' | 'failover' | 'fenced';
+export type FillEvent = 'committed' | 'failed' | 'resumed' | 'split' | 'takeover' | 'failover' | 'fenced';
 
 const MiB = 1024 * 1024;
 /** A connection writes once this much is pending... */
@@ -89,6 +91,12 @@ export interface FillDeps {
   maxResumes: number;
   /** Slowest body accepted before it counts as stalled, if any. */
   speedFloor?: BodySpeedFloor | undefined;
+  /**
+   * A connection silent this long (ms; 0 or omitted: never) while a reader waits at its position
+   * is replaced by a new ranged request from where it stopped (see SegmentPlan.demandFor), rather
+   * than leaving the reader silent until the idle timeout.
+   */
+  stallMs?: number;
   /** Global cap on upstream connections; omitted: no cap beyond the fill's own. */
   conns?: ConnLimiter | undefined;
   /** Connections of a segmented fill (default 8). */
@@ -186,7 +194,7 @@ export class Fill implements FillView {
     this.#deps = deps;
     this.#connections = Math.max(1, deps.upstreamConnections ?? 8);
     this.#bufferPerConnection = Math.max(BATCH_BYTES, Math.floor(FILL_BUFFER_BYTES / this.#connections));
-    this.#plan = new SegmentPlan({ size: req.size, connections: this.#connections, segmentBytes: segmentSize(req.size, this.#connections) });
+    this.#plan = new SegmentPlan({ size: req.size, connections: this.#connections, segmentBytes: segmentSize(req.size, this.#connections), maxTakeovers: deps.maxResumes });
     this.started = new Promise<void>((resolve, reject) => {
       this.#resolveStarted = resolve;
       this.#rejectStarted = reject;
@@ -406,7 +414,7 @@ export class Fill implements FillView {
         this.#spare.push(grant);
         continue;
       }
-      if (work.victim) this.#deps.onEvent?.('split', this);
+      if (work.victim) this.#deps.onEvent?.(work.victim.stalled ? 'takeover' : 'split', this);
       this.#launch(claim, grant, 'range');
     }
     const more = this.#plan.complete ? null : this.#plan.next();
@@ -689,6 +697,12 @@ export class Fill implements FillView {
     return this.#deps.speedFloor;
   }
 
+  /** Consecutive silent rate samples after which a connection counts as stalled (0: never). */
+  get stallSamples(): number {
+    const ms = this.#deps.stallMs ?? 0;
+    return ms > 0 ? Math.max(2, Math.ceil(ms / RATE_SAMPLE_MS)) : 0;
+  }
+
   /**
    * A connection's rate changed: it may be worth a demand-first GET for a waiting reader, or (a
    * segmented fill) have become a straggler whose rest a free connection should take.
@@ -732,6 +746,7 @@ class Connection {
   stream(body: Readable, exact: boolean): Promise<void> {
     const claim = this.claim;
     const floor = this.#fill.speedFloor;
+    const stallSamples = this.#fill.stallSamples;
     this.#flushAt = claim.pos;
     return new Promise<void>((resolve, reject) => {
       let settled = false;
@@ -740,6 +755,9 @@ class Connection {
       let heldBackInWindow = false;
       let rateBytes = 0;
       let rateAt = performance.now();
+      // Rate samples in a row without a byte while the body was not held back by us. Samples, not
+      // milliseconds: an event loop blocked for seconds costs one sample, not a false stall.
+      let silentSamples = 0;
       const finish = (err: Error | null): void => {
         if (settled) return;
         settled = true;
@@ -750,6 +768,7 @@ class Connection {
         body.off('error', onError);
         claim.reach = claim.pos;
         claim.rate = 0;
+        claim.stalled = false;
         // A connection done before its first sample still tells the fill what rate it got.
         if (Number.isNaN(claim.measured) && rateBytes > 0) claim.measured = (rateBytes * 1000) / Math.max(1, performance.now() - rateAt);
         this.#flush(true);
@@ -770,6 +789,7 @@ class Connection {
         }
         windowBytes += buf.length;
         rateBytes += buf.length;
+        claim.stalled = false;
         if (buf.length > 0) this.#append(buf);
         if (this.#writeError) {
           finish(this.#writeError);
@@ -822,9 +842,17 @@ class Connection {
         // The last sample only: a connection that stalled stops counting as "about to get there" at once.
         claim.rate = (rateBytes * 1000) / Math.max(1, now - rateAt);
         claim.measured = Number.isNaN(claim.measured) ? claim.rate : (claim.measured + claim.rate) / 2;
+        silentSamples = rateBytes > 0 || heldBack ? 0 : silentSamples + 1;
+        if (stallSamples > 0 && silentSamples >= stallSamples) claim.stalled = true;
         rateBytes = 0;
         rateAt = now;
         this.#fill.reschedule();
+        // Taken over while silent (the end was moved down to where it stopped): no byte will come
+        // to notice that by, so close the body now.
+        if (!settled && claim.pos >= claim.end) {
+          discardBody(body);
+          finish(null);
+        }
       }, RATE_SAMPLE_MS);
       rateTimer.unref();
       body.on('data', onData);

@@ -112,6 +112,8 @@ export interface MirrorOptions {
   /** The upstreams (one or several, in order): metadata from the first healthy, fills fail over. */
   hub: UpstreamSet;
   maxResumes: number;
+  /** A connection silent this long (ms) while a reader waits at its position is replaced (see Fill); 0 or omitted: never. */
+  stallMs?: number;
   /**
    * Ranges of at most this many bytes together, on a blob that is neither cached nor being filled,
    * are fetched upstream as those ranges alone (size probes, file-header reads), instead of starting
@@ -178,6 +180,7 @@ export class Mirror {
   readonly #index: CacheIndex;
   readonly #hub: UpstreamSet;
   readonly #maxResumes: number;
+  readonly #stallMs: number;
   readonly #fills = new Flights<FillFlight>((flight) => flight.done);
   readonly #limiter: FillLimiter;
   readonly #diskSpace: DiskSpace | undefined;
@@ -205,6 +208,7 @@ export class Mirror {
     this.#index = opts.index;
     this.#hub = opts.hub;
     this.#maxResumes = opts.maxResumes;
+    this.#stallMs = opts.stallMs ?? 0;
     this.#onFillEvent = opts.onFillEvent;
     this.#onFailover = opts.onFailover;
     this.#limiter = new FillLimiter(opts.maxConcurrentFills ?? 16, opts.maxQueuedFills ?? 1000);
@@ -420,6 +424,7 @@ export class Mirror {
           peerCopy: peer !== undefined,
           source: peer ? fromPeer(peer.url, peer.token) : upstream(),
           maxResumes: this.#maxResumes,
+          stallMs: this.#stallMs,
           speedFloor: this.#hub.bodySpeedFloor,
           conns: this.#conns,
           upstreamConnections: this.#upstreamConnections,

@@ -20,8 +20,10 @@
  *   within about a second (DEMAND_SOON; a connection whose rate is not measured yet counts as
  *   about to); otherwise the plan answers with work that starts at
  *   `x` (aligned down to DEMAND_ALIGN, never below what a connection already has): a new span in
- *   a gap, or a split of the claim that holds `x`. Single-stream fills (`segmented` false) only
- *   ever get demand work; a fill that cannot ask for ranges (`ranged` false) gets none.
+ *   a gap, or a split of the claim that holds `x`. A reader waiting on a connection that went
+ *   silent (`stalled`) gets a new request from where that one stopped. Single-stream fills
+ *   (`segmented` false) only ever get demand work; a fill that cannot ask for ranges (`ranged`
+ *   false) gets none.
  */
 import { SpanSet, type Interval, type ReadonlySpanSet } from '../model/span-set.js';
 
@@ -67,6 +69,13 @@ export interface Claim {
    * measured. One sample of a busy mirror's bursty reads is no evidence of a slow connection.
    */
   measured: number;
+  /**
+   * The connection went silent (the Fill sets it: no byte for the stall time, while the mirror was
+   * not holding it back). A reader waiting at its position has the rest fetched by a new request.
+   */
+  stalled: boolean;
+  /** Silent connections this span went through before this one (each replaced by the next). */
+  takeovers: number;
 }
 
 /** Work for a connection: fetch `[start, end)`; `victim`: first shrink that claim's end to `start`. */
@@ -85,12 +94,19 @@ export interface PlanOptions {
   /** Connections of the fill's own work list (upstreamConnections), for segment sizes. */
   connections: number;
   segmentBytes: number;
+  /**
+   * Times in a row a span's silent connection is replaced (default 5): past it, the stall is left
+   * to the idle timeout and its resumes, so an upstream that sends a little on every connection
+   * and then goes silent ends in a failure, not in a request every few seconds forever.
+   */
+  maxTakeovers?: number;
 }
 
 export class SegmentPlan {
   readonly size: number;
   readonly #connections: number;
   readonly #segmentBytes: number;
+  readonly #maxTakeovers: number;
   readonly #covered = new SpanSet();
   readonly #claims = new Map<number, Claim>();
   readonly #demands = new Map<number, number>();
@@ -106,6 +122,7 @@ export class SegmentPlan {
     this.size = opts.size;
     this.#connections = Math.max(1, opts.connections);
     this.#segmentBytes = opts.segmentBytes;
+    this.#maxTakeovers = opts.maxTakeovers ?? 5;
   }
 
   /** Bytes written to the staging file. */
@@ -128,7 +145,7 @@ export class SegmentPlan {
 
   /** A new claim of `[start, end)` (after `take`, or for a fill's first request). */
   claim(start: number, end: number): Claim {
-    const c: Claim = { id: this.#nextId++, start, pos: start, end, reach: start, rate: Number.NaN, measured: Number.NaN };
+    const c: Claim = { id: this.#nextId++, start, pos: start, end, reach: start, rate: Number.NaN, measured: Number.NaN, stalled: false, takeovers: 0 };
     this.#claims.set(c.id, c);
     return c;
   }
@@ -149,7 +166,9 @@ export class SegmentPlan {
     } else if (this.#takenAt(start)) {
       return null;
     }
-    return this.claim(start, end);
+    const c = this.claim(start, end);
+    if (work.victim?.stalled) c.takeovers = work.victim.takeovers + 1;
+    return c;
   }
 
   /**
@@ -190,6 +209,12 @@ export class SegmentPlan {
     const c = this.#claimAt(x);
     if (c) {
       if (x < c.pos) return 'wait'; // received, being written
+      // A connection that went silent after it had delivered bytes: its reader would wait for the
+      // idle timeout. A new request takes over from where it stopped. One that never delivered a
+      // byte is not taken over (its replacement would be the same kind of request to the same
+      // place): the idle timeout and resumes deal with it, so a dead upstream costs no request
+      // storm; nor is one past maxTakeovers in a row.
+      if (c.stalled && c.measured > 0 && c.takeovers < this.#maxTakeovers && this.ranged) return { start: Math.max(c.pos, alignDown(x, DEMAND_ALIGN)), end: c.end, victim: c, demand: true };
       if (Number.isNaN(c.rate) || x - c.pos <= Math.max(DEMAND_SOON_BYTES, c.rate)) return 'wait';
       if (!this.ranged) return 'wait';
       const at = Math.max(c.pos, alignDown(x, DEMAND_ALIGN));

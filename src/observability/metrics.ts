@@ -465,10 +465,13 @@ export class Metrics implements RequestObserver, UpstreamObserver, EvictionObser
     this.#metadataBytes += bytes;
   }
 
-  /** A fill's event as the mirror reports it; a split, failover or lease event is counted elsewhere (or not at all). */
-  fillEvent(event: FillEvent | 'split' | 'failover' | 'fenced' | 'unclaimed'): void {
+  /**
+   * A fill's event as the mirror reports it; a split, failover or lease event is counted elsewhere
+   * (or not at all). A takeover (a silent connection replaced by a ranged request) is a resume.
+   */
+  fillEvent(event: FillEvent | 'split' | 'takeover' | 'failover' | 'fenced' | 'unclaimed'): void {
     if (event === 'split' || event === 'failover' || event === 'fenced' || event === 'unclaimed') return;
-    if (event === 'resumed') this.#resumes++;
+    if (event === 'resumed' || event === 'takeover') this.#resumes++;
     else this.#fills[event]++;
   }
 

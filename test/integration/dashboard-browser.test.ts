@@ -64,7 +64,10 @@ describe.skipIf(!haveChromium)(`the dashboard in Chromium${haveChromium ? '' : `
   beforeAll(async () => {
     hub = await startFakeHub();
     hub.addRepo({ ...REPO, files: { 'model.safetensors': WEIGHTS, 'config.json': Buffer.from('{"dashboard": true}\n') } });
-    mirror = await startMirror(hub.url, { metricsToken: TOKEN });
+    // Barriers hold upstream bodies on purpose; a client waiting at a held connection would have it
+    // replaced after upstreamStallSeconds (segmented.test.ts tests that), and these tests count the
+    // requests and hold the moments: no stall takeovers here.
+    mirror = await startMirror(hub.url, { metricsToken: TOKEN, upstreamStallSeconds: 0 });
     userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'hubcache-chromium-'));
     browser = await chromium.launchPersistentContext(userDataDir, {
       executablePath: CHROMIUM,

@@ -37,8 +37,11 @@ async function hub(): Promise<FakeHub> {
   return h;
 }
 
+// Barriers hold upstream bodies on purpose; a client waiting at a held connection would have it
+// replaced after upstreamStallSeconds (segmented.test.ts tests that), and these tests count the
+// requests and hold the moments: no stall takeovers here.
 async function mirror(h: FakeHub, overrides: Partial<Config> = {}, env: ServerEnvironment = {}): Promise<TestMirror> {
-  const m = await startMirror(h.url, overrides, env);
+  const m = await startMirror(h.url, { upstreamStallSeconds: 0, ...overrides }, env);
   cleanup.push(() => m.destroy());
   return m;
 }
@@ -199,7 +202,7 @@ describe('a replica streams another replica’s running fill', () => {
     const f = addFile(h);
     const dataDirA = fs.mkdtempSync(path.join(os.tmpdir(), 'hubcache-peer-a-'));
     cleanup.push(async () => fs.rmSync(dataDirA, { recursive: true, force: true }));
-    const a = await startMirrorProcess(h.url, dataDirA, { HUBCACHE_CLUSTER_SECRET: secret });
+    const a = await startMirrorProcess(h.url, dataDirA, { HUBCACHE_CLUSTER_SECRET: secret, HUBCACHE_UPSTREAM_STALL_SECONDS: '0' });
     cleanup.push(() => a.kill());
     const b = await mirror(h, { clusterSecret: secret }, fromPeer(() => a.url));
     const at = Math.floor((0.4 * f.size) / (64 * 1024)) * 64 * 1024;

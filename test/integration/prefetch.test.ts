@@ -45,8 +45,13 @@ function contentGets(repoId: string, file: string): number {
   return info.lfs ? hub.count({ server: 'cdn', method: 'GET', pathIncludes: info.sha256 }) : hub.count({ server: 'hub', method: 'GET', pathIncludes: `/${repoId}/resolve/${info.commit}/${file}` }) + hub.count({ server: 'hub', method: 'GET', pathIncludes: `/${repoId}/resolve/main/${file}` });
 }
 
+// Barriers hold upstream bodies on purpose; a client waiting at a held connection would have it
+// replaced after upstreamStallSeconds (segmented.test.ts tests that), and these tests count the
+// requests and hold the moments: no stall takeovers here.
+const NO_TAKEOVER_ENV = { HUBCACHE_UPSTREAM_STALL_SECONDS: '0' };
+
 async function withMirror<T>(fn: (m: TestMirror) => Promise<T>): Promise<T> {
-  const m = await startMirror(hub.url, { adminToken: ADMIN });
+  const m = await startMirror(hub.url, { adminToken: ADMIN, upstreamStallSeconds: 0 });
   try {
     return await fn(m);
   } finally {
@@ -160,7 +165,7 @@ describe('prefetch', () => {
     for (let i = 0; i < 4; i++) files[`shard-${i}.safetensors`] = makeContent(4 * MiB + i, 80 + i);
     hub.addRepo({ id, files });
     const dataDir = tempDir();
-    const env = { HUBCACHE_ADMIN_TOKEN: ADMIN };
+    const env = { HUBCACHE_ADMIN_TOKEN: ADMIN, ...NO_TAKEOVER_ENV };
     const barrier = hub.setFault({ server: 'cdn', pathIncludes: hub.fileInfo({ id }, 'shard-2.safetensors').sha256 }, { kind: 'barrier', atBytes: MiB, times: 1 });
     let m = await startMirrorProcess(hub.url, dataDir, env);
     let jobId: string;
@@ -247,7 +252,7 @@ describe('jobs', () => {
     const files: Record<string, Buffer> = { 'a.bin': makeContent(2 * MiB, 95), 'b.bin': makeContent(2 * MiB, 96) };
     hub.addRepo({ id, files });
     const dataDir = tempDir();
-    const env = { HUBCACHE_ADMIN_TOKEN: ADMIN };
+    const env = { HUBCACHE_ADMIN_TOKEN: ADMIN, ...NO_TAKEOVER_ENV };
     const barrier = hub.setFault({ server: 'cdn', pathIncludes: hub.fileInfo({ id }, 'a.bin').sha256 }, { kind: 'barrier', atBytes: 1024, times: 1 });
     let m = await startMirrorProcess(hub.url, dataDir, env);
     let jobId = '';

@@ -95,6 +95,10 @@ async function clusterEnv(): Promise<Record<string, string>> {
     HUBCACHE_S3_FORCE_PATH_STYLE: 'true',
     HUBCACHE_S3_ACCESS_KEY_ID: swift.accessKeyId,
     HUBCACHE_S3_SECRET_ACCESS_KEY: swift.secretAccessKey,
+    // Barriers hold upstream bodies on purpose; a client waiting at a held connection would have it
+    // replaced after upstreamStallSeconds (segmented.test.ts tests that), and these tests count the
+    // requests and hold the moments: no stall takeovers here.
+    HUBCACHE_UPSTREAM_STALL_SECONDS: '0',
     // One upstream stream per fill: "at 40 %" is then a point of one body (the barrier).
     HUBCACHE_SEGMENT_MIN_BYTES: String(4096 * MiB),
   };

@@ -26,7 +26,10 @@ const tmpDirs: string[] = [];
 
 beforeAll(async () => {
   hub = await startFakeHub();
-  mirror = await startMirror(hub.url);
+  // Barriers hold upstream bodies on purpose; a client waiting at a held connection would have it
+  // replaced after upstreamStallSeconds (segmented.test.ts tests that), and these tests count the
+  // requests and hold the moments: no stall takeovers here.
+  mirror = await startMirror(hub.url, { upstreamStallSeconds: 0 });
 });
 afterAll(async () => {
   await mirror?.destroy();
@@ -354,6 +357,46 @@ describe('segmented fills', () => {
       barrier.release();
       barrier.remove();
     }
+  });
+});
+
+describe('a connection that goes silent while a client waits for its bytes', () => {
+  // The idle timeout is out of reach (10 min): only the stall takeover (upstreamStallSeconds, 3 s by
+  // default) can bring these downloads to their end within the test's time.
+  let quiet: TestMirror;
+  beforeAll(async () => {
+    quiet = await startMirror(hub.url, { upstreamIdleTimeoutSeconds: 600, clientIdleTimeoutSeconds: 900 });
+  });
+  afterAll(async () => {
+    await quiet?.destroy();
+  });
+
+  it.each([
+    ['a segment of a segmented fill', 128 * MiB, 2 * MiB],
+    ['the one stream of a fill below segmentMinBytes', 24 * MiB, 5 * MiB],
+  ])('%s: a new ranged request takes over from where it stopped, the silent one is closed, the client gets every byte', async (_what, size, at) => {
+    const f = lfsFile(size, quiet);
+    const stall = hub.setFault(f.cdn, { kind: 'stall', afterBytes: at, times: 1 });
+    try {
+      const r = await download(f.url, { keepBody: false });
+      expect([r.status, r.complete, r.sha256]).toEqual([200, true, f.sha256]);
+    } finally {
+      stall.remove();
+    }
+    expect(stall.applied).toBe(1);
+    const gets = f.gets();
+    const silent = gets[0]!;
+    expect(silent.bytesSent).toBe(at);
+    // Closed by the mirror (no fill commits while one of its connections runs), not by a timeout.
+    expect(silent.endedAt).toBeDefined();
+    const takeover = gets.filter((g) => g.headers.range !== undefined && asked(g, size)[0] === at);
+    expect(takeover).toHaveLength(1);
+    expect(takeover[0]?.headers['if-range']).toBe(`"${f.sha256}"`);
+    // Within what the silent one had asked for (an end-game split may have taken its far end first).
+    const silentEnd = silent.headers.range === undefined ? size - 1 : asked(silent, size)[1];
+    expect(asked(takeover[0]!, size)[1]).toBeLessThanOrEqual(silentEnd);
+    expect(quiet.logs.some((l) => l.includes('fill takeover') && l.includes(f.sha256))).toBe(true);
+    expect(f.bytes()).toBeLessThanOrEqual(onceBound(f));
   });
 });
 

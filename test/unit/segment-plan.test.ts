@@ -3,7 +3,7 @@
  * end-game splits, and what a reader waiting at an offset gets.
  */
 import { describe, expect, it } from 'vitest';
-import { DEMAND_ALIGN, SegmentPlan, segmentSize, type Claim } from '../../src/mirror/segment-plan.js';
+import { DEMAND_ALIGN, SegmentPlan, segmentSize, type Claim, type Work } from '../../src/mirror/segment-plan.js';
 
 const MiB = 1024 * 1024;
 
@@ -229,5 +229,59 @@ describe('demand', () => {
     s.reach = s.end;
     p.release(c2);
     expect(s.end).toBe(100 * MiB);
+  });
+
+  it('a reader at a connection that went silent after delivering bytes gets a request from where it stopped; one that never delivered a byte is waited for', () => {
+    const size = 128 * MiB;
+    const p = plan(size, 8);
+    const a = take(p);
+    a.reach = a.end;
+    a.pos = 5 * MiB + 123;
+    a.rate = 0;
+    a.measured = 1_000_000;
+    // Silent, but not (yet) for the stall time: the reader at its position waits.
+    expect(p.demandFor(a.pos)).toBe('wait');
+    expect(p.demandFor(a.pos + MiB)).toBe('wait');
+    a.stalled = true;
+    // Right at the connection, or a little ahead: the rest of its span from where it stopped, or
+    // from the reader's aligned offset (what the silent one holds below it is taken over later).
+    for (const x of [a.pos, a.pos + 100, a.pos + MiB]) {
+      const w = p.demandFor(x) as Work;
+      expect([w.start, w.end, w.victim, w.demand]).toEqual([Math.max(a.pos, Math.floor(x / DEMAND_ALIGN) * DEMAND_ALIGN), a.end, a, true]);
+    }
+    // Bytes already received (being written) are not asked for again.
+    expect(p.demandFor(a.pos - 1)).toBe('wait');
+    const token = p.want(a.pos);
+    const c = p.take(p.next()!)!;
+    p.forget(token);
+    // The silent connection's end is where it stopped: it has nothing left to fetch.
+    expect([a.end, c.start, c.end]).toEqual([a.pos, a.pos, segmentSize(size, 8)]);
+    // The replacement went silent before its first byte: no chain of requests to a dead upstream.
+    c.rate = 0;
+    c.measured = 0;
+    c.stalled = true;
+    expect(p.demandFor(c.pos)).toBe('wait');
+    // Each replacement that sends a little and goes silent is replaced in turn, maxTakeovers (5)
+    // times in a row on the same span; then the idle timeout and its resumes have it.
+    let last = c;
+    for (let n = 1; n <= 5; n++) {
+      expect(last.takeovers).toBe(n);
+      last.pos += MiB;
+      last.measured = 500_000;
+      if (n === 5) break;
+      const t = p.want(last.pos);
+      const next = p.take(p.next()!)!;
+      p.forget(t);
+      expect([next.start, last.end]).toEqual([last.pos, last.pos]);
+      next.stalled = true;
+      last = next;
+    }
+    expect(p.demandFor(last.pos)).toBe('wait');
+    // Without ranges there is nothing to ask for: the idle timeout deals with it.
+    const q = plan(size, 8);
+    q.ranged = false;
+    const b = q.claim(0, size);
+    Object.assign(b, { reach: size, pos: MiB, rate: 0, measured: 1_000_000, stalled: true });
+    expect(q.demandFor(MiB)).toBe('wait');
   });
 });

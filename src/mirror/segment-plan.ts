@@ -213,8 +213,11 @@ export class SegmentPlan {
       // idle timeout. A new request takes over from where it stopped. One that never delivered a
       // byte is not taken over (its replacement would be the same kind of request to the same
       // place): the idle timeout and resumes deal with it, so a dead upstream costs no request
-      // storm; nor is one past maxTakeovers in a row.
-      if (c.stalled && c.measured > 0 && c.takeovers < this.#maxTakeovers && this.ranged) return { start: Math.max(c.pos, alignDown(x, DEMAND_ALIGN)), end: c.end, victim: c, demand: true };
+      // storm; nor is one past maxTakeovers in a row; nor one with only the file's last byte to
+      // go: a mirror upstream of us (another hubcache, a replica) holds that byte back until it
+      // has verified the file, and would hold it back from the replacement too.
+      const lastByteOnly = c.pos === this.size - 1;
+      if (c.stalled && c.measured > 0 && c.takeovers < this.#maxTakeovers && !lastByteOnly && this.ranged) return { start: Math.max(c.pos, alignDown(x, DEMAND_ALIGN)), end: c.end, victim: c, demand: true };
       if (Number.isNaN(c.rate) || x - c.pos <= Math.max(DEMAND_SOON_BYTES, c.rate)) return 'wait';
       if (!this.ranged) return 'wait';
       const at = Math.max(c.pos, alignDown(x, DEMAND_ALIGN));

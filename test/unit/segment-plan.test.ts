@@ -277,6 +277,14 @@ describe('demand', () => {
       last = next;
     }
     expect(p.demandFor(last.pos)).toBe('wait');
+    // Only the file's last byte to go: an upstream mirror holds it back until it has verified
+    // the file, from any request; nothing to take over.
+    const tail = plan(size, 8);
+    const z = tail.claim(size - 4 * MiB, size);
+    Object.assign(z, { reach: size, pos: size - 1, rate: 0, measured: 1_000_000, stalled: true });
+    expect(tail.demandFor(size - 1)).toBe('wait');
+    z.pos = size - 2;
+    expect(typeof tail.demandFor(size - 2)).toBe('object');
     // Without ranges there is nothing to ask for: the idle timeout deals with it.
     const q = plan(size, 8);
     q.ranged = false;

@@ -16,6 +16,7 @@ import type { Janitor, JanitorStep } from './janitor.js';
 import { startMirrorChild, type MirrorUnderTest } from './mirror.js';
 import type { Report } from './report.js';
 import type { Settings } from './settings.js';
+import { recyclePages } from './pages.js';
 
 export interface BenchFile {
   repo: string;
@@ -99,6 +100,14 @@ export class BenchContext {
   fail(msg: string): void {
     this.failures.push(msg);
     console.error(`  FAIL: ${msg}`);
+  }
+
+  /**
+   * Right before a timed run that stores about `bytes` (a cache's copy, a client's output file):
+   * fresh pages for it, whatever ran before (see pages.ts).
+   */
+  async freshPages(bytes: number): Promise<void> {
+    if (this.s.recyclePages) await recyclePages(this.tmp, bytes);
   }
 
   progress(msg: string): void {

@@ -68,6 +68,7 @@ export interface Settings {
   clientProcs: number;
   nginxWorkers: number;
   proxyCache: boolean;
+  recyclePages: boolean;
   mirrorConfig: Partial<Config>;
   profDir: string | undefined;
 }
@@ -104,6 +105,7 @@ export const SETTINGS_DOC: [string, string, string][] = [
   ['BENCH_CLIENT_PROCS', 'max(2, cores)', 'client processes'],
   ['BENCH_NGINX_WORKERS', '1', 'nginx worker_processes (1 = like the one mirror process)'],
   ['BENCH_PROXY_CACHE', '1', '0 = no nginx proxy_cache (info) rows'],
+  ['BENCH_RECYCLE_PAGES', '1', '0 = no scratch write before each run that stores a file (bench/lib/pages.ts: why)'],
   ['BENCH_MIRROR_CONFIG', '{}', 'JSON config overrides for the mirror, e.g. {"maxConcurrentFills":32}'],
   ['BENCH_MIRROR_NODE_ARGS', 'unset', 'extra node flags for the mirror process only, space-separated, e.g. --trace-gc (its stderr is the bench\'s)'],
   ['BENCH_PROF_DIR', 'unset', 'V8 CPU profiles: --cpu-prof per child, plus one profile of the mirror per row (mirror-<row>.cpuprofile)'],
@@ -183,6 +185,7 @@ export function parseSettings(argv: string[], env: NodeJS.ProcessEnv): Settings 
     clientProcs: num('BENCH_CLIENT_PROCS', Math.max(2, os.cpus().length), { integer: true, min: 1 }),
     nginxWorkers: num('BENCH_NGINX_WORKERS', 1, { integer: true, min: 1 }),
     proxyCache: num('BENCH_PROXY_CACHE', 1, { integer: true }) !== 0,
+    recyclePages: num('BENCH_RECYCLE_PAGES', 1, { integer: true }) !== 0,
     mirrorConfig,
     profDir: env.BENCH_PROF_DIR?.trim() || undefined,
   };

@@ -6,8 +6,9 @@
  * With curl installed, also a direct download stored to a file on the mirror's filesystem
  * (`curl -L -o`, info): a cache has to write every byte of a cold file once, and on some machines
  * that write, not the network, is the limit (a VM whose fresh page-cache pages fault in from the
- * host costs several CPU-seconds per GB). The mirror ÷ that ratio says how far the mirror is from
- * the best any cache could do here; the direct (discarding) download stays the goal's reference.
+ * host costs several CPU-seconds per GB; every run that stores gets just-freed pages first, see
+ * lib/pages.ts). The mirror ÷ that ratio says how far the mirror is from the best any cache could
+ * do here; the direct (discarding) download stays the goal's reference.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -61,6 +62,7 @@ export async function coldPhase(ctx: BenchContext): Promise<void> {
               [
                 'mirror',
                 async () => {
+                  await ctx.freshPages(size);
                   const up0 = w.upstream(f).bytes;
                   const c0 = w.mirror.cpu();
                   const o = (await ctx.clients.gets([{ url: w.mirrorUrl(f), expect: f.ref }])).outcomes[0]!;
@@ -87,6 +89,7 @@ export async function coldPhase(ctx: BenchContext): Promise<void> {
               runs.push([
                 'direct, stored',
                 async () => {
+                  await ctx.freshPages(size);
                   const r = await curlToFile(ctx, curl, 'direct stored', w.hubUrl(f), path.join(storedDir, f.path.replaceAll('/', '_')), f);
                   fig.stored.push(r.bytes / 1e6 / r.seconds);
                 },
@@ -96,6 +99,7 @@ export async function coldPhase(ctx: BenchContext): Promise<void> {
               runs.push([
                 'proxy_cache',
                 async () => {
+                  await ctx.freshPages(size);
                   const o = (await ctx.clients.gets([{ url: `${pc.nginx.proxyUrl}/${f.repo}/resolve/main/${f.path}`, expect: f.ref }])).outcomes[0]!;
                   ctx.checkGet(`nginx proxy_cache cold ${f.path}`, o, { size });
                   fig.proxy.push(mbps(o.bytes, elapsed(o)));

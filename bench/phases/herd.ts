@@ -70,11 +70,19 @@ export async function herdPhase(ctx: BenchContext): Promise<void> {
             for (let r = 0; r < s.rounds; r++) {
               const f = w.addFiles(`herd-${kind}-r${r}`, 1, size)[0]!;
               const runs: (() => Promise<void>)[] = [
-                async () => void fig.mirror.push(await herdRun(ctx, w, `mirror herd (${kind}) ${f.path}`, w.mirrorUrl(f), f, n)),
+                async () => {
+                  await ctx.freshPages(size);
+                  fig.mirror.push(await herdRun(ctx, w, `mirror herd (${kind}) ${f.path}`, w.mirrorUrl(f), f, n));
+                },
                 async () => void fig.direct1.push(await herdRun(ctx, w, `direct (${kind}) ${f.path}`, w.hubUrl(f), f, 1, true)),
               ];
               if (!capped) runs.push(async () => void fig.directN.push(await herdRun(ctx, w, `${n} direct (${kind}) ${f.path}`, w.hubUrl(f), f, n, true)));
-              if (pc) runs.push(async () => void fig.proxy.push(await herdRun(ctx, w, `proxy_cache herd (${kind}) ${f.path}`, `${pc.nginx.proxyUrl}/${f.repo}/resolve/main/${f.path}`, f, n)));
+              if (pc) {
+                runs.push(async () => {
+                  await ctx.freshPages(size);
+                  fig.proxy.push(await herdRun(ctx, w, `proxy_cache herd (${kind}) ${f.path}`, `${pc.nginx.proxyUrl}/${f.repo}/resolve/main/${f.path}`, f, n));
+                });
+              }
               for (let k = 0; k < runs.length; k++) await runs[(k + r) % runs.length]!();
               await ctx.verifySha(`mirror herd ${f.path}`, w.mirrorUrl(f), f, 'hit');
               const m = fig.mirror.at(-1)!;

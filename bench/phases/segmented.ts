@@ -57,6 +57,7 @@ export async function aria2Phase(ctx: BenchContext): Promise<void> {
           const f = w.addFiles(`aria2-r${r}`, 1, s.segSize)[0]!;
           const runs = [
             async () => {
+              await ctx.freshPages(2 * f.size); // the mirror's copy and aria2c's
               const u0 = w.upstream(f);
               const c0 = w.mirror.cpu();
               fig.mirror.push(await aria('mirror', w.mirrorUrl(f), f));
@@ -66,12 +67,16 @@ export async function aria2Phase(ctx: BenchContext): Promise<void> {
               fig.upstreamRatio.push((u1.bytes - u0.bytes) / f.size);
               fig.upstreamGets.push(u1.gets - u0.gets);
             },
-            async () => void fig.direct.push(await aria('direct', w.hubUrl(f), f)),
+            async () => {
+              await ctx.freshPages(f.size);
+              fig.direct.push(await aria('direct', w.hubUrl(f), f));
+            },
           ];
           if (slices) {
             // A fresh file of its own: nginx caches what it fetched, and the mirror's run must be cold too.
             const g = w.addFiles(`aria2-slice-r${r}`, 1, s.segSize)[0]!;
             runs.push(async () => {
+              await ctx.freshPages(2 * g.size); // nginx's copy and aria2c's
               const u0 = w.upstream(g);
               fig.slice.push(await aria('nginx-slice', slices.nginx.sliceUrl + (await cdnPathOf(w, g)), g));
               fig.sliceUpstreamRatio.push((w.upstream(g).bytes - u0.bytes) / g.size);
@@ -156,14 +161,19 @@ export async function curlPhase(ctx: BenchContext): Promise<void> {
           const f = w.addFiles(`curl-r${r}`, 1, s.segSize)[0]!;
           const runs = [
             async () => {
+              await ctx.freshPages(2 * f.size); // the mirror's copy and curl's
               const c0 = w.mirror.cpu();
               fig.mirror.push(await get('mirror', w.mirrorUrl(f), f));
               const c1 = w.mirror.cpu();
               if (c0 && c1) fig.mirrorCpuSecondsPerGB.push((c1.user + c1.system - c0.user - c0.system) / (f.size / 1e9));
             },
-            async () => void fig.direct.push(await get('direct', w.hubUrl(f), f)),
+            async () => {
+              await ctx.freshPages(f.size);
+              fig.direct.push(await get('direct', w.hubUrl(f), f));
+            },
             async () => {
               const g = w.addFiles(`curl-unstored-r${r}`, 1, s.segSize)[0]!;
+              await ctx.freshPages(g.size);
               const o = (await ctx.clients.gets([{ url: w.mirrorUrl(g), expect: g.ref }])).outcomes[0]!;
               ctx.checkGet(`mirror cold (bench client) ${g.path}`, o, { size: g.size, cache: 'miss' });
               fig.unstored.push(o.bytes / MiB / ((o.endMs - o.startMs) / 1000));

@@ -38,6 +38,7 @@
  * - On failure the staging file is removed before anyone learns of it, and nothing reaches the
  *   index.
  */
+import { setMaxListeners } from 'node:events';
 import type { Readable } from 'node:stream';
 import { setTimeout as delay } from 'node:timers/promises';
 import { MirrorError, isMirrorError } from '../errors.js';
@@ -194,6 +195,10 @@ export class Fill implements FillView {
     this.#deps = deps;
     this.#connections = Math.max(1, deps.upstreamConnections ?? 8);
     this.#bufferPerConnection = Math.max(BATCH_BYTES, Math.floor(FILL_BUFFER_BYTES / this.#connections));
+    // Every upstream request of the fill (and its backoff pause) listens on this one signal, plus
+    // the fill itself: past Node's default of 10, a fill of 8 connections with demand GETs printed
+    // a "possible memory leak" warning. The bound is what the fill can have open at once.
+    setMaxListeners(this.#connections + DEMAND_CONNECTIONS + 2, this.#abort.signal);
     this.#plan = new SegmentPlan({ size: req.size, connections: this.#connections, segmentBytes: segmentSize(req.size, this.#connections), maxTakeovers: deps.maxResumes });
     this.started = new Promise<void>((resolve, reject) => {
       this.#resolveStarted = resolve;

@@ -440,6 +440,32 @@ describe('shared limits', () => {
     }
   });
 
+  it('a fill of 12 connections at once warns of no listener leak (each request listens on the fill\'s one abort signal)', async () => {
+    // Node warns (MaxListenersExceededWarning, on stderr) past 10 listeners on one AbortSignal:
+    // an operator reads that as a leak. 12 connections plus the fill's own listener are 13.
+    const m = await startMirror(hub.url, { upstreamConnections: 12, upstreamStallSeconds: 0 });
+    const warnings: Error[] = [];
+    const onWarning = (w: Error): void => void warnings.push(w);
+    process.on('warning', onWarning);
+    try {
+      const f = lfsFile(192 * MiB, m); // 12 segments of 16 MiB
+      const throttle = hub.setFault({ server: 'cdn', pathIncludes: f.sha256 }, { kind: 'throttle', bytesPerSecond: 20e6 });
+      try {
+        const r = await download(f.url, { keepBody: false });
+        expect([r.status, r.complete, r.sha256]).toEqual([200, true, f.sha256]);
+      } finally {
+        throttle.remove();
+      }
+      expect(maxOverlap(f.gets())).toBe(12);
+      // Warnings are emitted on the next tick.
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      expect(warnings.filter((w) => w.name === 'MaxListenersExceededWarning').map((w) => w.message)).toEqual([]);
+    } finally {
+      process.off('warning', onWarning);
+      await m.destroy();
+    }
+  });
+
   it('kill -9 in the middle of a segmented fill: the restart is consistent and the next request fills correctly', async () => {
     const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'hubcache-seg-crash-'));
     tmpDirs.push(dataDir);

@@ -32,6 +32,7 @@ describe('FsBlobStore', () => {
     expect(await store.stat(key)).toBeNull(); // nothing visible before commit
     await w.write(5, [data.subarray(5)]);
     const final = await w.commit();
+    w.dispose(); // the staging fd stays open for readers until then (the StagedBlob contract)
     expect(final).toBe(path.join(dir, 'blobs-v1', 'sha256', key.slice(7, 9), key.slice(9, 11), key.slice(7)));
     expect(fs.readFileSync(final)).toEqual(data);
     expect(await store.stat(key)).toEqual({ size: data.length });
@@ -44,6 +45,7 @@ describe('FsBlobStore', () => {
     const w = await store.stage(key, data.length);
     await w.write(0, [data]);
     await w.commit();
+    w.dispose();
     expect(await store.stat(key)).toEqual({ size: data.length });
   });
 
@@ -83,6 +85,7 @@ describe('FsBlobStore', () => {
     const w = await store.stage(key, data.length);
     await w.write(0, [data]);
     await w.commit();
+    w.dispose();
     const chunks: Buffer[] = [];
     for await (const c of store.openRead(key, 2, 5)) chunks.push(c as Buffer);
     expect(Buffer.concat(chunks).toString()).toBe('cdef');
